@@ -1,0 +1,63 @@
+"""The run configuration: the one home of every training knob and its bounds.
+
+TensorFlow-free, so the server can validate requests without importing it.
+The bounds are what a user may ask for; they also keep any single request from
+exhausting the machine (a run is at most 100,000 steps and 1,000 evaluations).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+MAX_STEPS = 100_000
+MAX_EVALS = 1_000
+TRAIN_SIZE = 55_000
+
+Arch = Literal["cnn", "mlp"]
+OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
+
+
+class RunConfig(BaseModel):
+    """One training run. Defaults are the seed recipe (CNN, BN, Adagrad 0.01, batch 64)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Arch = Field("cnn", description="cnn: two 5x5 convs + FC 1024; mlp: 3 x 100 sigmoid")
+    batch_norm: bool = Field(True, description="Insert BatchNorm before each hidden nonlinearity")
+    optimizer: OptimizerName = "adagrad"
+    learning_rate: float = Field(0.01, gt=0, le=1000, allow_inf_nan=False)
+    batch_size: int = Field(64, ge=1, le=1024)
+    steps: int = Field(5000, ge=1, le=MAX_STEPS, description="Number of parameter updates")
+    eval_every: int = Field(200, ge=1, le=MAX_STEPS, description="Validate every N steps")
+    dropout: float = Field(0.5, ge=0, lt=1, allow_inf_nan=False, description="Drop rate")
+    bn_decay: float = Field(
+        0.5, ge=0, lt=1, allow_inf_nan=False, description="Moving-average decay of BN stats"
+    )
+    bn_epsilon: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    train_subset: int | None = Field(
+        None, ge=1, le=TRAIN_SIZE, description="Train on only the first N training images"
+    )
+
+    @field_validator("eval_every")
+    @classmethod
+    def _bounded_evaluations(cls, eval_every: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")  # absent when steps itself was invalid
+        if steps is not None and -(-steps // eval_every) > MAX_EVALS:
+            least = -(-steps // MAX_EVALS)
+            raise ValueError(
+                f"{-(-steps // eval_every)} evaluations for steps={steps} is more than "
+                f"{MAX_EVALS}; eval_every must be at least {least}"
+            )
+        return eval_every
+
+    def eval_steps(self) -> list[int]:
+        """Steps at which the validation set is evaluated: 0, every eval_every, and the last."""
+        points = list(range(0, self.steps, self.eval_every))
+        return [*points, self.steps]
+
+    def twin(self) -> RunConfig:
+        """The same run with batch norm flipped: same seed, same data order."""
+        return self.model_copy(update={"batch_norm": not self.batch_norm})

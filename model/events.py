@@ -1,0 +1,97 @@
+"""What a training run reports while it runs: typed, JSON-serialisable events.
+
+TensorFlow-free: the server and the CLI parse and forward these without it.
+Non-finite floats (a diverged run) serialise as JSON `null`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
+
+class StartEvent(_Event):
+    type: Literal["start"] = "start"
+    total_steps: int
+    device: str = Field(description="Where training runs, e.g. CPU:0 or GPU:0")
+    parameters: int = Field(description="Trainable parameter count")
+
+
+class ProbePercentiles(BaseModel):
+    """15th/50th/85th percentiles over the validation set of the input to one
+    fixed unit of the last hidden layer, before its nonlinearity (BN paper, Fig. 1b/c)."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
+    p15: float
+    p50: float
+    p85: float
+
+
+class EvalEvent(_Event):
+    type: Literal["eval"] = "eval"
+    step: int = Field(description="Number of updates done before this evaluation")
+    val_loss: float
+    val_acc: float
+    train_loss: float | None = Field(description="Mean training loss since the last eval")
+    examples_per_sec: float | None = Field(description="Training throughput since the last eval")
+    elapsed: float = Field(description="Seconds since training started")
+    probe: ProbePercentiles
+
+
+class ProgressEvent(_Event):
+    type: Literal["progress"] = "progress"
+    step: int
+    total_steps: int
+    elapsed: float
+
+
+class TestMetrics(BaseModel):
+    """Final metrics on the 10,000 test images."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
+    test_loss: float
+    test_accuracy: float
+    log_loss: float = Field(description="Multiclass log loss, probabilities clipped at 1e-15")
+
+
+class TestEvent(TestMetrics):
+    type: Literal["test"] = "test"
+
+
+class DivergedEvent(_Event):
+    type: Literal["diverged"] = "diverged"
+    step: int
+    loss: float | None = Field(description="The non-finite loss (null in JSON)")
+
+
+Event = Annotated[
+    StartEvent | EvalEvent | ProgressEvent | TestEvent | DivergedEvent,
+    Field(discriminator="type"),
+]
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class TrainingStopped(Exception):
+    """Training ended early, on purpose or by the numbers; not a crash."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class Diverged(TrainingStopped):
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(step, f"training diverged at step {step} (loss = {loss})")
+        self.loss = loss
+
+
+class Cancelled(TrainingStopped):
+    def __init__(self, step: int) -> None:
+        super().__init__(step, f"training cancelled at step {step}")

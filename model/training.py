@@ -1,0 +1,187 @@
+"""Train one network on MNIST, reporting typed events as it goes.
+
+The public surface is `train(config, on_event, should_stop)`; everything a
+caller needs to know about a run arrives through the events.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model import device
+from model.config import RunConfig
+from model.data import BatchOrder, Mnist, load_mnist
+from model.events import (
+    Cancelled,
+    Diverged,
+    DivergedEvent,
+    EvalEvent,
+    Event,
+    ProbePercentiles,
+    ProgressEvent,
+    StartEvent,
+    TestEvent,
+    TestMetrics,
+)
+from model.networks import Network, build_network
+
+PROGRESS_INTERVAL = 0.25  # seconds between progress events: "a few per second"
+EVAL_CHUNK = 1000  # images per forward pass when evaluating (BN in inference mode)
+LOG_LOSS_CLIP = 1e-15
+
+
+def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+    lr = config.learning_rate
+    match config.optimizer:
+        case "adagrad":
+            # tf.compat.v1's AdagradOptimizer default, which the seed recipe used.
+            return keras.optimizers.Adagrad(lr, initial_accumulator_value=0.1)
+        case "sgd":
+            return keras.optimizers.SGD(lr)
+        case "momentum":
+            return keras.optimizers.SGD(lr, momentum=0.9)
+        case "adam":
+            return keras.optimizers.Adam(lr)
+
+
+class Trainer:
+    """The compiled pieces of one run: network, optimizer, train and eval steps."""
+
+    def __init__(self, config: RunConfig, data: Mnist) -> None:
+        self.config = config
+        self.network: Network = build_network(config)
+        self.optimizer = make_optimizer(config)
+        self.optimizer.build(self.network.trainable_variables)
+        # Training images live in one tensor (on the GPU when there is one) and
+        # batches are gathered inside the compiled step: no per-step host copy.
+        self.images = tf.constant(data.train.images)
+        self.labels = tf.constant(data.train.labels)
+        self.order = BatchOrder(len(data.train), config.batch_size, config.seed)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def train_step(self, indices: tf.Tensor) -> tf.Tensor:
+        x = tf.gather(self.images, indices)
+        y = tf.gather(self.labels, indices)
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.network(x, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            )
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+    def predict_step(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.network.forward(x, training=False)
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and probe values for a whole split, in chunks."""
+        logits, probes = [], []
+        for start in range(0, len(images), EVAL_CHUNK):
+            chunk_logits, chunk_probe = self.predict_step(images[start : start + EVAL_CHUNK])
+            logits.append(chunk_logits.numpy())
+            probes.append(chunk_probe.numpy())
+        return np.concatenate(logits), np.concatenate(probes)
+
+    def step(self, step: int) -> float:
+        """Do update number `step + 1` (batches are numbered from 0); return its loss."""
+        return float(self.train_step(self.order.indices(step)))
+
+
+def _loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """Cross-entropy (from log-softmax, numerically safe), accuracy, and the
+    multiclass log loss with probabilities clipped at 1e-15 — in float64."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    true_log_prob = log_probs[np.arange(len(labels)), labels]
+    loss = float(-true_log_prob.mean())
+    accuracy = float((logits.argmax(axis=1) == labels).mean())
+    clipped = np.clip(np.exp(true_log_prob), LOG_LOSS_CLIP, 1.0)
+    return loss, accuracy, float(-np.log(clipped).mean())
+
+
+def train(
+    config: RunConfig,
+    on_event: Callable[[Event], None] = lambda event: None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    data: Mnist | None = None,
+    data_dir: str | Path | None = None,
+) -> TestMetrics:
+    """Train `config` to the end and return the test metrics.
+
+    Emits `start`, `eval` (step 0, every `eval_every` steps and the last step),
+    `progress` (at most every PROGRESS_INTERVAL s) and finally `test`.
+    Raises `Diverged` (after a `diverged` event) when the loss stops being
+    finite, and `Cancelled` when `should_stop()` turns true between steps.
+    """
+    device_name = device.configure()
+    tf.keras.utils.set_random_seed(config.seed)
+    if data is None:
+        data = load_mnist(data_dir, train_subset=config.train_subset)
+    with tf.device(f"/{device_name}"):
+        trainer = Trainer(config, data)
+    parameters = sum(int(np.prod(v.shape)) for v in trainer.network.trainable_variables)
+    on_event(StartEvent(total_steps=config.steps, device=device_name, parameters=parameters))
+
+    started = time.perf_counter()
+    eval_at = set(config.eval_steps())
+    loss_sum, loss_count, train_seconds = 0.0, 0, 0.0
+    last_progress = 0.0
+
+    def evaluate(step: int) -> None:
+        nonlocal loss_sum, loss_count, train_seconds
+        logits, probe = trainer.predict(data.validation.images)
+        val_loss, val_acc, _ = _loss_and_accuracy(logits, data.validation.labels)
+        p15, p50, p85 = np.percentile(probe, [15, 50, 85])
+        on_event(
+            EvalEvent(
+                step=step,
+                val_loss=val_loss,
+                val_acc=val_acc,
+                train_loss=loss_sum / loss_count if loss_count else None,
+                examples_per_sec=(
+                    loss_count * config.batch_size / train_seconds if train_seconds else None
+                ),
+                elapsed=time.perf_counter() - started,
+                probe=ProbePercentiles(p15=p15, p50=p50, p85=p85),
+            )
+        )
+        if not math.isfinite(val_loss):
+            on_event(DivergedEvent(step=step, loss=val_loss))
+            raise Diverged(step, val_loss)
+        loss_sum, loss_count, train_seconds = 0.0, 0, 0.0
+
+    evaluate(0)
+    for step in range(config.steps):
+        if should_stop is not None and should_stop():
+            raise Cancelled(step)
+        tick = time.perf_counter()
+        loss = trainer.step(step)
+        now = time.perf_counter()
+        train_seconds += now - tick
+        if not math.isfinite(loss):
+            on_event(DivergedEvent(step=step + 1, loss=loss))
+            raise Diverged(step + 1, loss)
+        loss_sum += loss
+        loss_count += 1
+        if now - last_progress >= PROGRESS_INTERVAL or step + 1 == config.steps:
+            last_progress = now
+            on_event(ProgressEvent(step=step + 1, total_steps=config.steps, elapsed=now - started))
+        if step + 1 in eval_at:
+            evaluate(step + 1)
+
+    logits, _ = trainer.predict(data.test.images)
+    test_loss, test_accuracy, log_loss = _loss_and_accuracy(logits, data.test.labels)
+    metrics = TestEvent(test_loss=test_loss, test_accuracy=test_accuracy, log_loss=log_loss)
+    on_event(metrics)
+    return TestMetrics(**metrics.model_dump(exclude={"type"}))

@@ -1,0 +1,30 @@
+"""The `bnlab` command: `bnlab train` (one run) and `bnlab serve` (the dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model.cli import add_train_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnlab", description="BN Lab: MNIST with and without Batch Normalization."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(subparsers)
+    from server.main import add_serve_parser
+
+    add_serve_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

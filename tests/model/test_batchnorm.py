@@ -1,0 +1,103 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model.batchnorm import BatchNorm
+
+SHAPES = [(32, 6), (8, 5, 5, 4)]
+
+
+def numpy_bn(x, mean, var, gamma, beta, eps):
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
+
+
+def batch(shape, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=shape) * 3 + 2).astype(np.float32)
+
+
+def randomised(layer: BatchNorm, channels: int) -> BatchNorm:
+    rng = np.random.default_rng(0)
+    layer.gamma.assign(rng.uniform(0.5, 2, channels).astype(np.float32))
+    layer.beta.assign(rng.normal(size=channels).astype(np.float32))
+    return layer
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_training_mode_normalises_with_batch_statistics(shape):
+    x = batch(shape, 1)
+    layer = BatchNorm(decay=0.9, epsilon=1e-3)
+    layer.build(shape)
+    randomised(layer, shape[-1])
+    axes = tuple(range(len(shape) - 1))
+    expected = numpy_bn(x, x.mean(axes), x.var(axes), layer.gamma.numpy(), layer.beta.numpy(), 1e-3)
+    np.testing.assert_allclose(layer(x, training=True), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_moving_statistics_follow_the_decay_and_drive_inference(shape):
+    decay, eps = 0.7, 1e-3
+    layer = BatchNorm(decay=decay, epsilon=eps)
+    layer.build(shape)
+    randomised(layer, shape[-1])
+    axes = tuple(range(len(shape) - 1))
+    mean, var = np.zeros(shape[-1]), np.ones(shape[-1])
+    for seed in range(5):
+        x = batch(shape, seed)
+        layer(x, training=True)
+        mean = decay * mean + (1 - decay) * x.mean(axes)
+        var = decay * var + (1 - decay) * x.var(axes)
+    np.testing.assert_allclose(layer.moving_mean, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance, var, rtol=1e-5, atol=1e-6)
+    x = batch(shape, 99)
+    expected = numpy_bn(x, mean, var, layer.gamma.numpy(), layer.beta.numpy(), eps)
+    np.testing.assert_allclose(layer(x, training=False), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_inference_leaves_moving_statistics_alone(shape):
+    layer = BatchNorm(decay=0.5)
+    layer(batch(shape, 0), training=True)
+    before = (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
+    for seed in range(3):
+        layer(batch(shape, seed + 1), training=False)
+    np.testing.assert_array_equal(layer.moving_mean, before[0])
+    np.testing.assert_array_equal(layer.moving_variance, before[1])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_keras_batch_normalization_after_several_updates(shape):
+    decay, eps = 0.9, 1e-3
+    ours = BatchNorm(decay=decay, epsilon=eps)
+    ref = keras.layers.BatchNormalization(momentum=decay, epsilon=eps)
+    ours.build(shape)
+    ref.build(shape)
+    randomised(ours, shape[-1])
+    ref.gamma.assign(ours.gamma)
+    ref.beta.assign(ours.beta)
+    for seed in range(6):
+        x = batch(shape, seed)
+        np.testing.assert_allclose(ours(x, training=True), ref(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(ours.moving_mean, ref.moving_mean, atol=1e-5)
+    np.testing.assert_allclose(ours.moving_variance, ref.moving_variance, atol=1e-5)
+    x = batch(shape, 42)
+    np.testing.assert_allclose(ours(x, training=False), ref(x, training=False), atol=1e-5)
+
+
+def test_gradients_flow_to_gamma_beta_and_input():
+    layer = BatchNorm()
+    x = tf.constant(batch((16, 3), 0))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(layer(x, training=True) ** 3)
+    grads = tape.gradient(y, [x, layer.gamma, layer.beta])
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+    assert [v.name for v in layer.trainable_weights] == ["gamma", "beta"]
+
+
+def test_rejects_meaningless_hyperparameters():
+    with pytest.raises(ValueError, match="decay"):
+        BatchNorm(decay=1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        BatchNorm(epsilon=0)

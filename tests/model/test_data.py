@@ -1,0 +1,152 @@
+import gzip
+import http.server
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import data
+from model.data import FILES, BatchOrder, DataError, ensure_files, load_mnist, resolve_data_dir
+
+
+def raw_labels(path: Path) -> np.ndarray:
+    with gzip.open(path) as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+
+
+def test_split_is_the_classic_tutorial_split(mnist, data_dir):
+    assert mnist.train.images.shape == (55_000, 28, 28, 1)
+    assert mnist.validation.images.shape == (5_000, 28, 28, 1)
+    assert mnist.test.images.shape == (10_000, 28, 28, 1)
+    for split in (mnist.train, mnist.validation, mnist.test):
+        assert split.images.dtype == np.float32
+        assert split.images.min() >= 0.0 and split.images.max() == 1.0
+        assert set(np.unique(split.labels)) == set(range(10))
+    labels = raw_labels(data_dir / "train-labels-idx1-ubyte.gz")
+    np.testing.assert_array_equal(mnist.validation.labels, labels[:5000])
+    np.testing.assert_array_equal(mnist.train.labels, labels[5000:])
+
+
+def test_train_subset_takes_the_first_training_images(mnist, data_dir):
+    small = load_mnist(data_dir, download=False, train_subset=1000)
+    assert len(small.train) == 1000
+    np.testing.assert_array_equal(small.train.images, mnist.train.images[:1000])
+    assert len(small.validation) == 5000 and len(small.test) == 10_000
+
+
+def test_data_dir_flag_beats_env_beats_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert resolve_data_dir(None) == tmp_path / "env"
+    monkeypatch.delenv("BNLAB_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert resolve_data_dir(None) == tmp_path / "cache" / "bnlab" / "mnist"
+
+
+def copy_of(data_dir: Path, target: Path) -> Path:
+    target.mkdir()
+    for name in FILES:
+        (target / name).write_bytes((data_dir / name).read_bytes())
+    return target
+
+
+def test_truncated_file_is_reported_not_loaded(data_dir, tmp_path):
+    copy = copy_of(data_dir, tmp_path / "m")
+    victim = copy / "t10k-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:1000])
+    with pytest.raises(DataError, match="corrupt or truncated") as err:
+        load_mnist(copy, download=False)
+    assert str(victim) in str(err.value)
+
+
+def test_missing_files_name_the_directory_and_the_files(data_dir, tmp_path):
+    copy = copy_of(data_dir, tmp_path / "m")
+    (copy / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as err:
+        ensure_files(copy, download=False)
+    assert str(copy) in str(err.value)
+    assert "train-labels-idx1-ubyte.gz" in str(err.value)
+    assert "train-images" not in str(err.value)
+
+
+class Mirror:
+    """A real HTTP server on loopback serving a directory, standing in for a mirror."""
+
+    def __init__(self, root: Path) -> None:
+        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+        handler.log_message = lambda *a: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def mirror(data_dir):
+    server = Mirror(data_dir)
+    yield server
+    server.close()
+
+
+def test_missing_files_are_downloaded_with_progress_and_verified(mirror, monkeypatch, tmp_path):
+    dead = "http://127.0.0.1:9/"  # nothing listens on the discard port: the next mirror is tried
+    monkeypatch.setattr(data, "MIRRORS", (dead, mirror.url))
+    seen: dict[str, int] = {}
+
+    def progress(name, total):
+        seen[name] = 0
+        assert total is not None and total > 0
+
+        def update(n):
+            seen[name] += n
+
+        return update
+
+    target = ensure_files(tmp_path / "fresh", progress=progress)
+    assert sorted(p.name for p in target.iterdir()) == sorted(FILES)
+    assert seen == {name: (target / name).stat().st_size for name in FILES}
+    assert len(load_mnist(target, download=False).test) == 10_000
+
+
+def test_download_with_wrong_bytes_is_rejected_and_leaves_nothing(mirror, monkeypatch, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in FILES:
+        (bad / name).write_bytes(b"not mnist")
+    bad_mirror = Mirror(bad)
+    try:
+        monkeypatch.setattr(data, "MIRRORS", (bad_mirror.url,))
+        target = tmp_path / "fresh"
+        with pytest.raises(DataError, match="sha256") as err:
+            ensure_files(target, progress=lambda name, total: lambda n: None)
+        assert str(target) in str(err.value)
+        assert list(target.iterdir()) == []  # no half-written or wrong file left
+    finally:
+        bad_mirror.close()
+
+
+def test_batch_order_is_a_pure_function_of_the_seed():
+    a, b, c = BatchOrder(1000, 64, seed=7), BatchOrder(1000, 64, seed=7), BatchOrder(1000, 64, 8)
+    steps = [0, 1, 15, 16, 40, 3]  # out of order on purpose: no hidden state
+    for step in steps:
+        np.testing.assert_array_equal(a.indices(step), b.indices(step))
+    assert not np.array_equal(a.indices(0), c.indices(0))
+
+
+def test_each_epoch_is_a_fresh_permutation():
+    order = BatchOrder(100, 10, seed=1)
+    epoch0 = np.concatenate([order.indices(s) for s in range(10)])
+    epoch1 = np.concatenate([order.indices(s) for s in range(10, 20)])
+    assert sorted(epoch0) == list(range(100)) and sorted(epoch1) == list(range(100))
+    assert not np.array_equal(epoch0, epoch1)
+
+
+def test_batches_wrap_across_epochs_when_sizes_do_not_divide():
+    order = BatchOrder(10, 4, seed=3)
+    seen = np.concatenate([order.indices(s) for s in range(5)])  # 20 = two epochs exactly
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))

@@ -1,0 +1,126 @@
+import json
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from model import events as ev
+from model.config import RunConfig
+from model.events import Cancelled, Diverged, EvalEvent, event_adapter
+from model.training import _loss_and_accuracy, train
+
+
+def tiny(**overrides) -> RunConfig:
+    """A run small enough for a unit test on the real MNIST."""
+    return RunConfig(**{"steps": 30, "eval_every": 10, "train_subset": 2000, "batch_size": 32,
+                        **overrides})  # fmt: skip
+
+
+def collect(config, mnist, should_stop=None):
+    events = []
+    try:
+        result = train(config, events.append, should_stop, data=mnist)
+    except (Diverged, Cancelled) as exc:
+        result = exc
+    return events, result
+
+
+def test_a_run_reports_start_evals_progress_and_test_metrics(mnist):
+    config = tiny(steps=25)
+    events, metrics = collect(config, mnist)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "test"
+    evals = [e for e in events if e.type == "eval"]
+    assert [e.step for e in evals] == [0, 10, 20, 25]  # step 0, every 10, and the last
+    assert evals[0].train_loss is None and evals[0].val_loss == pytest.approx(math.log(10))
+    assert all(e.train_loss > 0 and e.examples_per_sec > 0 for e in evals[1:])
+    assert evals[-1].val_acc > 0.7 and evals[-1].val_loss < evals[0].val_loss
+    assert all(e.probe.p15 <= e.probe.p50 <= e.probe.p85 for e in evals)
+    progress = [e.step for e in events if e.type == "progress"]
+    assert progress == sorted(progress) and progress[-1] == 25
+    assert isinstance(metrics, ev.TestMetrics)
+    assert events[-1].test_accuracy == metrics.test_accuracy > 0.7
+    assert metrics.log_loss == pytest.approx(metrics.test_loss, rel=1e-3)
+    for event in events:  # every event survives a JSON round trip
+        assert event_adapter.validate_json(event.model_dump_json()) == event
+
+
+def test_same_seed_gives_the_same_curve(mnist):
+    config = tiny(seed=3)
+    first, _ = collect(config, mnist)
+    second, _ = collect(config, mnist)
+    curve = [(e.step, e.val_loss, e.val_acc, e.train_loss) for e in first if e.type == "eval"]
+    again = [(e.step, e.val_loss, e.val_acc, e.train_loss) for e in second if e.type == "eval"]
+    assert curve == again
+
+
+def test_bn_twin_differs_only_by_batch_norm(mnist):
+    bn, _ = collect(tiny(), mnist)
+    plain, _ = collect(tiny().twin(), mnist)
+    assert bn[0].parameters != plain[0].parameters
+    # identical starting weights in every shared layer, uniform logits: same step-0 loss
+    assert bn[1].val_loss == plain[1].val_loss == pytest.approx(math.log(10))
+
+
+def test_should_stop_cancels_between_steps(mnist):
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 12
+
+    events, result = collect(tiny(), mnist, should_stop)
+    assert isinstance(result, Cancelled) and result.step == 12
+    assert "test" not in [e.type for e in events]
+
+
+def test_divergence_ends_the_run_with_its_curve_not_a_crash(mnist):
+    config = tiny(optimizer="sgd", learning_rate=1000, batch_norm=False)
+    events, result = collect(config, mnist)
+    assert isinstance(result, Diverged)
+    assert events[-1].type == "diverged" and events[-1].step == result.step
+    assert any(isinstance(e, EvalEvent) for e in events)  # the curve so far
+    assert json.loads(events[-1].model_dump_json())["loss"] is None  # NaN -> null
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_every_optimizer_trains(optimizer, mnist):
+    lr = {"sgd": 0.5, "momentum": 0.1, "adam": 0.01}[optimizer]
+    _, metrics = collect(tiny(optimizer=optimizer, learning_rate=lr, arch="mlp", dropout=0), mnist)
+    assert metrics.test_accuracy > 0.6, metrics
+
+
+def test_log_loss_clips_probabilities_but_loss_does_not():
+    logits = np.array([[0.0, 100.0], [5.0, 0.0]])
+    labels = np.array([0, 0])
+    loss, accuracy, log_loss = _loss_and_accuracy(logits, labels)
+    assert loss == pytest.approx((100 + math.log1p(math.exp(-5))) / 2, rel=1e-9)
+    assert log_loss == pytest.approx((-math.log(1e-15) + math.log1p(math.exp(-5))) / 2)
+    assert accuracy == 0.5
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", 0),
+        ("steps", 10**12),
+        ("learning_rate", float("nan")),
+        ("learning_rate", -1),
+        ("batch_size", 0),
+        ("dropout", 1.0),
+        ("eval_every", 0),
+        ("arch", "resnet"),
+        ("bogus", 1),
+    ],
+)
+def test_out_of_range_configuration_names_the_field(field, value):
+    with pytest.raises(ValidationError) as err:
+        RunConfig(**{field: value})
+    assert field in str(err.value)
+
+
+def test_evaluation_count_is_bounded():
+    with pytest.raises(ValidationError, match="eval_every must be at least 100"):
+        RunConfig(steps=100_000, eval_every=1)
+    assert RunConfig(steps=7, eval_every=3).eval_steps() == [0, 3, 6, 7]
