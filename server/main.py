@@ -1,8 +1,73 @@
-"""`bnlab serve`: placeholder until the service lands."""
+"""`bnlab serve` / `python -m server`: run the API, websockets and dashboard with uvicorn."""
+
+from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from server.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, default_db_path
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("serve", help="serve the dashboard")
-    p.set_defaults(handler=lambda args: 0)
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the dashboard, REST API and websockets",
+        description="Serve BN Lab. Flags default to the BNLAB_* environment variables.",
+    )
+    add_serve_arguments(p)
+    p.set_defaults(handler=serve)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    env = os.environ
+    p.add_argument("--host", default=env.get("BNLAB_HOST", DEFAULT_HOST),
+                   help="address to listen on (default 127.0.0.1; $BNLAB_HOST)")  # fmt: skip
+    p.add_argument("--port", type=int, default=_env_int("BNLAB_PORT") or DEFAULT_PORT,
+                   help="port (default 8000; $BNLAB_PORT)")  # fmt: skip
+    p.add_argument("--db", type=Path, default=env.get("BNLAB_DB") or default_db_path(),
+                   help="SQLite database file ($BNLAB_DB)")  # fmt: skip
+    p.add_argument("--data-dir", default=env.get("BNLAB_DATA_DIR"),
+                   help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=_env_int("BNLAB_WORKERS"),
+                   help="runs trained at once (default: one per GPU, at least 2)")  # fmt: skip
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.store import StoreError
+
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        print("bnlab serve: error: --workers must be between 1 and 64", file=sys.stderr)
+        return 2
+    if not 1 <= args.port <= 65535:
+        print("bnlab serve: error: --port must be between 1 and 65535", file=sys.stderr)
+        return 2
+    settings = Settings(
+        host=args.host, port=args.port, db_path=args.db, data_dir=args.data_dir,
+        workers=args.workers,
+    )  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    print(f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "
+          f"{settings.worker_count} workers)", file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    except StoreError as exc:
+        print(f"bnlab serve: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    add_serve_arguments(parser)
+    return serve(parser.parse_args(argv))

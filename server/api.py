@@ -1,0 +1,176 @@
+"""REST routes under /api. Thin: validation in schemas, behaviour in RunService."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from importlib import metadata
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from model.config import RunConfig
+from server.deps import ServiceDep, SettingsDep
+from server.runs import point_public
+from server.schemas import (
+    CompareResult,
+    ComparisonCreate,
+    ComparisonPublic,
+    Health,
+    MetricsPublic,
+    PointPublic,
+    RunComparison,
+    RunCreate,
+    RunList,
+    RunPublic,
+    WorkerLoad,
+)
+from server.status import RunStatus
+from server.summary import pair_speedups, summarize
+
+router = APIRouter(prefix="/api")
+MAX_RUNS_PER_REQUEST = 20
+CSV_COLUMNS = ["step", "val_loss", "val_acc", "train_loss", "examples_per_sec", "elapsed",
+               "p15", "p50", "p85"]  # fmt: skip
+CONFIG_COLUMNS = list(RunConfig.model_fields)
+
+
+@router.post("/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+async def create_run(body: RunCreate, service: ServiceDep) -> RunPublic:
+    return service.create_run(body.config(), body.label)
+
+
+@router.post("/comparisons", status_code=status.HTTP_201_CREATED, response_model=ComparisonPublic)
+async def create_comparison(body: ComparisonCreate, service: ServiceDep) -> ComparisonPublic:
+    comparison_id, runs = service.create_comparison(body.config(), body.label)
+    row, _ = service.store.comparison_runs(comparison_id)
+    return ComparisonPublic(id=comparison_id, created_at=row["created_at"], runs=runs)
+
+
+@router.get("/comparisons/{comparison_id}", response_model=ComparisonPublic)
+async def get_comparison(comparison_id: str, service: ServiceDep) -> ComparisonPublic:
+    row, runs = service.store.comparison_runs(comparison_id)
+    if row is None:
+        raise HTTPException(404, f"no comparison with id {comparison_id!r}")
+    return ComparisonPublic(
+        id=comparison_id, created_at=row["created_at"], runs=[service.public(r) for r in runs]
+    )
+
+
+@router.get("/runs", response_model=RunList)
+async def list_runs(
+    service: ServiceDep,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RunList:
+    rows, total = service.store.list_runs(status, limit, offset)
+    return RunList(items=[service.public(row) for row in rows], total=total)
+
+
+@router.get("/runs/{run_id}", response_model=RunPublic)
+async def get_run(run_id: str, service: ServiceDep) -> RunPublic:
+    return service.get(run_id)
+
+
+def _points(service, run_id: str, since_step: int | None = None) -> list[PointPublic]:
+    service.get(run_id)  # 404 for an unknown run
+    return [point_public(row) for row in service.store.points(run_id, since_step=since_step)]
+
+
+@router.get("/runs/{run_id}/metrics", response_model=MetricsPublic)
+async def get_metrics(
+    run_id: str, service: ServiceDep, since_step: Annotated[int | None, Query(ge=0)] = None
+) -> MetricsPublic:
+    return MetricsPublic(run_id=run_id, points=_points(service, run_id, since_step))
+
+
+def _point_row(point: PointPublic) -> list:
+    data = point.model_dump()
+    probe = data.pop("probe")
+    return [{**data, **probe}[column] for column in CSV_COLUMNS]
+
+
+@router.get("/runs/{run_id}/metrics.csv", response_class=Response)
+async def get_metrics_csv(run_id: str, service: ServiceDep) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_point_row(p) for p in _points(service, run_id))
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="bnlab-{run_id}.csv"'},
+    )
+
+
+@router.post("/runs/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_run(run_id: str, service: ServiceDep) -> RunPublic:
+    return service.cancel(run_id)
+
+
+@router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_run(run_id: str, service: ServiceDep) -> Response:
+    service.delete(run_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _run_ids(runs: str) -> list[str]:
+    ids = list(dict.fromkeys(i.strip() for i in runs.split(",") if i.strip()))
+    if not ids:
+        raise HTTPException(422, "runs: give at least one run id, e.g. ?runs=abc,def")
+    if len(ids) > MAX_RUNS_PER_REQUEST:
+        raise HTTPException(422, f"runs: at most {MAX_RUNS_PER_REQUEST} runs at once")
+    return ids
+
+
+RunsQuery = Annotated[str, Query(description="Comma-separated run ids", max_length=2000)]
+
+
+@router.get("/compare", response_model=CompareResult)
+async def compare(runs: RunsQuery, service: ServiceDep) -> CompareResult:
+    items, summaries = [], {}
+    for run_id in _run_ids(runs):
+        run = service.get(run_id)
+        points = _points(service, run_id)
+        summaries[run_id] = summarize(run, points)
+        items.append(RunComparison(run=run, points=points, summary=summaries[run_id]))
+    return CompareResult(runs=items, pairs=pair_speedups([i.run for i in items], summaries))
+
+
+@router.get("/export", response_class=Response)
+async def export(
+    runs: RunsQuery, service: ServiceDep, format: Literal["csv", "json"] = "csv"
+) -> Response:
+    selected = [(service.get(i), _points(service, i)) for i in _run_ids(runs)]
+    name = f"bnlab-export-{len(selected)}-runs.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if format == "json":
+        body = {"runs": [{"run": r.model_dump(mode="json"),
+                          "points": [p.model_dump(mode="json") for p in pts]}
+                         for r, pts in selected]}  # fmt: skip
+        return Response(json.dumps(body), media_type="application/json", headers=headers)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["run_id", "label", *CONFIG_COLUMNS, *CSV_COLUMNS])
+    for run, points in selected:
+        config = run.config.model_dump()
+        prefix = [run.id, run.label, *(config[c] for c in CONFIG_COLUMNS)]
+        writer.writerows([*prefix, *_point_row(p)] for p in points)
+    return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+
+@router.get("/health", response_model=Health)
+async def health(service: ServiceDep, settings: SettingsDep) -> Health:
+    try:
+        tf_version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        tf_version = None
+    devices = [f"GPU:{g}" for g in settings.gpus] or ["CPU"]
+    return Health(
+        tensorflow=tf_version,
+        devices=devices,
+        workers=WorkerLoad(busy=service.executor.busy(), total=service.executor.capacity),
+        queue=service.queue_length(),
+    )

@@ -1,0 +1,100 @@
+"""The FastAPI application: REST, websockets, the dashboard, and error shapes."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import api, ws
+from server.executor import ProcessExecutor
+from server.runs import Conflict, NotFound, QueueFull, RunService
+from server.settings import Settings
+from server.store import Store, StoreError
+from server.stream import Hub
+
+log = logging.getLogger("bnlab")
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+
+
+def plotly_js() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def _field(loc: tuple) -> str:
+    # ("body", "steps") -> "steps"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(e["loc"]), "field": _field(e["loc"]),
+         "msg": e["msg"].removeprefix("Value error, "), "type": e["type"]}
+        for e in exc.errors()
+    ]  # fmt: skip
+    message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+def _error(status: int, headers: dict | None = None):
+    def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status, headers=headers)
+
+    return handler
+
+
+def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "internal server error; see the server log"}, 500)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = Store(settings.db_path)
+        executor = ProcessExecutor(settings.worker_count, settings.gpus, settings.data_dir)
+        service = RunService(store, executor, Hub(), settings.max_queued)
+        await service.start()
+        app.state.service = service
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            await service.stop()
+            store.close()
+
+    app = FastAPI(
+        title="BN Lab",
+        summary="Train MNIST with and without Batch Normalization and watch it live.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(NotFound, _error(404))
+    app.add_exception_handler(Conflict, _error(409))
+    app.add_exception_handler(QueueFull, _error(429, {"Retry-After": "60"}))
+    app.add_exception_handler(StoreError, _error(503))
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(api.router)
+    app.include_router(ws.router)
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    def plotly_bundle() -> FileResponse:
+        return FileResponse(plotly_js(), media_type="text/javascript")
+
+    app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
+    return app

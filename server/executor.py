@@ -1,0 +1,195 @@
+"""Runs training jobs somewhere else and reports what they say.
+
+`Executor` is the whole interface the rest of the server uses: `submit`,
+`cancel`, and an async stream of `TrainingEvent` / `RunEnded` messages. The
+scheduler (which run goes next) lives in `server.runs`; an executor only runs
+what it is given, so a Ray-backed executor can replace `ProcessExecutor`
+without touching the API, the store or the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Literal, Protocol
+
+from model.config import RunConfig
+from model.events import Event, event_adapter
+from server.worker import WorkerMessage, run_worker
+
+Outcome = Literal["completed", "cancelled", "diverged", "failed"]
+CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
+
+
+@dataclass(frozen=True)
+class TrainingEvent:
+    run_id: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    run_id: str
+    outcome: Outcome
+    error: str | None = None
+
+
+ExecutorMessage = TrainingEvent | RunEnded
+
+
+class Executor(Protocol):
+    capacity: int
+
+    def submit(self, run_id: str, config: RunConfig) -> None:
+        """Start the run now; the caller makes sure a slot is free."""
+
+    def cancel(self, run_id: str) -> None:
+        """Ask the run to stop; it ends with a `RunEnded(outcome="cancelled")`."""
+
+    def busy(self) -> int: ...
+
+    def messages(self) -> AsyncIterator[ExecutorMessage]: ...
+
+    async def close(self) -> None: ...
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "the worker process vanished"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the worker process was killed by {name}{hint}"
+    return f"the worker process exited with code {code}"
+
+
+@dataclass
+class _Job:
+    run_id: str
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    cancel: object  # multiprocessing.Event
+    slot: int
+    ended: bool = False
+    kill_timer: asyncio.TimerHandle | None = None
+
+
+class ProcessExecutor:
+    """Each run in its own spawned process (never forked: TensorFlow is not
+    fork-safe), pinned to one GPU by CUDA_VISIBLE_DEVICES when there are GPUs.
+    Workers talk back over a pipe the event loop watches, so a worker's death
+    is seen the moment its end of the pipe closes."""
+
+    def __init__(self, capacity: int, gpus: list[str], data_dir: str | None) -> None:
+        self.capacity = capacity
+        self.gpus = gpus
+        self.data_dir = data_dir
+        self._ctx = multiprocessing.get_context("spawn")
+        self._jobs: dict[str, _Job] = {}
+        self._queue: asyncio.Queue[ExecutorMessage] = asyncio.Queue()
+        self._reaping: set[asyncio.Task] = set()
+
+    def busy(self) -> int:
+        return len(self._jobs)
+
+    def _free_slot(self) -> int:
+        used = {job.slot for job in self._jobs.values()}
+        return next(i for i in range(self.capacity) if i not in used)
+
+    def submit(self, run_id: str, config: RunConfig) -> None:
+        loop = asyncio.get_running_loop()
+        slot = self._free_slot()
+        gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
+        parent, child = self._ctx.Pipe(duplex=False)
+        cancel = self._ctx.Event()
+        process = self._ctx.Process(
+            target=run_worker,
+            args=(config.model_dump_json(), self.data_dir, child, cancel, gpu),
+            name=f"bnlab-run-{run_id}",
+            daemon=True,
+        )
+        process.start()
+        child.close()  # only the worker holds the sending end: its death closes the pipe
+        job = _Job(run_id, process, parent, cancel, slot)
+        self._jobs[run_id] = job
+        loop.add_reader(parent.fileno(), self._on_readable, job)
+
+    def _on_readable(self, job: _Job) -> None:
+        try:
+            raw = job.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._reap(job)
+            return
+        message = WorkerMessage.model_validate_json(raw)
+        if message.event is not None:
+            event = event_adapter.validate_json(message.event)
+            self._queue.put_nowait(TrainingEvent(job.run_id, event))
+        if message.outcome is not None:
+            self._finish(job, message.outcome, message.error)
+
+    def _finish(self, job: _Job, outcome: Outcome, error: str | None) -> None:
+        if not job.ended:
+            job.ended = True
+            # The slot frees as soon as the outcome is known; the process may
+            # take a moment more to exit, which `_reap` waits for off the loop.
+            self._jobs.pop(job.run_id, None)
+            self._queue.put_nowait(RunEnded(job.run_id, outcome, error))
+
+    def _reap(self, job: _Job) -> None:
+        """The pipe closed: the worker is gone, or going, by its own hand or not."""
+        asyncio.get_running_loop().remove_reader(job.conn.fileno())
+        job.conn.close()
+        if job.kill_timer is not None:
+            job.kill_timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._await_exit(job))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    async def _await_exit(self, job: _Job) -> None:
+        await asyncio.to_thread(job.process.join, 10)
+        if job.process.is_alive():  # closed its pipe but hangs: make sure it goes
+            job.process.kill()
+            await asyncio.to_thread(job.process.join, 5)
+        if job.cancel.is_set():
+            self._finish(job, "cancelled", None)
+        else:
+            self._finish(job, "failed", _exit_reason(job.process.exitcode))
+
+    def cancel(self, run_id: str) -> None:
+        job = self._jobs.get(run_id)
+        if job is None or job.cancel.is_set():
+            return
+        job.cancel.set()
+        # Cooperative first (checked between steps); a worker stuck inside one
+        # step (or in start-up) is terminated after the grace period.
+        job.kill_timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, self._terminate, job)
+
+    def _terminate(self, job: _Job) -> None:
+        if job.process.is_alive():
+            job.process.terminate()
+
+    async def messages(self) -> AsyncIterator[ExecutorMessage]:
+        while True:
+            yield await self._queue.get()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for job in list(self._jobs.values()):
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(job.conn.fileno())
+            job.cancel.set()
+            if job.process.is_alive():
+                job.process.terminate()
+        for job in list(self._jobs.values()):
+            await asyncio.to_thread(job.process.join, 5)
+            if job.process.is_alive():
+                job.process.kill()
+        self._jobs.clear()

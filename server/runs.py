@@ -1,0 +1,304 @@
+"""The run service: owns every run's lifecycle.
+
+It takes requests (create, cancel, delete), keeps the FIFO queue, hands runs
+to the executor as slots free up, turns what workers report into stored points
+and status changes, and publishes each change to the live stream with a
+per-run sequence number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from model.config import RunConfig
+from model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
+from server.executor import Executor, RunEnded, TrainingEvent
+from server.schemas import PointPublic, RunPublic
+from server.status import RunStatus
+from server.store import Store, StoreError
+from server.stream import Hub
+
+log = logging.getLogger("bnlab.runs")
+PROGRESS_PUBLISH_INTERVAL = 1.0  # seconds: "progress about once a second"
+RUNS_TOPIC = "runs"
+
+
+def run_topic(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class _Live:
+    """What is known of an active run beyond its stored row."""
+
+    seq: int = 0
+    step: int = 0
+    steps_per_sec: float | None = None
+    eta_seconds: float | None = None
+    published_at: float = 0.0
+
+
+def default_label(config: RunConfig) -> str:
+    bn = "BN" if config.batch_norm else "no-BN"
+    return f"{bn} · {config.arch} · {config.optimizer} {config.learning_rate:g}"
+
+
+def point_public(row) -> PointPublic:
+    return PointPublic(
+        seq=row["seq"],
+        step=row["step"],
+        val_loss=row["val_loss"],
+        val_acc=row["val_acc"],
+        train_loss=row["train_loss"],
+        examples_per_sec=row["examples_per_sec"],
+        elapsed=row["elapsed"],
+        probe={"p15": row["p15"], "p50": row["p50"], "p85": row["p85"]},
+    )
+
+
+class RunService:
+    def __init__(self, store: Store, executor: Executor, hub: Hub, max_queued: int) -> None:
+        self.store = store
+        self.executor = executor
+        self.hub = hub
+        self.max_queued = max_queued
+        self._queue: deque[str] = deque()
+        self._live: dict[str, _Live] = {}
+        self._consumer: asyncio.Task | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        interrupted = self.store.interrupt_unfinished()
+        if interrupted:
+            log.warning("marked %d unfinished run(s) as interrupted", len(interrupted))
+        self._consumer = asyncio.create_task(self._consume(), name="bnlab-executor-messages")
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+        await self.executor.close()
+
+    # -- reading ----------------------------------------------------------
+
+    def public(self, row) -> RunPublic:
+        live = self._live.get(row["id"])
+        metrics = None
+        if row["test_accuracy"] is not None:
+            metrics = TestMetrics(
+                test_loss=row["test_loss"],
+                test_accuracy=row["test_accuracy"],
+                log_loss=row["log_loss"],
+            )
+        return RunPublic(
+            id=row["id"],
+            label=row["label"],
+            comparison_id=row["comparison_id"],
+            config=RunConfig.model_validate_json(row["config"]),
+            status=row["status"],
+            step=max(row["step"], live.step) if live else row["step"],
+            total_steps=row["total_steps"],
+            steps_per_sec=live.steps_per_sec if live else None,
+            eta_seconds=live.eta_seconds if live else None,
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            test_metrics=metrics,
+            error=row["error"],
+            device=row["device"],
+            last_seq=live.seq if live else row["last_seq"],
+        )
+
+    def get(self, run_id: str) -> RunPublic:
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return self.public(row)
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    # -- requests ---------------------------------------------------------
+
+    def _check_room(self, runs: int) -> None:
+        if len(self._queue) + runs > self.max_queued:
+            raise QueueFull(
+                f"the queue is full ({len(self._queue)} runs waiting, at most "
+                f"{self.max_queued}); try again when some have finished"
+            )
+
+    def create_run(
+        self, config: RunConfig, label: str | None = None, comparison_id: str | None = None
+    ) -> RunPublic:
+        if comparison_id is None:
+            self._check_room(1)
+        run_id = uuid.uuid4().hex[:12]
+        row = self.store.insert_run(run_id, label or default_label(config), config, comparison_id)
+        self._live[run_id] = _Live()
+        self._queue.append(run_id)
+        run = self.public(row)
+        self._publish_runs(run)
+        self._schedule()
+        return self.get(run_id)
+
+    def create_comparison(
+        self, config: RunConfig, label: str | None
+    ) -> tuple[str, list[RunPublic]]:
+        self._check_room(2)
+        comparison_id = uuid.uuid4().hex[:12]
+        self.store.insert_comparison(comparison_id)
+        runs = []
+        for twin in (config.model_copy(update={"batch_norm": True}),
+                     config.model_copy(update={"batch_norm": False})):  # fmt: skip
+            twin_label = f"{label} ({'BN' if twin.batch_norm else 'no-BN'})" if label else None
+            runs.append(self.create_run(twin, twin_label, comparison_id))
+        return comparison_id, [self.get(r.id) for r in runs]
+
+    def cancel(self, run_id: str) -> RunPublic:
+        run = self.get(run_id)
+        if run.status == RunStatus.QUEUED:
+            self._queue.remove(run_id)
+            self._set_status(run_id, RunStatus.CANCELLED, "cancelled before it started")
+        elif run.status == RunStatus.RUNNING:
+            self.executor.cancel(run_id)
+        else:
+            raise Conflict(
+                f"run {run_id} is already {run.status}; only active runs can be cancelled"
+            )
+        return self.get(run_id)
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run.status.active:
+            raise Conflict(f"run {run_id} is {run.status}; cancel it before deleting it")
+        self.store.delete_run(run_id)
+        self._live.pop(run_id, None)
+        self.hub.publish(RUNS_TOPIC, json.dumps({"type": "deleted", "id": run_id}))
+
+    # -- scheduling -------------------------------------------------------
+
+    def _schedule(self) -> None:
+        while self._queue and self.executor.busy() < self.executor.capacity:
+            run_id = self._queue.popleft()
+            row = self.store.get_run(run_id)
+            self._set_status(run_id, RunStatus.RUNNING)
+            try:
+                self.executor.submit(run_id, RunConfig.model_validate_json(row["config"]))
+            except Exception as exc:  # could not even start a process
+                log.exception("could not start run %s", run_id)
+                self._set_status(run_id, RunStatus.FAILED, f"could not start a worker: {exc}")
+
+    # -- what workers report ----------------------------------------------
+
+    async def _consume(self) -> None:
+        async for message in self.executor.messages():
+            try:
+                if isinstance(message, TrainingEvent):
+                    self._on_event(message.run_id, message.event)
+                elif isinstance(message, RunEnded):
+                    self._on_end(message)
+            except StoreError:
+                log.exception("could not record what run %s reported", message.run_id)
+            except Exception:
+                log.exception("error handling a message of run %s", message.run_id)
+            if isinstance(message, RunEnded):
+                self._schedule()
+
+    def _live_state(self, run_id: str) -> _Live:
+        live = self._live.get(run_id)
+        if live is None:  # continue from what is stored, never restart at 1
+            row = self.store.get_run(run_id)
+            live = self._live[run_id] = _Live(seq=row["last_seq"] if row else 0)
+        return live
+
+    def _next_seq(self, run_id: str) -> int:
+        live = self._live_state(run_id)
+        live.seq += 1
+        return live.seq
+
+    def _on_event(self, run_id: str, event: Event) -> None:
+        live = self._live_state(run_id)
+        if isinstance(event, StartEvent):
+            self.store.set_device(run_id, event.device)
+            self._publish_status(run_id, "status")
+        elif isinstance(event, EvalEvent):
+            seq = self._next_seq(run_id)
+            self.store.add_point(run_id, seq, event)
+            live.step = max(live.step, event.step)
+            point = point_public(self.store.points(run_id, since_step=event.step)[0])
+            message = {"type": "eval", "seq": seq, "point": point.model_dump(mode="json")}
+            self.hub.publish(run_topic(run_id), json.dumps(message), seq)
+        elif isinstance(event, ProgressEvent):
+            live.step = event.step
+            if event.elapsed > 0 and event.step > 0:
+                live.steps_per_sec = event.step / event.elapsed
+                live.eta_seconds = (event.total_steps - event.step) / live.steps_per_sec
+            now = time.monotonic()
+            if now - live.published_at >= PROGRESS_PUBLISH_INTERVAL:
+                live.published_at = now
+                self._publish_status(run_id, "progress")
+        elif isinstance(event, TestEvent):
+            seq = self._next_seq(run_id)
+            self.store.set_test_metrics(run_id, event, seq)
+            self._publish_status(run_id, "test", seq)
+
+    def _on_end(self, message: RunEnded) -> None:
+        status = {
+            "completed": RunStatus.COMPLETED,
+            "cancelled": RunStatus.CANCELLED,
+            "diverged": RunStatus.DIVERGED,
+            "failed": RunStatus.FAILED,
+        }[message.outcome]
+        row = self.store.get_run(message.run_id)
+        if row is None or not RunStatus(row["status"]).active:
+            return  # deleted meanwhile, or already settled
+        if status == RunStatus.COMPLETED and row["test_accuracy"] is None:
+            status, message = (
+                RunStatus.FAILED,
+                RunEnded(message.run_id, "failed", "the worker finished without test metrics"),
+            )
+        self._set_status(message.run_id, status, message.error)
+
+    # -- publishing -------------------------------------------------------
+
+    def _set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        seq = self._next_seq(run_id)
+        self.store.set_status(run_id, status, error=error, last_seq=seq)
+        if not status.active:
+            self._live.pop(run_id, None)  # the stored row is now the whole truth
+        self._publish_status(run_id, "status", seq)
+
+    def _publish_status(self, run_id: str, kind: str, seq: int | None = None) -> None:
+        if seq is None:
+            seq = self._next_seq(run_id)
+        run = self.get(run_id)
+        run_json = run.model_dump(mode="json")
+        text = json.dumps({"type": kind, "seq": seq, "run": run_json})
+        self.hub.publish(run_topic(run_id), text, seq)
+        self._publish_runs(run)
+
+    def _publish_runs(self, run: RunPublic) -> None:
+        self.hub.publish(
+            RUNS_TOPIC, json.dumps({"type": "run", "run": run.model_dump(mode="json")})
+        )

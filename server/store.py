@@ -1,0 +1,225 @@
+"""SQLite storage of runs, their evaluation points and final test metrics.
+
+The server process is the only writer (workers report through the executor),
+so one connection used from the event loop is enough. WAL keeps readers and
+the writer out of each other's way; synchronous=FULL makes every commit
+durable, so a run marked completed keeps its metrics even through a power cut.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model.config import RunConfig
+from model.events import EvalEvent, TestMetrics
+from server.status import RunStatus, check_transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    comparison_id TEXT,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    error TEXT,
+    device TEXT,
+    test_loss REAL,
+    test_accuracy REAL,
+    log_loss REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_age ON runs (created_at);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+CREATE TABLE IF NOT EXISTS points (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    val_loss REAL,
+    val_acc REAL,
+    train_loss REAL,
+    examples_per_sec REAL,
+    elapsed REAL NOT NULL,
+    p15 REAL,
+    p50 REAL,
+    p85 REAL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS comparisons (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The database could not be read or written; the message is for the user."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _finite(value: float | None) -> float | None:
+    """NaN/inf become NULL: they are not numbers JSON can carry."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            with self.db:  # a transaction: committed, or rolled back on error
+                return self.db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({self.path}): {exc}") from None
+
+    # -- runs -------------------------------------------------------------
+
+    def insert_run(
+        self, run_id: str, label: str, config: RunConfig, comparison_id: str | None = None
+    ) -> sqlite3.Row:
+        self._write(
+            "INSERT INTO runs (id, label, comparison_id, config, status, total_steps, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, label, comparison_id, config.model_dump_json(), RunStatus.QUEUED,
+             config.steps, now().isoformat()),
+        )  # fmt: skip
+        return self.get_run(run_id)
+
+    def insert_comparison(self, comparison_id: str) -> None:
+        self._write(
+            "INSERT INTO comparisons (id, created_at) VALUES (?, ?)",
+            (comparison_id, now().isoformat()),
+        )
+
+    def get_run(self, run_id: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+    def list_runs(
+        self, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[sqlite3.Row], int]:
+        where, params = ("WHERE status = ?", [status]) if status else ("", [])
+        total = self.db.execute(f"SELECT COUNT(*) FROM runs {where}", params).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT * FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return rows, total
+
+    def runs_by_ids(self, run_ids: list[str]) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(run_ids))
+        rows = self.db.execute(f"SELECT * FROM runs WHERE id IN ({marks})", run_ids).fetchall()
+        by_id = {row["id"]: row for row in rows}
+        return [by_id[i] for i in run_ids if i in by_id]
+
+    def comparison_runs(self, comparison_id: str) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+        comparison = self.db.execute(
+            "SELECT * FROM comparisons WHERE id = ?", (comparison_id,)
+        ).fetchone()
+        runs = self.db.execute(
+            "SELECT * FROM runs WHERE comparison_id = ? ORDER BY rowid", (comparison_id,)
+        ).fetchall()
+        return comparison, runs
+
+    def set_status(
+        self, run_id: str, status: RunStatus, *, error: str | None = None, last_seq: int
+    ) -> None:
+        row = self.get_run(run_id)
+        check_transition(RunStatus(row["status"]), status)
+        stamp = now().isoformat()
+        if status == RunStatus.RUNNING:
+            self._write(
+                "UPDATE runs SET status = ?, started_at = ?, last_seq = ? WHERE id = ?",
+                (status, stamp, last_seq, run_id),
+            )
+        else:
+            self._write(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?, last_seq = ? WHERE id = ?",
+                (status, stamp, error, last_seq, run_id),
+            )
+
+    def set_device(self, run_id: str, device: str) -> None:
+        self._write("UPDATE runs SET device = ? WHERE id = ?", (device, run_id))
+
+    def set_test_metrics(self, run_id: str, metrics: TestMetrics, last_seq: int) -> None:
+        self._write(
+            "UPDATE runs SET test_loss = ?, test_accuracy = ?, log_loss = ?, last_seq = ?"
+            " WHERE id = ?",
+            (_finite(metrics.test_loss), _finite(metrics.test_accuracy),
+             _finite(metrics.log_loss), last_seq, run_id),
+        )  # fmt: skip
+
+    def interrupt_unfinished(self) -> list[str]:
+        """Runs a previous server process left queued or running become interrupted."""
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE status IN (?, ?)", (RunStatus.QUEUED, RunStatus.RUNNING)
+        ).fetchall()
+        self._write(
+            "UPDATE runs SET status = ?, finished_at = ?,"
+            " error = 'the server stopped while this run was ' || status"
+            " WHERE status IN (?, ?)",
+            (RunStatus.INTERRUPTED, now().isoformat(), RunStatus.QUEUED, RunStatus.RUNNING),
+        )
+        return [row["id"] for row in rows]
+
+    def delete_run(self, run_id: str) -> None:
+        self._write("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # -- points -----------------------------------------------------------
+
+    def add_point(self, run_id: str, seq: int, event: EvalEvent) -> None:
+        probe = event.probe
+        # One transaction: the point and the run's progress move together.
+        try:
+            with self.db:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO points (run_id, seq, step, val_loss, val_acc,"
+                    " train_loss, examples_per_sec, elapsed, p15, p50, p85)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, seq, event.step, _finite(event.val_loss), _finite(event.val_acc),
+                     _finite(event.train_loss), _finite(event.examples_per_sec), event.elapsed,
+                     _finite(probe.p15), _finite(probe.p50), _finite(probe.p85)),
+                )  # fmt: skip
+                self.db.execute(
+                    "UPDATE runs SET step = MAX(step, ?), last_seq = ? WHERE id = ?",
+                    (event.step, seq, run_id),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({self.path}): {exc}") from None
+
+    def points(
+        self, run_id: str, *, since_step: int | None = None, after_seq: int | None = None
+    ) -> list[sqlite3.Row]:
+        sql, params = "SELECT * FROM points WHERE run_id = ?", [run_id]
+        if since_step is not None:
+            sql += " AND step >= ?"
+            params.append(since_step)
+        if after_seq is not None:
+            sql += " AND seq > ?"
+            params.append(after_seq)
+        return self.db.execute(sql + " ORDER BY step", params).fetchall()

@@ -1,0 +1,61 @@
+"""The worker process: one training run, reported back over a pipe.
+
+Runs in a freshly spawned interpreter; TensorFlow is imported here and only
+here, after CUDA_VISIBLE_DEVICES is set so the worker sees just its own GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from multiprocessing.connection import Connection
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class WorkerMessage(BaseModel):
+    """What travels from worker to server: an event, or the run's outcome."""
+
+    event: str | None = None  # the event's own JSON (non-finite numbers as null)
+    outcome: Literal["completed", "cancelled", "diverged", "failed"] | None = None
+    error: str | None = None
+
+
+def run_worker(
+    config_json: str, data_dir: str | None, conn: Connection, cancel, gpu: str | None
+) -> None:
+    # Ctrl-C in the server's terminal reaches the whole process group; the
+    # server decides what happens to its workers, so ignore it here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+    def send(message: WorkerMessage) -> None:
+        conn.send_bytes(message.model_dump_json().encode())
+
+    def on_event(event) -> None:
+        send(WorkerMessage(event=event.model_dump_json()))
+
+    try:
+        from model.config import RunConfig
+        from model.data import DataError
+        from model.events import Cancelled, Diverged
+        from model.training import train
+
+        config = RunConfig.model_validate_json(config_json)
+        try:
+            train(config, on_event, cancel.is_set, data_dir=data_dir)
+            send(WorkerMessage(outcome="completed"))
+        except Cancelled:
+            send(WorkerMessage(outcome="cancelled"))
+        except Diverged as exc:
+            send(WorkerMessage(outcome="diverged", error=str(exc)))
+        except DataError as exc:
+            send(WorkerMessage(outcome="failed", error=str(exc)))
+    except Exception as exc:
+        traceback.print_exc()
+        send(WorkerMessage(outcome="failed", error=f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()

@@ -1,0 +1,98 @@
+"""Websocket routes: one run's live stream, and the all-runs table stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
+from server.stream import OVERFLOW_CLOSE_CODE, Subscriber
+
+router = APIRouter()
+SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped
+RUNS_SNAPSHOT = 200
+
+
+def _service(ws: WebSocket) -> RunService:
+    return ws.app.state.service
+
+
+async def _drain_client(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it goes away."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await ws.receive_text()
+
+
+async def _pump(ws: WebSocket, subscriber: Subscriber, after_seq: int) -> None:
+    """Forward live messages newer than `after_seq` until the client leaves or lags."""
+    while True:
+        item = await subscriber.next()
+        if item is None:
+            await ws.close(OVERFLOW_CLOSE_CODE, "client too slow; reconnect with after_seq")
+            return
+        seq, text = item
+        if seq and seq <= after_seq:
+            continue  # already in the snapshot
+        await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)
+
+
+async def _serve(ws: WebSocket, subscriber: Subscriber, after_seq: int) -> None:
+    service = _service(ws)
+    reader = asyncio.create_task(_drain_client(ws))
+    pump = asyncio.create_task(_pump(ws, subscriber, after_seq))
+    try:
+        await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        service.hub.unsubscribe(subscriber)
+        for task in (reader, pump):
+            task.cancel()
+        for task in (reader, pump):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@router.websocket("/ws/runs/{run_id}")
+async def run_stream(ws: WebSocket, run_id: str) -> None:
+    service = _service(ws)
+    await ws.accept()
+    raw_after = ws.query_params.get("after_seq")
+    try:
+        after_seq = int(raw_after) if raw_after is not None else 0
+        if after_seq < 0:
+            raise ValueError
+    except ValueError:
+        await ws.close(4400, "after_seq must be a non-negative integer")
+        return
+    # Subscribe before taking the snapshot: nothing can fall between the two,
+    # and anything in both is filtered by its sequence number.
+    subscriber = service.hub.subscribe(run_topic(run_id))
+    try:
+        run = service.get(run_id)
+    except NotFound as exc:
+        service.hub.unsubscribe(subscriber)
+        await ws.close(4404, str(exc))
+        return
+    points = [point_public(r) for r in service.store.points(run_id, after_seq=after_seq)]
+    snapshot = {
+        "type": "snapshot",
+        "seq": run.last_seq,
+        "run": run.model_dump(mode="json"),
+        "points": [p.model_dump(mode="json") for p in points],
+    }
+    await ws.send_text(json.dumps(snapshot))
+    await _serve(ws, subscriber, max(after_seq, run.last_seq))
+
+
+@router.websocket("/ws/runs")
+async def runs_stream(ws: WebSocket) -> None:
+    service = _service(ws)
+    await ws.accept()
+    subscriber = service.hub.subscribe(RUNS_TOPIC)
+    rows, _ = service.store.list_runs(limit=RUNS_SNAPSHOT)
+    runs = [service.public(row).model_dump(mode="json") for row in rows]
+    await ws.send_text(json.dumps({"type": "runs", "runs": runs}))
+    await _serve(ws, subscriber, 0)
