@@ -24,20 +24,22 @@ class StartEvent(_Event):
 
 class ProbePercentiles(BaseModel):
     """15th/50th/85th percentiles over the validation set of the input to one
-    fixed unit of the last hidden layer, before its nonlinearity (BN paper, Fig. 1b/c)."""
+    fixed unit of the last hidden layer, before its nonlinearity (BN paper, Fig. 1b/c).
+    A non-finite value (diverged run) travels as JSON null."""
 
     model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
 
-    p15: float
-    p50: float
-    p85: float
+    p15: float | None
+    p50: float | None
+    p85: float | None
 
 
 class EvalEvent(_Event):
     type: Literal["eval"] = "eval"
     step: int = Field(description="Number of updates done before this evaluation")
-    val_loss: float
-    val_acc: float
+    # `| None`: a non-finite value (diverged run) travels as JSON null.
+    val_loss: float | None
+    val_acc: float | None
     train_loss: float | None = Field(description="Mean training loss since the last eval")
     examples_per_sec: float | None = Field(description="Training throughput since the last eval")
     elapsed: float = Field(description="Seconds since training started")
