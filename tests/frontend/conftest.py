@@ -3,10 +3,10 @@ Chromium driven by Playwright. Nothing is downloaded: no `playwright install`.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,9 +36,6 @@ CHROMIUM_ARGS = [
 SERVER_START_TIMEOUT = 60.0
 VIEWPORT = {"width": 1440, "height": 900}
 
-# The tiny training recipe every test uses: a run takes ~10-20 s on 2 CPU cores.
-TINY = {"steps": 40, "eval_every": 10, "batch_size": 32, "train_subset": 2000}
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -54,10 +51,8 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything left over, e.g. a stuck worker
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=10)
 
 
@@ -166,9 +161,11 @@ def page(browser, server: Server, page_errors: PageErrors, request):
     page.on("pageerror", lambda exc: page_errors.errors.append(f"pageerror: {exc}"))
     page.on(
         "console",
-        lambda msg: page_errors.errors.append(f"console.{msg.type}: {msg.text}")
-        if msg.type == "error"
-        else None,
+        lambda msg: (
+            page_errors.errors.append(f"console.{msg.type}: {msg.text}")
+            if msg.type == "error"
+            else None
+        ),
     )
     page.goto(server.url + "/")
     page.wait_for_function("window.bnlab !== undefined && window.Plotly !== undefined")
@@ -187,57 +184,3 @@ def page(browser, server: Server, page_errors: PageErrors, request):
 def output_dir() -> Path:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     return OUTPUT
-
-
-def fill_form(page, *, single: bool = False, batch_norm: bool = True, **values) -> None:
-    """Fill the start form: TINY plus `values` (field name -> value)."""
-    page.get_by_test_id("mode-single" if single else "mode-compare").check()
-    if single:
-        page.get_by_test_id("field-batch_norm").set_checked(batch_norm)
-    advanced = page.get_by_test_id("advanced")
-    if advanced.get_attribute("open") is None:
-        advanced.locator("summary").click()
-    for name, value in {**TINY, **values}.items():
-        field_ = page.get_by_test_id(f"field-{name}")
-        if field_.evaluate("el => el.tagName") == "SELECT":
-            field_.select_option(str(value))
-        else:
-            field_.fill(str(value))
-
-
-def start(page, *, single: bool = False, **values) -> list[dict]:
-    """Start a comparison (or a single run) from the form; returns the new runs."""
-    fill_form(page, single=single, **values)
-    path = "/api/runs" if single else "/api/comparisons"
-    with page.expect_response(lambda r: r.url.endswith(path) and r.request.method == "POST") as info:
-        page.get_by_test_id("submit").click()
-    response = info.value
-    assert response.status == 201, response.text()
-    body = response.json()
-    return [body] if single else body["runs"]
-
-
-def row(page, run_id: str):
-    return page.locator(f'[data-testid=run-row][data-run-id="{run_id}"]')
-
-
-def acc_trace_lengths(page, run_ids: list[str]) -> list[int]:
-    """Number of points of each run's raw trace on the accuracy chart."""
-    return page.evaluate(
-        """ids => {
-            const data = document.querySelector('[data-testid=chart-acc]').data || [];
-            return ids.map(id => {
-                const t = data.find(t => t.meta && t.meta.runId === id && t.meta.kind === 'raw');
-                return t ? t.x.length : -1;
-            });
-        }""",
-        run_ids,
-    )
-
-
-def save_screenshot(page, output_dir: Path, name: str) -> Path:
-    path = output_dir / name
-    page.screenshot(path=path, full_page=True)
-    if os.environ.get("BNLAB_SAVE_SCREENSHOT"):
-        shutil.copyfile(path, ROOT / "docs" / "screenshot.png")
-    return path

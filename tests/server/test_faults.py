@@ -1,0 +1,62 @@
+"""Workers die, servers die: runs end honestly and nothing finished is lost."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.server.conftest import LONG, TINY
+
+
+def test_a_killed_worker_fails_its_run_and_the_next_one_starts(start_server):
+    server = start_server(workers=1)
+    doomed = server.post("/api/runs", LONG).json()
+    waiting = server.post("/api/runs", TINY).json()
+    server.wait_for(doomed["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    assert server.run(waiting["id"])["status"] == "queued"
+    (worker,) = server.worker_pids()
+    os.kill(worker, signal.SIGKILL)
+    killed_at = time.monotonic()
+    failed = server.wait_status(doomed["id"], "failed", timeout=10)
+    assert time.monotonic() - killed_at < 5
+    assert "SIGKILL" in failed["error"]
+    assert server.http.get("/api/health").status_code == 200
+    assert server.wait_status(waiting["id"], "completed", "failed")["status"] == "completed"
+
+
+def test_runs_start_in_fifo_order(start_server):
+    server = start_server(workers=1)
+    ids = [server.post("/api/runs", {**TINY, "steps": 5}).json()["id"] for _ in range(3)]
+    runs = [server.wait_status(i, "completed", "failed") for i in ids]
+    started = [r["started_at"] for r in runs]
+    assert started == sorted(started)
+    assert all(r["status"] == "completed" for r in runs)
+
+
+def test_a_killed_server_restarts_with_finished_runs_intact(start_server, tmp_path):
+    db = tmp_path / "kept.db"
+    server = start_server(db=db)
+    done = server.post("/api/runs", TINY).json()
+    server.wait_status(done["id"], "completed")
+    before = (server.run(done["id"]), server.http.get(f"/api/runs/{done['id']}/metrics").json())
+    flying = server.post("/api/runs", LONG).json()
+    server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    server.stop(signal.SIGKILL)
+
+    again = start_server(db=db)
+    after = (again.run(done["id"]), again.http.get(f"/api/runs/{done['id']}/metrics").json())
+    assert after == before  # completed run, its points and its test metrics: all there
+    interrupted = again.run(flying["id"])
+    assert interrupted["status"] == "interrupted" and "running" in interrupted["error"]
+    assert again.http.get(f"/api/runs/{flying['id']}/metrics").json()["points"]  # curve kept
+
+
+def test_the_server_process_never_loads_tensorflow(start_server):
+    server = start_server()
+    run = server.post("/api/runs", TINY).json()
+    server.wait_status(run["id"], "completed")
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "tensorflow" not in maps
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+    assert rss_kb < 200 * 1024
