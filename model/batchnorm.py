@@ -38,16 +38,44 @@ class BatchNorm(keras.layers.Layer):
         )
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        if training:
-            mean, variance = tf.nn.moments(x, axes=self.axes)
-            keep = self.decay
-            self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
-            self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        return tf.nn.batch_normalization(
-            x, mean, variance, offset=self.beta, scale=self.gamma, variance_epsilon=self.epsilon
-        )
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        if not training:
+            return tf.nn.batch_normalization(
+                x, self.moving_mean, self.moving_variance, beta, gamma, self.epsilon
+            )
+        y, mean, variance = self._normalize_batch(x, gamma, beta)
+        keep = self.decay
+        self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
+        self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)
+        return y
+
+    def _normalize_batch(self, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor):
+        """Batch-statistics normalisation with the closed-form gradient.
+
+        Autodiff through `tf.nn.moments` differentiates the mean and the
+        variance reductions separately (about twice the passes over the
+        activations); the textbook BN backward needs two reductions and one
+        elementwise pass: dx = gamma/sigma * (dy - mean(dy) - xhat * mean(dy * xhat)).
+        """
+        axes, epsilon = self.axes, self.epsilon
+
+        @tf.custom_gradient
+        def normalize(x, gamma, beta):
+            mean, variance = tf.nn.moments(x, axes=axes)
+            y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+
+            def grad(dy, _dmean, _dvariance):
+                inv_std = tf.math.rsqrt(variance + epsilon)
+                xhat = (x - mean) * inv_std
+                dbeta = tf.reduce_sum(dy, axes)
+                dgamma = tf.reduce_sum(dy * xhat, axes)
+                count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+                dx = (gamma * inv_std) * (dy - (dbeta + xhat * dgamma) / count)
+                return dx, dgamma, dbeta
+
+            return (y, tf.stop_gradient(mean), tf.stop_gradient(variance)), grad
+
+        return normalize(x, gamma, beta)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "decay": self.decay, "epsilon": self.epsilon}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from server import api, ws
 from server.executor import ProcessExecutor
 from server.runs import Conflict, NotFound, QueueFull, RunService
+from server.security import BodyTooLarge, Guard
 from server.settings import Settings
 from server.store import Store, StoreError
 from server.stream import Hub
@@ -89,6 +91,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(QueueFull, _error(429, {"Retry-After": "60"}))
     app.add_exception_handler(StoreError, _error(503))
     app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(BodyTooLarge, _error(413))
+    app.add_middleware(Guard, token=settings.token, allowed_origins=settings.allowed_origins)
+    if settings.allowed_origins:  # CORS stays closed unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.include_router(api.router)
     app.include_router(ws.router)
 

@@ -30,6 +30,7 @@ CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
 class TrainingEvent:
     run_id: str
     event: Event
+    sent_at: float | None = None  # unix time the worker sent it
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class ProcessExecutor:
         message = WorkerMessage.model_validate_json(raw)
         if message.event is not None:
             event = event_adapter.validate_json(message.event)
-            self._queue.put_nowait(TrainingEvent(job.run_id, event))
+            self._queue.put_nowait(TrainingEvent(job.run_id, event, message.sent_at))
         if message.outcome is not None:
             self._finish(job, message.outcome, message.error)
 

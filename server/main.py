@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from server.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, default_db_path
+from server.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_QUEUED, Settings, default_db_path
 
 
 def _env_int(name: str) -> int | None:
@@ -38,12 +38,24 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)")  # fmt: skip
     p.add_argument("--workers", type=int, default=_env_int("BNLAB_WORKERS"),
                    help="runs trained at once (default: one per GPU, at least 2)")  # fmt: skip
+    p.add_argument("--token", default=env.get("BNLAB_TOKEN") or None,
+                   help="access token required to change anything ($BNLAB_TOKEN); "
+                        "needed when --host is not a loopback address")  # fmt: skip
+    p.add_argument("--max-queued", type=int, default=_env_int("BNLAB_MAX_QUEUED") or MAX_QUEUED,
+                   help="runs allowed to wait in the queue (default 100)")  # fmt: skip
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve a non-loopback address without a token (anyone on the "
+                        "network can start and delete runs)")  # fmt: skip
+    p.add_argument("--allowed-origins", default=env.get("BNLAB_ALLOWED_ORIGINS", ""),
+                   help="comma-separated extra origins allowed to call the API from a "
+                        "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)")  # fmt: skip
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.security import is_loopback
     from server.store import StoreError
 
     if args.workers is not None and not 1 <= args.workers <= 64:
@@ -52,9 +64,20 @@ def serve(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         print("bnlab serve: error: --port must be between 1 and 65535", file=sys.stderr)
         return 2
+    if not is_loopback(args.host) and not args.token:
+        if not args.no_auth:
+            print(f"bnlab serve: error: --host {args.host} is reachable from other machines; "
+                  "set an access token with --token or BNLAB_TOKEN (or pass --no-auth to "
+                  "serve without one)", file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"bnlab serve: WARNING: serving {args.host} without an access token: "
+              "anyone who can reach this port can start, cancel and delete runs",
+              file=sys.stderr)  # fmt: skip
+    origins = [o.strip().rstrip("/") for o in args.allowed_origins.split(",") if o.strip()]
     settings = Settings(
         host=args.host, port=args.port, db_path=args.db, data_dir=args.data_dir,
-        workers=args.workers,
+        workers=args.workers, token=args.token, allowed_origins=origins,
+        max_queued=args.max_queued,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     print(f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "

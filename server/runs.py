@@ -215,7 +215,7 @@ class RunService:
         async for message in self.executor.messages():
             try:
                 if isinstance(message, TrainingEvent):
-                    self._on_event(message.run_id, message.event)
+                    self._on_event(message.run_id, message.event, message.sent_at)
                 elif isinstance(message, RunEnded):
                     self._on_end(message)
             except StoreError:
@@ -237,7 +237,7 @@ class RunService:
         live.seq += 1
         return live.seq
 
-    def _on_event(self, run_id: str, event: Event) -> None:
+    def _on_event(self, run_id: str, event: Event, sent_at: float | None = None) -> None:
         live = self._live_state(run_id)
         if isinstance(event, StartEvent):
             self.store.set_device(run_id, event.device)
@@ -247,7 +247,8 @@ class RunService:
             self.store.add_point(run_id, seq, event)
             live.step = max(live.step, event.step)
             point = point_public(self.store.points(run_id, since_step=event.step)[0])
-            message = {"type": "eval", "seq": seq, "point": point.model_dump(mode="json")}
+            message = {"type": "eval", "seq": seq, "point": point.model_dump(mode="json"),
+                       "sent_at": sent_at}  # fmt: skip
             self.hub.publish(run_topic(run_id), json.dumps(message), seq)
         elif isinstance(event, ProgressEvent):
             live.step = event.step

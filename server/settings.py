@@ -47,6 +47,8 @@ class Settings:
     workers: int | None = None  # None: one per GPU, at least 2
     max_queued: int = MAX_QUEUED
     gpus: list[str] = field(default_factory=visible_gpus)
+    token: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)
 
     @property
     def worker_count(self) -> int:

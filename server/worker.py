@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Literal
@@ -19,6 +20,7 @@ class WorkerMessage(BaseModel):
     """What travels from worker to server: an event, or the run's outcome."""
 
     event: str | None = None  # the event's own JSON (non-finite numbers as null)
+    sent_at: float | None = None  # unix time the worker sent it: end-to-end latency
     outcome: Literal["completed", "cancelled", "diverged", "failed"] | None = None
     error: str | None = None
 
@@ -36,7 +38,7 @@ def run_worker(
         conn.send_bytes(message.model_dump_json().encode())
 
     def on_event(event) -> None:
-        send(WorkerMessage(event=event.model_dump_json()))
+        send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
 
     try:
         from model.config import RunConfig

@@ -195,7 +195,7 @@ def test_invalid_values_are_shown_next_to_their_field(page, server, page_errors)
     expect(steps_error).to_contain_text("at least 1")
     expect(page.get_by_test_id("field-steps")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_test_id("error-learning_rate")).to_contain_text("greater than 0")
-    expect(page.get_by_test_id("field-steps")).to_be_focused()
+    expect(page.get_by_test_id("field-learning_rate")).to_be_focused()  # the first bad field
     assert posts == []  # nothing was sent
 
     # Fixing a field clears its message as you type.

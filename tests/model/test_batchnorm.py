@@ -101,3 +101,25 @@ def test_rejects_meaningless_hyperparameters():
         BatchNorm(decay=1.0)
     with pytest.raises(ValueError, match="epsilon"):
         BatchNorm(epsilon=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_equal_autodiff_through_the_textbook_formula(shape):
+    """The closed-form backward must agree with autodiff of the plain formula."""
+    x = tf.constant(batch(shape, 3))
+    layer = BatchNorm(epsilon=1e-3)
+    layer.build(shape)
+    randomised(layer, shape[-1])
+    upstream = tf.constant(batch(shape, 4))
+    axes = list(range(len(shape) - 1))
+    gamma, beta = tf.Variable(layer.gamma.numpy()), tf.Variable(layer.beta.numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = tf.reduce_sum(layer(x, training=True) * upstream)
+        mean = tf.reduce_mean(x, axes)
+        var = tf.reduce_mean(tf.square(x - mean), axes)
+        ref = tf.reduce_sum((gamma * (x - mean) / tf.sqrt(var + 1e-3) + beta) * upstream)
+    got = tape.gradient(ours, [x, layer.gamma, layer.beta])
+    want = tape.gradient(ref, [x, gamma, beta])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

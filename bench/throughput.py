@@ -1,0 +1,130 @@
+"""Training throughput: `train()` against plain Keras `model.fit`, same run, same data.
+
+    BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.throughput [--steps N] [--reps R]
+
+The peer is the identical network written in plain Keras (Sequential with
+Conv2D, keras.layers.BatchNormalization, ReLU, MaxPooling2D, Dense, Dropout),
+the same Adagrad optimizer and batch size, trained with `model.fit` on the
+same 55,000 images. Both sides are timed over the same number of updates
+after a warm-up (compilation excluded), alternating A/B in every repetition so
+machine noise hits both. Prints steps/s of each and the ratio, and records
+them in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import keras
+
+from bench.report import machine, write_section
+from model.config import RunConfig
+from model.data import load_mnist
+from model.training import make_optimizer, train
+
+WARMUP = 20
+
+
+def keras_peer(config: RunConfig) -> keras.Model:
+    def block(filters):
+        return [
+            keras.layers.Conv2D(filters, 5, padding="same", use_bias=not config.batch_norm),
+            *([keras.layers.BatchNormalization(momentum=config.bn_decay,
+                                               epsilon=config.bn_epsilon)]
+              if config.batch_norm else []),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2, padding="same"),
+        ]  # fmt: skip
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            *block(32),
+            *block(64),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dropout(config.dropout),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+class _StepTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = self.end = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == WARMUP:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.end = time.perf_counter()
+
+
+def keras_steps_per_sec(config: RunConfig, data) -> float:
+    model = keras_peer(config)
+    timer = _StepTimer()
+    model.fit(data.train.images, data.train.labels, batch_size=config.batch_size,
+              steps_per_epoch=WARMUP + config.steps, epochs=1, shuffle=True, verbose=0,
+              callbacks=[timer])  # fmt: skip
+    return config.steps / (timer.end - timer.start)
+
+
+def ours_steps_per_sec(config: RunConfig, data) -> float:
+    """train() with evaluation only at the ends; throughput from its own eval event,
+    which times the updates alone (evaluation excluded), after a warm-up run."""
+    rates = []
+    train(config.model_copy(update={"steps": WARMUP, "eval_every": WARMUP}), data=data)
+
+    def on_event(event):
+        if event.type == "eval" and event.step == config.steps:
+            rates.append(event.examples_per_sec / config.batch_size)
+
+    train(config, on_event, data=data)
+    return rates[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="timed updates per measurement")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-bn", action="store_true")
+    args = parser.parse_args()
+    data = load_mnist()
+    config = RunConfig(steps=args.steps, eval_every=args.steps, batch_norm=not args.no_bn)
+    ours, peer = [], []
+    for rep in range(args.reps):
+        order = [("ours", ours_steps_per_sec, ours), ("keras", keras_steps_per_sec, peer)]
+        for name, measure, into in order if rep % 2 == 0 else order[::-1]:
+            into.append(measure(config, data))
+            print(f"rep {rep + 1}: {name} {into[-1]:.2f} steps/s", flush=True)
+    ratio = statistics.median(ours) / statistics.median(peer)
+    bn = "BN" if config.batch_norm else "no-BN"
+    body = "\n".join([
+        f"## Throughput: train() vs Keras model.fit ({bn} CNN, batch {config.batch_size})",
+        "",
+        f"`python -m bench.throughput --steps {args.steps} --reps {args.reps}` on {machine()}.",
+        "",
+        "| | median steps/s | all repetitions |",
+        "| --- | --- | --- |",
+        f"| BN Lab `train()` | {statistics.median(ours):.2f} | "
+        f"{', '.join(f'{x:.2f}' for x in ours)} |",
+        f"| Keras `model.fit` | {statistics.median(peer):.2f} | "
+        f"{', '.join(f'{x:.2f}' for x in peer)} |",
+        "",
+        f"**Ratio: {ratio:.3f}x** (target ≥ 1.15x).",
+    ])  # fmt: skip
+    print(body)
+    write_section(f"throughput-{bn.lower()}", body)
+
+
+if __name__ == "__main__":
+    main()

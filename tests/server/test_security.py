@@ -1,0 +1,106 @@
+"""Access token, cross-site requests and oversized bodies, against a real server."""
+
+import subprocess
+import sys
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.server.conftest import TINY
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, data_dir):
+    from tests.server.conftest import ServerProcess
+
+    server = ServerProcess(tmp_path_factory.mktemp("sec") / "bnlab.db", data_dir, workers=1,
+                           extra=["--token", TOKEN]).start()  # fmt: skip
+    yield server
+    server.stop()
+
+
+def auth(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_mutating_calls_need_the_token_reads_do_not(guarded):
+    body = {**TINY, "steps": 5}
+    refused = guarded.http.post("/api/runs", json=body)
+    assert refused.status_code == 401 and "token" in refused.json()["detail"]
+    wrong = guarded.http.post("/api/runs", json=body, headers=auth("guess"))
+    assert wrong.status_code == 401
+    assert guarded.http.get("/api/runs").json()["total"] == 0  # nothing stored
+    run = guarded.http.post("/api/runs", json=body, headers=auth())
+    assert run.status_code == 201
+    run_id = run.json()["id"]
+    assert guarded.http.get(f"/api/runs/{run_id}").status_code == 200
+    assert guarded.http.post(f"/api/runs/{run_id}/cancel").status_code == 401
+    assert guarded.http.delete(f"/api/runs/{run_id}").status_code == 401
+    guarded.wait_status(run_id, "completed", "failed", "cancelled")
+    assert guarded.http.delete(f"/api/runs/{run_id}", headers=auth()).status_code == 204
+
+
+def test_websockets_need_the_token(guarded):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{guarded.ws_base}/ws/runs", open_timeout=10)
+    assert refused.value.response.status_code == 403
+    with connect(f"{guarded.ws_base}/ws/runs?token={TOKEN}", open_timeout=10) as ws:
+        assert '"runs"' in ws.recv(timeout=10)
+
+
+def test_another_origin_cannot_drive_the_api_or_open_streams(server):
+    evil = {"Origin": "https://evil.example"}
+    response = server.http.post("/api/runs", json=TINY, headers=evil)
+    assert response.status_code == 403 and "evil.example" in response.json()["detail"]
+    assert server.http.delete("/api/runs/x", headers=evil).status_code == 403
+    assert "access-control-allow-origin" not in response.headers  # CORS stays closed
+    with pytest.raises(InvalidStatus):
+        connect(f"{server.ws_base}/ws/runs", origin="https://evil.example", open_timeout=10)
+    own = {"Origin": server.base}  # the dashboard itself
+    created = server.http.post("/api/runs", json={**TINY, "steps": 5}, headers=own)
+    assert created.status_code == 201
+    with connect(f"{server.ws_base}/ws/runs", origin=server.base, open_timeout=10) as ws:
+        assert '"runs"' in ws.recv(timeout=10)
+
+
+def test_a_form_post_cannot_pose_as_json(server):
+    before = server.http.get("/api/runs").json()["total"]
+    response = server.http.post("/api/runs", content=b'{"steps": 5}',
+                                headers={"Content-Type": "text/plain"})  # fmt: skip
+    assert response.status_code == 415 and "JSON" in response.json()["detail"]
+    assert server.http.get("/api/runs").json()["total"] == before
+
+
+def test_oversized_and_malformed_bodies_are_refused(server):
+    big = server.http.post("/api/runs", content=b"{" + b" " * 100_000 + b"}",
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+    assert big.status_code == 413
+    chunked = server.http.post(
+        "/api/runs", content=iter([b"{" + b" " * 40_000] * 3),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert chunked.status_code in (400, 413)
+    broken = server.http.post("/api/runs", content=b'{"steps": ',
+                              headers={"Content-Type": "application/json"})  # fmt: skip
+    assert broken.status_code == 422 and "detail" in broken.json()
+
+
+def test_refuses_to_serve_the_network_without_a_token(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "server", "--host", "0.0.0.0", "--port", "1",
+                          "--db", str(tmp_path / "x.db")],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "BNLAB_TOKEN" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_queue_is_capped_with_retry_after(start_server):
+    server = start_server(workers=1, extra=["--max-queued", "2"])
+    long = {**TINY, "steps": 100_000, "eval_every": 1000}
+    ids = [server.post("/api/runs", long).json()["id"] for _ in range(3)]  # 1 running + 2 queued
+    full = server.post("/api/runs", long)
+    assert full.status_code == 429 and full.headers["retry-after"]
+    assert "queue" in full.json()["detail"]
+    for run_id in ids:
+        server.http.post(f"/api/runs/{run_id}/cancel")
