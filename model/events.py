@@ -20,6 +20,7 @@ class StartEvent(_Event):
     total_steps: int
     device: str = Field(description="Where training runs, e.g. CPU:0 or GPU:0")
     parameters: int = Field(description="Trainable parameter count")
+    first_step: int = Field(0, description="Step a resumed run continues from (0: a fresh run)")
 
 
 class ProbePercentiles(BaseModel):

@@ -96,6 +96,38 @@ class Trainer:
         return float(self.train_step(self.order.indices(step)))
 
 
+class Checkpointer:
+    """The full training state at an evaluation: weights, optimizer slots, BN
+    moving statistics, the dropout RNG state, the step (which fixes the
+    position in the data order) and the elapsed time."""
+
+    def __init__(self, trainer: Trainer, directory: Path) -> None:
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        # Variables are listed explicitly: Keras 3 does not expose every layer
+        # (BN moving statistics, the dropout RNG state) to tf.train.Checkpoint
+        # through the model object itself.
+        self.checkpoint = tf.train.Checkpoint(
+            # keyed by position and name: Keras uniquifies paths per process
+            network={f"{i}.{v.name}": v for i, v in enumerate(trainer.network.variables)},
+            optimizer=list(trainer.optimizer.variables),
+            step=self.step, elapsed=self.elapsed,
+        )  # fmt: skip
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=1)
+
+    def restore(self) -> tuple[int, float]:
+        """(step, elapsed seconds) of the latest checkpoint, or (0, 0.0) when none."""
+        if self.manager.latest_checkpoint is None:
+            return 0, 0.0
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.step.numpy()), float(self.elapsed.numpy())
+
+    def save(self, step: int, elapsed: float) -> None:
+        self.step.assign(step)
+        self.elapsed.assign(elapsed)
+        self.manager.save(checkpoint_number=step)
+
+
 def _loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
     """Cross-entropy (from log-softmax, numerically safe), accuracy, and the
     multiclass log loss with probabilities clipped at 1e-15 — in float64."""
@@ -116,6 +148,7 @@ def train(
     *,
     data: Mnist | None = None,
     data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TestMetrics:
     """Train `config` to the end and return the test metrics.
 
@@ -123,6 +156,10 @@ def train(
     `progress` (at most every PROGRESS_INTERVAL s) and finally `test`.
     Raises `Diverged` (after a `diverged` event) when the loss stops being
     finite, and `Cancelled` when `should_stop()` turns true between steps.
+
+    With `checkpoint_dir`, the full training state is saved there after every
+    evaluation, and a run that finds a checkpoint there continues from it: the
+    same batches, dropout masks and updates as if it had never stopped.
     """
     device_name = device.configure()
     tf.keras.utils.set_random_seed(config.seed)
@@ -130,10 +167,18 @@ def train(
         data = load_mnist(data_dir, train_subset=config.train_subset)
     with tf.device(f"/{device_name}"):
         trainer = Trainer(config, data)
+        checkpointer = Checkpointer(trainer, Path(checkpoint_dir)) if checkpoint_dir else None
+    first_step, elapsed_before = checkpointer.restore() if checkpointer else (0, 0.0)
     parameters = sum(int(np.prod(v.shape)) for v in trainer.network.trainable_variables)
-    on_event(StartEvent(total_steps=config.steps, device=device_name, parameters=parameters))
+    on_event(
+        StartEvent(
+            total_steps=config.steps, device=device_name, parameters=parameters,
+            first_step=first_step,
+        )
+    )  # fmt: skip
 
-    started = time.perf_counter()
+    # Elapsed time continues across a resume, so the curve's time axis does too.
+    started = time.perf_counter() - elapsed_before
     eval_at = set(config.eval_steps())
     loss_sum, loss_count, train_seconds = 0.0, 0, 0.0
     last_progress = 0.0
@@ -160,9 +205,14 @@ def train(
             on_event(DivergedEvent(step=step, loss=val_loss))
             raise Diverged(step, val_loss)
         loss_sum, loss_count, train_seconds = 0.0, 0, 0.0
+        if checkpointer is not None:
+            # After the event: a crash in between re-evaluates this step on
+            # resume (stored by step, so once) rather than leaving a gap.
+            checkpointer.save(step, time.perf_counter() - started)
 
-    evaluate(0)
-    for step in range(config.steps):
+    if first_step == 0:
+        evaluate(0)
+    for step in range(first_step, config.steps):
         if should_stop is not None and should_stop():
             raise Cancelled(step)
         tick = time.perf_counter()

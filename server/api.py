@@ -110,6 +110,12 @@ async def cancel_run(run_id: str, service: ServiceDep) -> RunPublic:
     return service.cancel(run_id)
 
 
+@router.post("/runs/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+async def resume_run(run_id: str, service: ServiceDep) -> RunPublic:
+    """Continue an interrupted (or failed) run from its last checkpoint."""
+    return service.resume(run_id)
+
+
 @router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_run(run_id: str, service: ServiceDep) -> Response:
     service.delete(run_id)

@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         store = Store(settings.db_path)
-        executor = ProcessExecutor(settings.worker_count, settings.gpus, settings.data_dir)
+        executor = ProcessExecutor(
+            settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
+        )
         service = RunService(store, executor, Hub(), settings.max_queued)
         await service.start()
         app.state.service = service

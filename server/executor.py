@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Literal, Protocol
 
 from model.config import RunConfig
@@ -47,10 +49,14 @@ class Executor(Protocol):
     capacity: int
 
     def submit(self, run_id: str, config: RunConfig) -> None:
-        """Start the run now; the caller makes sure a slot is free."""
+        """Start the run now (from its checkpoint, if it has one); the caller
+        makes sure a slot is free."""
 
     def cancel(self, run_id: str) -> None:
         """Ask the run to stop; it ends with a `RunEnded(outcome="cancelled")`."""
+
+    def discard_checkpoint(self, run_id: str) -> None:
+        """Forget the run's saved training state (it will not be resumed)."""
 
     def busy(self) -> int: ...
 
@@ -89,8 +95,11 @@ class ProcessExecutor:
     Workers talk back over a pipe the event loop watches, so a worker's death
     is seen the moment its end of the pipe closes."""
 
-    def __init__(self, capacity: int, gpus: list[str], data_dir: str | None) -> None:
+    def __init__(
+        self, capacity: int, gpus: list[str], data_dir: str | None, checkpoints: Path
+    ) -> None:
         self.capacity = capacity
+        self.checkpoints = checkpoints  # one directory per run below it
         self.gpus = gpus
         self.data_dir = data_dir
         self._ctx = multiprocessing.get_context("spawn")
@@ -113,7 +122,14 @@ class ProcessExecutor:
         cancel = self._ctx.Event()
         process = self._ctx.Process(
             target=run_worker,
-            args=(config.model_dump_json(), self.data_dir, child, cancel, gpu),
+            args=(
+                config.model_dump_json(),
+                self.data_dir,
+                str(self.checkpoints / run_id),
+                child,
+                cancel,
+                gpu,
+            ),
             name=f"bnlab-run-{run_id}",
             daemon=True,
         )
@@ -163,6 +179,9 @@ class ProcessExecutor:
             self._finish(job, "cancelled", None)
         else:
             self._finish(job, "failed", _exit_reason(job.process.exitcode))
+
+    def discard_checkpoint(self, run_id: str) -> None:
+        shutil.rmtree(self.checkpoints / run_id, ignore_errors=True)
 
     def cancel(self, run_id: str) -> None:
         job = self._jobs.get(run_id)

@@ -188,11 +188,24 @@ class RunService:
             )
         return self.get(run_id)
 
+    def resume(self, run_id: str) -> RunPublic:
+        run = self.get(run_id)
+        if not run.status.resumable:
+            raise Conflict(
+                f"run {run_id} is {run.status}; only interrupted or failed runs can be resumed"
+            )
+        self._check_room(1)
+        self._set_status(run_id, RunStatus.QUEUED)
+        self._queue.append(run_id)
+        self._schedule()
+        return self.get(run_id)
+
     def delete(self, run_id: str) -> None:
         run = self.get(run_id)
         if run.status.active:
             raise Conflict(f"run {run_id} is {run.status}; cancel it before deleting it")
         self.store.delete_run(run_id)
+        self.executor.discard_checkpoint(run_id)
         self._live.pop(run_id, None)
         self.hub.publish(RUNS_TOPIC, json.dumps({"type": "deleted", "id": run_id}))
 
@@ -241,6 +254,9 @@ class RunService:
         live = self._live_state(run_id)
         if isinstance(event, StartEvent):
             self.store.set_device(run_id, event.device)
+            if event.first_step:  # resumed from a checkpoint
+                self.store.drop_points_after(run_id, event.first_step)
+                live.step = event.first_step
             self._publish_status(run_id, "status")
         elif isinstance(event, EvalEvent):
             seq = self._next_seq(run_id)
@@ -280,6 +296,8 @@ class RunService:
                 RunEnded(message.run_id, "failed", "the worker finished without test metrics"),
             )
         self._set_status(message.run_id, status, message.error)
+        if not status.resumable:  # finished for good: its training state is not needed
+            self.executor.discard_checkpoint(message.run_id)
 
     # -- publishing -------------------------------------------------------
 

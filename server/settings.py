@@ -51,5 +51,10 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
 
     @property
+    def checkpoint_dir(self) -> Path:
+        """Training checkpoints live beside the database."""
+        return self.db_path.parent / f"{self.db_path.stem}-checkpoints"
+
+    @property
     def worker_count(self) -> int:
         return self.workers if self.workers else max(2, len(self.gpus))

@@ -18,6 +18,10 @@ class RunStatus(StrEnum):
     def active(self) -> bool:
         return self in (RunStatus.QUEUED, RunStatus.RUNNING)
 
+    @property
+    def resumable(self) -> bool:
+        return self in (RunStatus.INTERRUPTED, RunStatus.FAILED)
+
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset(
@@ -33,10 +37,11 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
         }
     ),
     RunStatus.COMPLETED: frozenset(),
-    RunStatus.FAILED: frozenset(),
+    # A failed or interrupted run may be resumed from its last checkpoint.
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),
     RunStatus.CANCELLED: frozenset(),
     RunStatus.DIVERGED: frozenset(),
-    RunStatus.INTERRUPTED: frozenset(),
+    RunStatus.INTERRUPTED: frozenset({RunStatus.QUEUED}),
 }
 
 

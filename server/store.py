@@ -152,7 +152,13 @@ class Store:
         row = self.get_run(run_id)
         check_transition(RunStatus(row["status"]), status)
         stamp = now().isoformat()
-        if status == RunStatus.RUNNING:
+        if status == RunStatus.QUEUED:  # resumed: the old ending no longer holds
+            self._write(
+                "UPDATE runs SET status = ?, finished_at = NULL, error = NULL, last_seq = ?"
+                " WHERE id = ?",
+                (status, last_seq, run_id),
+            )
+        elif status == RunStatus.RUNNING:
             self._write(
                 "UPDATE runs SET status = ?, started_at = ?, last_seq = ? WHERE id = ?",
                 (status, stamp, last_seq, run_id),
@@ -211,6 +217,11 @@ class Store:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"database write failed ({self.path}): {exc}") from None
+
+    def drop_points_after(self, run_id: str, step: int) -> None:
+        """A resumed run re-does everything after its checkpoint."""
+        self._write("DELETE FROM points WHERE run_id = ? AND step > ?", (run_id, step))
+        self._write("UPDATE runs SET step = ? WHERE id = ?", (step, run_id))
 
     def points(
         self, run_id: str, *, since_step: int | None = None, after_seq: int | None = None

@@ -26,7 +26,12 @@ class WorkerMessage(BaseModel):
 
 
 def run_worker(
-    config_json: str, data_dir: str | None, conn: Connection, cancel, gpu: str | None
+    config_json: str,
+    data_dir: str | None,
+    checkpoint_dir: str,
+    conn: Connection,
+    cancel,
+    gpu: str | None,
 ) -> None:
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides what happens to its workers, so ignore it here.
@@ -48,7 +53,8 @@ def run_worker(
 
         config = RunConfig.model_validate_json(config_json)
         try:
-            train(config, on_event, cancel.is_set, data_dir=data_dir)
+            train(config, on_event, cancel.is_set, data_dir=data_dir,
+                  checkpoint_dir=checkpoint_dir)  # fmt: skip
             send(WorkerMessage(outcome="completed"))
         except Cancelled:
             send(WorkerMessage(outcome="cancelled"))

@@ -124,3 +124,33 @@ def test_evaluation_count_is_bounded():
     with pytest.raises(ValidationError, match="eval_every must be at least 100"):
         RunConfig(steps=100_000, eval_every=1)
     assert RunConfig(steps=7, eval_every=3).eval_steps() == [0, 3, 6, 7]
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(mnist, tmp_path):
+    config = tiny(steps=30, eval_every=10, seed=4)  # CNN with BN and dropout: all state matters
+    whole, metrics = collect(config, mnist)
+
+    stops = iter(range(10**6))
+    first, result = collect_with(config, mnist, tmp_path, should_stop=lambda: next(stops) >= 25)
+    assert isinstance(result, Cancelled) and result.step == 25  # killed between checkpoints
+    second, resumed = collect_with(config, mnist, tmp_path)
+    assert second[0].first_step == 20  # the last checkpoint, taken at the step-20 eval
+    curve = [e for e in first if e.type == "eval"] + [e for e in second if e.type == "eval"]
+    assert [e.step for e in curve] == [0, 10, 20, 30]  # no gap, no duplicated step
+    reference = [e for e in whole if e.type == "eval"]
+    for got, want in zip(curve, reference, strict=True):
+        assert got.val_loss == pytest.approx(want.val_loss, rel=1e-5)
+    assert resumed.test_loss == pytest.approx(metrics.test_loss, rel=1e-5)
+    assert resumed.test_accuracy == pytest.approx(metrics.test_accuracy, abs=1e-4)
+    elapsed = [e.elapsed for e in curve]
+    assert elapsed == sorted(elapsed)  # time continues across the resume
+
+
+def collect_with(config, mnist, checkpoint_dir, should_stop=None):
+    events = []
+    try:
+        result = train(config, events.append, should_stop, data=mnist,
+                       checkpoint_dir=checkpoint_dir)  # fmt: skip
+    except (Diverged, Cancelled) as exc:
+        result = exc
+    return events, result

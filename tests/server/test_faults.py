@@ -60,3 +60,37 @@ def test_the_server_process_never_loads_tensorflow(start_server):
     status = Path(f"/proc/{server.process.pid}/status").read_text()
     rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
     assert rss_kb < 200 * 1024
+
+
+def test_an_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(
+    start_server, tmp_path
+):
+    db = tmp_path / "resume.db"
+    config = {**TINY, "steps": 60, "eval_every": 10, "seed": 21}
+    server = start_server(db=db)
+    victim = server.post("/api/runs", config).json()
+    server.wait_for(victim["id"], lambda r: r["step"] >= 25)
+    server.stop(signal.SIGKILL)  # server and workers gone mid-run
+
+    again = start_server(db=db)
+    interrupted = again.run(victim["id"])
+    assert interrupted["status"] == "interrupted"
+    reference = again.post("/api/runs", config).json()  # the same run, never interrupted
+    resumed = again.http.post(f"/api/runs/{victim['id']}/resume")
+    assert resumed.status_code == 202 and resumed.json()["status"] in ("queued", "running")
+    done = {r: again.wait_status(r, "completed", "failed") for r in (reference["id"], victim["id"])}
+    assert all(run["status"] == "completed" for run in done.values())
+    points = {r: again.http.get(f"/api/runs/{r}/metrics").json()["points"] for r in done}
+    assert [p["step"] for p in points[victim["id"]]] == list(range(0, 61, 10))  # no gap, no dup
+    seqs = [p["seq"] for p in points[victim["id"]]]
+    assert seqs == sorted(set(seqs))
+    # resumed, not restarted: the points up to the checkpoint are the ones from before
+    kept = [p["step"] for p in points[victim["id"]] if p["seq"] <= interrupted["last_seq"]]
+    assert kept[:3] == [0, 10, 20]
+    for got, want in zip(points[victim["id"]], points[reference["id"]], strict=True):
+        assert abs(got["val_loss"] - want["val_loss"]) < 1e-4, (got, want)
+    ours, theirs = (done[r]["test_metrics"] for r in (victim["id"], reference["id"]))
+    assert abs(ours["test_loss"] - theirs["test_loss"]) < 1e-4
+    assert abs(ours["test_accuracy"] - theirs["test_accuracy"]) <= 2e-4
+    refused = again.http.post(f"/api/runs/{victim['id']}/resume")
+    assert refused.status_code == 409 and "completed" in refused.json()["detail"]
