@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from model.config import RunConfig
+from model.config import MAX_STEPS, RunConfig
 from server.deps import ServiceDep, SettingsDep
 from server.runs import point_public
 from server.schemas import (
@@ -63,7 +63,7 @@ async def list_runs(
     service: ServiceDep,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> RunList:
     rows, total = service.store.list_runs(status, limit, offset)
     return RunList(items=[service.public(row) for row in rows], total=total)
@@ -81,7 +81,9 @@ def _points(service, run_id: str, since_step: int | None = None) -> list[PointPu
 
 @router.get("/runs/{run_id}/metrics", response_model=MetricsPublic)
 async def get_metrics(
-    run_id: str, service: ServiceDep, since_step: Annotated[int | None, Query(ge=0)] = None
+    run_id: str,
+    service: ServiceDep,
+    since_step: Annotated[int | None, Query(ge=0, le=MAX_STEPS)] = None,
 ) -> MetricsPublic:
     return MetricsPublic(run_id=run_id, points=_points(service, run_id, since_step))
 

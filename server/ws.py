@@ -62,7 +62,7 @@ async def run_stream(ws: WebSocket, run_id: str) -> None:
     raw_after = ws.query_params.get("after_seq")
     try:
         after_seq = int(raw_after) if raw_after is not None else 0
-        if after_seq < 0:
+        if not 0 <= after_seq < 2**62:  # SQLite integers are 64-bit
             raise ValueError
     except ValueError:
         await ws.close(4400, "after_seq must be a non-negative integer")
