@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.frontend.dashboard import TINY, acc_trace_lengths, row, save_screenshot, start
 
-RUN_TIMEOUT = 90_000  # ms; a tiny run takes ~10-20 s, twice that with both workers busy
+RUN_TIMEOUT = 120_000  # ms; a tiny run takes ~10-20 s alone, over a minute on a busy machine
 TERMINAL = {"completed", "failed", "cancelled", "diverged", "interrupted"}
 
 
@@ -154,7 +154,7 @@ def test_cancel_a_running_run(page, server):
 
 
 def test_dropped_socket_resumes_without_missing_or_doubled_points(page, server):
-    (run,) = start(page, single=True, eval_every=5)  # steps 0, 5, ..., 40: 9 points
+    (run,) = start(page, single=True)  # points at steps 0, 10, 20, 30, 40
     run_id = run["id"]
     page.wait_for_function(
         "id => window.bnlab.pointsFor(id).length >= 2", arg=run_id, timeout=RUN_TIMEOUT
@@ -177,14 +177,14 @@ def test_dropped_socket_resumes_without_missing_or_doubled_points(page, server):
     expect(banner).to_be_hidden(timeout=10_000)
     expect(row(page, run_id)).to_have_attribute("data-status", "completed", timeout=RUN_TIMEOUT)
     page.wait_for_function(
-        "id => window.bnlab.pointsFor(id).length === 9", arg=run_id, timeout=10_000
+        "id => window.bnlab.pointsFor(id).length === 5", arg=run_id, timeout=10_000
     )
     served = _points_by_seq(server, run_id)
     held = _page_points(page, run_id)
-    assert [step for _, step in served] == list(range(0, 41, 5))
+    assert [step for _, step in served] == [0, 10, 20, 30, 40]
     assert held == served  # same seqs, same steps, same order: none missing, none doubled
     # And the charts hold exactly those points, each once.
-    assert acc_trace_lengths(page, [run_id]) == [9]
+    assert acc_trace_lengths(page, [run_id]) == [5]
 
 
 def test_invalid_values_are_shown_next_to_their_field(page, server, page_errors):

@@ -1,9 +1,17 @@
 """Workers die, servers die: runs end honestly and nothing finished is lost."""
 
+import base64
+import contextlib
+import json
 import os
 import signal
+import socket
+import sqlite3
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.server.conftest import LONG, TINY
 
@@ -94,3 +102,94 @@ def test_an_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(
     assert abs(ours["test_accuracy"] - theirs["test_accuracy"]) <= 2e-4
     refused = again.http.post(f"/api/runs/{victim['id']}/resume")
     assert refused.status_code == 409 and "completed" in refused.json()["detail"]
+
+
+def test_a_locked_database_is_reported_and_nothing_is_lost(start_server, tmp_path):
+    db = tmp_path / "locked.db"
+    server = start_server(db=db)
+    done = server.post("/api/runs", {**TINY, "steps": 5}).json()
+    server.wait_status(done["id"], "completed")
+    holder = sqlite3.connect(db, timeout=1)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
+    try:
+        refused = server.post("/api/runs", TINY)
+        assert refused.status_code == 503
+        assert "locked" in refused.json()["detail"] and str(db) in refused.json()["detail"]
+        assert server.run(done["id"])["status"] == "completed"  # reads still work
+    finally:
+        holder.rollback()
+        holder.close()
+    assert server.post("/api/runs", {**TINY, "steps": 5}).status_code == 201
+    assert server.run(done["id"])["test_metrics"] is not None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_reported_and_nothing_is_lost(start_server, small_disk):
+    server = start_server(db=small_disk / "bnlab.db")
+    done = server.post("/api/runs", {**TINY, "steps": 5}).json()
+    server.wait_status(done["id"], "completed")
+    before = server.http.get(f"/api/runs/{done['id']}/metrics").json()
+    filler = small_disk / "filler"
+    with filler.open("wb") as f, contextlib.suppress(OSError):  # take every byte left
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    refused = server.post("/api/runs", {**TINY, "label": "x" * 100})
+    assert refused.status_code == 503, refused.text
+    assert "full" in refused.json()["detail"]
+    assert server.http.get(f"/api/runs/{done['id']}/metrics").json() == before
+    filler.unlink()
+    again = server.post("/api/runs", {**TINY, "steps": 5})
+    assert again.status_code == 201
+    assert server.wait_status(again.json()["id"], "completed")["status"] == "completed"
+
+
+def test_clients_that_never_read_cost_nothing_to_the_others(start_server):
+    server = start_server()
+    run = server.post("/api/runs", {**TINY, "steps": 300, "eval_every": 1}).json()
+    stuck = [stuck_client(server, f"/ws/runs/{run['id']}") for _ in range(10)]
+    stuck += [stuck_client(server, "/ws/runs") for _ in range(10)]
+    try:
+        with server.ws(f"/ws/runs/{run['id']}") as ws:
+            points = []
+            while True:
+                message = json.loads(ws.recv(timeout=120))
+                points += message.get("points", [])
+                if message["type"] == "eval":
+                    points.append(message["point"])
+                if message.get("run", {}).get("status") == "completed":
+                    break
+        assert [p["step"] for p in points] == list(range(301))  # every point, in order
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1])
+        assert rss < 200 * 1024
+        assert server.http.get("/api/health").status_code == 200
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+def stuck_client(server, path: str) -> socket.socket:
+    """A websocket client that completes the handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    assert sock.recv(12) == b"HTTP/1.1 101"
+    return sock
