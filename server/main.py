@@ -83,7 +83,10 @@ def serve(args: argparse.Namespace) -> int:
     print(f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "
           f"{settings.worker_count} workers)", file=sys.stderr, flush=True)  # fmt: skip
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(
+            create_app(settings), host=args.host, port=args.port, log_level="info",
+            ws_max_size=64 * 1024,  # the streams take no input; refuse big frames early
+        )  # fmt: skip
     except StoreError as exc:
         print(f"bnlab serve: error: {exc}", file=sys.stderr)
         return 1

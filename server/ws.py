@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 
 from server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
 from server.stream import OVERFLOW_CLOSE_CODE, Subscriber
@@ -21,10 +21,12 @@ def _service(ws: WebSocket) -> RunService:
 
 
 async def _drain_client(ws: WebSocket) -> None:
-    """Read (and ignore) what the client sends, until it goes away."""
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            await ws.receive_text()
+    """Read and ignore what the client sends (the streams take no commands),
+    text or binary, until it goes away."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
 
 
 async def _pump(ws: WebSocket, subscriber: Subscriber, after_seq: int) -> None:

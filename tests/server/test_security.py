@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.server.conftest import TINY
@@ -104,3 +104,32 @@ def test_queue_is_capped_with_retry_after(start_server):
     assert "queue" in full.json()["detail"]
     for run_id in ids:
         server.http.post(f"/api/runs/{run_id}/cancel")
+
+
+def test_nan_and_absurd_numbers_are_refused_and_nothing_is_stored(server):
+    before = server.http.get("/api/runs").json()["total"]
+    for raw in (b'{"learning_rate": NaN}', b'{"learning_rate": Infinity}', b'{"steps": 1e400}',
+                b'{"steps": 1000000000000}', b"[1, 2]", b'"just a string"'):  # fmt: skip
+        response = server.http.post("/api/runs", content=raw,
+                                    headers={"Content-Type": "application/json"})  # fmt: skip
+        assert response.status_code == 422, (raw, response.text)
+        assert response.json()["detail"]
+    assert server.http.get("/api/runs").json()["total"] == before
+
+
+def test_garbage_on_a_websocket_is_ignored_or_refused_never_a_crash(server):
+    run = server.post("/api/runs", {**TINY, "steps": 5}).json()
+    with server.ws(f"/ws/runs/{run['id']}") as ws:
+        assert ws.recv(timeout=10)  # snapshot
+        ws.send("not a command")
+        ws.send(b"\x00\xff binary junk")
+        ws.send("{}")
+        ws.ping()
+    with server.ws("/ws/runs") as ws:
+        ws.recv(timeout=10)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.send("x" * 200_000)  # over the frame limit: the server closes the socket
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is None or closed.value.rcvd.code in (1009, 1006)
+    assert server.http.get("/api/health").status_code == 200
+    assert server.wait_status(run["id"], "completed", "failed")["status"] == "completed"
