@@ -79,17 +79,20 @@ def keras_steps_per_sec(config: RunConfig, data) -> float:
 
 
 def ours_steps_per_sec(config: RunConfig, data) -> float:
-    """train() with evaluation only at the ends; throughput from its own eval event,
-    which times the updates alone (evaluation excluded), after a warm-up run."""
-    rates = []
-    train(config.model_copy(update={"steps": WARMUP, "eval_every": WARMUP}), data=data)
+    """train() evaluating only at the ends, timed between its own progress
+    events after the warm-up steps (tracing and evaluation excluded)."""
+    progress = []
 
     def on_event(event):
-        if event.type == "eval" and event.step == config.steps:
-            rates.append(event.examples_per_sec / config.batch_size)
+        if event.type == "progress":
+            progress.append((event.step, event.elapsed))
 
-    train(config, on_event, data=data)
-    return rates[0]
+    train(config.model_copy(update={"steps": WARMUP + config.steps,
+                                    "eval_every": WARMUP + config.steps}),
+          on_event, data=data)  # fmt: skip
+    first = next(p for p in progress if p[0] >= WARMUP)
+    last = progress[-1]
+    return (last[0] - first[0]) / (last[1] - first[1])
 
 
 def main() -> None:

@@ -40,7 +40,10 @@ def run_worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
     def send(message: WorkerMessage) -> None:
-        conn.send_bytes(message.model_dump_json().encode())
+        try:
+            conn.send_bytes(message.model_dump_json().encode())
+        except OSError:  # the server is gone (killed): nobody to train for
+            os._exit(1)
 
     def on_event(event) -> None:
         send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
