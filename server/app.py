@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from server import api, ws
 from server.executor import ProcessExecutor
 from server.runs import Conflict, NotFound, QueueFull, RunService
-from server.security import BodyTooLarge, Guard
+from server.security import BodyTooLarge, Guard, is_loopback
 from server.settings import Settings
 from server.store import Store, StoreError
 from server.stream import Hub
@@ -94,7 +94,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StoreError, _error(503))
     app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(BodyTooLarge, _error(413))
-    app.add_middleware(Guard, token=settings.token, allowed_origins=settings.allowed_origins)
+    app.add_middleware(
+        Guard,
+        token=settings.token,
+        allowed_origins=settings.allowed_origins,
+        loopback_only=settings.token is None and is_loopback(settings.host),
+    )
     if settings.allowed_origins:  # CORS stays closed unless origins are configured
         app.add_middleware(
             CORSMiddleware,

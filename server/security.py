@@ -39,10 +39,16 @@ def _headers(scope) -> dict[str, str]:
 
 
 class Guard:
-    def __init__(self, app, token: str | None, allowed_origins: list[str]) -> None:
+    def __init__(
+        self, app, token: str | None, allowed_origins: list[str], loopback_only: bool
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+        # Without a token the server trusts that only this machine can reach it.
+        # A DNS-rebinding page (evil.example resolving to 127.0.0.1) would reach
+        # it with `Host: evil.example`: requests must name a loopback host.
+        self.loopback_only = loopback_only
 
     # -- checks -------------------------------------------------------------
 
@@ -68,7 +74,20 @@ class Guard:
 
     # -- ASGI ---------------------------------------------------------------
 
+    def _host_ok(self, headers: dict[str, str]) -> bool:
+        if not self.loopback_only:
+            return True
+        host = headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return is_loopback(name)
+
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket") and not self._host_ok(_headers(scope)):
+            if scope["type"] == "http":
+                await self._refuse_http(send, 403, "unexpected Host header (DNS rebinding?)")
+            else:
+                await self._refuse_websocket(receive, send, 4403)
+            return
         if scope["type"] == "http" and scope["method"] in MUTATING:
             headers = _headers(scope)
             problem = self._http_problem(headers, scope)

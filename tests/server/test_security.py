@@ -133,3 +133,17 @@ def test_garbage_on_a_websocket_is_ignored_or_refused_never_a_crash(server):
         assert closed.value.rcvd is None or closed.value.rcvd.code in (1009, 1006)
     assert server.http.get("/api/health").status_code == 200
     assert server.wait_status(run["id"], "completed", "failed")["status"] == "completed"
+
+
+def test_a_dns_rebinding_page_cannot_reach_a_tokenless_server(server):
+    """evil.example resolving to 127.0.0.1: same 'origin' as its Host, but not ours."""
+    rebound = {
+        "Host": f"evil.example:{server.port}",
+        "Origin": f"http://evil.example:{server.port}",
+    }
+    assert server.http.post("/api/runs", json=TINY, headers=rebound).status_code == 403
+    assert server.http.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
+    with pytest.raises(InvalidStatus):
+        connect(f"{server.ws_base}/ws/runs", additional_headers={"Host": "evil.example"},
+                open_timeout=10)  # fmt: skip
+    assert server.http.get("/api/runs", headers={"Host": f"localhost:{server.port}"}).is_success

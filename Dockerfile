@@ -1,0 +1,69 @@
+# syntax=docker/dockerfile:1
+# BN Lab with TensorFlow 2.21 on NVIDIA GPUs. Use it through docker-compose.yml
+# (`docker compose up`, see README.md); `make test` lints this file with hadolint.
+#
+# The CUDA and cuDNN libraries come from PyPI (`tensorflow[and-cuda]`), so a slim
+# Python base is enough: the host needs only the NVIDIA driver and the NVIDIA
+# Container Toolkit. Without a GPU the same image trains on the CPU.
+FROM python:3.11.15-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# Dependencies first, heaviest first, so that editing the code never rebuilds
+# them. Versions are pinned to the ones the test suite passes with; pyproject.toml
+# only gives ranges, and tests/test_container.py checks these pins stay inside them.
+# 1. TensorFlow and its CUDA/cuDNN wheels: the big layer.
+RUN pip install --no-cache-dir "tensorflow[and-cuda]==2.21.0" "numpy==2.4.6"
+# 2. The web stack (its own layer on purpose: bumping it keeps layer 1 cached).
+# hadolint ignore=DL3059
+RUN pip install --no-cache-dir \
+        "pydantic==2.14.4" \
+        "fastapi==0.165.0" \
+        "uvicorn[standard]==0.54.0" \
+        "websockets==17.4" \
+        "plotly==7.1.0" \
+        "tqdm==4.70.1"
+
+# A non-root user that owns nothing but the two volume directories (created
+# here so that new named volumes start out owned by it).
+RUN useradd --create-home --uid 10001 --user-group bnlab \
+    && mkdir -p /data/mnist /var/lib/bnlab \
+    && chown bnlab:bnlab /data/mnist /var/lib/bnlab
+
+# 3. The project. The server serves the dashboard from `<dir of server/>/../frontend`,
+# and a regular (non-editable) wheel of this project ships `server/` and `model/`
+# but not all of `frontend/` (the package data lists only its top-level files).
+# So the source tree lives in /app, root-owned and read-only to the server, and is
+# installed in editable mode: `import server` resolves to /app/server, the
+# dashboard to /app/frontend, and the `bnlab` command works from any directory,
+# spawned training workers included. pip checks the pins above against
+# pyproject.toml here and would install anything missing.
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY model/ model/
+COPY server/ server/
+COPY frontend/ frontend/
+RUN pip install --no-cache-dir --editable .
+
+# Server settings (see README.md, "Configuration"). Listening on all interfaces
+# inside the container makes the server insist on an access token: it refuses to
+# start unless BNLAB_TOKEN is set (docker-compose.yml requires it).
+ENV BNLAB_HOST=0.0.0.0 \
+    BNLAB_PORT=8000 \
+    BNLAB_DB=/var/lib/bnlab/bnlab.db \
+    BNLAB_DATA_DIR=/data/mnist \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+# Numeric, so that the runtime can tell it is not root without reading /etc/passwd.
+USER 10001:10001
+VOLUME ["/data/mnist", "/var/lib/bnlab"]
+EXPOSE 8000
+
+# GET /api/health needs no token. Python, because the slim image has no curl.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BNLAB_PORT', '8000') + '/api/health', timeout=4)"]
+
+CMD ["bnlab", "serve"]
