@@ -274,7 +274,11 @@ class RunService:
             now = time.monotonic()
             if now - live.published_at >= PROGRESS_PUBLISH_INTERVAL:
                 live.published_at = now
-                self._publish_status(run_id, "progress")
+                seq = self._next_seq(run_id)
+                # Stored too (once a second): after a restart the run's sequence
+                # continues past every number a client has already seen.
+                self.store.set_progress(run_id, event.step, seq)
+                self._publish_status(run_id, "progress", seq)
         elif isinstance(event, TestEvent):
             seq = self._next_seq(run_id)
             self.store.set_test_metrics(run_id, event, seq)

@@ -169,6 +169,12 @@ class Store:
                 (status, stamp, error, last_seq, run_id),
             )
 
+    def set_progress(self, run_id: str, step: int, last_seq: int) -> None:
+        self._write(
+            "UPDATE runs SET step = MAX(step, ?), last_seq = ? WHERE id = ?",
+            (step, last_seq, run_id),
+        )
+
     def set_device(self, run_id: str, device: str) -> None:
         self._write("UPDATE runs SET device = ? WHERE id = ?", (device, run_id))
 

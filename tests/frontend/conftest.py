@@ -60,13 +60,15 @@ def _stop(proc: subprocess.Popen) -> None:
 class Server:
     url: str
     log: Path
+    token: str | None = None
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             return json.load(response)
 
     def post(self, path: str) -> int:
-        request = urllib.request.Request(self.url + path, data=b"", method="POST")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        request = urllib.request.Request(self.url + path, data=b"", method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status
@@ -80,15 +82,17 @@ class Server:
                 self.post(f"/api/runs/{run['id']}/cancel")
 
 
-@pytest.fixture(scope="session")
-def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextlib.contextmanager
+def _running_server(data_dir: Path, workdir: Path, token: str | None = None) -> Iterator[Server]:
     """A real BN Lab server on a free port, with 2 worker processes and its own database."""
-    workdir = tmp_path_factory.mktemp("server")
     port = _free_port()
     log = workdir / "server.log"
     env = {**os.environ, "BNLAB_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("BNLAB_TOKEN", None)
     command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
                "--db", str(workdir / "bnlab.db"), "--workers", "2"]  # fmt: skip
+    if token:
+        command += ["--token", token]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -109,9 +113,24 @@ def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not answer /api/health in time:\n{log.read_text()}")
             time.sleep(0.25)
-        yield Server(url, log)
+        yield Server(url, log, token)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server most tests use: no access token (loopback only)."""
+    with _running_server(data_dir, tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def token_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server started with --token: changes and websockets need the token."""
+    token = "test-token-" + os.urandom(8).hex()
+    with _running_server(data_dir, tmp_path_factory.mktemp("token-server"), token) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -153,31 +172,46 @@ def page_errors() -> PageErrors:
 
 
 @pytest.fixture
-def page(browser, server: Server, page_errors: PageErrors, request):
-    """A fresh page on the dashboard. Fails the test on any page error or console error."""
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.on("pageerror", lambda exc: page_errors.errors.append(f"pageerror: {exc}"))
-    page.on(
-        "console",
-        lambda msg: (
-            page_errors.errors.append(f"console.{msg.type}: {msg.text}")
-            if msg.type == "error"
-            else None
-        ),
-    )
-    page.goto(server.url + "/")
-    page.wait_for_function("window.bnlab !== undefined && window.Plotly !== undefined")
-    yield page
+def open_page(browser, page_errors: PageErrors, request):
+    """Opens the dashboard at a URL in a fresh browser context. Fails the test on any
+    page error or console error (bar the ones the test allows)."""
+    contexts = []
+
+    def open_(url: str):
+        context = browser.new_context(viewport=VIEWPORT)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda exc: page_errors.errors.append(f"pageerror: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                page_errors.errors.append(f"console.{msg.type}: {msg.text}")
+                if msg.type == "error"
+                else None
+            ),
+        )
+        page.goto(url)
+        page.wait_for_function("window.bnlab !== undefined && window.Plotly !== undefined")
+        return page
+
+    yield open_
     report = getattr(request.node, "report_call", None)
-    if report is not None and report.failed:
-        OUTPUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=OUTPUT / f"FAILED-{request.node.name}.png", full_page=True)
-    context.close()
-    server.cancel_active()
+    for n, context in enumerate(contexts):
+        if report is not None and report.failed and context.pages:
+            OUTPUT.mkdir(parents=True, exist_ok=True)
+            shot = OUTPUT / f"FAILED-{request.node.name}-{n}.png"
+            context.pages[0].screenshot(path=shot, full_page=True)
+        context.close()
     unexpected = page_errors.unexpected()
     assert not unexpected, "errors in the page:\n" + "\n".join(unexpected)
+
+
+@pytest.fixture
+def page(open_page, server: Server):
+    """A fresh page on the dashboard of `server`."""
+    yield open_page(server.url + "/")
+    server.cancel_active()
 
 
 @pytest.fixture

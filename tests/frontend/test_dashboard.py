@@ -262,3 +262,38 @@ def test_diverged_run_is_marked_with_its_reason(page, server):
         """() => document.querySelector('[data-testid=chart-loss]').data.map(t => t.name)"""
     )
     assert any("(diverged)" in n for n in names)
+
+
+def test_access_token_for_a_server_that_has_one(open_page, token_server, page_errors):
+    # Before the token is given, the server refuses the websockets (Chromium logs each
+    # refused handshake) and changes (401).
+    page_errors.allow(r"WebSocket connection to .* failed")
+    page_errors.allow(r"status of (401|422)")
+    page = open_page(token_server.url + "/")
+    banner = page.get_by_test_id("conn-banner")
+    expect(banner).to_contain_text("access token", timeout=20_000)
+    page.get_by_test_id("conn-token").click()
+    page.get_by_test_id("token-input").fill(token_server.token)
+    page.get_by_test_id("token-input").press("Enter")
+    expect(banner).to_be_hidden(timeout=10_000)
+    expect(page.get_by_test_id("activity")).to_contain_text("0 running")
+
+    # Changes carry the token: the server gets past it to validate the body (422, not 401).
+    def tamper(route):
+        body = json.loads(route.request.post_data)
+        route.continue_(post_data=json.dumps({**body, "steps": 0}))
+
+    page.route("**/api/comparisons", tamper)
+    with page.expect_response("**/api/comparisons") as info:
+        page.get_by_test_id("submit").click()
+    assert info.value.status == 422
+    expect(page.get_by_test_id("error-steps")).to_be_visible()
+
+    # A link may carry the token in its fragment; the page keeps it and drops it from the URL.
+    page_errors.errors.clear()
+    linked = open_page(f"{token_server.url}/#token={token_server.token}")
+    expect(linked.get_by_test_id("activity")).to_contain_text("0 running")
+    assert "token" not in linked.url
+    linked.wait_for_timeout(1500)
+    expect(linked.get_by_test_id("conn-banner")).to_be_hidden()
+    assert not page_errors.errors  # connected on the first try

@@ -1,0 +1,91 @@
+// REST client for the BN Lab API (docs/api.md). The only place that calls fetch().
+
+import { UNAUTHORIZED_EVENT, token } from "./auth.js";
+
+/** An HTTP error with the server's message and, for 422, the per-field messages. */
+export class ApiError extends Error {
+  constructor(status, message, fieldErrors = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.fieldErrors = fieldErrors; // {field: message}; "" holds errors not tied to a field
+  }
+}
+
+const KNOWN_ROOTS = new Set(["body", "query", "path"]);
+
+/** Turns a FastAPI/pydantic 422 `detail` list into {field: message}. */
+export function fieldErrorsFrom(detail) {
+  const out = {};
+  if (!Array.isArray(detail)) return out;
+  for (const item of detail) {
+    const loc = Array.isArray(item?.loc) ? item.loc : [];
+    // loc is e.g. ["body", "steps"]; the field is loc[1] (or the last string element).
+    let field = "";
+    if (loc.length >= 2 && KNOWN_ROOTS.has(loc[0]) && typeof loc[1] === "string") field = loc[1];
+    else {
+      const last = [...loc].reverse().find((part) => typeof part === "string" && !KNOWN_ROOTS.has(part));
+      field = last ?? "";
+    }
+    const msg = String(item?.msg ?? "invalid value").replace(/^Value error, /, "");
+    out[field] = out[field] ? `${out[field]}; ${msg}` : msg;
+  }
+  return out;
+}
+
+async function request(method, path, body) {
+  const init = { method, headers: { Accept: "application/json" } };
+  if (method !== "GET" && token()) init.headers.Authorization = `Bearer ${token()}`;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, `cannot reach the server (${err.message})`);
+  }
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const detail = data?.detail;
+    const fieldErrors = fieldErrorsFrom(detail);
+    let message = data?.message ?? (typeof detail === "string" ? detail : null);
+    if (!message) message = Object.values(fieldErrors).join("; ") || `${response.status} ${response.statusText}`;
+    if (response.status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT, { detail: message }));
+    throw new ApiError(response.status, message, fieldErrors);
+  }
+  return data;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  health: () => request("GET", "/api/health"),
+  listRuns: (limit = 200) => request("GET", `/api/runs?limit=${limit}`),
+  getRun: (id) => request("GET", `/api/runs/${enc(id)}`),
+  metrics: (id) => request("GET", `/api/runs/${enc(id)}/metrics`),
+  startRun: (config) => request("POST", "/api/runs", config),
+  startComparison: (config) => request("POST", "/api/comparisons", config),
+  cancelRun: (id) => request("POST", `/api/runs/${enc(id)}/cancel`),
+  resumeRun: (id) => request("POST", `/api/runs/${enc(id)}/resume`),
+  deleteRun: (id) => request("DELETE", `/api/runs/${enc(id)}`),
+  compare: (ids) => request("GET", `/api/compare?runs=${ids.map(enc).join(",")}`),
+  exportUrl: (ids, format) => `/api/export?runs=${ids.map(enc).join(",")}&format=${format}`,
+  metricsCsvUrl: (id) => `/api/runs/${enc(id)}/metrics.csv`,
+};
+
+/** ws:// or wss:// URL for a path on this server (with the access token, if any). */
+export function wsUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = new URL(`${scheme}//${location.host}${path}`);
+  if (token()) url.searchParams.set("token", token());
+  return url.toString();
+}

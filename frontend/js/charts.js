@@ -1,0 +1,305 @@
+// Live Plotly charts. Points are appended with Plotly.extendTraces, so new points never
+// redraw the chart, and the user's zoom and hidden traces (legend clicks) survive.
+// A full Plotly.react only happens when the set of plotted runs or a display option changes;
+// `uirevision` keeps the zoom and the trace visibility across those too.
+
+/* global Plotly */
+
+const CONFIG = {
+  displaylogo: false,
+  responsive: true,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"],
+  toImageButtonOptions: { format: "png", scale: 2 },
+};
+
+const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 12, color: "#1f2933" };
+const GRID = "#e9edf2";
+
+// Log axes: ticks at 1-2-5 in every decade, written out (Plotly's default labels "2", "5").
+const LOG_TICKS = [];
+for (let e = -5; e <= 5; e += 1) for (const m of [1, 2, 5]) LOG_TICKS.push(Number((m * 10 ** e).toPrecision(1)));
+const LOG_TEXT = LOG_TICKS.map((v) => (v >= 1e4 || v < 1e-3 ? v.toExponential(0) : String(v)));
+
+// Plotly uses a trace's uid in CSS selectors: keep it to safe characters.
+const uidOf = (key) => `u-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+
+const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+function withAlpha(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+}
+
+function runName(run) {
+  const flag = ["failed", "diverged", "cancelled", "interrupted"].includes(run.status) ? ` (${run.status})` : "";
+  return `${run.label}${flag}`;
+}
+
+/** One plotted run: what the charts need to know about it. */
+export function chartRun(run, colour) {
+  return {
+    id: run.id,
+    label: run.label || run.id,
+    status: run.status,
+    bn: run.config?.batch_norm !== false,
+    colour,
+  };
+}
+
+class LiveChart {
+  constructor(el, getPoints) {
+    this.el = el;
+    this.getPoints = getPoints; // runId -> Point[] already received
+    this.runs = [];
+    this.opts = { xMode: "step", yLog: false, smoothing: 0 };
+    this.specs = []; // one per trace, in trace order
+    this.ema = new Map(); // spec key -> {v, n}: smoothing state after the last point
+    this.queue = Promise.resolve();
+  }
+
+  /** Plotly calls run one after the other; their data is computed when they are asked for. */
+  enqueue(fn) {
+    this.queue = this.queue.then(fn).catch((err) => console.error("chart update failed:", err));
+    return this.queue;
+  }
+
+  x(p) {
+    return this.opts.xMode === "time" ? finite(p.elapsed) : p.step;
+  }
+
+  xTitle() {
+    return this.opts.xMode === "time" ? "wall time (s)" : "step";
+  }
+
+  columns(spec, points) {
+    const x = points.map((p) => this.x(p));
+    let y = points.map((p) => finite(spec.value(p)));
+    if (spec.ema) {
+      const a = this.opts.smoothing;
+      const st = this.ema.get(spec.key) ?? { v: 0, n: 0 };
+      // Debiased exponential moving average (as TensorBoard); a null stays a gap.
+      y = y.map((v) => {
+        if (v === null) return null;
+        st.n += 1;
+        st.v = a * st.v + (1 - a) * v;
+        return st.v / (1 - a ** st.n);
+      });
+      this.ema.set(spec.key, st);
+    }
+    return { x, y };
+  }
+
+  /** Sets the plotted runs; redraws only if the set or the order changed. */
+  setRuns(runs) {
+    const same =
+      runs.length === this.runs.length &&
+      runs.every((r, i) => r.id === this.runs[i].id && r.colour === this.runs[i].colour && r.bn === this.runs[i].bn);
+    const before = new Map(this.runs.map((r) => [r.id, r]));
+    this.runs = runs;
+    if (!same || !this.drawn) return this.redraw();
+    const changed = runs.filter((r) => runName(before.get(r.id)) !== runName(r));
+    if (changed.length) this.rename(changed);
+    return this.queue;
+  }
+
+  setOptions(opts) {
+    this.opts = { ...this.opts, ...opts };
+    return this.redraw();
+  }
+
+  redraw() {
+    this.drawn = true;
+    this.specs = [];
+    this.ema = new Map();
+    const traces = [];
+    for (const run of this.runs) {
+      const points = this.getPoints(run.id);
+      for (const spec of this.tracesFor(run)) {
+        spec.runId = run.id;
+        const { x, y } = this.columns(spec, points);
+        traces.push({ ...spec.trace, uid: uidOf(spec.key), meta: { runId: run.id, kind: spec.kind }, x, y });
+        this.specs.push(spec);
+      }
+    }
+    const layout = this.layout();
+    if (!this.runs.length) {
+      for (const key of Object.keys(layout)) if (/^[xy]axis\d*$/.test(key)) layout[key] = { ...layout[key], visible: false };
+      layout.annotations = [
+        ...(layout.annotations ?? []),
+        {
+          text: "Select runs in the table (or start one) to plot them",
+          xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
+          font: { size: 13, color: "#7b8794" },
+        },
+      ];
+    }
+    return this.enqueue(() => Plotly.react(this.el, traces, layout, CONFIG));
+  }
+
+  /** Appends new points of one run to its traces (extendTraces: no redraw). */
+  append(runId, points) {
+    if (!points.length || !this.runs.some((r) => r.id === runId)) return this.queue;
+    const indices = [];
+    const xs = [];
+    const ys = [];
+    this.specs.forEach((spec, i) => {
+      if (spec.runId !== runId) return;
+      const { x, y } = this.columns(spec, points);
+      indices.push(i);
+      xs.push(x);
+      ys.push(y);
+    });
+    if (!indices.length) return this.queue;
+    return this.enqueue(() => Plotly.extendTraces(this.el, { x: xs, y: ys }, indices));
+  }
+
+  rename(runs) {
+    const byId = new Map(runs.map((r) => [r.id, r]));
+    const indices = [];
+    const names = [];
+    this.specs.forEach((spec, i) => {
+      const run = byId.get(spec.runId);
+      if (run && spec.named) {
+        indices.push(i);
+        names.push(runName(run));
+      }
+    });
+    if (indices.length) this.enqueue(() => Plotly.restyle(this.el, { name: names }, indices));
+  }
+
+  baseLayout() {
+    return {
+      uirevision: "bnlab",
+      font: FONT,
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#ffffff",
+      margin: { l: 58, r: 14, t: 34, b: 30 },
+      hovermode: "closest",
+      hoverlabel: { font: { size: 12 } },
+      legend: { orientation: "h", x: 0, y: -0.26, yanchor: "top", font: { size: 11 } },
+      showlegend: true,
+    };
+  }
+
+  axis(extra) {
+    return { gridcolor: GRID, zeroline: false, linecolor: "#c9d1db", ticks: "outside", tickcolor: "#c9d1db", ...extra };
+  }
+}
+
+/** Validation loss or accuracy against step or wall time; BN solid, no-BN dashed. */
+export class CurveChart extends LiveChart {
+  constructor(el, getPoints, { metric, title, yTitle, tickformat, hoverformat }) {
+    super(el, getPoints);
+    this.metric = metric;
+    this.title = title;
+    this.yTitle = yTitle;
+    this.tickformat = tickformat;
+    this.hoverformat = hoverformat;
+    this.logToggle = false;
+  }
+
+  tracesFor(run) {
+    const value = (p) => p[this.metric];
+    const line = { color: run.colour, width: 2, dash: run.bn ? "solid" : "dash" };
+    const hover = `${this.hoverformat}<extra>${run.label.replace(/</g, "&lt;")}</extra>`;
+    const smoothing = this.opts.smoothing > 0;
+    const raw = {
+      key: `${run.id}|raw`,
+      kind: "raw",
+      value,
+      named: !smoothing,
+      trace: {
+        type: "scatter",
+        mode: "lines+markers",
+        name: runName(run),
+        legendgroup: run.id,
+        line: smoothing ? { ...line, width: 1 } : line,
+        marker: { size: smoothing ? 3 : 4, color: run.colour },
+        opacity: smoothing ? 0.28 : 1,
+        showlegend: !smoothing,
+        connectgaps: false,
+        hovertemplate: hover,
+      },
+    };
+    if (!smoothing) return [raw];
+    const smooth = {
+      key: `${run.id}|ema`,
+      kind: "smooth",
+      value,
+      ema: true,
+      named: true,
+      trace: {
+        type: "scatter",
+        mode: "lines",
+        name: runName(run),
+        legendgroup: run.id,
+        line: { ...line, width: 2.2 },
+        connectgaps: false,
+        hovertemplate: hover.replace("<extra>", " (smoothed)<extra>"),
+      },
+    };
+    return [raw, smooth];
+  }
+
+  layout() {
+    return {
+      ...this.baseLayout(),
+      title: { text: this.title, x: 0.01, xanchor: "left", font: { size: 14 } },
+      xaxis: this.axis({ title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
+      yaxis: this.axis({
+        title: { text: this.yTitle },
+        type: this.opts.yLog ? "log" : "linear",
+        tickformat: this.tickformat,
+        uirevision: this.opts.yLog ? "log" : "linear",
+        ...(this.opts.yLog ? { tickmode: "array", tickvals: LOG_TICKS, ticktext: LOG_TEXT } : {}),
+      }),
+    };
+  }
+}
+
+/**
+ * The tracked unit's input over training: its 15th/50th/85th percentiles (BN paper,
+ * Fig. 1b/c). Runs without BN on the left, with BN on the right; the band is p15–p85.
+ */
+export class ProbeChart extends LiveChart {
+  tracesFor(run) {
+    const axes = run.bn ? { xaxis: "x2", yaxis: "y2" } : { xaxis: "x", yaxis: "y" };
+    const dash = run.bn ? "solid" : "dash";
+    const label = run.label.replace(/</g, "&lt;");
+    const common = { type: "scatter", mode: "lines", legendgroup: run.id, connectgaps: false, ...axes };
+    const thin = { color: withAlpha(run.colour, 0.75), width: 1, dash };
+    return [
+      {
+        key: `${run.id}|p15`, kind: "p15", value: (p) => p.probe?.p15,
+        trace: { ...common, name: "15th pct", line: thin, showlegend: false,
+          hovertemplate: `p15 %{y:.3f}<extra>${label}</extra>` },
+      },
+      {
+        key: `${run.id}|p85`, kind: "p85", value: (p) => p.probe?.p85,
+        trace: { ...common, name: "85th pct", line: thin, showlegend: false, fill: "tonexty",
+          fillcolor: withAlpha(run.colour, 0.13), hovertemplate: `p85 %{y:.3f}<extra>${label}</extra>` },
+      },
+      {
+        key: `${run.id}|p50`, kind: "p50", value: (p) => p.probe?.p50, named: true,
+        trace: { ...common, name: runName(run), line: { color: run.colour, width: 2.4, dash },
+          hovertemplate: `median %{y:.3f}<extra>${label}</extra>` },
+      },
+    ];
+  }
+
+  layout() {
+    const head = (text, x) => ({
+      text, x, y: 1.02, xref: "paper", yref: "paper", xanchor: "center", yanchor: "bottom",
+      showarrow: false, font: { size: 13 },
+    });
+    return {
+      ...this.baseLayout(),
+      margin: { l: 58, r: 14, t: 30, b: 40 },
+      xaxis: this.axis({ domain: [0, 0.47], title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
+      yaxis: this.axis({ title: { text: "input to the unit" }, zeroline: true, zerolinecolor: "#d5dbe3" }),
+      xaxis2: this.axis({ domain: [0.53, 1], anchor: "y2", title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
+      yaxis2: this.axis({ anchor: "x2", zeroline: true, zerolinecolor: "#d5dbe3" }),
+      annotations: [head("Without BN (Fig. 1b)", 0.235), head("With BN (Fig. 1c)", 0.765)],
+    };
+  }
+}

@@ -1,0 +1,73 @@
+// Number and time formatting, and the colour of each comparison.
+
+const DASH = "—";
+
+export const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+
+export function pct(x, digits = 2) {
+  return isNum(x) ? `${(x * 100).toFixed(digits)} %` : DASH;
+}
+
+export function num(x, digits = 4) {
+  if (!isNum(x)) return DASH;
+  if (x !== 0 && (Math.abs(x) >= 1e5 || Math.abs(x) < 1e-3)) return x.toExponential(2);
+  return x.toFixed(digits);
+}
+
+export function int(x) {
+  return isNum(x) ? Math.round(x).toLocaleString("en-US") : DASH;
+}
+
+export function rate(x) {
+  if (!isNum(x)) return DASH;
+  return x >= 100 ? x.toFixed(0) : x.toFixed(1);
+}
+
+/** 75 -> "1m 15s", 4000 -> "1h 6m". */
+export function duration(seconds) {
+  if (!isNum(seconds) || seconds < 0) return DASH;
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+export function shortId(id) {
+  return String(id ?? "").slice(0, 8);
+}
+
+/** "cnn · adagrad 0.01 · batch 64 · 5000 steps" */
+export function describeConfig(c) {
+  if (!c) return "";
+  const parts = [c.arch, `${c.optimizer} ${c.learning_rate}`, `batch ${c.batch_size}`, `${c.steps} steps`];
+  if (c.train_subset) parts.push(`${c.train_subset} images`);
+  if (c.seed) parts.push(`seed ${c.seed}`);
+  return parts.join(" · ");
+}
+
+// Tableau 10: distinct and readable on white.
+const PALETTE = [
+  "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
+  "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+];
+
+/** One colour per comparison (a single run is its own group), stable for the page's life. */
+export class Colours {
+  constructor() {
+    this.byGroup = new Map();
+  }
+  static group(run) {
+    return run.comparison_id ?? run.id;
+  }
+  /** Assign colours to runs in creation order, so older groups keep theirs. */
+  assign(runs) {
+    const sorted = [...runs].sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
+    for (const r of sorted) this.of(r);
+  }
+  of(run) {
+    const g = Colours.group(run);
+    if (!this.byGroup.has(g)) this.byGroup.set(g, PALETTE[this.byGroup.size % PALETTE.length]);
+    return this.byGroup.get(g);
+  }
+}

@@ -1,0 +1,199 @@
+// The runs table: one row per run, updated in place from WS /ws/runs.
+
+import { api } from "./api.js";
+import { TERMINAL } from "./livesocket.js";
+import { describeConfig, duration, pct, rate, shortId } from "./format.js";
+
+const BAD = new Set(["failed", "diverged", "interrupted"]);
+const RESUMABLE = new Set(["failed", "interrupted"]); // POST /api/runs/{id}/resume
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+export class RunsTable {
+  /**
+   * @param {HTMLElement} root  element holding the table
+   * @param {object} handlers  onToggle(id, selected), onCancel(id), onResume(id), onDelete(id)
+   * @param {(run) => string} colourOf
+   */
+  constructor(root, { onToggle, onCancel, onResume, onDelete }, colourOf) {
+    this.root = root;
+    this.handlers = { onToggle, onCancel, onResume, onDelete };
+    this.colourOf = colourOf;
+    this.rows = new Map(); // id -> {tr, parts}
+    this.selected = new Set();
+    this.tbody = root.querySelector("tbody");
+    this.empty = root.querySelector("[data-testid=runs-empty]");
+    this.count = document.querySelector("[data-testid=runs-count]");
+    this.tbody.addEventListener("click", (ev) => this.onClick(ev));
+    this.tbody.addEventListener("change", (ev) => {
+      const box = ev.target.closest("input[data-action=select]");
+      if (box) this.handlers.onToggle(box.dataset.runId, box.checked);
+    });
+  }
+
+  onClick(ev) {
+    const button = ev.target.closest("button[data-action]");
+    if (!button || button.disabled) return;
+    const id = button.dataset.runId;
+    if (button.dataset.action === "cancel") this.handlers.onCancel(id);
+    else if (button.dataset.action === "resume") this.handlers.onResume(id);
+    else if (button.dataset.action === "delete") this.handlers.onDelete(id);
+  }
+
+  /** Replaces every row (the feed's first message, also after a reconnect). */
+  replaceAll(runs) {
+    const keep = new Set(runs.map((r) => r.id));
+    for (const id of [...this.rows.keys()]) if (!keep.has(id)) this.remove(id);
+    for (const run of runs) this.upsert(run);
+  }
+
+  upsert(run) {
+    let row = this.rows.get(run.id);
+    if (!row) {
+      row = this.build(run);
+      this.rows.set(run.id, row);
+      this.place(row, run);
+    }
+    row.run = run;
+    this.fill(row, run);
+    this.refreshEmpty();
+  }
+
+  remove(id) {
+    const row = this.rows.get(id);
+    if (!row) return;
+    row.tr.remove();
+    this.rows.delete(id);
+    this.refreshEmpty();
+  }
+
+  setSelected(ids) {
+    this.selected = new Set(ids);
+    for (const [id, row] of this.rows) {
+      const on = this.selected.has(id);
+      row.parts.select.checked = on;
+      row.tr.classList.toggle("selected", on);
+    }
+  }
+
+  /** Newest first; the two runs of a comparison stay together (BN first). */
+  place(row, run) {
+    const mine = this.sortKey(run);
+    for (const other of this.tbody.children) {
+      const otherRun = this.rows.get(other.dataset.runId)?.run;
+      if (otherRun && otherRun.id !== run.id && this.sortKey(otherRun) < mine) {
+        this.tbody.insertBefore(row.tr, other);
+        return;
+      }
+    }
+    this.tbody.append(row.tr);
+  }
+
+  /** Larger sorts first: the group's creation time, the group, then BN before no-BN. */
+  sortKey(run) {
+    let created = String(run.created_at ?? "");
+    if (run.comparison_id) {
+      for (const { run: r } of this.rows.values()) {
+        if (r.comparison_id === run.comparison_id && String(r.created_at) < created) created = String(r.created_at);
+      }
+    }
+    return `${created}|${run.comparison_id ?? run.id}|${run.config?.batch_norm === false ? 0 : 1}`;
+  }
+
+  build(run) {
+    const id = run.id;
+    const select = el("input", {
+      type: "checkbox", "data-action": "select", "data-run-id": id, "data-testid": "run-select",
+      "aria-label": `plot ${run.label}`,
+    });
+    const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
+    const label = el("span", { class: "run-label", "data-testid": "run-label" });
+    const meta = el("span", { class: "run-meta" });
+    const error = el("span", { class: "run-error", "data-testid": "run-error", hidden: true });
+    const badge = el("span", { class: "badge", "data-testid": "run-status" });
+    const bar = el("div", { class: "bar-fill" });
+    const progress = el("div", {
+      class: "bar", role: "progressbar", "aria-valuemin": "0", "data-testid": "run-progress",
+    }, bar);
+    const stepText = el("span", { class: "step-text", "data-testid": "run-steps" });
+    const speed = el("td", { class: "num", "data-testid": "run-speed" });
+    const eta = el("td", { class: "num", "data-testid": "run-eta" });
+    const acc = el("td", { class: "num strong", "data-testid": "run-test-acc" });
+    const cancel = el("button", {
+      type: "button", class: "btn small", "data-action": "cancel", "data-run-id": id, "data-testid": "run-cancel",
+      text: "Cancel",
+    });
+    const resume = el("button", {
+      type: "button", class: "btn small", "data-action": "resume", "data-run-id": id, "data-testid": "run-resume",
+      text: "Resume", title: "continue from the last checkpoint",
+    });
+    const del = el("button", {
+      type: "button", class: "btn small danger", "data-action": "delete", "data-run-id": id, "data-testid": "run-delete",
+      text: "Delete",
+    });
+    const csv = el("a", { class: "link small", href: api.metricsCsvUrl(id), text: "CSV", download: "",
+      title: "this run's points as CSV" });
+    const tr = el("tr", { "data-testid": "run-row", "data-run-id": id },
+      el("td", { class: "sel" }, select),
+      el("td", { class: "run-cell" }, el("div", { class: "run-title" }, swatch, label), meta, error),
+      el("td", {}, badge),
+      el("td", { class: "progress-cell" }, progress, stepText),
+      speed, eta, acc,
+      el("td", { class: "actions" }, cancel, resume, del, csv),
+    );
+    return { tr, run, parts: { select, swatch, label, meta, error, badge, bar, progress, stepText, speed, eta, acc, cancel, resume, del } };
+  }
+
+  fill(row, run) {
+    const p = row.parts;
+    const status = run.status ?? "queued";
+    const terminal = TERMINAL.has(status);
+    row.tr.dataset.status = status;
+    row.tr.classList.toggle("bad", BAD.has(status));
+    p.swatch.style.setProperty("--c", this.colourOf(run));
+    p.swatch.classList.toggle("dashed", run.config?.batch_norm === false);
+    p.label.textContent = run.label || shortId(run.id);
+    p.label.title = run.id;
+    p.meta.textContent = describeConfig(run.config);
+    p.badge.textContent = status;
+    p.badge.className = `badge badge-${status}`;
+    const reason = run.error || (status === "interrupted" ? "the server stopped during this run" : "");
+    p.error.hidden = !reason;
+    p.error.textContent = reason ? `⚠ ${reason}` : "";
+    p.badge.title = reason;
+    const total = run.total_steps ?? run.config?.steps ?? 0;
+    const step = run.step ?? 0;
+    const frac = total ? Math.min(1, step / total) : 0;
+    p.bar.style.width = `${(frac * 100).toFixed(1)}%`;
+    p.progress.className = `bar bar-${status}`;
+    p.progress.setAttribute("aria-valuemax", String(total));
+    p.progress.setAttribute("aria-valuenow", String(step));
+    p.progress.setAttribute("aria-label", `${step} of ${total} steps`);
+    p.stepText.textContent = `${step.toLocaleString("en-US")} / ${total.toLocaleString("en-US")}`;
+    p.speed.textContent = status === "running" ? `${rate(run.steps_per_sec)}/s` : "—";
+    p.eta.textContent = status === "running" ? duration(run.eta_seconds) : "—";
+    p.acc.textContent = pct(run.test_metrics?.test_accuracy);
+    p.cancel.hidden = terminal;
+    p.cancel.disabled = terminal;
+    p.resume.hidden = !RESUMABLE.has(status);
+    p.del.hidden = !terminal;
+    p.del.disabled = !terminal;
+    p.select.checked = this.selected.has(run.id);
+    row.tr.classList.toggle("selected", this.selected.has(run.id));
+  }
+
+  refreshEmpty() {
+    this.empty.hidden = this.rows.size > 0;
+    if (this.count) this.count.textContent = this.rows.size ? `${this.rows.size}` : "";
+  }
+}
