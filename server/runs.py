@@ -253,11 +253,12 @@ class RunService:
     def _on_event(self, run_id: str, event: Event, sent_at: float | None = None) -> None:
         live = self._live_state(run_id)
         if isinstance(event, StartEvent):
-            self.store.set_device(run_id, event.device)
+            seq = self._next_seq(run_id)
+            self.store.set_device(run_id, event.device, seq)
             if event.first_step:  # resumed from a checkpoint
                 self.store.drop_points_after(run_id, event.first_step)
                 live.step = event.first_step
-            self._publish_status(run_id, "status")
+            self._publish_status(run_id, "status", seq)
         elif isinstance(event, EvalEvent):
             seq = self._next_seq(run_id)
             self.store.add_point(run_id, seq, event)
@@ -312,9 +313,9 @@ class RunService:
             self._live.pop(run_id, None)  # the stored row is now the whole truth
         self._publish_status(run_id, "status", seq)
 
-    def _publish_status(self, run_id: str, kind: str, seq: int | None = None) -> None:
-        if seq is None:
-            seq = self._next_seq(run_id)
+    def _publish_status(self, run_id: str, kind: str, seq: int) -> None:
+        """Publish the run's state under `seq`, which the caller has already stored
+        (so a restarted server never hands out a number a client has seen)."""
         run = self.get(run_id)
         run_json = run.model_dump(mode="json")
         text = json.dumps({"type": kind, "seq": seq, "run": run_json})

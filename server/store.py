@@ -175,8 +175,10 @@ class Store:
             (step, last_seq, run_id),
         )
 
-    def set_device(self, run_id: str, device: str) -> None:
-        self._write("UPDATE runs SET device = ? WHERE id = ?", (device, run_id))
+    def set_device(self, run_id: str, device: str, last_seq: int) -> None:
+        self._write(
+            "UPDATE runs SET device = ?, last_seq = ? WHERE id = ?", (device, last_seq, run_id)
+        )
 
     def set_test_metrics(self, run_id: str, metrics: TestMetrics, last_seq: int) -> None:
         self._write(
@@ -192,7 +194,7 @@ class Store:
             "SELECT id FROM runs WHERE status IN (?, ?)", (RunStatus.QUEUED, RunStatus.RUNNING)
         ).fetchall()
         self._write(
-            "UPDATE runs SET status = ?, finished_at = ?,"
+            "UPDATE runs SET status = ?, finished_at = ?, last_seq = last_seq + 1,"
             " error = 'the server stopped while this run was ' || status"
             " WHERE status IN (?, ?)",
             (RunStatus.INTERRUPTED, now().isoformat(), RunStatus.QUEUED, RunStatus.RUNNING),

@@ -49,6 +49,8 @@ def test_a_killed_server_restarts_with_finished_runs_intact(start_server, tmp_pa
     before = (server.run(done["id"]), server.http.get(f"/api/runs/{done['id']}/metrics").json())
     flying = server.post("/api/runs", LONG).json()
     server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    with server.ws(f"/ws/runs/{flying['id']}") as ws:  # the numbers a client has seen
+        seen = [json.loads(ws.recv(timeout=30))["seq"] for _ in range(3)]
     server.stop(signal.SIGKILL)
 
     again = start_server(db=db)
@@ -56,6 +58,7 @@ def test_a_killed_server_restarts_with_finished_runs_intact(start_server, tmp_pa
     assert after == before  # completed run, its points and its test metrics: all there
     interrupted = again.run(flying["id"])
     assert interrupted["status"] == "interrupted" and "running" in interrupted["error"]
+    assert interrupted["last_seq"] > max(seen)  # sequence numbers never repeat
     assert again.http.get(f"/api/runs/{flying['id']}/metrics").json()["points"]  # curve kept
 
 
