@@ -42,8 +42,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def wait_done(server: ServerProcess, run_id: str) -> dict:
-    while (run := server.run(run_id))["status"] in ("queued", "running"):
-        time.sleep(0.05)
+    """Block until the run ends, told by its websocket (polling would cost CPU
+    the trainer needs on a 2-core machine)."""
+    with server.ws(f"/ws/runs/{run_id}") as ws:
+        while True:
+            run = json.loads(ws.recv(timeout=600)).get("run")
+            if run and run["status"] not in ("queued", "running"):
+                break
     assert run["status"] == "completed", run
     return run
 
@@ -94,8 +99,7 @@ async def _run_with_clients(server: ServerProcess, clients: int, config: dict):
     done = asyncio.Event()
     tasks = [asyncio.create_task(_follow(url, latencies if i == 0 else None, done))
              for i in range(clients)]  # fmt: skip
-    while server.run(run["id"])["status"] in ("queued", "running"):
-        await asyncio.sleep(0.2)
+    await asyncio.to_thread(wait_done, server, run["id"])
     done.set()
     for task in tasks:
         task.cancel()
