@@ -16,20 +16,23 @@ import pytest
 from tests.server.conftest import LONG, TINY
 
 
-def test_a_killed_worker_fails_its_run_and_the_next_one_starts(start_server):
-    server = start_server(workers=1)
+def test_a_killed_worker_fails_its_run_the_others_go_on_and_the_next_starts(start_server):
+    server = start_server(workers=2)
     doomed = server.post("/api/runs", LONG).json()
-    waiting = server.post("/api/runs", TINY).json()
     server.wait_for(doomed["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    (worker,) = server.worker_pids()  # the doomed run's, the only one so far
+    neighbour = server.post("/api/runs", {**TINY, "steps": 200, "eval_every": 50}).json()
+    waiting = server.post("/api/runs", TINY).json()
+    server.wait_for(neighbour["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     assert server.run(waiting["id"])["status"] == "queued"
-    (worker,) = server.worker_pids()
     os.kill(worker, signal.SIGKILL)
     killed_at = time.monotonic()
     failed = server.wait_status(doomed["id"], "failed", timeout=10)
     assert time.monotonic() - killed_at < 5
     assert "SIGKILL" in failed["error"]
     assert server.http.get("/api/health").status_code == 200
-    assert server.wait_status(waiting["id"], "completed", "failed")["status"] == "completed"
+    for run in (neighbour, waiting):  # the other run goes on; the queued one starts
+        assert server.wait_status(run["id"], "completed", "failed")["status"] == "completed"
 
 
 def test_runs_start_in_fifo_order(start_server):

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -125,4 +126,6 @@ def test_a_stuck_subscriber_is_dropped_without_slowing_the_others():
         drained = [stuck.queue.get_nowait() for _ in range(stuck.queue.qsize())]
         assert drained[-1] is None  # told to close (the client reconnects with after_seq)
 
-    asyncio.run(scenario())
+    # A thread of its own: the browser tests' Playwright keeps a loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
