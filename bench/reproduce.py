@@ -1,6 +1,6 @@
 """Reproduce the seed experiment: the full default BN run and its no-BN twin.
 
-    BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python bench/reproduce.py [--steps N]
+    BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.reproduce [--steps N]
 
 Prints both logs in the seed's format and records them, with the step at which
 each first reaches 98 % validation accuracy, in bench/RESULTS.md.
@@ -57,7 +57,7 @@ def main() -> None:
     lines = [
         "## Reproduction: seed recipe, BN vs no-BN",
         "",
-        f"`python bench/reproduce.py --steps {args.steps} --seed {args.seed}` on {machine()}.",
+        f"`python -m bench.reproduce --steps {args.steps} --seed {args.seed}` on {machine()}.",
         "",
         "| run | test accuracy | test loss | log loss | first step ≥ 98 % val acc | wall time |",
         "| --- | --- | --- | --- | --- | --- |",
