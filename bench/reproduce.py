@@ -55,7 +55,7 @@ def main() -> None:
     bn = RunConfig(steps=args.steps, seed=args.seed)
     results = {label: run(config, data) for label, config in (("BN", bn), ("no-BN", bn.twin()))}
     lines = [
-        "## Reproduction: seed recipe, BN vs no-BN",
+        f"## Reproduction: seed recipe, BN vs no-BN (seed {args.seed})",
         "",
         f"`python -m bench.reproduce --steps {args.steps} --seed {args.seed}` on {machine()}.",
         "",
@@ -72,7 +72,8 @@ def main() -> None:
         lines += ["", f"### {label} log", "", "```", r["log"].rstrip(), "```"]
     body = "\n".join(lines)
     print(body)
-    write_section("reproduce", body)
+    # one section per seed, so other seeds add to the record instead of replacing it
+    write_section("reproduce" if args.seed == 0 else f"reproduce-seed{args.seed}", body)
 
 
 if __name__ == "__main__":
