@@ -22,7 +22,8 @@ OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
 class RunConfig(BaseModel):
     """One training run. Defaults are the seed recipe (CNN, BN, Adagrad 0.01, batch 64)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `"steps": true` or `"seed": "7"` is a mistake to report, not to coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     arch: Arch = Field("cnn", description="cnn: two 5x5 convs + FC 1024; mlp: 3 x 100 sigmoid")
     batch_norm: bool = Field(True, description="Insert BatchNorm before each hidden nonlinearity")

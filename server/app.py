@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from server import api, ws
 from server.executor import ProcessExecutor
 from server.runs import Conflict, NotFound, QueueFull, RunService
-from server.security import BodyTooLarge, Guard, is_loopback
+from server.security import Guard, is_loopback
 from server.settings import Settings
 from server.store import Store, StoreError
 from server.stream import Hub
@@ -31,15 +31,17 @@ def plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def _field(loc: tuple) -> str:
+def _field(error: dict) -> str:
     # ("body", "steps") -> "steps"; ("query", "limit") -> "limit"
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    if error["type"] == "json_invalid":  # loc holds a character offset, not a field
+        return "body"
+    parts = [str(p) for p in error["loc"] if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
 
 
 def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
-        {"loc": list(e["loc"]), "field": _field(e["loc"]),
+        {"loc": list(e["loc"]), "field": _field(e),
          "msg": e["msg"].removeprefix("Value error, "), "type": e["type"]}
         for e in exc.errors()
     ]  # fmt: skip
@@ -93,7 +95,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(QueueFull, _error(429, {"Retry-After": "60"}))
     app.add_exception_handler(StoreError, _error(503))
     app.add_exception_handler(Exception, _unexpected)
-    app.add_exception_handler(BodyTooLarge, _error(413))
     app.add_middleware(
         Guard,
         token=settings.token,

@@ -87,6 +87,7 @@ class _Job:
     slot: int
     ended: bool = False
     kill_timer: asyncio.TimerHandle | None = None
+    outcome: tuple[Outcome, str | None] | None = None  # what the worker said, if it did
 
 
 class ProcessExecutor:
@@ -150,13 +151,13 @@ class ProcessExecutor:
             event = event_adapter.validate_json(message.event)
             self._queue.put_nowait(TrainingEvent(job.run_id, event, message.sent_at))
         if message.outcome is not None:
-            self._finish(job, message.outcome, message.error)
+            # Reported once the process has exited (`_await_exit`): a RunEnded
+            # means the slot is free, so two workers never share a slot's GPU.
+            job.outcome = (message.outcome, message.error)
 
     def _finish(self, job: _Job, outcome: Outcome, error: str | None) -> None:
         if not job.ended:
             job.ended = True
-            # The slot frees as soon as the outcome is known; the process may
-            # take a moment more to exit, which `_reap` waits for off the loop.
             self._jobs.pop(job.run_id, None)
             self._queue.put_nowait(RunEnded(job.run_id, outcome, error))
 
@@ -175,7 +176,9 @@ class ProcessExecutor:
         if job.process.is_alive():  # closed its pipe but hangs: make sure it goes
             job.process.kill()
             await asyncio.to_thread(job.process.join, 5)
-        if job.cancel.is_set():
+        if job.outcome is not None:
+            self._finish(job, *job.outcome)
+        elif job.cancel.is_set():
             self._finish(job, "cancelled", None)
         else:
             self._finish(job, "failed", _exit_reason(job.process.exitcode))

@@ -11,9 +11,21 @@ from pathlib import Path
 from server.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_QUEUED, Settings, default_db_path
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
+def _bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]. Defaults taken from the
+    environment are strings and go through it too, so a bad BNLAB_PORT is
+    reported like a bad --port, by argparse, naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,18 +42,20 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     env = os.environ
     p.add_argument("--host", default=env.get("BNLAB_HOST", DEFAULT_HOST),
                    help="address to listen on (default 127.0.0.1; $BNLAB_HOST)")  # fmt: skip
-    p.add_argument("--port", type=int, default=_env_int("BNLAB_PORT") or DEFAULT_PORT,
+    p.add_argument("--port", type=_bounded_int(1, 65535),
+                   default=env.get("BNLAB_PORT") or str(DEFAULT_PORT),
                    help="port (default 8000; $BNLAB_PORT)")  # fmt: skip
     p.add_argument("--db", type=Path, default=env.get("BNLAB_DB") or default_db_path(),
                    help="SQLite database file ($BNLAB_DB)")  # fmt: skip
     p.add_argument("--data-dir", default=env.get("BNLAB_DATA_DIR"),
                    help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=_env_int("BNLAB_WORKERS"),
+    p.add_argument("--workers", type=_bounded_int(1, 64), default=env.get("BNLAB_WORKERS") or None,
                    help="runs trained at once (default: one per GPU, at least 2)")  # fmt: skip
     p.add_argument("--token", default=env.get("BNLAB_TOKEN") or None,
                    help="access token required to change anything ($BNLAB_TOKEN); "
                         "needed when --host is not a loopback address")  # fmt: skip
-    p.add_argument("--max-queued", type=int, default=_env_int("BNLAB_MAX_QUEUED") or MAX_QUEUED,
+    p.add_argument("--max-queued", type=_bounded_int(1, 10_000),
+                   default=env.get("BNLAB_MAX_QUEUED") or str(MAX_QUEUED),
                    help="runs allowed to wait in the queue (default 100)")  # fmt: skip
     p.add_argument("--no-auth", action="store_true",
                    help="serve a non-loopback address without a token (anyone on the "
@@ -58,12 +72,6 @@ def serve(args: argparse.Namespace) -> int:
     from server.security import is_loopback
     from server.store import StoreError
 
-    if args.workers is not None and not 1 <= args.workers <= 64:
-        print("bnlab serve: error: --workers must be between 1 and 64", file=sys.stderr)
-        return 2
-    if not 1 <= args.port <= 65535:
-        print("bnlab serve: error: --port must be between 1 and 65535", file=sys.stderr)
-        return 2
     if not is_loopback(args.host) and not args.token:
         if not args.no_auth:
             print(f"bnlab serve: error: --host {args.host} is reachable from other machines; "

@@ -27,6 +27,7 @@ from server.stream import Hub
 
 log = logging.getLogger("bnlab.runs")
 PROGRESS_PUBLISH_INTERVAL = 1.0  # seconds: "progress about once a second"
+RETRY_INTERVAL = 2.0  # seconds between attempts to write what the database refused
 RUNS_TOPIC = "runs"
 
 
@@ -84,6 +85,8 @@ class RunService:
         self._queue: deque[str] = deque()
         self._live: dict[str, _Live] = {}
         self._consumer: asyncio.Task | None = None
+        self._retrier: asyncio.Task | None = None
+        self._pending_ends: list[RunEnded] = []  # recorded once the database lets us
 
     # -- lifecycle --------------------------------------------------------
 
@@ -92,12 +95,14 @@ class RunService:
         if interrupted:
             log.warning("marked %d unfinished run(s) as interrupted", len(interrupted))
         self._consumer = asyncio.create_task(self._consume(), name="bnlab-executor-messages")
+        self._retrier = asyncio.create_task(self._retry(), name="bnlab-retry")
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._consumer
+        for task in (self._consumer, self._retrier):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.executor.close()
 
     # -- reading ----------------------------------------------------------
@@ -177,10 +182,10 @@ class RunService:
 
     def cancel(self, run_id: str) -> RunPublic:
         run = self.get(run_id)
-        if run.status == RunStatus.QUEUED:
+        if run.status == RunStatus.QUEUED and run_id in self._queue:
             self._queue.remove(run_id)
             self._set_status(run_id, RunStatus.CANCELLED, "cancelled before it started")
-        elif run.status == RunStatus.RUNNING:
+        elif run.status.active:  # running (or queued in the store but not yet dispatched)
             self.executor.cancel(run_id)
         else:
             raise Conflict(
@@ -207,15 +212,22 @@ class RunService:
         self.store.delete_run(run_id)
         self.executor.discard_checkpoint(run_id)
         self._live.pop(run_id, None)
+        self.hub.end(run_topic(run_id), json.dumps({"type": "deleted", "id": run_id}))
         self.hub.publish(RUNS_TOPIC, json.dumps({"type": "deleted", "id": run_id}))
 
     # -- scheduling -------------------------------------------------------
 
     def _schedule(self) -> None:
         while self._queue and self.executor.busy() < self.executor.capacity:
-            run_id = self._queue.popleft()
+            run_id = self._queue[0]
             row = self.store.get_run(run_id)
-            self._set_status(run_id, RunStatus.RUNNING)
+            try:
+                self._set_status(run_id, RunStatus.RUNNING)
+            except StoreError:
+                # Stays first in the queue; the retry tick tries again.
+                log.exception("could not start run %s", run_id)
+                return
+            self._queue.popleft()
             try:
                 self.executor.submit(run_id, RunConfig.model_validate_json(row["config"]))
             except Exception as exc:  # could not even start a process
@@ -230,13 +242,34 @@ class RunService:
                 if isinstance(message, TrainingEvent):
                     self._on_event(message.run_id, message.event, message.sent_at)
                 elif isinstance(message, RunEnded):
-                    self._on_end(message)
+                    self._pending_ends.append(message)
             except StoreError:
                 log.exception("could not record what run %s reported", message.run_id)
             except Exception:
                 log.exception("error handling a message of run %s", message.run_id)
-            if isinstance(message, RunEnded):
-                self._schedule()
+            self._settle()
+
+    async def _retry(self) -> None:
+        """While the database refuses writes (locked, disk full), keep trying to
+        record how runs ended and to start queued ones."""
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            self._settle()
+
+    def _settle(self) -> None:
+        while self._pending_ends:
+            try:
+                self._on_end(self._pending_ends[0])
+            except StoreError:
+                log.exception("could not record the end of run %s", self._pending_ends[0].run_id)
+                return
+            except Exception:
+                log.exception("error ending run %s", self._pending_ends[0].run_id)
+            self._pending_ends.pop(0)
+        try:
+            self._schedule()
+        except StoreError:
+            log.exception("could not start queued runs")
 
     def _live_state(self, run_id: str) -> _Live:
         live = self._live.get(run_id)

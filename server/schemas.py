@@ -95,7 +95,9 @@ class RunSummary(BaseModel):
     steps_to: dict[str, int | None] = Field(
         description='First step reaching each validation accuracy, e.g. {"0.98": 1200}'
     )
-    wall_time: float | None = Field(description="Seconds from start to finish")
+    wall_time: float | None = Field(
+        description="Seconds of training, evaluations included, up to the last evaluation"
+    )
 
 
 class RunComparison(BaseModel):

@@ -94,7 +94,9 @@ class Guard:
             if problem:
                 await self._refuse_http(send, *problem)
                 return
-            receive = self._limited(receive)
+            receive = await self._buffered(receive, send)
+            if receive is None:
+                return
         elif scope["type"] == "websocket":
             headers = _headers(scope)
             if not self._origin_ok(headers, scope):
@@ -122,20 +124,32 @@ class Guard:
             return 415, "send the body as JSON with 'Content-Type: application/json'"
         return None
 
-    def _limited(self, receive):
-        """Count body bytes as they arrive (chunked bodies carry no length)."""
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+    async def _buffered(self, receive, send):
+        """Read the whole (small) body here, refusing it past MAX_BODY even when
+        it is chunked and carries no length; the app then reads the copy."""
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > MAX_BODY:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # client went away
+                return None
+            size += len(message.get("body", b""))
+            if size > MAX_BODY:
+                await self._refuse_http(send, 413, f"request body over {MAX_BODY} bytes")
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
-        return limited_receive
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
 
     @staticmethod
     async def _refuse_http(send, status: int, detail: str) -> None:
@@ -153,7 +167,3 @@ class Guard:
         message = await receive()
         if message["type"] == "websocket.connect":
             await send({"type": "websocket.close", "code": code})
-
-
-class BodyTooLarge(Exception):
-    pass

@@ -160,7 +160,9 @@ class Store:
             )
         elif status == RunStatus.RUNNING:
             self._write(
-                "UPDATE runs SET status = ?, started_at = ?, last_seq = ? WHERE id = ?",
+                # A resumed run keeps its first start.
+                "UPDATE runs SET status = ?, started_at = COALESCE(started_at, ?), last_seq = ?"
+                " WHERE id = ?",
                 (status, stamp, last_seq, run_id),
             )
         else:

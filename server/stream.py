@@ -14,6 +14,7 @@ from collections import defaultdict
 
 QUEUE_SIZE = 256  # messages; a run makes at most a few per second
 OVERFLOW_CLOSE_CODE = 4008
+END_SEQ = -1  # the sequence number of a topic's last message (its run was deleted)
 
 
 class Subscriber:
@@ -58,6 +59,11 @@ class Hub:
     def publish(self, topic: str, text: str, seq: int = 0) -> None:
         for subscriber in tuple(self._topics.get(topic, ())):
             subscriber.offer(seq, text)
+
+    def end(self, topic: str, text: str) -> None:
+        """A last message, then every subscriber of the topic is told to close."""
+        for subscriber in tuple(self._topics.get(topic, ())):
+            subscriber.offer(END_SEQ, text)
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._topics.get(topic, ()))

@@ -29,7 +29,9 @@ def summarize(run: RunPublic, points: list[PointPublic]) -> RunSummary:
         best_val_acc=best.val_acc if best else None,
         best_val_acc_step=best.step if best else None,
         steps_to={f"{m:.2f}": first_step_reaching(points, m) for m in MILESTONES},
-        wall_time=_seconds(run.started_at, run.finished_at),
+        # Training time as the run itself counted it (evaluations included),
+        # which continues across a resume, unlike the gap between timestamps.
+        wall_time=points[-1].elapsed if points else _seconds(run.started_at, run.finished_at),
     )
 
 

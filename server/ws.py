@@ -9,7 +9,7 @@ import json
 from fastapi import APIRouter, WebSocket
 
 from server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
-from server.stream import OVERFLOW_CLOSE_CODE, Subscriber
+from server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
 
 router = APIRouter()
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped
@@ -37,6 +37,10 @@ async def _pump(ws: WebSocket, subscriber: Subscriber, after_seq: int) -> None:
             await ws.close(OVERFLOW_CLOSE_CODE, "client too slow; reconnect with after_seq")
             return
         seq, text = item
+        if seq == END_SEQ:
+            await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)
+            await ws.close(4404, "run deleted")
+            return
         if seq and seq <= after_seq:
             continue  # already in the snapshot
         await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)

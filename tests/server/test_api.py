@@ -2,9 +2,11 @@
 
 import csv
 import io
+import json
 import math
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.server.conftest import LONG, TINY
 
@@ -159,3 +161,24 @@ def test_openapi_documents_every_route(server):
         assert path in spec["paths"], path
     assert "batch_norm" not in spec["components"]["schemas"]["ComparisonCreate"]["properties"]
     assert server.http.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"steps": True}, "steps"), ({"seed": "7"}, "seed"), ({"batch_norm": "no"}, "batch_norm")],
+)
+def test_wrong_types_are_refused_not_coerced(server, body, field):
+    response = server.post("/api/runs", body)
+    assert response.status_code == 422 and field in response.json()["message"]
+
+
+def test_a_deleted_runs_stream_is_told_and_closed(server):
+    run = server.post("/api/runs", {**TINY, "steps": 5}).json()
+    server.wait_status(run["id"], "completed")
+    with server.ws(f"/ws/runs/{run['id']}") as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
+        assert server.http.delete(f"/api/runs/{run['id']}").status_code == 204
+        assert json.loads(ws.recv(timeout=10)) == {"type": "deleted", "id": run["id"]}
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 4404
