@@ -40,7 +40,8 @@ class ServerProcess:
         self.http = httpx.Client(base_url=self.base, timeout=30)
 
     def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
+        host = ["--host", "127.0.0.1"] if "--host" not in self.extra else []
+        cmd = [sys.executable, "-m", "server", *host, "--port", str(self.port),
                "--db", str(self.db), "--data-dir", str(self.data_dir),
                "--workers", str(self.workers), *self.extra]  # fmt: skip
         self.process = subprocess.Popen(

@@ -147,3 +147,25 @@ def test_a_dns_rebinding_page_cannot_reach_a_tokenless_server(server):
         connect(f"{server.ws_base}/ws/runs", additional_headers={"Host": "evil.example"},
                 open_timeout=10)  # fmt: skip
     assert server.http.get("/api/runs", headers={"Host": f"localhost:{server.port}"}).is_success
+
+
+def test_serving_the_network_without_a_token_takes_an_explicit_flag_and_warns(start_server):
+    server = start_server(extra=["--host", "0.0.0.0", "--no-auth"])
+    assert (
+        "WARNING" in server.log.read_text() and "without an access token" in server.log.read_text()
+    )
+    created = server.post("/api/runs", {**TINY, "steps": 5})  # open, as the user chose
+    assert created.status_code == 201
+
+
+def test_configured_origins_get_cors_and_may_call(start_server):
+    friend = "http://friend.example"
+    server = start_server(extra=["--allowed-origins", friend])
+    preflight = server.http.options("/api/runs", headers={
+        "Origin": friend, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})  # fmt: skip
+    assert preflight.headers["access-control-allow-origin"] == friend
+    created = server.http.post("/api/runs", json={**TINY, "steps": 5}, headers={"Origin": friend})
+    assert created.status_code == 201
+    other = server.http.post("/api/runs", json=TINY, headers={"Origin": "http://other.example"})
+    assert other.status_code == 403
