@@ -6,9 +6,10 @@ Non-finite floats (a diverged run) serialise as JSON `null`.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 
 class _Event(BaseModel):
@@ -33,6 +34,11 @@ class ProbePercentiles(BaseModel):
     p15: float | None
     p50: float | None
     p85: float | None
+
+    @field_validator("p15", "p50", "p85", mode="before")
+    @classmethod
+    def _finite_or_null(cls, value: float | None) -> float | None:
+        return value if value is None or math.isfinite(value) else None
 
 
 class EvalEvent(_Event):

@@ -296,7 +296,7 @@ class RunService:
             seq = self._next_seq(run_id)
             self.store.add_point(run_id, seq, event)
             live.step = max(live.step, event.step)
-            point = point_public(self.store.points(run_id, since_step=event.step)[0])
+            point = PointPublic(seq=seq, **event.model_dump(exclude={"type"}))
             message = {"type": "eval", "seq": seq, "point": point.model_dump(mode="json"),
                        "sent_at": sent_at}  # fmt: skip
             self.hub.publish(run_topic(run_id), json.dumps(message), seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Literal
 
@@ -59,6 +60,11 @@ class RunPublic(BaseModel):
 
 class PointPublic(BaseModel):
     """One validation evaluation. Non-finite numbers are null."""
+
+    @field_validator("val_loss", "val_acc", "train_loss", "examples_per_sec", mode="before")
+    @classmethod
+    def _finite_or_null(cls, value: float | None) -> float | None:
+        return value if value is None or math.isfinite(value) else None
 
     seq: int
     step: int
