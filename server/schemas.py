@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from model.config import RunConfig
@@ -137,8 +137,3 @@ class Health(BaseModel):
     devices: list[str]
     workers: WorkerLoad
     queue: int
-
-
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    detail: str | list[dict]

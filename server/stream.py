@@ -64,6 +64,3 @@ class Hub:
         """A last message, then every subscriber of the topic is told to close."""
         for subscriber in tuple(self._topics.get(topic, ())):
             subscriber.offer(END_SEQ, text)
-
-    def subscriber_count(self, topic: str) -> int:
-        return len(self._topics.get(topic, ()))
