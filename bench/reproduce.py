@@ -1,6 +1,7 @@
 """Reproduce the seed experiment: the full default BN run and its no-BN twin.
 
-    BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.reproduce [--steps N]
+    BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.reproduce \
+        [--steps N] [--seed N] [--lr X]
 
 Prints both logs in the seed's format and records them, with the step at which
 each first reaches 98 % validation accuracy, in bench/RESULTS.md.
@@ -50,14 +51,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=RunConfig().steps)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lr", type=float, default=RunConfig().learning_rate, help="learning rate of both runs"
+    )
     args = parser.parse_args()
     data = load_mnist()
-    bn = RunConfig(steps=args.steps, seed=args.seed)
+    bn = RunConfig(steps=args.steps, seed=args.seed, learning_rate=args.lr)
+    recipe = args.lr == RunConfig().learning_rate
     results = {label: run(config, data) for label, config in (("BN", bn), ("no-BN", bn.twin()))}
     lines = [
-        f"## Reproduction: seed recipe, BN vs no-BN (seed {args.seed})",
+        f"## Reproduction: seed recipe{'' if recipe else f' at learning rate {args.lr:g}'}, "
+        f"BN vs no-BN (seed {args.seed})",
         "",
-        f"`python -m bench.reproduce --steps {args.steps} --seed {args.seed}` on {machine()}.",
+        f"`python -m bench.reproduce --steps {args.steps} --seed {args.seed}"
+        f"{'' if recipe else f' --lr {args.lr:g}'}` on {machine()}.",
         "",
         "| run | test accuracy | test loss | log loss | first step ≥ 98 % val acc | wall time |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -72,8 +79,9 @@ def main() -> None:
         lines += ["", f"### {label} log", "", "```", r["log"].rstrip(), "```"]
     body = "\n".join(lines)
     print(body)
-    # one section per seed, so other seeds add to the record instead of replacing it
-    write_section("reproduce" if args.seed == 0 else f"reproduce-seed{args.seed}", body)
+    # one section per seed and rate, so other runs add to the record instead of replacing it
+    name = "reproduce" + ("" if recipe else f"-lr{args.lr:g}")
+    write_section(name if args.seed == 0 else f"{name}-seed{args.seed}", body)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -31,24 +30,11 @@ from model.events import (
     TestMetrics,
 )
 from model.networks import Network, build_network
+from model.optimizers import make_optimizer
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events: "a few per second"
 EVAL_CHUNK = 1000  # images per forward pass when evaluating (BN in inference mode)
 LOG_LOSS_CLIP = 1e-15
-
-
-def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
-    lr = config.learning_rate
-    match config.optimizer:
-        case "adagrad":
-            # tf.compat.v1's AdagradOptimizer default, which the seed recipe used.
-            return keras.optimizers.Adagrad(lr, initial_accumulator_value=0.1)
-        case "sgd":
-            return keras.optimizers.SGD(lr)
-        case "momentum":
-            return keras.optimizers.SGD(lr, momentum=0.9)
-        case "adam":
-            return keras.optimizers.Adam(lr)
 
 
 class Trainer:

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -66,3 +67,55 @@ def test_probe_is_the_input_to_the_last_hidden_nonlinearity():
         h = tf.sigmoid(layer(h))
     _, probe = net.forward(x)
     np.testing.assert_allclose(probe, net.hidden(h)[:, 0], rtol=1e-5)
+
+
+def test_cnn_pools_before_relu_with_the_recipes_values_and_gradients():
+    """The CNN max-pools before its ReLU (cheaper); outputs and every gradient
+    must equal the recipe's order, conv -> BN -> ReLU -> pool."""
+    net = build_network(RunConfig(arch="cnn", batch_norm=True, dropout=0, seed=4))
+    rng = np.random.default_rng(0)
+    for norm in net.norms:  # some negative gammas: pooling must not assume a sign
+        norm.gamma.assign(rng.uniform(-1, 2, norm.gamma.shape).astype(np.float32))
+    x = tf.constant(rng.uniform(size=(6, 28, 28, 1)).astype(np.float32))
+
+    def recipe_order(x):
+        for linear, norm in zip(net.linears, net.norms, strict=True):
+            x = tf.nn.max_pool2d(tf.nn.relu(norm(linear(x), training=True)), 2, 2, "SAME")
+        return net.logits(tf.nn.relu(net.hidden(net.flatten(x))))
+
+    variables = net.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        ours = net(x, training=True)
+        theirs = recipe_order(x)
+        upstream = tf.constant(rng.normal(size=(6, 10)).astype(np.float32))
+        ours_loss, theirs_loss = tf.reduce_sum(ours * upstream), tf.reduce_sum(theirs * upstream)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    for variable, mine, want in zip(
+        variables, tape.gradient(ours_loss, variables), tape.gradient(theirs_loss, variables),
+        strict=True,
+    ):  # fmt: skip
+        np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-6, err_msg=variable.path)
+
+
+def test_dense_has_keras_dense_values_and_gradients():
+    """Our Dense only re-lays out the backward matmuls: numbers must not change."""
+    from model.networks import Dense
+
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(7, 30)).astype(np.float32))
+    ours, theirs = Dense(12, activation="relu"), keras.layers.Dense(12, activation="relu")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for mine, their in zip(ours.weights, theirs.weights, strict=True):
+        their.assign(rng.normal(size=their.shape).astype(np.float32))
+        mine.assign(their)
+    upstream = tf.constant(rng.normal(size=(7, 12)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        a, b = ours(x), theirs(x)
+        loss_a, loss_b = tf.reduce_sum(a * upstream), tf.reduce_sum(b * upstream)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    got = tape.gradient(loss_a, [x, *ours.trainable_weights])
+    want = tape.gradient(loss_b, [x, *theirs.trainable_weights])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,52 @@
+"""The optimizers a run can use, each named in the run configuration.
+
+Adagrad is TensorFlow 1's `AdagradOptimizer`, which the seed recipe trained
+with: accumulators start at 0.1, ``accum += g²`` and ``var -= lr · g / √accum``
+(no epsilon), applied by TensorFlow's fused `ResourceApplyAdagrad` kernel. Keras
+3's Adagrad composes the same update from seven elementwise ops, each a pass
+over the variable; on a CPU that is memory traffic the 3.2M-weight FC layer
+pays for at every step (see bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from model.config import RunConfig
+
+ADAGRAD_INITIAL_ACCUMULATOR = 0.1  # tf.compat.v1.train.AdagradOptimizer's default
+MOMENTUM = 0.9
+
+
+class Adagrad(keras.optimizers.Adagrad):
+    """Adagrad as TensorFlow 1 applied it: one fused kernel per variable."""
+
+    def __init__(self, learning_rate: float, **kwargs) -> None:
+        kwargs.setdefault("initial_accumulator_value", ADAGRAD_INITIAL_ACCUMULATOR)
+        super().__init__(learning_rate, **kwargs)
+
+    def update_step(self, gradient: tf.Tensor, variable, learning_rate) -> None:
+        accumulator = self._accumulators[self._get_variable_index(variable)]
+        tf.raw_ops.ResourceApplyAdagrad(
+            var=variable.handle,
+            accum=accumulator.handle,
+            lr=tf.cast(learning_rate, variable.dtype),
+            grad=tf.cast(gradient, variable.dtype),
+            use_locking=False,
+            update_slots=True,
+        )
+
+
+def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+    """The optimizer `config` names, at its learning rate."""
+    lr = config.learning_rate
+    match config.optimizer:
+        case "adagrad":
+            return Adagrad(lr)
+        case "sgd":
+            return keras.optimizers.SGD(lr)
+        case "momentum":
+            return keras.optimizers.SGD(lr, momentum=MOMENTUM)
+        case "adam":
+            return keras.optimizers.Adam(lr)
