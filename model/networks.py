@@ -26,18 +26,18 @@ def _layer_seed(seed: int, name: str) -> int:
 
 @tf.custom_gradient
 def _matmul(x: tf.Tensor, kernel: tf.Tensor):
-    """``x @ kernel``, with a backward pass in the layouts oneDNN is fast at.
+    """``x @ kernel``, with the input gradient in the layout oneDNN is fast at.
 
-    TensorFlow's own gradient computes ``dy @ kernel.T`` (transpose_b) and
-    ``x.T @ dy`` (transpose_a); on a CPU oneDNN runs the first at half the
-    speed of a plain product for the 3136x1024 FC kernel. Transposing only the
-    small operands gives the same numbers: ``dx = (kernel @ dy.T).T`` and
-    ``dkernel = transpose(x) @ dy`` (bench/RESULTS.md has the measurements).
+    TensorFlow's own gradient computes ``dx = dy @ kernel.T`` (transpose_b),
+    which oneDNN runs at about half the speed of a plain product for the
+    3136x1024 FC kernel on a CPU. ``(kernel @ dy.T).T`` is the same numbers and
+    transposes only the small operands (bench/RESULTS.md, "Components"). The
+    kernel's gradient is TensorFlow's own, ``x.T @ dy``.
     """
 
     def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         dx = tf.transpose(tf.matmul(kernel, dy, transpose_b=True))
-        return dx, tf.matmul(tf.transpose(x), dy)
+        return dx, tf.matmul(x, dy, transpose_a=True)
 
     return tf.matmul(x, kernel), grad
 
