@@ -43,9 +43,12 @@ def _matmul(x: tf.Tensor, kernel: tf.Tensor):
 
 
 class Dense(keras.layers.Dense):
-    """`keras.layers.Dense` (same weights, same initialisers) with the faster backward."""
+    """`keras.layers.Dense` (same weights, same initialisers) with the faster
+    backward for the (batch, features) inputs these networks give it."""
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if inputs.shape.rank != 2:
+            return super().call(inputs, training=training)
         x = _matmul(inputs, tf.convert_to_tensor(self.kernel))
         if self.bias is not None:
             x = tf.nn.bias_add(x, self.bias)

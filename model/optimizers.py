@@ -3,9 +3,10 @@
 Adagrad is TensorFlow 1's `AdagradOptimizer`, which the seed recipe trained
 with: accumulators start at 0.1, ``accum += g²`` and ``var -= lr · g / √accum``
 (no epsilon), applied by TensorFlow's fused `ResourceApplyAdagrad` kernel. Keras
-3's Adagrad composes the same update from seven elementwise ops, each a pass
-over the variable; on a CPU that is memory traffic the 3.2M-weight FC layer
-pays for at every step (see bench/RESULTS.md).
+3's Adagrad computes ``var -= lr · g / √(accum + ε)`` with seven elementwise
+ops, each a pass over the variable; on a CPU that memory traffic costs the
+3.2M-weight FC layer more than the update's arithmetic, at every step
+(bench/RESULTS.md, "Components").
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ class Adagrad(keras.optimizers.Adagrad):
 
     def __init__(self, learning_rate: float, **kwargs) -> None:
         kwargs.setdefault("initial_accumulator_value", ADAGRAD_INITIAL_ACCUMULATOR)
-        super().__init__(learning_rate, **kwargs)
+        # No epsilon in TF1's update; passing one is an error (duplicate keyword).
+        super().__init__(learning_rate, epsilon=0.0, **kwargs)
 
     def update_step(self, gradient: tf.Tensor, variable, learning_rate) -> None:
+        # Dense gradients only: every variable of these networks gets one.
         accumulator = self._accumulators[self._get_variable_index(variable)]
         tf.raw_ops.ResourceApplyAdagrad(
             var=variable.handle,

@@ -107,8 +107,8 @@ def test_rejects_meaningless_hyperparameters():
 @pytest.mark.parametrize("offset", [0.0, 100.0])
 def test_gradients_equal_autodiff_through_the_textbook_formula(shape, offset):
     """The closed-form backward must agree with autodiff of the plain formula,
-    also for features whose mean is far from zero (the backward sums dy * x
-    uncentred, so cancellation would show there)."""
+    also for features whose mean is far from zero: a backward that summed
+    dy * x uncentred would lose precision there."""
     x = tf.constant(batch(shape, 3) + offset)
     layer = BatchNorm(epsilon=1e-3)
     layer.build(shape)
