@@ -21,7 +21,7 @@ import tensorflow as tf
 from bench.report import machine, write_section
 from model.batchnorm import BatchNorm
 from model.config import RunConfig
-from model.networks import Conv2D, Dense, build_network
+from model.networks import Dense, build_network
 from model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR, Adagrad
 
 Piece = Callable[[], object]
@@ -35,19 +35,15 @@ def _timed(piece: Piece, iters: int) -> float:
     return (time.perf_counter() - started) / iters * 1000
 
 
-def _grads(
-    forward: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, variables, of_input: bool = True
-) -> Piece:
-    """A compiled forward + backward of `forward` at `x`, for `variables` (and x:
-    not for the images, whose gradient training never needs)."""
+def _grads(forward: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, variables) -> Piece:
+    """A compiled forward + backward of `forward` at `x`, for `variables` and x."""
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = forward(x)
-        sources = [x, *variables] if of_input else list(variables)
-        return tape.gradient(y, sources, output_gradients=tf.ones_like(y))
+        return tape.gradient(y, [x, *variables], output_gradients=tf.ones_like(y))
 
     return step
 
@@ -77,16 +73,10 @@ def _adagrad_update(optimizer: keras.optimizers.Optimizer) -> Piece:
 
 def pieces() -> list[tuple[str, Piece, Piece]]:
     """(what, the usual way, BN Lab's way) for every optimisation train() uses."""
-    images = tf.random.uniform((64, 28, 28, 1))
     conv_out = tf.random.normal((64, 28, 28, 32))
     flat = tf.random.normal((64, 7 * 7 * 64))
     norm = BatchNorm(decay=0.5)
     norm.build(conv_out.shape)
-    ours_conv, keras_conv = (
-        layer(32, 5, padding="same") for layer in (Conv2D, keras.layers.Conv2D)
-    )
-    ours_conv.build(images.shape)
-    keras_conv.build(images.shape)
     ours_fc, keras_fc = Dense(1024), keras.layers.Dense(1024)
     ours_fc.build(flat.shape)
     keras_fc.build(flat.shape)
@@ -110,11 +100,6 @@ def pieces() -> list[tuple[str, Piece, Piece]]:
                 )
             ),
             _adagrad_update(Adagrad(0.01)),
-        ),
-        (
-            "5x5 conv of the image to 32 maps, forward + backward: Keras's Conv2D vs ours",
-            _grads(keras_conv, images, keras_conv.trainable_variables, of_input=False),
-            _grads(ours_conv, images, ours_conv.trainable_variables, of_input=False),
         ),
         (
             "FC 3136→1024, forward + backward: keras.layers.Dense vs our Dense",

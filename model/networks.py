@@ -55,30 +55,6 @@ class Dense(keras.layers.Dense):
         return x if self.activation is None else self.activation(x)
 
 
-class Conv2D(keras.layers.Conv2D):
-    """`keras.layers.Conv2D` (same weights, same initialisers); a one-channel
-    input (the image) is convolved as one matmul over its k*k shifted copies
-    (im2col). oneDNN's direct convolution uses a single input channel poorly;
-    the matmul gives the same numbers faster (bench/RESULTS.md, "Components").
-    """
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        plain = (self.strides, self.dilation_rate, self.groups) == ((1, 1), (1, 1), 1)
-        layout = (inputs.shape[-1], self.padding, self.data_format) == (1, "same", "channels_last")
-        if not (plain and layout):
-            return super().call(inputs)
-        (kh, kw), (h, w) = self.kernel_size, inputs.shape[1:3]
-        # "same" padding as TensorFlow lays it out: the odd pixel goes after.
-        image = tf.pad(inputs[..., 0], [[0, 0], [(kh - 1) // 2, kh // 2], [(kw - 1) // 2, kw // 2]])
-        shifted = [image[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)]
-        patches = tf.reshape(tf.stack(shifted, axis=-1), [-1, kh * kw])
-        kernel = tf.reshape(tf.convert_to_tensor(self.kernel), [kh * kw, self.filters])
-        x = tf.reshape(tf.matmul(patches, kernel), [-1, h, w, self.filters])
-        if self.use_bias:
-            x = tf.nn.bias_add(x, self.bias)
-        return x if self.activation is None else self.activation(x)
-
-
 class Network(keras.Model):
     """A stack of blocks ``linear → [BN] → nonlinearity``, then dropout and logits.
 
@@ -111,7 +87,7 @@ class Network(keras.Model):
         if config.arch == "cnn":
             self.activation = tf.nn.relu
             for i, filters in enumerate((32, 64), start=1):
-                conv = Conv2D(
+                conv = keras.layers.Conv2D(
                     filters, 5, padding="same", kernel_initializer=kernel(f"conv{i}"),
                     name=f"conv{i}", **bias,
                 )  # fmt: skip

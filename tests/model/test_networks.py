@@ -119,31 +119,3 @@ def test_dense_has_keras_dense_values_and_gradients():
     want = tape.gradient(loss_b, [x, *theirs.trainable_weights])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("channels", "kernel", "bias"), [(1, 5, True), (1, 4, False), (3, 5, True)]
-)
-def test_conv2d_has_keras_conv2d_values_and_gradients(channels, kernel, bias):
-    """One-channel inputs go through im2col (odd and even kernels: TensorFlow's
-    "same" padding puts the odd pixel after); others through Keras itself."""
-    from model.networks import Conv2D
-
-    rng = np.random.default_rng(3)
-    x = tf.constant(rng.uniform(size=(4, 28, 28, channels)).astype(np.float32))
-    args = {"filters": 8, "kernel_size": kernel, "padding": "same", "use_bias": bias}
-    ours, theirs = Conv2D(**args), keras.layers.Conv2D(**args)
-    ours.build(x.shape)
-    theirs.build(x.shape)
-    for mine, their in zip(ours.weights, theirs.weights, strict=True):
-        their.assign(rng.normal(size=their.shape).astype(np.float32))
-        mine.assign(their)
-    upstream = tf.constant(rng.normal(size=(4, 28, 28, 8)).astype(np.float32))
-    with tf.GradientTape(persistent=True) as tape:
-        a, b = ours(x), theirs(x)
-        loss_a, loss_b = tf.reduce_sum(a * upstream), tf.reduce_sum(b * upstream)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    got = tape.gradient(loss_a, ours.trainable_weights)
-    want = tape.gradient(loss_b, theirs.trainable_weights)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3)
