@@ -6,10 +6,10 @@ The peer is the identical network written in plain Keras (Sequential with
 Conv2D, keras.layers.BatchNormalization, ReLU, MaxPooling2D, Dense, Dropout),
 Keras's own Adagrad with the same learning rate and initial accumulator, the
 same batch size, trained with `model.fit` on the same 55,000 images: what a
-Keras user would write for this experiment. Both sides are timed over the same number of updates
-after a warm-up (compilation excluded), alternating A/B in every repetition so
-machine noise hits both. Prints steps/s of each and the ratio, and records
-them in bench/RESULTS.md.
+Keras user would write for this experiment. Both sides are timed over the same
+number of updates after a warm-up (compilation excluded), alternating A/B in
+every repetition so machine noise hits both. Prints steps/s of each and the
+ratio, and records them in bench/RESULTS.md.
 """
 
 from __future__ import annotations
