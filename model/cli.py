@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TextIO
 
@@ -50,9 +51,21 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bn-epsilon", type=float, default=defaults.bn_epsilon)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--train-subset", type=int, default=None, help="train on N images only")
-    p.add_argument("--data-dir", default=None, help="MNIST directory (default: $BNLAB_DATA_DIR)")
+    p.add_argument(
+        "--data-dir",
+        type=_directory,
+        default=None,
+        help="MNIST directory (default: $BNLAB_DATA_DIR, else ~/.cache/bnlab/mnist)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON event per line")
     p.set_defaults(handler=run_train)
+
+
+def _directory(value: str) -> str:
+    # An empty value would silently mean "the default directory" further down.
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -119,6 +132,7 @@ class LogPrinter:
     def write(self, line: str) -> None:
         if self.bar is not None:
             self.bar.write(line, file=self.out)
+            self.out.flush()  # tqdm does not: `bnlab train | tee log` would lag
         else:
             print(line, file=self.out, flush=True)
 
@@ -134,23 +148,37 @@ def run_train(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"bnlab train: error: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
-    from model.data import ensure_files
-    from model.training import train  # TensorFlow loads only once the input is known good
-
-    printer = LogPrinter(config, args.json, sys.stdout, sys.stderr)
+    printer: LogPrinter | None = None
     try:
+        from model.data import ensure_files
+
+        # Files first (and any download): a data error is then the only thing
+        # printed, before TensorFlow's start-up lines.
         ensure_files(args.data_dir)
+        from model.training import train
+
+        printer = LogPrinter(config, args.json, sys.stdout, sys.stderr)
         train(config, printer, data_dir=args.data_dir)
     except DataError as exc:
-        printer.close_bar()
+        _close(printer)
         print(f"bnlab train: error: {exc}", file=sys.stderr)
         return 1
     except TrainingStopped as exc:
-        printer.close_bar()
+        _close(printer)
         print(f"bnlab train: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        printer.close_bar()
+        _close(printer)
         print("bnlab train: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a killed-by-SIGPIPE
+        # tool would. Point stdout at /dev/null so the exit flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
+
+
+def _close(printer: LogPrinter | None) -> None:
+    if printer is not None:
+        printer.close_bar()

@@ -19,6 +19,11 @@ Arch = Literal["cnn", "mlp"]
 OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
 
 
+def _evaluations(steps: int, eval_every: int) -> int:
+    """How many evaluations a run makes: step 0, every eval_every, and the last step."""
+    return -(-steps // eval_every) + 1
+
+
 class RunConfig(BaseModel):
     """One training run. Defaults are the seed recipe (CNN, BN, Adagrad 0.01, batch 64)."""
 
@@ -46,11 +51,11 @@ class RunConfig(BaseModel):
     @classmethod
     def _bounded_evaluations(cls, eval_every: int, info: ValidationInfo) -> int:
         steps = info.data.get("steps")  # absent when steps itself was invalid
-        if steps is not None and -(-steps // eval_every) > MAX_EVALS:
-            least = -(-steps // MAX_EVALS)
+        if steps is not None and _evaluations(steps, eval_every) > MAX_EVALS:
+            least = -(-steps // (MAX_EVALS - 1))  # the smallest interval that fits
             raise ValueError(
-                f"{-(-steps // eval_every)} evaluations for steps={steps} is more than "
-                f"{MAX_EVALS}; eval_every must be at least {least}"
+                f"{_evaluations(steps, eval_every)} evaluations (step 0 included) for "
+                f"steps={steps} is more than {MAX_EVALS}; eval_every must be at least {least}"
             )
         return eval_every
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import sys
@@ -114,6 +115,8 @@ def _fetch(url: str, target: Path, name: str, progress: ProgressFactory) -> None
                 update(len(block))
         if sha256_of(Path(tmp.name)) != FILES[name]:
             raise OSError("downloaded file failed the sha256 check")
+        # A temporary file is private (0600); data in a shared directory is not.
+        os.chmod(tmp.name, 0o644)
         Path(tmp.name).replace(target)
     finally:
         Path(tmp.name).unlink(missing_ok=True)
@@ -126,7 +129,9 @@ def _download(name: str, target: Path, progress: ProgressFactory) -> str | None:
         try:
             _fetch(mirror + name, target, name, progress)
             return None
-        except OSError as exc:  # URLError, timeouts, HTTP errors, checksum, disk
+        # OSError: URLError, timeouts, HTTP errors, checksum, disk. ValueError and
+        # HTTPException: a malformed mirror URL or a server that is not HTTP.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             errors.append(f"{mirror}{name}: {getattr(exc, 'reason', exc)}")
     return "; ".join(errors)
 
@@ -147,7 +152,13 @@ def ensure_files(
     missing = [name for name in FILES if not (directory / name).is_file()]
     for name in FILES:
         path = directory / name
-        if name not in missing and sha256_of(path) != FILES[name]:
+        if name in missing:
+            continue
+        try:
+            digest = sha256_of(path)
+        except OSError as exc:
+            raise DataError(f"MNIST file {path} cannot be read: {exc.strerror or exc}") from None
+        if digest != FILES[name]:
             raise DataError(
                 f"MNIST file {path} is corrupt or truncated (sha256 mismatch). "
                 f"Delete it to download it again, or replace it with the original."

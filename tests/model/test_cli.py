@@ -1,10 +1,17 @@
+import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+
+from model.cli import LogPrinter
+from model.config import RunConfig
+from model.events import EvalEvent, ProbePercentiles
 
 BNLAB = [sys.executable, "-m", "server.cli"]
 
@@ -71,4 +78,63 @@ def test_missing_data_is_one_clear_message(tmp_path):
                 env={"BNLAB_MIRRORS": "http://127.0.0.1:9/"})  # fmt: skip
     assert out.returncode == 1
     assert str(empty) in out.stderr and "train-images-idx3-ubyte.gz" in out.stderr
-    assert "Traceback" not in out.stderr
+    # one message, before (and so without) TensorFlow's start-up lines
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_an_empty_data_dir_flag_is_refused():
+    out = bnlab("train", "--data-dir", "")
+    assert out.returncode == 2
+    assert "--data-dir" in out.stderr and "Traceback" not in out.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Pipe(io.StringIO):
+    """Text that a reader at the other end sees only once it is flushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = ""
+
+    def flush(self) -> None:
+        self.seen = self.getvalue()
+
+
+def test_log_lines_reach_a_pipe_at_once_while_the_bar_runs():
+    out = _Pipe()
+    printer = LogPrinter(RunConfig(steps=10), as_json=False, out=out, err=_Terminal())
+    assert printer.bar is not None
+    printer(EvalEvent(step=0, val_loss=2.3, val_acc=0.1, train_loss=None, examples_per_sec=None,
+                      elapsed=0.0, probe=ProbePercentiles(p15=0.0, p50=0.0, p85=0.0)))  # fmt: skip
+    assert out.seen == "step 0: validation loss = 2.3000, validation accuracy = 0.1000\n"
+    printer.close_bar()
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly(data_dir):
+    """`bnlab train --json | head -1`: no BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [*BNLAB, "train", "--steps", "400", "--eval-every", "1", "--train-subset", "500",
+         "--arch", "mlp", "--json", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert json.loads(proc.stdout.readline())["type"] == "start"
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_ctrl_c_while_tensorflow_loads_exits_cleanly(data_dir):
+    proc = subprocess.Popen(
+        [*BNLAB, "train", "--steps", "5", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)  # past Python's start-up, inside TensorFlow's import (3-4 s here)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr

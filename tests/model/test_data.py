@@ -1,5 +1,6 @@
 import gzip
 import http.server
+import socket
 import threading
 from functools import partial
 from pathlib import Path
@@ -109,6 +110,8 @@ def test_missing_files_are_downloaded_with_progress_and_verified(mirror, monkeyp
 
     target = ensure_files(tmp_path / "fresh", progress=progress)
     assert sorted(p.name for p in target.iterdir()) == sorted(FILES)
+    # readable by everyone, like any data directory, not private like a temp file
+    assert {(target / name).stat().st_mode & 0o777 for name in FILES} == {0o644}
     assert seen == {name: (target / name).stat().st_size for name in FILES}
     assert len(load_mnist(target, download=False).test) == 10_000
 
@@ -150,3 +153,45 @@ def test_batches_wrap_across_epochs_when_sizes_do_not_divide():
     order = BatchOrder(10, 4, seed=3)
     seen = np.concatenate([order.indices(s) for s in range(5)])  # 20 = two epochs exactly
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+
+
+@pytest.mark.parametrize("url", ["example.com/mnist/", "http://[::1/", "http://localhost:abc/"])
+def test_a_malformed_mirror_is_a_data_error_not_a_crash(url, monkeypatch, tmp_path):
+    monkeypatch.setenv(data.MIRRORS_ENV_VAR, url)
+    with pytest.raises(DataError, match="could not be downloaded") as err:
+        ensure_files(tmp_path / "fresh", progress=lambda name, total: lambda n: None)
+    assert str(tmp_path / "fresh") in str(err.value)
+
+
+def test_a_mirror_that_is_not_http_is_a_data_error(monkeypatch, tmp_path):
+    # A server that answers HTTP with garbage: http.client raises BadStatusLine.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"SSH-2.0-not-a-web-server\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        monkeypatch.setenv(data.MIRRORS_ENV_VAR, f"http://127.0.0.1:{listener.getsockname()[1]}/")
+        with pytest.raises(DataError, match="could not be downloaded"):
+            ensure_files(tmp_path / "fresh", progress=lambda name, total: lambda n: None)
+    finally:
+        listener.close()
+
+
+def test_an_unreadable_file_is_a_data_error(data_dir, tmp_path):
+    copy = copy_of(data_dir, tmp_path / "m")
+    victim = copy / "t10k-labels-idx1-ubyte.gz"
+    victim.unlink()
+    # A regular file that fails every read with EIO (root reads a chmod 000 file).
+    victim.symlink_to("/proc/self/mem")
+    with pytest.raises(DataError, match="cannot be read") as err:
+        ensure_files(copy, download=False)
+    assert str(victim) in str(err.value)

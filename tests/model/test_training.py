@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from model import events as ev
-from model.config import RunConfig
+from model.config import MAX_EVALS, RunConfig
 from model.events import Cancelled, Diverged, EvalEvent, event_adapter
 from model.training import _loss_and_accuracy, train
 
@@ -121,8 +121,12 @@ def test_out_of_range_configuration_names_the_field(field, value):
 
 
 def test_evaluation_count_is_bounded():
-    with pytest.raises(ValidationError, match="eval_every must be at least 100"):
+    with pytest.raises(ValidationError, match="eval_every must be at least 101"):
         RunConfig(steps=100_000, eval_every=1)
+    # The cap counts step 0's evaluation too: exactly MAX_EVALS fit, one more does not.
+    assert len(RunConfig(steps=999, eval_every=1).eval_steps()) == MAX_EVALS
+    with pytest.raises(ValidationError, match=r"1001 evaluations .*at least 2"):
+        RunConfig(steps=1000, eval_every=1)
     assert RunConfig(steps=7, eval_every=3).eval_steps() == [0, 3, 6, 7]
 
 
