@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports the web stack: seconds on a slow machine
+    except KeyboardInterrupt:
+        print("bnlab: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     return args.handler(args)
 

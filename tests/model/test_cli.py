@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -133,7 +134,12 @@ def test_ctrl_c_while_tensorflow_loads_exits_cleanly(data_dir):
         [*BNLAB, "train", "--steps", "5", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(1.5)  # past Python's start-up, inside TensorFlow's import (3-4 s here)
+    # Wait until TensorFlow's library is being loaded, then interrupt that.
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "tensorflow" not in maps.read_text():
+        assert time.monotonic() < deadline, "TensorFlow never started loading"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
