@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.frontend.dashboard import TINY, acc_trace_lengths, row, save_screenshot, start
 
-RUN_TIMEOUT = 120_000  # ms; a tiny run takes ~10-20 s alone, over a minute on a busy machine
+RUN_TIMEOUT = 240_000  # ms; a tiny run takes ~10-20 s alone, minutes on a busy machine
 TERMINAL = {"completed", "failed", "cancelled", "diverged", "interrupted"}
 
 

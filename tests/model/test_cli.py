@@ -133,6 +133,9 @@ def test_ctrl_c_while_tensorflow_loads_exits_cleanly(data_dir):
     proc = subprocess.Popen(
         [*BNLAB, "train", "--steps", "5", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As in a terminal: a test run started in the background (`cmd &`)
+        # would otherwise hand down an ignored SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     # Wait until TensorFlow's library is being loaded, then interrupt that.
     maps = Path(f"/proc/{proc.pid}/maps")
