@@ -148,27 +148,26 @@ def run_train(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"bnlab train: error: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
-    printer: LogPrinter | None = None
+    printer = LogPrinter(config, args.json, sys.stdout, sys.stderr)
     try:
-        from model.data import ensure_files
+        from model.data import load_mnist
 
-        # Files first (and any download): a data error is then the only thing
+        # Data first (and any download): a data error is then the only thing
         # printed, before TensorFlow's start-up lines.
-        ensure_files(args.data_dir)
+        data = load_mnist(args.data_dir, train_subset=config.train_subset)
         from model.training import train
 
-        printer = LogPrinter(config, args.json, sys.stdout, sys.stderr)
-        train(config, printer, data_dir=args.data_dir)
+        train(config, printer, data=data)
     except DataError as exc:
-        _close(printer)
+        printer.close_bar()
         print(f"bnlab train: error: {exc}", file=sys.stderr)
         return 1
     except TrainingStopped as exc:
-        _close(printer)
+        printer.close_bar()
         print(f"bnlab train: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        _close(printer)
+        printer.close_bar()
         print("bnlab train: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -177,8 +176,3 @@ def run_train(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return 0
-
-
-def _close(printer: LogPrinter | None) -> None:
-    if printer is not None:
-        printer.close_bar()

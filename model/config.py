@@ -51,10 +51,13 @@ class RunConfig(BaseModel):
     @classmethod
     def _bounded_evaluations(cls, eval_every: int, info: ValidationInfo) -> int:
         steps = info.data.get("steps")  # absent when steps itself was invalid
-        if steps is not None and _evaluations(steps, eval_every) > MAX_EVALS:
+        if steps is None:
+            return eval_every
+        evaluations = _evaluations(steps, eval_every)
+        if evaluations > MAX_EVALS:
             least = -(-steps // (MAX_EVALS - 1))  # the smallest interval that fits
             raise ValueError(
-                f"{_evaluations(steps, eval_every)} evaluations (step 0 included) for "
+                f"{evaluations} evaluations (step 0 included) for "
                 f"steps={steps} is more than {MAX_EVALS}; eval_every must be at least {least}"
             )
         return eval_every
