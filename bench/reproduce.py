@@ -13,8 +13,10 @@ import argparse
 import io
 import time
 
+from pydantic import ValidationError
+
 from bench.report import machine, write_section
-from model.cli import LogPrinter
+from model.cli import LogPrinter, describe_validation_error
 from model.config import RunConfig
 from model.data import load_mnist
 from model.events import EvalEvent, Event
@@ -55,16 +57,28 @@ def main() -> None:
         "--lr", type=float, default=RunConfig().learning_rate, help="learning rate of both runs"
     )
     args = parser.parse_args()
+    try:  # before the data loads and minutes of training
+        bn = RunConfig(steps=args.steps, seed=args.seed, learning_rate=args.lr)
+    except ValidationError as exc:
+        parser.error(describe_validation_error(exc))
+    recipe = RunConfig()
+    # What differs from the recipe names the section, so a variant is added to
+    # the record instead of replacing the recipe's own run.
+    changes = []
+    if bn.steps != recipe.steps:
+        changes.append((f"-steps{bn.steps}", f"{bn.steps:,} steps", f" --steps {bn.steps}"))
+    if bn.learning_rate != recipe.learning_rate:
+        lr = f"{bn.learning_rate:g}"
+        changes.append((f"-lr{lr}", f"learning rate {lr}", f" --lr {lr}"))
     data = load_mnist()
-    bn = RunConfig(steps=args.steps, seed=args.seed, learning_rate=args.lr)
-    recipe = args.lr == RunConfig().learning_rate
     results = {label: run(config, data) for label, config in (("BN", bn), ("no-BN", bn.twin()))}
+    variant = " and ".join(c[1] for c in changes)
     lines = [
-        f"## Reproduction: seed recipe{'' if recipe else f' at learning rate {args.lr:g}'}, "
+        f"## Reproduction: seed recipe{f' at {variant}' if variant else ''}, "
         f"BN vs no-BN (seed {args.seed})",
         "",
-        f"`python -m bench.reproduce --steps {args.steps} --seed {args.seed}"
-        f"{'' if recipe else f' --lr {args.lr:g}'}` on {machine()}.",
+        f"`python -m bench.reproduce{''.join(c[2] for c in changes)} --seed {args.seed}` "
+        f"on {machine()}.",
         "",
         "| run | test accuracy | test loss | log loss | first step ≥ 98 % val acc | wall time |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -79,8 +93,7 @@ def main() -> None:
         lines += ["", f"### {label} log", "", "```", r["log"].rstrip(), "```"]
     body = "\n".join(lines)
     print(body)
-    # one section per seed and rate, so other runs add to the record instead of replacing it
-    name = "reproduce" + ("" if recipe else f"-lr{args.lr:g}")
+    name = "reproduce" + "".join(c[0] for c in changes)
     write_section(name if args.seed == 0 else f"{name}-seed{args.seed}", body)
 
 
