@@ -10,7 +10,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from model.config import RunConfig
-from model.data import DataError
+from model.data import DataError, load_mnist
 from model.events import Event, TrainingStopped
 
 # Run-configuration field -> the flag that sets it, so errors name the flag.
@@ -150,8 +150,6 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     printer = LogPrinter(config, args.json, sys.stdout, sys.stderr)
     try:
-        from model.data import load_mnist
-
         # Data first (and any download): a data error is then the only thing
         # printed, before TensorFlow's start-up lines.
         data = load_mnist(args.data_dir, train_subset=config.train_subset)
