@@ -64,21 +64,21 @@ def main() -> None:
     recipe = RunConfig()
     # What differs from the recipe names the section, so a variant is added to
     # the record instead of replacing the recipe's own run.
-    changes = []
+    changes: list[tuple[str, str, str]] = []  # (flag, value, how the title reads it)
     if bn.steps != recipe.steps:
-        changes.append((f"-steps{bn.steps}", f"{bn.steps:,} steps", f" --steps {bn.steps}"))
+        changes.append(("steps", str(bn.steps), f"{bn.steps:,} steps"))
     if bn.learning_rate != recipe.learning_rate:
         lr = f"{bn.learning_rate:g}"
-        changes.append((f"-lr{lr}", f"learning rate {lr}", f" --lr {lr}"))
+        changes.append(("lr", lr, f"learning rate {lr}"))
     data = load_mnist()
     results = {label: run(config, data) for label, config in (("BN", bn), ("no-BN", bn.twin()))}
-    variant = " and ".join(c[1] for c in changes)
+    variant = " and ".join(title for _, _, title in changes)
+    flags = "".join(f" --{flag} {value}" for flag, value, _ in changes)
     lines = [
         f"## Reproduction: seed recipe{f' at {variant}' if variant else ''}, "
         f"BN vs no-BN (seed {args.seed})",
         "",
-        f"`python -m bench.reproduce{''.join(c[2] for c in changes)} --seed {args.seed}` "
-        f"on {machine()}.",
+        f"`python -m bench.reproduce{flags} --seed {args.seed}` on {machine()}.",
         "",
         "| run | test accuracy | test loss | log loss | first step ≥ 98 % val acc | wall time |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -93,7 +93,7 @@ def main() -> None:
         lines += ["", f"### {label} log", "", "```", r["log"].rstrip(), "```"]
     body = "\n".join(lines)
     print(body)
-    name = "reproduce" + "".join(c[0] for c in changes)
+    name = "reproduce" + "".join(f"-{flag}{value}" for flag, value, _ in changes)
     write_section(name if args.seed == 0 else f"{name}-seed{args.seed}", body)
 
 
