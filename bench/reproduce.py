@@ -1,7 +1,7 @@
 """Reproduce the seed experiment: the full default BN run and its no-BN twin.
 
     BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.reproduce \
-        [--steps N] [--seed N] [--lr X]
+        [--steps N] [--seed N] [--lr X] [--max-shift N]
 
 Prints both logs in the seed's format and records them, with the step at which
 each first reaches 98 % validation accuracy, in bench/RESULTS.md.
@@ -56,26 +56,40 @@ def main() -> None:
     parser.add_argument(
         "--lr", type=float, default=RunConfig().learning_rate, help="learning rate of both runs"
     )
+    parser.add_argument(
+        "--max-shift",
+        type=int,
+        default=RunConfig().max_shift,
+        help="training-image shift of both runs (0: the seed recipe's unshifted images)",
+    )
     args = parser.parse_args()
     try:  # before the data loads and minutes of training
-        bn = RunConfig(steps=args.steps, seed=args.seed, learning_rate=args.lr)
+        bn = RunConfig(
+            steps=args.steps, seed=args.seed, learning_rate=args.lr, max_shift=args.max_shift
+        )
     except ValidationError as exc:
         parser.error(describe_validation_error(exc))
     recipe = RunConfig()
-    # What differs from the recipe names the section, so a variant is added to
-    # the record instead of replacing the recipe's own run.
+    # What differs from the defaults names the section, so a variant is added
+    # to the record instead of replacing the defaults' own run.
     changes: list[tuple[str, str, str]] = []  # (flag, value, how the title reads it)
     if bn.steps != recipe.steps:
         changes.append(("steps", str(bn.steps), f"{bn.steps:,} steps"))
     if bn.learning_rate != recipe.learning_rate:
         lr = f"{bn.learning_rate:g}"
         changes.append(("lr", lr, f"learning rate {lr}"))
+    if bn.max_shift != recipe.max_shift:
+        changes.append(("max-shift", str(bn.max_shift), ""))  # said by `subject`
     data = load_mnist()
     results = {label: run(config, data) for label, config in (("BN", bn), ("no-BN", bn.twin()))}
-    variant = " and ".join(title for _, _, title in changes)
+    variant = " and ".join(title for _, _, title in changes if title)
     flags = "".join(f" --{flag} {value}" for flag, value, _ in changes)
+    # The defaults are the seed recipe plus random shifts of the training images.
+    subject = (
+        "seed recipe" if bn.max_shift == 0 else f"seed recipe with {bn.max_shift}-pixel shifts"
+    )
     lines = [
-        f"## Reproduction: seed recipe{f' at {variant}' if variant else ''}, "
+        f"## Reproduction: {subject}{f' at {variant}' if variant else ''}, "
         f"BN vs no-BN (seed {args.seed})",
         "",
         f"`python -m bench.reproduce{flags} --seed {args.seed}` on {machine()}.",

@@ -25,6 +25,7 @@ FLAGS = {
     "dropout": "--dropout",
     "bn_decay": "--bn-decay",
     "bn_epsilon": "--bn-epsilon",
+    "max_shift": "--max-shift",
     "seed": "--seed",
     "train_subset": "--train-subset",
 }
@@ -49,6 +50,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=defaults.dropout, help="drop rate")
     p.add_argument("--bn-decay", type=float, default=defaults.bn_decay)
     p.add_argument("--bn-epsilon", type=float, default=defaults.bn_epsilon)
+    p.add_argument(
+        "--max-shift",
+        type=int,
+        default=defaults.max_shift,
+        help="shift each training image by up to N pixels (default %(default)s; 0: the "
+        "recipe's unshifted images)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--train-subset", type=int, default=None, help="train on N images only")
     p.add_argument(
@@ -80,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dropout=args.dropout,
         bn_decay=args.bn_decay,
         bn_epsilon=args.bn_epsilon,
+        max_shift=args.max_shift,
         seed=args.seed,
         train_subset=args.train_subset,
     )

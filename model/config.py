@@ -7,6 +7,7 @@ exhausting the machine (a run is at most 100,000 steps and 1,000 evaluations).
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -14,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 MAX_STEPS = 100_000
 MAX_EVALS = 1_000
 TRAIN_SIZE = 55_000
+# Fields added after runs were first stored, each with the value that means what
+# a stored config without it meant (max_shift: those runs trained unshifted).
+ADDED_FIELDS = {"max_shift": 0}
 
 Arch = Literal["cnn", "mlp"]
 OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
@@ -42,6 +46,9 @@ class RunConfig(BaseModel):
         0.5, ge=0, lt=1, allow_inf_nan=False, description="Moving-average decay of BN stats"
     )
     bn_epsilon: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
+    max_shift: int = Field(
+        1, ge=0, le=4, description="Shift each training image by up to N pixels (0: off)"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     train_subset: int | None = Field(
         None, ge=1, le=TRAIN_SIZE, description="Train on only the first N training images"
@@ -61,6 +68,12 @@ class RunConfig(BaseModel):
                 f"steps={steps} is more than {MAX_EVALS}; eval_every must be at least {least}"
             )
         return eval_every
+
+    @classmethod
+    def from_stored(cls, text: str | bytes) -> RunConfig:
+        """A config saved as JSON, maybe by an older version: a field it lacks
+        takes the value that describes the run it stored, not today's default."""
+        return cls.model_validate_json(json.dumps({**ADDED_FIELDS, **json.loads(text)}))
 
     def eval_steps(self) -> list[int]:
         """Steps at which the validation set is evaluated: 0, every eval_every, and the last."""

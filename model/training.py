@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from model import device
+from model.augment import random_shift
 from model.config import RunConfig
 from model.data import BatchOrder, Mnist, load_mnist
 from model.events import (
@@ -51,9 +52,9 @@ class Trainer:
         self.labels = tf.constant(data.train.labels)
         self.order = BatchOrder(len(data.train), config.batch_size, config.seed)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
-    def train_step(self, indices: tf.Tensor) -> tf.Tensor:
-        x = tf.gather(self.images, indices)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int32)])
+    def train_step(self, indices: tf.Tensor, shift_seed: tf.Tensor) -> tf.Tensor:
+        x = random_shift(tf.gather(self.images, indices), self.config.max_shift, shift_seed)
         y = tf.gather(self.labels, indices)
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
@@ -79,7 +80,8 @@ class Trainer:
 
     def step(self, step: int) -> float:
         """Do update number `step + 1` (batches are numbered from 0); return its loss."""
-        return float(self.train_step(self.order.indices(step)))
+        shift_seed = tf.constant([self.config.seed, step], tf.int32)
+        return float(self.train_step(self.order.indices(step), shift_seed))
 
 
 class Checkpointer:

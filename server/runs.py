@@ -120,7 +120,7 @@ class RunService:
             id=row["id"],
             label=row["label"],
             comparison_id=row["comparison_id"],
-            config=RunConfig.model_validate_json(row["config"]),
+            config=RunConfig.from_stored(row["config"]),
             status=row["status"],
             step=max(row["step"], live.step) if live else row["step"],
             total_steps=row["total_steps"],
@@ -229,7 +229,7 @@ class RunService:
                 return
             self._queue.popleft()
             try:
-                self.executor.submit(run_id, RunConfig.model_validate_json(row["config"]))
+                self.executor.submit(run_id, RunConfig.from_stored(row["config"]))
             except Exception as exc:  # could not even start a process
                 log.exception("could not start run %s", run_id)
                 self._set_status(run_id, RunStatus.FAILED, f"could not start a worker: {exc}")

@@ -227,17 +227,18 @@ def test_form_defaults_and_presets(page):
     def values():
         return page.evaluate(
             """() => Object.fromEntries(['arch', 'optimizer', 'learning_rate', 'batch_size',
-                'steps', 'eval_every', 'dropout'].map(n => [n,
+                'steps', 'eval_every', 'dropout', 'max_shift'].map(n => [n,
                 document.querySelector(`[data-testid=field-${n}]`).value]))"""
         )
 
     seed = {"arch": "cnn", "optimizer": "adagrad", "learning_rate": "0.01", "batch_size": "64",
-            "steps": "5000", "eval_every": "200", "dropout": "0.5"}  # fmt: skip
+            "steps": "5000", "eval_every": "200", "dropout": "0.5", "max_shift": "1"}  # fmt: skip
     assert values() == seed
     expect(page.get_by_test_id("submit")).to_have_text("Start comparison")
     page.get_by_test_id("preset-paper-mlp").click()
     mlp = values()
     assert (mlp["arch"], mlp["optimizer"], mlp["batch_size"]) == ("mlp", "sgd", "60")
+    assert mlp["max_shift"] == "0"  # the paper trained on the images as they are
     page.get_by_test_id("preset-high-lr").click()
     assert float(values()["learning_rate"]) > 0.01
     page.get_by_test_id("preset-seed").click()

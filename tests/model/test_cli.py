@@ -62,6 +62,7 @@ def test_json_prints_one_event_per_line(data_dir):
         (["--steps", "0"], "--steps"),
         (["--batch-size", "100000"], "--batch-size"),
         (["--dropout", "1.5"], "--dropout"),
+        (["--max-shift", "9"], "--max-shift"),
         (["--eval-every", "1", "--steps", "100000"], "--eval-every"),
     ],
 )

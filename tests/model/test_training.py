@@ -111,6 +111,8 @@ def test_log_loss_clips_probabilities_but_loss_does_not():
         ("dropout", 1.0),
         ("eval_every", 0),
         ("arch", "resnet"),
+        ("max_shift", -1),
+        ("max_shift", 5),
         ("bogus", 1),
     ],
 )
@@ -118,6 +120,25 @@ def test_out_of_range_configuration_names_the_field(field, value):
     with pytest.raises(ValidationError) as err:
         RunConfig(**{field: value})
     assert field in str(err.value)
+
+
+def test_a_stored_config_means_what_it_meant_when_stored():
+    config = RunConfig(max_shift=2, steps=300)
+    assert RunConfig.from_stored(config.model_dump_json()) == config
+    # Saved before max_shift existed: those runs trained on unshifted images.
+    old = json.loads(config.model_dump_json())
+    del old["max_shift"]
+    assert RunConfig.from_stored(json.dumps(old)).max_shift == 0
+    assert RunConfig().max_shift == 1
+
+
+def test_max_shift_changes_the_images_trained_on(mnist):
+    shifted, _ = collect(tiny(), mnist)
+    plain, _ = collect(tiny(max_shift=0), mnist)
+    curve = [e.val_loss for e in shifted if e.type == "eval"]
+    unshifted = [e.val_loss for e in plain if e.type == "eval"]
+    assert curve[0] == unshifted[0]  # same start
+    assert curve[1:] != pytest.approx(unshifted[1:], rel=1e-4)
 
 
 def test_evaluation_count_is_bounded():
