@@ -199,3 +199,24 @@ def stuck_client(server, path: str) -> socket.socket:
     )  # fmt: skip
     assert sock.recv(12) == b"HTTP/1.1 101"
     return sock
+
+
+def test_a_run_stored_by_an_older_version_keeps_its_meaning(start_server, tmp_path):
+    db = tmp_path / "old.db"
+    server = start_server(db=db)
+    run = server.post("/api/runs", {**TINY, "steps": 5}).json()
+    server.wait_status(run["id"], "completed")
+    assert server.run(run["id"])["config"]["max_shift"] == 1  # today's default
+    server.stop()
+    # What a version from before `max_shift` existed wrote: no such key.
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        (text,) = conn.execute("SELECT config FROM runs WHERE id = ?", (run["id"],)).fetchone()
+        config = json.loads(text)
+        del config["max_shift"]
+        conn.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), run["id"]))
+
+    again = start_server(db=db)
+    stored = again.run(run["id"])
+    assert stored["status"] == "completed"
+    assert stored["config"]["max_shift"] == 0  # it trained on unshifted images
+    assert stored["config"]["steps"] == 5
