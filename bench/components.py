@@ -21,7 +21,7 @@ import tensorflow as tf
 from bench.report import machine, write_section
 from model.batchnorm import BatchNorm
 from model.config import RunConfig
-from model.networks import Dense, build_network
+from model.networks import Conv2D, Dense, build_network
 from model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR, Adagrad
 
 Piece = Callable[[], object]
@@ -35,15 +35,21 @@ def _timed(piece: Piece, iters: int) -> float:
     return (time.perf_counter() - started) / iters * 1000
 
 
-def _grads(forward: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, variables) -> Piece:
-    """A compiled forward + backward of `forward` at `x`, for `variables` and x."""
+def _grads(
+    forward: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, variables, wrt_input: bool = True
+) -> Piece:
+    """A compiled forward + backward of `forward` at `x`, for `variables` (and
+    x, unless it is the network's input, which needs no gradient)."""
+    sources = [x, *variables] if wrt_input else list(variables)
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = forward(x)
-        return tape.gradient(y, [x, *variables], output_gradients=tf.ones_like(y))
+        # y too: a linear layer's gradients do not need it, and the forward
+        # pass would be pruned from the timing.
+        return y, tape.gradient(y, sources, output_gradients=tf.ones_like(y))
 
     return step
 
@@ -90,8 +96,29 @@ def pieces() -> list[tuple[str, Piece, Piece]]:
     def bn_pool_relu(x):
         return tf.nn.relu(pool(norm(x, training=True)))
 
+    images, pooled = tf.random.normal((64, 28, 28, 1)), tf.random.normal((64, 14, 14, 32))
+    convs = {}
+    for name, layer in (("keras", keras.layers.Conv2D), ("ours", Conv2D)):
+        for filters, x in ((32, images), (64, pooled)):
+            convs[name, filters] = layer(filters, 5, padding="same", use_bias=False)
+            convs[name, filters].build(x.shape)
+
+    def conv(name: str, filters: int, x: tf.Tensor, wrt_input: bool) -> Piece:
+        layer = convs[name, filters]
+        return _grads(layer, x, layer.trainable_variables, wrt_input)
+
     bn_vars = [norm.gamma, norm.beta]
     return [
+        (
+            "conv1 5x5 1→32 on 64x28x28, forward + backward: Keras Conv2D vs our Conv2D",
+            conv("keras", 32, images, wrt_input=False),
+            conv("ours", 32, images, wrt_input=False),
+        ),
+        (
+            "conv2 5x5 32→64 on 64x14x14, forward + backward: Keras Conv2D vs our Conv2D",
+            conv("keras", 64, pooled, wrt_input=True),
+            conv("ours", 64, pooled, wrt_input=True),
+        ),
         (
             "Adagrad update of every CNN weight: Keras 3's vs the fused TF1 kernel",
             _adagrad_update(

@@ -59,6 +59,55 @@ class Dense(keras.layers.Dense):
         return x if self.activation is None else self.activation(x)
 
 
+@tf.custom_gradient
+def _conv2d_same(x: tf.Tensor, kernel: tf.Tensor):
+    """A stride-1 "same" convolution (odd kernel) whose gradients are forward convolutions.
+
+    On a CPU, oneDNN's backward-convolution kernels run at half the speed of
+    its forward convolution or worse at these shapes (bench/RESULTS.md,
+    "Components"). Both gradients of a stride-1 convolution are forward
+    convolutions themselves, the same sums in another order:
+    - dx: dy convolved ("same") with the kernel flipped in space, its input
+      and output channels swapped;
+    - dkernel: the zero-padded input, batch and channel axes swapped,
+      convolved ("valid") with dy, batch and channel axes swapped, as kernel:
+      ``dk[a, b, i, o] = sum_{n,h,w} x_padded[n, h+a, w+b, i] * dy[n, h, w, o]``.
+    """
+
+    def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        kh, kw = kernel.shape[0], kernel.shape[1]
+        flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+        dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
+        padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
+        dkernel = tf.nn.conv2d(
+            tf.transpose(padded, [3, 1, 2, 0]), tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"
+        )
+        return dx, tf.transpose(dkernel, [1, 2, 0, 3])
+
+    return tf.nn.conv2d(x, kernel, 1, "SAME"), grad
+
+
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same weights, same forward) whose backward runs
+    as forward convolutions on a CPU, for the stride-1 "same" convolutions
+    with odd kernels these networks use. On a GPU, and for any other
+    convolution, it is Keras's own."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        fast = (
+            self.strides == (1, 1) and self.padding == "same" and self.dilation_rate == (1, 1)
+            and self.groups == 1 and self.data_format == "channels_last"
+            and all(k % 2 == 1 for k in self.kernel_size)
+            and not tf.config.list_physical_devices("GPU")  # cuDNN's own backward is fast
+        )  # fmt: skip
+        if not fast:
+            return super().call(inputs)
+        x = _conv2d_same(inputs, tf.convert_to_tensor(self.kernel))
+        if self.bias is not None:
+            x = tf.nn.bias_add(x, self.bias)
+        return x if self.activation is None else self.activation(x)
+
+
 class Network(keras.Model):
     """A stack of blocks ``linear → [BN] → nonlinearity``, then dropout and logits.
 
@@ -91,7 +140,7 @@ class Network(keras.Model):
         if config.arch == "cnn":
             self.activation = tf.nn.relu
             for i, filters in enumerate((32, 64), start=1):
-                conv = keras.layers.Conv2D(
+                conv = Conv2D(
                     filters, 5, padding="same", kernel_initializer=kernel(f"conv{i}"),
                     name=f"conv{i}", **bias,
                 )  # fmt: skip

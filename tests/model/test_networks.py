@@ -119,3 +119,49 @@ def test_dense_has_keras_dense_values_and_gradients():
     want = tape.gradient(loss_b, [x, *theirs.trainable_weights])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "strides", "use_bias"),
+    [(5, 1, False), (3, 1, True), (5, 2, True)],  # the last is Keras's own path
+)
+def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_bias):
+    """Our Conv2D only computes its backward as forward convolutions: the
+    values and the gradients (input, kernel, bias) must not change."""
+    from model.networks import Conv2D
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(4, 11, 9, 3)).astype(np.float32))
+    kwargs = {"strides": strides, "padding": "same", "use_bias": use_bias}
+    ours, theirs = Conv2D(6, kernel_size, **kwargs), keras.layers.Conv2D(6, kernel_size, **kwargs)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for mine, their in zip(ours.weights, theirs.weights, strict=True):
+        their.assign(rng.normal(size=their.shape).astype(np.float32))
+        mine.assign(their)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        a, b = ours(x), theirs(x)
+        upstream = tf.constant(rng.normal(size=a.shape).astype(np.float32))
+        loss_a, loss_b = tf.reduce_sum(a * upstream), tf.reduce_sum(b * upstream)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    got = tape.gradient(loss_a, [x, *ours.trainable_weights])
+    want = tape.gradient(loss_b, [x, *theirs.trainable_weights])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cnn_trains_without_backward_convolution_kernels_on_a_cpu():
+    """The speed-up is real only if the compiled step really avoids them."""
+    network = build_network(RunConfig())
+    x = tf.zeros((2, 28, 28, 1))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(network(x, training=True))
+        return tape.gradient(loss, network.trainable_variables)
+
+    ops = {op.type for op in step.get_concrete_function().graph.get_operations()}
+    assert "Conv2D" in ops
+    assert not ops & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
