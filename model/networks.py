@@ -75,6 +75,7 @@ def _conv2d_same(x: tf.Tensor, kernel: tf.Tensor):
     """
 
     def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # dx of the first layer (the images) is unused: compiled steps prune it.
         kh, kw = kernel.shape[0], kernel.shape[1]
         flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
         dx = tf.nn.conv2d(dy, flipped, 1, "SAME")

@@ -123,7 +123,7 @@ def test_dense_has_keras_dense_values_and_gradients():
 
 @pytest.mark.parametrize(
     ("kernel_size", "strides", "use_bias"),
-    [(5, 1, False), (3, 1, True), (5, 2, True)],  # the last is Keras's own path
+    [(5, 1, False), ((3, 5), 1, True), (5, 2, True)],  # the last is Keras's own path
 )
 def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_bias):
     """Our Conv2D only computes its backward as forward convolutions: the
@@ -149,8 +149,24 @@ def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_
     want = tape.gradient(loss_b, [x, *theirs.trainable_weights])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    # ... and ours really ran its own backward (Keras's only where it falls back).
+    assert bool(_backward_kernels(ours, x)) == (strides == 2)
 
 
+def _backward_kernels(layer, x) -> set[str]:
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    ops = {op.type for op in grads.get_concrete_function().graph.get_operations()}
+    return ops & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+
+
+@pytest.mark.skipif(
+    bool(tf.config.list_physical_devices("GPU")), reason="on a GPU cuDNN's own backward is used"
+)
 def test_the_cnn_trains_without_backward_convolution_kernels_on_a_cpu():
     """The speed-up is real only if the compiled step really avoids them."""
     network = build_network(RunConfig())
