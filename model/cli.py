@@ -32,13 +32,14 @@ FLAGS = {
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    defaults = RunConfig()
     p = subparsers.add_parser(
         "train",
         help="train one network and print its validation curve and test metrics",
         description="Train the MNIST network once. Defaults are the seed recipe, with "
-        "training images shifted by up to 1 pixel (--max-shift 0: the recipe as published).",
+        f"training images shifted by up to {defaults.max_shift} pixel "
+        "(--max-shift 0: the recipe as published).",
     )
-    defaults = RunConfig()
     p.add_argument("--no-bn", action="store_true", help="train without batch normalization")
     p.add_argument("--arch", choices=["cnn", "mlp"], default=defaults.arch)
     p.add_argument(

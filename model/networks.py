@@ -46,6 +46,13 @@ def _matmul(x: tf.Tensor, kernel: tf.Tensor):
     return tf.matmul(x, kernel), grad
 
 
+def _bias_and_activation(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
+    """The rest of a Keras Dense or Conv2D after its product: bias, then activation."""
+    if layer.bias is not None:
+        x = tf.nn.bias_add(x, layer.bias)
+    return x if layer.activation is None else layer.activation(x)
+
+
 class Dense(keras.layers.Dense):
     """`keras.layers.Dense` (same weights, same initialisers) with the faster
     backward for the (batch, features) inputs these networks give it."""
@@ -53,10 +60,7 @@ class Dense(keras.layers.Dense):
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if inputs.shape.rank != 2:
             return super().call(inputs, training=training)
-        x = _matmul(inputs, tf.convert_to_tensor(self.kernel))
-        if self.bias is not None:
-            x = tf.nn.bias_add(x, self.bias)
-        return x if self.activation is None else self.activation(x)
+        return _bias_and_activation(self, _matmul(inputs, tf.convert_to_tensor(self.kernel)))
 
 
 @tf.custom_gradient
@@ -103,10 +107,7 @@ class Conv2D(keras.layers.Conv2D):
         )  # fmt: skip
         if not fast:
             return super().call(inputs)
-        x = _conv2d_same(inputs, tf.convert_to_tensor(self.kernel))
-        if self.bias is not None:
-            x = tf.nn.bias_add(x, self.bias)
-        return x if self.activation is None else self.activation(x)
+        return _bias_and_activation(self, _conv2d_same(inputs, tf.convert_to_tensor(self.kernel)))
 
 
 class Network(keras.Model):

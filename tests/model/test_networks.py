@@ -150,18 +150,23 @@ def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
     # ... and ours really ran its own backward (Keras's only where it falls back).
-    assert bool(_backward_kernels(ours, x)) == (strides == 2)
+    ops = _gradient_ops(lambda: ours(x), ours.trainable_weights)
+    assert bool(ops & BACKWARD_CONV_KERNELS) == (strides == 2)
 
 
-def _backward_kernels(layer, x) -> set[str]:
+BACKWARD_CONV_KERNELS = {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+
+
+def _gradient_ops(forward, variables) -> set[str]:
+    """The op types of a compiled forward + backward of `forward()` for `variables`."""
+
     @tf.function
     def grads():
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x))
-        return tape.gradient(loss, layer.trainable_weights)
+            loss = tf.reduce_sum(forward())
+        return tape.gradient(loss, variables)
 
-    ops = {op.type for op in grads.get_concrete_function().graph.get_operations()}
-    return ops & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+    return {op.type for op in grads.get_concrete_function().graph.get_operations()}
 
 
 @pytest.mark.skipif(
@@ -171,13 +176,6 @@ def test_the_cnn_trains_without_backward_convolution_kernels_on_a_cpu():
     """The speed-up is real only if the compiled step really avoids them."""
     network = build_network(RunConfig())
     x = tf.zeros((2, 28, 28, 1))
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(network(x, training=True))
-        return tape.gradient(loss, network.trainable_variables)
-
-    ops = {op.type for op in step.get_concrete_function().graph.get_operations()}
+    ops = _gradient_ops(lambda: network(x, training=True), network.trainable_variables)
     assert "Conv2D" in ops
-    assert not ops & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+    assert not ops & BACKWARD_CONV_KERNELS
