@@ -33,20 +33,18 @@ RUN useradd --create-home --uid 10001 --user-group bnlab \
     && mkdir -p /data/mnist /var/lib/bnlab \
     && chown bnlab:bnlab /data/mnist /var/lib/bnlab
 
-# 3. The project. The server serves the dashboard from `<dir of server/>/../frontend`,
-# and a regular (non-editable) wheel of this project ships `server/` and `model/`
-# but not all of `frontend/` (the package data lists only its top-level files).
-# So the source tree lives in /app, root-owned and read-only to the server, and is
-# installed in editable mode: `import server` resolves to /app/server, the
-# dashboard to /app/frontend, and the `bnlab` command works from any directory,
-# spawned training workers included. pip checks the pins above against
+# 3. The project, installed as a regular wheel: the dashboard ships inside it as
+# package data (`bnlab.frontend`), so nothing is served from a source tree. The
+# build context is removed after the install; pip checks the pins above against
 # pyproject.toml here and would install anything missing.
-WORKDIR /app
+WORKDIR /tmp/bnlab-src
 COPY pyproject.toml README.md ./
+COPY bnlab/ bnlab/
 COPY model/ model/
 COPY server/ server/
 COPY frontend/ frontend/
-RUN pip install --no-cache-dir --editable .
+RUN pip install --no-cache-dir . && rm -rf /tmp/bnlab-src
+WORKDIR /var/lib/bnlab
 
 # Server settings (see README.md, "Configuration"). Listening on all interfaces
 # inside the container makes the server insist on an access token: it refuses to

@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+from bnlab.model.batchnorm import BatchNorm
+from bnlab.model.config import RunConfig
+from bnlab.model.networks import Conv2D, Dense, build_network
+from bnlab.model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR, Adagrad
 
 from bench.report import machine, write_section
-from model.batchnorm import BatchNorm
-from model.config import RunConfig
-from model.networks import Conv2D, Dense, build_network
-from model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR, Adagrad
 
 Piece = Callable[[], object]
 
@@ -162,15 +162,17 @@ def main() -> None:
         usual_ms, ours_ms = (statistics.median(times[s]) for s in ("usual", "ours"))
         rows.append(f"| {what} | {usual_ms:.2f} | {ours_ms:.2f} | {usual_ms / ours_ms:.2f}x |")
         print(rows[-1], flush=True)
-    body = "\n".join([
-        "## Components: where train()'s speed comes from",
-        "",
-        f"`python -m bench.components --iters {args.iters} --reps {args.reps}` on {machine()}.",
-        "",
-        "| piece | usual way, ms | BN Lab, ms | speed-up |",
-        "| --- | --- | --- | --- |",
-        *rows,
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            "## Components: where train()'s speed comes from",
+            "",
+            f"`python -m bench.components --iters {args.iters} --reps {args.reps}` on {machine()}.",
+            "",
+            "| piece | usual way, ms | BN Lab, ms | speed-up |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
     print(body)
     write_section("components", body)
 

@@ -13,14 +13,14 @@ import argparse
 import io
 import time
 
+from bnlab.model.cli import LogPrinter, describe_validation_error
+from bnlab.model.config import RunConfig
+from bnlab.model.data import load_mnist
+from bnlab.model.events import EvalEvent, Event
+from bnlab.model.training import train
 from pydantic import ValidationError
 
 from bench.report import machine, write_section
-from model.cli import LogPrinter, describe_validation_error
-from model.config import RunConfig
-from model.data import load_mnist
-from model.events import EvalEvent, Event
-from model.training import train
 
 
 def run(config: RunConfig, data) -> dict:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import httpx
 import websockets
+from bnlab.model.config import RunConfig
+from bnlab.model.events import EvalEvent, ProbePercentiles
+from bnlab.server.store import Store
 
 from bench.report import machine, write_section
-from model.config import RunConfig
-from model.events import EvalEvent, ProbePercentiles
-from server.store import Store
 from tests.server.conftest import ServerProcess
 
 CNN = {"steps": 600, "eval_every": 100}  # about a minute on 2 cores
@@ -62,9 +62,22 @@ def _via_server(server: ServerProcess, config: RunConfig) -> float:
 
 def _direct(config: RunConfig, data_dir: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "server.cli", "train", "--steps", str(config.steps),
-                    "--eval-every", str(config.eval_every), "--data-dir", data_dir],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bnlab",
+            "train",
+            "--steps",
+            str(config.steps),
+            "--eval-every",
+            str(config.eval_every),
+            "--data-dir",
+            data_dir,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -97,8 +110,10 @@ async def _run_with_clients(server: ServerProcess, clients: int, config: dict):
     url = f"{server.ws_base}/ws/runs/{run['id']}"
     latencies: list[float] = []
     done = asyncio.Event()
-    tasks = [asyncio.create_task(_follow(url, latencies if i == 0 else None, done))
-             for i in range(clients)]  # fmt: skip
+    tasks = [
+        asyncio.create_task(_follow(url, latencies if i == 0 else None, done))
+        for i in range(clients)
+    ]
     await asyncio.to_thread(wait_done, server, run["id"])
     done.set()
     for task in tasks:
@@ -136,10 +151,19 @@ def fill(db: Path, runs: int = 1000, points: int = 26) -> list[str]:
         store.insert_run(run_id, f"stored run {i}", config.model_copy(update={"seed": i}))
         for k in range(points):
             acc = 1 - 0.9 / (k + 1)
-            store.add_point(run_id, k + 1, EvalEvent(
-                step=200 * k, val_loss=1 / (k + 1), val_acc=acc, train_loss=1 / (k + 1),
-                examples_per_sec=1300.0, elapsed=10.0 * k,
-                probe=ProbePercentiles(p15=-1.0, p50=0.0, p85=1.0)))  # fmt: skip
+            store.add_point(
+                run_id,
+                k + 1,
+                EvalEvent(
+                    step=200 * k,
+                    val_loss=1 / (k + 1),
+                    val_acc=acc,
+                    train_loss=1 / (k + 1),
+                    examples_per_sec=1300.0,
+                    elapsed=10.0 * k,
+                    probe=ProbePercentiles(p15=-1.0, p50=0.0, p85=1.0),
+                ),
+            )
         ids.append(run_id)
     store.db.execute("UPDATE runs SET status = 'completed'")
     store.db.commit()
@@ -183,26 +207,30 @@ def main() -> None:
             server.stop()
         s = scale(data_dir, tmp)
         print("scale", s, flush=True)
-    body = "\n".join([
-        "## Service: overhead, latency, fan-out, scale",
-        "",
-        f"`python -m bench.service` on {machine()}.",
-        "",
-        "| measure | result | peer / target |",
-        "| --- | --- | --- |",
-        f"| overhead: {CNN['steps']}-step CNN run via server vs `bnlab train`, median of "
-        f"{o['n']} each (ABBA) | "
-        f"{o['server_s']:.1f} s vs {o['direct_s']:.1f} s = **{o['ratio']:.3f}x** | ≤ 1.03x |",
-        f"| latency: worker eval → websocket client ({f['latency_n']} events) | "
-        f"p50 {f['latency_p50_ms']:.1f} ms, **p95 {f['latency_p95_ms']:.1f} ms** | p95 < 50 ms |",
-        f"| fan-out: trainer steps/s with 100 clients vs none, median of 2 each (ABBA) | "
-        f"{f['crowded_steps_s']:.2f} vs "
-        f"{f['quiet_steps_s']:.2f} = **{f['fanout_ratio']:.3f}x** | ≥ 0.98x |",
-        f"| scale: `GET /api/runs` over 1,000 stored runs | **p95 {s['runs_p95_ms']:.1f} ms** |"
-        " < 50 ms |",
-        f"| scale: `GET /api/compare` of two stored runs | **p95 {s['compare_p95_ms']:.1f} ms** |"
-        " < 50 ms |",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            "## Service: overhead, latency, fan-out, scale",
+            "",
+            f"`python -m bench.service` on {machine()}.",
+            "",
+            "| measure | result | peer / target |",
+            "| --- | --- | --- |",
+            f"| overhead: {CNN['steps']}-step CNN run via server vs `bnlab train`, median of "
+            f"{o['n']} each (ABBA) | "
+            f"{o['server_s']:.1f} s vs {o['direct_s']:.1f} s = **{o['ratio']:.3f}x** | ≤ 1.03x |",
+            f"| latency: worker eval → websocket client ({f['latency_n']} events) | "
+            f"p50 {f['latency_p50_ms']:.1f} ms, **p95 {f['latency_p95_ms']:.1f} ms** | "
+            "p95 < 50 ms |",
+            f"| fan-out: trainer steps/s with 100 clients vs none, median of 2 each (ABBA) | "
+            f"{f['crowded_steps_s']:.2f} vs "
+            f"{f['quiet_steps_s']:.2f} = **{f['fanout_ratio']:.3f}x** | ≥ 0.98x |",
+            f"| scale: `GET /api/runs` over 1,000 stored runs | **p95 {s['runs_p95_ms']:.1f} ms** |"
+            " < 50 ms |",
+            "| scale: `GET /api/compare` of two stored runs | "
+            f"**p95 {s['compare_p95_ms']:.1f} ms** |"
+            " < 50 ms |",
+        ]
+    )
     print(body)
     write_section("service", body)
 

@@ -20,12 +20,12 @@ import statistics
 import time
 
 import keras
+from bnlab.model.config import RunConfig
+from bnlab.model.data import load_mnist
+from bnlab.model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR
+from bnlab.model.training import train
 
 from bench.report import machine, write_section
-from model.config import RunConfig
-from model.data import load_mnist
-from model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR
-from model.training import train
 
 WARMUP = 20
 
@@ -34,12 +34,18 @@ def keras_peer(config: RunConfig) -> keras.Model:
     def block(filters):
         return [
             keras.layers.Conv2D(filters, 5, padding="same", use_bias=not config.batch_norm),
-            *([keras.layers.BatchNormalization(momentum=config.bn_decay,
-                                               epsilon=config.bn_epsilon)]
-              if config.batch_norm else []),
+            *(
+                [
+                    keras.layers.BatchNormalization(
+                        momentum=config.bn_decay, epsilon=config.bn_epsilon
+                    )
+                ]
+                if config.batch_norm
+                else []
+            ),
             keras.layers.ReLU(),
             keras.layers.MaxPooling2D(2, padding="same"),
-        ]  # fmt: skip
+        ]
 
     model = keras.Sequential(
         [
@@ -77,9 +83,16 @@ class _StepTimer(keras.callbacks.Callback):
 def keras_steps_per_sec(config: RunConfig, data) -> float:
     model = keras_peer(config)
     timer = _StepTimer()
-    model.fit(data.train.images, data.train.labels, batch_size=config.batch_size,
-              steps_per_epoch=WARMUP + config.steps, epochs=1, shuffle=True, verbose=0,
-              callbacks=[timer])  # fmt: skip
+    model.fit(
+        data.train.images,
+        data.train.labels,
+        batch_size=config.batch_size,
+        steps_per_epoch=WARMUP + config.steps,
+        epochs=1,
+        shuffle=True,
+        verbose=0,
+        callbacks=[timer],
+    )
     return config.steps / (timer.end - timer.start)
 
 
@@ -92,9 +105,13 @@ def ours_steps_per_sec(config: RunConfig, data) -> float:
         if event.type == "progress":
             progress.append((event.step, event.elapsed))
 
-    train(config.model_copy(update={"steps": WARMUP + config.steps,
-                                    "eval_every": WARMUP + config.steps}),
-          on_event, data=data)  # fmt: skip
+    train(
+        config.model_copy(
+            update={"steps": WARMUP + config.steps, "eval_every": WARMUP + config.steps}
+        ),
+        on_event,
+        data=data,
+    )
     first = next(p for p in progress if p[0] >= WARMUP)
     last = progress[-1]
     return (last[0] - first[0]) / (last[1] - first[1])
@@ -132,21 +149,26 @@ def main() -> None:
         values = ", ".join(f"{x:.2f}" for x in measured[name])
         return f"| {title} | {median[name]:.2f} | {values} |"
 
-    body = "\n".join([
-        f"## Throughput: train() vs Keras model.fit ({bn} CNN, batch {config.batch_size})",
-        "",
-        f"`python -m bench.throughput --steps {args.steps} --reps {args.reps}` on {machine()}.",
-        "",
-        "| | median steps/s | all repetitions |",
-        "| --- | --- | --- |",
-        row("BN Lab `train()`", "ours"),
-        row("Keras `model.fit`", "keras"),
-        row(f"BN Lab `train()`, {shifted.max_shift}-pixel shifts (the default)", "ours, shifted"),
-        "",
-        f"**Ratio: {ratio:.3f}x** (target ≥ 1.15x), both on the images as they are. "
-        f"With the default shifts train() runs {median['ours, shifted'] / median['keras']:.3f}x "
-        f"Keras ({median['ours, shifted'] / median['ours']:.3f}x its unshifted speed).",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"## Throughput: train() vs Keras model.fit ({bn} CNN, batch {config.batch_size})",
+            "",
+            f"`python -m bench.throughput --steps {args.steps} --reps {args.reps}` on {machine()}.",
+            "",
+            "| | median steps/s | all repetitions |",
+            "| --- | --- | --- |",
+            row("BN Lab `train()`", "ours"),
+            row("Keras `model.fit`", "keras"),
+            row(
+                f"BN Lab `train()`, {shifted.max_shift}-pixel shifts (the default)", "ours, shifted"
+            ),
+            "",
+            f"**Ratio: {ratio:.3f}x** (target ≥ 1.15x), both on the images as they are. "
+            "With the default shifts train() runs "
+            f"{median['ours, shifted'] / median['keras']:.3f}x "
+            f"Keras ({median['ours, shifted'] / median['ours']:.3f}x its unshifted speed).",
+        ]
+    )
     print(body)
     write_section(f"throughput-{bn.lower()}", body)
 

@@ -1,8 +1,8 @@
 """BN Lab's training core: MNIST, hand-written batch norm, the two networks, `train()`.
 
-Importing this package (or `model.config`, `model.events`, `model.data`) does not
-import TensorFlow; only `model.training`, `model.networks`, `model.batchnorm`
-and `model.device` do.
+Importing this package (or `bnlab.model.config`, `.events`, `.data`) does not
+import TensorFlow; only `.training`, `.networks`, `.batchnorm`
+and `.device` do.
 """
 
 import os

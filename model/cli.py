@@ -7,11 +7,10 @@ import os
 import sys
 from typing import TextIO
 
+from bnlab.model.config import RunConfig
+from bnlab.model.data import DataError, load_mnist
+from bnlab.model.events import Event, TrainingStopped
 from pydantic import ValidationError
-
-from model.config import RunConfig
-from model.data import DataError, load_mnist
-from model.events import Event, TrainingStopped
 
 # Run-configuration field -> the flag that sets it, so errors name the flag.
 FLAGS = {
@@ -164,7 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
         # Data first (and any download): a data error is then the only thing
         # printed, before TensorFlow's start-up lines.
         data = load_mnist(args.data_dir, train_subset=config.train_subset)
-        from model.training import train
+        from bnlab.model.training import train
 
         train(config, printer, data=data)
     except DataError as exc:

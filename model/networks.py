@@ -11,9 +11,8 @@ import zlib
 
 import keras
 import tensorflow as tf
-
-from model.batchnorm import BatchNorm
-from model.config import RunConfig
+from bnlab.model.batchnorm import BatchNorm
+from bnlab.model.config import RunConfig
 
 # The classic TensorFlow MNIST tutorial's initialisation, for every layer but
 # the logits. The seed recipe used it for its convolutions; its FC layers drew
@@ -100,11 +99,14 @@ class Conv2D(keras.layers.Conv2D):
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         fast = (
-            self.strides == (1, 1) and self.padding == "same" and self.dilation_rate == (1, 1)
-            and self.groups == 1 and self.data_format == "channels_last"
+            self.strides == (1, 1)
+            and self.padding == "same"
+            and self.dilation_rate == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
             and all(k % 2 == 1 for k in self.kernel_size)
             and not tf.config.list_physical_devices("GPU")  # cuDNN's own backward is fast
-        )  # fmt: skip
+        )
         if not fast:
             return super().call(inputs)
         return _bias_and_activation(self, _conv2d_same(inputs, tf.convert_to_tensor(self.kernel)))
@@ -143,9 +145,13 @@ class Network(keras.Model):
             self.activation = tf.nn.relu
             for i, filters in enumerate((32, 64), start=1):
                 conv = Conv2D(
-                    filters, 5, padding="same", kernel_initializer=kernel(f"conv{i}"),
-                    name=f"conv{i}", **bias,
-                )  # fmt: skip
+                    filters,
+                    5,
+                    padding="same",
+                    kernel_initializer=kernel(f"conv{i}"),
+                    name=f"conv{i}",
+                    **bias,
+                )
                 self._add_block(conv, norm(f"bn{i}"))
             self.pool = keras.layers.MaxPooling2D(2, padding="same")
             self.flatten = keras.layers.Flatten()

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from model import device
-from model.augment import random_shift
-from model.config import RunConfig
-from model.data import BatchOrder, Mnist, load_mnist
-from model.events import (
+from bnlab.model import device
+from bnlab.model.augment import random_shift
+from bnlab.model.config import RunConfig
+from bnlab.model.data import BatchOrder, Mnist, load_mnist
+from bnlab.model.events import (
     Cancelled,
     Diverged,
     DivergedEvent,
@@ -30,8 +29,8 @@ from model.events import (
     TestEvent,
     TestMetrics,
 )
-from model.networks import Network, build_network
-from model.optimizers import make_optimizer
+from bnlab.model.networks import Network, build_network
+from bnlab.model.optimizers import make_optimizer
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events: "a few per second"
 EVAL_CHUNK = 1000  # images per forward pass when evaluating (BN in inference mode)
@@ -99,8 +98,9 @@ class Checkpointer:
             # keyed by position and name: Keras uniquifies paths per process
             network={f"{i}.{v.name}": v for i, v in enumerate(trainer.network.variables)},
             optimizer=list(trainer.optimizer.variables),
-            step=self.step, elapsed=self.elapsed,
-        )  # fmt: skip
+            step=self.step,
+            elapsed=self.elapsed,
+        )
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=1)
 
     def restore(self) -> tuple[int, float]:
@@ -160,10 +160,12 @@ def train(
     parameters = sum(int(np.prod(v.shape)) for v in trainer.network.trainable_variables)
     on_event(
         StartEvent(
-            total_steps=config.steps, device=device_name, parameters=parameters,
+            total_steps=config.steps,
+            device=device_name,
+            parameters=parameters,
             first_step=first_step,
         )
-    )  # fmt: skip
+    )
 
     # Elapsed time continues across a resume, so the curve's time axis does too.
     started = time.perf_counter() - elapsed_before

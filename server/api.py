@@ -8,12 +8,10 @@ import json
 from importlib import metadata
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-
-from model.config import MAX_STEPS, RunConfig
-from server.deps import ServiceDep, SettingsDep
-from server.runs import point_public
-from server.schemas import (
+from bnlab.model.config import MAX_STEPS, RunConfig
+from bnlab.server.deps import ServiceDep, SettingsDep
+from bnlab.server.runs import point_public
+from bnlab.server.schemas import (
     CompareResult,
     ComparisonCreate,
     ComparisonPublic,
@@ -26,13 +24,23 @@ from server.schemas import (
     RunPublic,
     WorkerLoad,
 )
-from server.status import RunStatus
-from server.summary import pair_speedups, summarize
+from bnlab.server.status import RunStatus
+from bnlab.server.summary import pair_speedups, summarize
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 router = APIRouter(prefix="/api")
 MAX_RUNS_PER_REQUEST = 20
-CSV_COLUMNS = ["step", "val_loss", "val_acc", "train_loss", "examples_per_sec", "elapsed",
-               "p15", "p50", "p85"]  # fmt: skip
+CSV_COLUMNS = [
+    "step",
+    "val_loss",
+    "val_acc",
+    "train_loss",
+    "examples_per_sec",
+    "elapsed",
+    "p15",
+    "p50",
+    "p85",
+]
 CONFIG_COLUMNS = list(RunConfig.model_fields)
 
 
@@ -155,9 +163,15 @@ async def export(
     name = f"bnlab-export-{len(selected)}-runs.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if format == "json":
-        body = {"runs": [{"run": r.model_dump(mode="json"),
-                          "points": [p.model_dump(mode="json") for p in pts]}
-                         for r, pts in selected]}  # fmt: skip
+        body = {
+            "runs": [
+                {
+                    "run": r.model_dump(mode="json"),
+                    "points": [p.model_dump(mode="json") for p in pts],
+                }
+                for r, pts in selected
+            ]
+        }
         return Response(json.dumps(body), media_type="application/json", headers=headers)
     out = io.StringIO()
     writer = csv.writer(out)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 
+from bnlab.server import api, ws
+from bnlab.server.executor import ProcessExecutor
+from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
+from bnlab.server.security import Guard, is_loopback
+from bnlab.server.settings import Settings
+from bnlab.server.store import Store, StoreError
+from bnlab.server.stream import Hub
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,16 +21,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server import api, ws
-from server.executor import ProcessExecutor
-from server.runs import Conflict, NotFound, QueueFull, RunService
-from server.security import Guard, is_loopback
-from server.settings import Settings
-from server.store import Store, StoreError
-from server.stream import Hub
-
 log = logging.getLogger("bnlab")
-FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+# The dashboard ships inside the package, so any install (wheel, editable,
+# container) serves the files that came with its own code.
+FRONTEND = Path(str(resources.files("bnlab.frontend")))
 
 
 def plotly_js() -> Path:
@@ -41,10 +43,14 @@ def _field(error: dict) -> str:
 
 def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
-        {"loc": list(e["loc"]), "field": _field(e),
-         "msg": e["msg"].removeprefix("Value error, "), "type": e["type"]}
+        {
+            "loc": list(e["loc"]),
+            "field": _field(e),
+            "msg": e["msg"].removeprefix("Value error, "),
+            "type": e["type"],
+        }
         for e in exc.errors()
-    ]  # fmt: skip
+    ]
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
     return JSONResponse({"detail": errors, "message": message}, status_code=422)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model.cli import add_train_parser
+from bnlab.model.cli import add_train_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
-    from server.main import add_serve_parser
+    from bnlab.server.main import add_serve_parser
 
     add_serve_parser(subparsers)
     return parser

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from bnlab.server.runs import RunService
+from bnlab.server.settings import Settings
+from bnlab.server.store import Store
 from fastapi import Depends, Request
-
-from server.runs import RunService
-from server.settings import Settings
-from server.store import Store
 
 
 def get_service(request: Request) -> RunService:

@@ -20,9 +20,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal, Protocol
 
-from model.config import RunConfig
-from model.events import Event, event_adapter
-from server.worker import WorkerMessage, run_worker
+from bnlab.model.config import RunConfig
+from bnlab.model.events import Event, event_adapter
+from bnlab.server.worker import WorkerMessage, run_worker
 
 Outcome = Literal["completed", "cancelled", "diverged", "failed"]
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself

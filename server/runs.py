@@ -17,13 +17,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from model.config import RunConfig
-from model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
-from server.executor import Executor, RunEnded, TrainingEvent
-from server.schemas import PointPublic, RunPublic
-from server.status import RunStatus
-from server.store import Store, StoreError
-from server.stream import Hub
+from bnlab.model.config import RunConfig
+from bnlab.model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
+from bnlab.server.executor import Executor, RunEnded, TrainingEvent
+from bnlab.server.schemas import PointPublic, RunPublic
+from bnlab.server.status import RunStatus
+from bnlab.server.store import Store, StoreError
+from bnlab.server.stream import Hub
 
 log = logging.getLogger("bnlab.runs")
 PROGRESS_PUBLISH_INTERVAL = 1.0  # seconds: "progress about once a second"
@@ -174,8 +174,10 @@ class RunService:
         comparison_id = uuid.uuid4().hex[:12]
         self.store.insert_comparison(comparison_id)
         runs = []
-        for twin in (config.model_copy(update={"batch_norm": True}),
-                     config.model_copy(update={"batch_norm": False})):  # fmt: skip
+        for twin in (
+            config.model_copy(update={"batch_norm": True}),
+            config.model_copy(update={"batch_norm": False}),
+        ):
             twin_label = f"{label} ({'BN' if twin.batch_norm else 'no-BN'})" if label else None
             runs.append(self.create_run(twin, twin_label, comparison_id))
         return comparison_id, [self.get(r.id) for r in runs]
@@ -297,8 +299,12 @@ class RunService:
             self.store.add_point(run_id, seq, event)
             live.step = max(live.step, event.step)
             point = PointPublic(seq=seq, **event.model_dump(exclude={"type"}))
-            message = {"type": "eval", "seq": seq, "point": point.model_dump(mode="json"),
-                       "sent_at": sent_at}  # fmt: skip
+            message = {
+                "type": "eval",
+                "seq": seq,
+                "point": point.model_dump(mode="json"),
+                "sent_at": sent_at,
+            }
             self.hub.publish(run_topic(run_id), json.dumps(message), seq)
         elif isinstance(event, ProgressEvent):
             live.step = event.step

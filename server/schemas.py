@@ -6,12 +6,11 @@ import math
 from datetime import datetime
 from typing import Literal
 
+from bnlab.model.config import RunConfig
+from bnlab.model.events import ProbePercentiles, TestMetrics
+from bnlab.server.status import RunStatus
 from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
-
-from model.config import RunConfig
-from model.events import ProbePercentiles, TestMetrics
-from server.status import RunStatus
 
 
 class RunCreate(RunConfig):

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.config import RunConfig
-from model.events import EvalEvent, TestMetrics
-from server.status import RunStatus, check_transition
+from bnlab.model.config import RunConfig
+from bnlab.model.events import EvalEvent, TestMetrics
+from bnlab.server.status import RunStatus, check_transition
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -106,9 +106,16 @@ class Store:
         self._write(
             "INSERT INTO runs (id, label, comparison_id, config, status, total_steps, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, label, comparison_id, config.model_dump_json(), RunStatus.QUEUED,
-             config.steps, now().isoformat()),
-        )  # fmt: skip
+            (
+                run_id,
+                label,
+                comparison_id,
+                config.model_dump_json(),
+                RunStatus.QUEUED,
+                config.steps,
+                now().isoformat(),
+            ),
+        )
         return self.get_run(run_id)
 
     def insert_comparison(self, comparison_id: str) -> None:
@@ -186,9 +193,14 @@ class Store:
         self._write(
             "UPDATE runs SET test_loss = ?, test_accuracy = ?, log_loss = ?, last_seq = ?"
             " WHERE id = ?",
-            (_finite(metrics.test_loss), _finite(metrics.test_accuracy),
-             _finite(metrics.log_loss), last_seq, run_id),
-        )  # fmt: skip
+            (
+                _finite(metrics.test_loss),
+                _finite(metrics.test_accuracy),
+                _finite(metrics.log_loss),
+                last_seq,
+                run_id,
+            ),
+        )
 
     def interrupt_unfinished(self) -> list[str]:
         """Runs a previous server process left queued or running become interrupted."""
@@ -217,10 +229,20 @@ class Store:
                     "INSERT OR REPLACE INTO points (run_id, seq, step, val_loss, val_acc,"
                     " train_loss, examples_per_sec, elapsed, p15, p50, p85)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, seq, event.step, _finite(event.val_loss), _finite(event.val_acc),
-                     _finite(event.train_loss), _finite(event.examples_per_sec), event.elapsed,
-                     _finite(probe.p15), _finite(probe.p50), _finite(probe.p85)),
-                )  # fmt: skip
+                    (
+                        run_id,
+                        seq,
+                        event.step,
+                        _finite(event.val_loss),
+                        _finite(event.val_acc),
+                        _finite(event.train_loss),
+                        _finite(event.examples_per_sec),
+                        event.elapsed,
+                        _finite(probe.p15),
+                        _finite(probe.p50),
+                        _finite(probe.p85),
+                    ),
+                )
                 self.db.execute(
                     "UPDATE runs SET step = MAX(step, ?), last_seq = ? WHERE id = ?",
                     (event.step, seq, run_id),

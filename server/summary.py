@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.schemas import PairSpeedup, PointPublic, RunPublic, RunSummary
+from bnlab.server.schemas import PairSpeedup, PointPublic, RunPublic, RunSummary
 
 MILESTONES = (0.97, 0.98, 0.99)
 SPEEDUP_AT = "0.98"

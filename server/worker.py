@@ -49,15 +49,14 @@ def run_worker(
         send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
 
     try:
-        from model.config import RunConfig
-        from model.data import DataError
-        from model.events import Cancelled, Diverged
-        from model.training import train
+        from bnlab.model.config import RunConfig
+        from bnlab.model.data import DataError
+        from bnlab.model.events import Cancelled, Diverged
+        from bnlab.model.training import train
 
         config = RunConfig.model_validate_json(config_json)
         try:
-            train(config, on_event, cancel.is_set, data_dir=data_dir,
-                  checkpoint_dir=checkpoint_dir)  # fmt: skip
+            train(config, on_event, cancel.is_set, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
             send(WorkerMessage(outcome="completed"))
         except Cancelled:
             send(WorkerMessage(outcome="cancelled"))

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import json
 
+from bnlab.server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
+from bnlab.server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
 from fastapi import APIRouter, WebSocket
-
-from server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
-from server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
 
 router = APIRouter()
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped

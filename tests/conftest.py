@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from model.data import DataError, ensure_files
+from bnlab.model.data import DataError, ensure_files
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +25,6 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_dir: Path):
-    from model.data import load_mnist
+    from bnlab.model.data import load_mnist
 
     return load_mnist(data_dir, download=False)

@@ -89,15 +89,31 @@ def _running_server(data_dir: Path, workdir: Path, token: str | None = None) -> 
     log = workdir / "server.log"
     env = {**os.environ, "BNLAB_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("BNLAB_TOKEN", None)
-    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--db", str(workdir / "bnlab.db"), "--workers", "2"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bnlab",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--db",
+        str(workdir / "bnlab.db"),
+        "--workers",
+        "2",
+    ]
     if token:
         command += ["--token", token]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     try:

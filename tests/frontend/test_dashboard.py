@@ -231,8 +231,16 @@ def test_form_defaults_and_presets(page):
                 document.querySelector(`[data-testid=field-${n}]`).value]))"""
         )
 
-    seed = {"arch": "cnn", "optimizer": "adagrad", "learning_rate": "0.01", "batch_size": "64",
-            "steps": "5000", "eval_every": "200", "dropout": "0.5", "max_shift": "1"}  # fmt: skip
+    seed = {
+        "arch": "cnn",
+        "optimizer": "adagrad",
+        "learning_rate": "0.01",
+        "batch_size": "64",
+        "steps": "5000",
+        "eval_every": "200",
+        "dropout": "0.5",
+        "max_shift": "1",
+    }
     assert values() == seed
     expect(page.get_by_test_id("submit")).to_have_text("Start comparison")
     page.get_by_test_id("preset-paper-mlp").click()

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from model.augment import random_shift
+from bnlab.model.augment import random_shift
 
 
 def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -20,8 +19,9 @@ def offsets_of(images: np.ndarray, out: np.ndarray, max_shift: int) -> list[tupl
     found = []
     span = range(-max_shift, max_shift + 1)
     for image, result in zip(images, out, strict=True):
-        matches = [(dy, dx) for dy in span for dx in span
-                   if np.array_equal(shifted(image, dy, dx), result)]  # fmt: skip
+        matches = [
+            (dy, dx) for dy in span for dx in span if np.array_equal(shifted(image, dy, dx), result)
+        ]
         assert matches, "an output image is not a shift of its input"
         found.append(matches[0])
     return found

@@ -9,19 +9,21 @@ import time
 from pathlib import Path
 
 import pytest
+from bnlab.model.cli import LogPrinter
+from bnlab.model.config import RunConfig
+from bnlab.model.events import EvalEvent, ProbePercentiles
 
-from model.cli import LogPrinter
-from model.config import RunConfig
-from model.events import EvalEvent, ProbePercentiles
-
-BNLAB = [sys.executable, "-m", "server.cli"]
+BNLAB = [sys.executable, "-m", "bnlab"]
 
 
 def bnlab(*args, env=None, timeout=300):
     return subprocess.run(
-        [*BNLAB, *args], capture_output=True, text=True, timeout=timeout,
+        [*BNLAB, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def test_train_prints_the_seed_log_and_learns(data_dir):
@@ -30,9 +32,12 @@ def test_train_prints_the_seed_log_and_learns(data_dir):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "Training..."
-    evals = [re.fullmatch(
-        r"step (\d+): validation loss = (\d+\.\d{4}), validation accuracy = (\d\.\d{4})", line
-    ) for line in lines[1:4]]  # fmt: skip
+    evals = [
+        re.fullmatch(
+            r"step (\d+): validation loss = (\d+\.\d{4}), validation accuracy = (\d\.\d{4})", line
+        )
+        for line in lines[1:4]
+    ]
     assert all(evals), lines
     assert [int(m[1]) for m in evals] == [0, 200, 400]
     assert evals[0][2] == "2.3026"
@@ -47,8 +52,21 @@ def test_train_prints_the_seed_log_and_learns(data_dir):
 
 
 def test_json_prints_one_event_per_line(data_dir):
-    out = bnlab("train", "--steps", "6", "--eval-every", "3", "--train-subset", "500",
-                "--no-bn", "--arch", "mlp", "--json", "--data-dir", str(data_dir))  # fmt: skip
+    out = bnlab(
+        "train",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--train-subset",
+        "500",
+        "--no-bn",
+        "--arch",
+        "mlp",
+        "--json",
+        "--data-dir",
+        str(data_dir),
+    )
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
     assert events[0]["type"] == "start" and events[-1]["type"] == "test"
@@ -76,8 +94,14 @@ def test_missing_data_is_one_clear_message(tmp_path):
     empty = tmp_path / "mnist"
     empty.mkdir()
     # no network here, and the loopback discard port makes that true anywhere
-    out = bnlab("train", "--steps", "5", "--data-dir", str(empty),
-                env={"BNLAB_MIRRORS": "http://127.0.0.1:9/"})  # fmt: skip
+    out = bnlab(
+        "train",
+        "--steps",
+        "5",
+        "--data-dir",
+        str(empty),
+        env={"BNLAB_MIRRORS": "http://127.0.0.1:9/"},
+    )
     assert out.returncode == 1
     assert str(empty) in out.stderr and "train-images-idx3-ubyte.gz" in out.stderr
     # one message, before (and so without) TensorFlow's start-up lines
@@ -110,8 +134,17 @@ def test_log_lines_reach_a_pipe_at_once_while_the_bar_runs():
     out = _Pipe()
     printer = LogPrinter(RunConfig(steps=10), as_json=False, out=out, err=_Terminal())
     assert printer.bar is not None
-    printer(EvalEvent(step=0, val_loss=2.3, val_acc=0.1, train_loss=None, examples_per_sec=None,
-                      elapsed=0.0, probe=ProbePercentiles(p15=0.0, p50=0.0, p85=0.0)))  # fmt: skip
+    printer(
+        EvalEvent(
+            step=0,
+            val_loss=2.3,
+            val_acc=0.1,
+            train_loss=None,
+            examples_per_sec=None,
+            elapsed=0.0,
+            probe=ProbePercentiles(p15=0.0, p50=0.0, p85=0.0),
+        )
+    )
     assert out.seen == "step 0: validation loss = 2.3000, validation accuracy = 0.1000\n"
     printer.close_bar()
 
@@ -119,10 +152,25 @@ def test_log_lines_reach_a_pipe_at_once_while_the_bar_runs():
 def test_a_reader_that_goes_away_ends_the_run_quietly(data_dir):
     """`bnlab train --json | head -1`: no BrokenPipeError traceback."""
     proc = subprocess.Popen(
-        [*BNLAB, "train", "--steps", "400", "--eval-every", "1", "--train-subset", "500",
-         "--arch", "mlp", "--json", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *BNLAB,
+            "train",
+            "--steps",
+            "400",
+            "--eval-every",
+            "1",
+            "--train-subset",
+            "500",
+            "--arch",
+            "mlp",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert json.loads(proc.stdout.readline())["type"] == "start"
     proc.stdout.close()
     stderr = proc.stderr.read()
@@ -133,11 +181,13 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(data_dir):
 def test_ctrl_c_while_tensorflow_loads_exits_cleanly(data_dir):
     proc = subprocess.Popen(
         [*BNLAB, "train", "--steps", "5", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # As in a terminal: a test run started in the background (`cmd &`)
         # would otherwise hand down an ignored SIGINT.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
     # Wait until TensorFlow's library is being loaded, then interrupt that.
     maps = Path(f"/proc/{proc.pid}/maps")
     deadline = time.monotonic() + 60

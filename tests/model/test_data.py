@@ -7,9 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from model import data
-from model.data import FILES, BatchOrder, DataError, ensure_files, load_mnist, resolve_data_dir
+from bnlab.model import data
+from bnlab.model.data import (
+    FILES,
+    BatchOrder,
+    DataError,
+    ensure_files,
+    load_mnist,
+    resolve_data_dir,
+)
 
 
 def raw_labels(path: Path) -> np.ndarray:

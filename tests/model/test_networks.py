@@ -2,10 +2,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from model.batchnorm import BatchNorm
-from model.config import RunConfig
-from model.networks import build_network
+from bnlab.model.batchnorm import BatchNorm
+from bnlab.model.config import RunConfig
+from bnlab.model.networks import build_network
 
 
 def weights_by_path(network):
@@ -91,15 +90,17 @@ def test_cnn_pools_before_relu_with_the_recipes_values_and_gradients():
         ours_loss, theirs_loss = tf.reduce_sum(ours * upstream), tf.reduce_sum(theirs * upstream)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     for variable, mine, want in zip(
-        variables, tape.gradient(ours_loss, variables), tape.gradient(theirs_loss, variables),
+        variables,
+        tape.gradient(ours_loss, variables),
+        tape.gradient(theirs_loss, variables),
         strict=True,
-    ):  # fmt: skip
+    ):
         np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-6, err_msg=variable.path)
 
 
 def test_dense_has_keras_dense_values_and_gradients():
     """Our Dense only re-lays out the backward matmuls: numbers must not change."""
-    from model.networks import Dense
+    from bnlab.model.networks import Dense
 
     rng = np.random.default_rng(2)
     x = tf.constant(rng.normal(size=(7, 30)).astype(np.float32))
@@ -128,7 +129,7 @@ def test_dense_has_keras_dense_values_and_gradients():
 def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_bias):
     """Our Conv2D only computes its backward as forward convolutions: the
     values and the gradients (input, kernel, bias) must not change."""
-    from model.networks import Conv2D
+    from bnlab.model.networks import Conv2D
 
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(4, 11, 9, 3)).astype(np.float32))

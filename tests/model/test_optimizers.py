@@ -2,9 +2,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from model.config import RunConfig
-from model.optimizers import Adagrad, make_optimizer
+from bnlab.model.config import RunConfig
+from bnlab.model.optimizers import Adagrad, make_optimizer
 
 
 def adagrad_steps(optimizer, start, grads):
@@ -49,9 +48,13 @@ def test_adagrad_refuses_an_epsilon():
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("adagrad", Adagrad), ("sgd", keras.optimizers.SGD), ("momentum", keras.optimizers.SGD),
-     ("adam", keras.optimizers.Adam)],
-)  # fmt: skip
+    [
+        ("adagrad", Adagrad),
+        ("sgd", keras.optimizers.SGD),
+        ("momentum", keras.optimizers.SGD),
+        ("adam", keras.optimizers.Adam),
+    ],
+)
 def test_make_optimizer_uses_the_configured_learning_rate(name, kind):
     optimizer = make_optimizer(RunConfig(optimizer=name, learning_rate=0.25))
     assert isinstance(optimizer, kind)

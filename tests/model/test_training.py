@@ -3,18 +3,18 @@ import math
 
 import numpy as np
 import pytest
+from bnlab.model import events as ev
+from bnlab.model.config import MAX_EVALS, RunConfig
+from bnlab.model.events import Cancelled, Diverged, EvalEvent, event_adapter
+from bnlab.model.training import _loss_and_accuracy, train
 from pydantic import ValidationError
-
-from model import events as ev
-from model.config import MAX_EVALS, RunConfig
-from model.events import Cancelled, Diverged, EvalEvent, event_adapter
-from model.training import _loss_and_accuracy, train
 
 
 def tiny(**overrides) -> RunConfig:
     """A run small enough for a unit test on the real MNIST."""
-    return RunConfig(**{"steps": 30, "eval_every": 10, "train_subset": 2000, "batch_size": 32,
-                        **overrides})  # fmt: skip
+    return RunConfig(
+        **{"steps": 30, "eval_every": 10, "train_subset": 2000, "batch_size": 32, **overrides}
+    )
 
 
 def collect(config, mnist, should_stop=None):
@@ -174,8 +174,9 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(mnist, tmp_p
 def collect_with(config, mnist, checkpoint_dir, should_stop=None):
     events = []
     try:
-        result = train(config, events.append, should_stop, data=mnist,
-                       checkpoint_dir=checkpoint_dir)  # fmt: skip
+        result = train(
+            config, events.append, should_stop, data=mnist, checkpoint_dir=checkpoint_dir
+        )
     except (Diverged, Cancelled) as exc:
         result = exc
     return events, result

@@ -20,8 +20,17 @@ from websockets.sync.client import connect
 # Real training, kept small: an MLP trains and evaluates in a few seconds.
 # Unshifted images (max_shift 0): 20 steps are too few for the MLP to learn
 # shifted digits, and these tests check that a run learns, not the shifts.
-TINY = {"arch": "mlp", "steps": 20, "eval_every": 5, "train_subset": 1000, "batch_size": 32,
-        "dropout": 0.0, "optimizer": "adam", "learning_rate": 0.01, "max_shift": 0}  # fmt: skip
+TINY = {
+    "arch": "mlp",
+    "steps": 20,
+    "eval_every": 5,
+    "train_subset": 1000,
+    "batch_size": 32,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "max_shift": 0,
+}
 LONG = {**TINY, "steps": 100_000, "eval_every": 1000}  # runs until cancelled or killed
 
 
@@ -43,9 +52,22 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         host = ["--host", "127.0.0.1"] if "--host" not in self.extra else []
-        cmd = [sys.executable, "-m", "server", *host, "--port", str(self.port),
-               "--db", str(self.db), "--data-dir", str(self.data_dir),
-               "--workers", str(self.workers), *self.extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "bnlab",
+            "serve",
+            *host,
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            "--data-dir",
+            str(self.data_dir),
+            "--workers",
+            str(self.workers),
+            *self.extra,
+        ]
         self.process = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -63,8 +85,9 @@ class ServerProcess:
 
     def pids(self) -> list[int]:
         """The server and every process it started (workers, resource tracker)."""
-        out = subprocess.run(["pgrep", "-s", str(self.process.pid)], capture_output=True,
-                             text=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["pgrep", "-s", str(self.process.pid)], capture_output=True, text=True
+        ).stdout
         return [int(p) for p in out.split()]
 
     def worker_pids(self) -> list[int]:

@@ -61,11 +61,17 @@ def test_a_comparison_trains_twins_and_compare_reports_speedup(server):
     (pair,) = compare["pairs"]
     assert (pair["bn"], pair["no_bn"], pair["comparison_id"]) == (bn["id"], plain["id"], body["id"])
     assert "speedup" in pair
-    exported = server.http.get("/api/export", params={"runs": f"{bn['id']},{plain['id']}",
-                                                      "format": "json"}).json()  # fmt: skip
+    exported = server.http.get(
+        "/api/export", params={"runs": f"{bn['id']},{plain['id']}", "format": "json"}
+    ).json()
     assert [r["run"]["config"]["batch_norm"] for r in exported["runs"]] == [True, False]
-    rows = list(csv.DictReader(io.StringIO(server.http.get(
-        "/api/export", params={"runs": f"{bn['id']},{plain['id']}"}).text)))  # fmt: skip
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                server.http.get("/api/export", params={"runs": f"{bn['id']},{plain['id']}"}).text
+            )
+        )
+    )
     assert len(rows) == 10 and {r["batch_norm"] for r in rows} == {"True", "False"}
 
 
@@ -91,8 +97,10 @@ def test_delete_is_refused_while_active_and_removes_everything_after(server):
 
 
 def test_list_is_newest_first_filterable_and_paginated(server):
-    ids = [server.post("/api/runs", {**TINY, "steps": 5, "eval_every": 5}).json()["id"]
-           for _ in range(3)]  # fmt: skip
+    ids = [
+        server.post("/api/runs", {**TINY, "steps": 5, "eval_every": 5}).json()["id"]
+        for _ in range(3)
+    ]
     for run_id in ids:
         server.wait_status(run_id, "completed", "failed")
     page = server.http.get("/api/runs", params={"limit": 2}).json()
@@ -134,8 +142,13 @@ def test_a_comparison_refuses_batch_norm(server):
 
 
 def test_unknown_ids_are_404_with_a_message(server):
-    for path in ("/api/runs/nope", "/api/runs/nope/metrics", "/api/runs/nope/metrics.csv",
-                 "/api/comparisons/nope", "/api/compare?runs=nope"):  # fmt: skip
+    for path in (
+        "/api/runs/nope",
+        "/api/runs/nope/metrics",
+        "/api/runs/nope/metrics.csv",
+        "/api/comparisons/nope",
+        "/api/compare?runs=nope",
+    ):
         response = server.http.get(path)
         assert response.status_code == 404, path
         assert "nope" in response.json()["detail"]
@@ -154,10 +167,18 @@ def test_health_reports_workers_queue_and_tensorflow(server):
 
 def test_openapi_documents_every_route(server):
     spec = server.http.get("/openapi.json").json()
-    for path in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/metrics",
-                 "/api/runs/{run_id}/metrics.csv", "/api/runs/{run_id}/cancel",
-                 "/api/comparisons", "/api/comparisons/{comparison_id}", "/api/compare",
-                 "/api/export", "/api/health"):  # fmt: skip
+    for path in (
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/metrics",
+        "/api/runs/{run_id}/metrics.csv",
+        "/api/runs/{run_id}/cancel",
+        "/api/comparisons",
+        "/api/comparisons/{comparison_id}",
+        "/api/compare",
+        "/api/export",
+        "/api/health",
+    ):
         assert path in spec["paths"], path
     assert "batch_norm" not in spec["components"]["schemas"]["ComparisonCreate"]["properties"]
     assert server.http.get("/docs").status_code == 200

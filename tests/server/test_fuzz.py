@@ -28,8 +28,12 @@ def test_no_generated_request_makes_the_server_fail(tmp_path, data_dir):
 def fuzz(operation, server: ServerProcess, cases: dict[str, int]) -> None:
     label = operation.label
 
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy())
     def check(case):
         response = case.call(base_url=server.base, timeout=30)

@@ -16,8 +16,9 @@ TOKEN = "s3cret-token"
 def guarded(tmp_path_factory, data_dir):
     from tests.server.conftest import ServerProcess
 
-    server = ServerProcess(tmp_path_factory.mktemp("sec") / "bnlab.db", data_dir, workers=1,
-                           extra=["--token", TOKEN]).start()  # fmt: skip
+    server = ServerProcess(
+        tmp_path_factory.mktemp("sec") / "bnlab.db", data_dir, workers=1, extra=["--token", TOKEN]
+    ).start()
     yield server
     server.stop()
 
@@ -68,30 +69,50 @@ def test_another_origin_cannot_drive_the_api_or_open_streams(server):
 
 def test_a_form_post_cannot_pose_as_json(server):
     before = server.http.get("/api/runs").json()["total"]
-    response = server.http.post("/api/runs", content=b'{"steps": 5}',
-                                headers={"Content-Type": "text/plain"})  # fmt: skip
+    response = server.http.post(
+        "/api/runs", content=b'{"steps": 5}', headers={"Content-Type": "text/plain"}
+    )
     assert response.status_code == 415 and "JSON" in response.json()["detail"]
     assert server.http.get("/api/runs").json()["total"] == before
 
 
 def test_oversized_and_malformed_bodies_are_refused(server):
-    big = server.http.post("/api/runs", content=b"{" + b" " * 100_000 + b"}",
-                           headers={"Content-Type": "application/json"})  # fmt: skip
+    big = server.http.post(
+        "/api/runs",
+        content=b"{" + b" " * 100_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert big.status_code == 413
     chunked = server.http.post(
-        "/api/runs", content=iter([b"{" + b" " * 40_000] * 3),
+        "/api/runs",
+        content=iter([b"{" + b" " * 40_000] * 3),
         headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     assert chunked.status_code == 413 and "65536" in chunked.json()["detail"]
-    broken = server.http.post("/api/runs", content=b'{"steps": ',
-                              headers={"Content-Type": "application/json"})  # fmt: skip
+    broken = server.http.post(
+        "/api/runs", content=b'{"steps": ', headers={"Content-Type": "application/json"}
+    )
     assert broken.status_code == 422 and "detail" in broken.json()
 
 
 def test_refuses_to_serve_the_network_without_a_token(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "server", "--host", "0.0.0.0", "--port", "1",
-                          "--db", str(tmp_path / "x.db")],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bnlab",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+            "--db",
+            str(tmp_path / "x.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "BNLAB_TOKEN" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -108,10 +129,17 @@ def test_queue_is_capped_with_retry_after(start_server):
 
 def test_nan_and_absurd_numbers_are_refused_and_nothing_is_stored(server):
     before = server.http.get("/api/runs").json()["total"]
-    for raw in (b'{"learning_rate": NaN}', b'{"learning_rate": Infinity}', b'{"steps": 1e400}',
-                b'{"steps": 1000000000000}', b"[1, 2]", b'"just a string"'):  # fmt: skip
-        response = server.http.post("/api/runs", content=raw,
-                                    headers={"Content-Type": "application/json"})  # fmt: skip
+    for raw in (
+        b'{"learning_rate": NaN}',
+        b'{"learning_rate": Infinity}',
+        b'{"steps": 1e400}',
+        b'{"steps": 1000000000000}',
+        b"[1, 2]",
+        b'"just a string"',
+    ):
+        response = server.http.post(
+            "/api/runs", content=raw, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 422, (raw, response.text)
         assert response.json()["detail"]
     assert server.http.get("/api/runs").json()["total"] == before
@@ -144,8 +172,11 @@ def test_a_dns_rebinding_page_cannot_reach_a_tokenless_server(server):
     assert server.http.post("/api/runs", json=TINY, headers=rebound).status_code == 403
     assert server.http.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
     with pytest.raises(InvalidStatus):
-        connect(f"{server.ws_base}/ws/runs", additional_headers={"Host": "evil.example"},
-                open_timeout=10)  # fmt: skip
+        connect(
+            f"{server.ws_base}/ws/runs",
+            additional_headers={"Host": "evil.example"},
+            open_timeout=10,
+        )
     assert server.http.get("/api/runs", headers={"Host": f"localhost:{server.port}"}).is_success
 
 
@@ -161,9 +192,14 @@ def test_serving_the_network_without_a_token_takes_an_explicit_flag_and_warns(st
 def test_configured_origins_get_cors_and_may_call(start_server):
     friend = "http://friend.example"
     server = start_server(extra=["--allowed-origins", friend])
-    preflight = server.http.options("/api/runs", headers={
-        "Origin": friend, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type"})  # fmt: skip
+    preflight = server.http.options(
+        "/api/runs",
+        headers={
+            "Origin": friend,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
     assert preflight.headers["access-control-allow-origin"] == friend
     created = server.http.post("/api/runs", json={**TINY, "steps": 5}, headers={"Origin": friend})
     assert created.status_code == 201
