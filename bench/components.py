@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+
+from bench.report import machine, write_section
 from bnlab.model.batchnorm import BatchNorm
 from bnlab.model.config import RunConfig
 from bnlab.model.networks import Conv2D, Dense, build_network
 from bnlab.model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR, Adagrad
-
-from bench.report import machine, write_section
 
 Piece = Callable[[], object]
 

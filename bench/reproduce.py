@@ -13,14 +13,14 @@ import argparse
 import io
 import time
 
+from pydantic import ValidationError
+
+from bench.report import machine, write_section
 from bnlab.model.cli import LogPrinter, describe_validation_error
 from bnlab.model.config import RunConfig
 from bnlab.model.data import load_mnist
 from bnlab.model.events import EvalEvent, Event
 from bnlab.model.training import train
-from pydantic import ValidationError
-
-from bench.report import machine, write_section
 
 
 def run(config: RunConfig, data) -> dict:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import httpx
 import websockets
+
+from bench.report import machine, write_section
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, ProbePercentiles
 from bnlab.server.store import Store
-
-from bench.report import machine, write_section
 from tests.server.conftest import ServerProcess
 
 CNN = {"steps": 600, "eval_every": 100}  # about a minute on 2 cores

@@ -20,12 +20,12 @@ import statistics
 import time
 
 import keras
+
+from bench.report import machine, write_section
 from bnlab.model.config import RunConfig
 from bnlab.model.data import load_mnist
 from bnlab.model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR
 from bnlab.model.training import train
-
-from bench.report import machine, write_section
 
 WARMUP = 20
 

@@ -7,10 +7,11 @@ import os
 import sys
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from bnlab.model.config import RunConfig
 from bnlab.model.data import DataError, load_mnist
 from bnlab.model.events import Event, TrainingStopped
-from pydantic import ValidationError
 
 # Run-configuration field -> the flag that sets it, so errors name the flag.
 FLAGS = {

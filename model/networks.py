@@ -11,6 +11,7 @@ import zlib
 
 import keras
 import tensorflow as tf
+
 from bnlab.model.batchnorm import BatchNorm
 from bnlab.model.config import RunConfig
 

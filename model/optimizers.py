@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
 from bnlab.model.config import RunConfig
 
 ADAGRAD_INITIAL_ACCUMULATOR = 0.1  # tf.compat.v1.train.AdagradOptimizer's default

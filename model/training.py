@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
 from bnlab.model import device
 from bnlab.model.augment import random_shift
 from bnlab.model.config import RunConfig

@@ -8,6 +8,8 @@ import json
 from importlib import metadata
 from typing import Annotated, Literal
 
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
 from bnlab.model.config import MAX_STEPS, RunConfig
 from bnlab.server.deps import ServiceDep, SettingsDep
 from bnlab.server.runs import point_public
@@ -26,7 +28,6 @@ from bnlab.server.schemas import (
 )
 from bnlab.server.status import RunStatus
 from bnlab.server.summary import pair_speedups, summarize
-from fastapi import APIRouter, HTTPException, Query, Response, status
 
 router = APIRouter(prefix="/api")
 MAX_RUNS_PER_REQUEST = 20

@@ -7,6 +7,13 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from bnlab.server import api, ws
 from bnlab.server.executor import ProcessExecutor
 from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
@@ -14,12 +21,6 @@ from bnlab.server.security import Guard, is_loopback
 from bnlab.server.settings import Settings
 from bnlab.server.store import Store, StoreError
 from bnlab.server.stream import Hub
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("bnlab")
 # The dashboard ships inside the package, so any install (wheel, editable,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import Depends, Request
+
 from bnlab.server.runs import RunService
 from bnlab.server.settings import Settings
 from bnlab.server.store import Store
-from fastapi import Depends, Request
 
 
 def get_service(request: Request) -> RunService:

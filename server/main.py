@@ -96,6 +96,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from bnlab.server.app import create_app
     from bnlab.server.security import is_loopback
     from bnlab.server.store import StoreError

@@ -6,11 +6,12 @@ import math
 from datetime import datetime
 from typing import Literal
 
+from pydantic import BaseModel, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
+
 from bnlab.model.config import RunConfig
 from bnlab.model.events import ProbePercentiles, TestMetrics
 from bnlab.server.status import RunStatus
-from pydantic import BaseModel, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
 
 
 class RunCreate(RunConfig):

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import json
 
+from fastapi import APIRouter, WebSocket
+
 from bnlab.server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
 from bnlab.server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
-from fastapi import APIRouter, WebSocket
 
 router = APIRouter()
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped

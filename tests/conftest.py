@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bnlab.model.data import DataError, ensure_files
 
 

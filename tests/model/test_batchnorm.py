@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from bnlab.model.batchnorm import BatchNorm
 
 SHAPES = [(32, 6), (8, 5, 5, 4)]

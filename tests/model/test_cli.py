@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bnlab.model.cli import LogPrinter
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, ProbePercentiles

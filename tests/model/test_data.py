@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from bnlab.model import data
 from bnlab.model.data import (
     FILES,

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from bnlab.model.batchnorm import BatchNorm
 from bnlab.model.config import RunConfig
 from bnlab.model.networks import build_network

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from bnlab.model.config import RunConfig
 from bnlab.model.optimizers import Adagrad, make_optimizer
 

@@ -3,11 +3,12 @@ import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
 from bnlab.model import events as ev
 from bnlab.model.config import MAX_EVALS, RunConfig
 from bnlab.model.events import Cancelled, Diverged, EvalEvent, event_adapter
 from bnlab.model.training import _loss_and_accuracy, train
-from pydantic import ValidationError
 
 
 def tiny(**overrides) -> RunConfig:

@@ -5,9 +5,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from bnlab.server.stream import Hub
 from websockets.exceptions import ConnectionClosed
 
+from bnlab.server.stream import Hub
 from tests.server.conftest import TINY, receive
 
 
