@@ -184,6 +184,14 @@ def load_release_db(path: Path) -> Path:
     return path
 
 
+def release_dump() -> sqlite3.Connection:
+    """What release 0.1.0 wrote, read straight from the dump: the expected values."""
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    db.executescript(RELEASE_SQL.read_text(encoding="utf-8"))
+    return db
+
+
 @pytest.fixture
 def release_db(tmp_path) -> Path:
     return load_release_db(tmp_path / "release.db")

@@ -16,7 +16,7 @@ from bnlab.server.migrations import MIGRATIONS, SchemaError, migrate, schema_ver
 from bnlab.server.points import POINT_COLUMNS, point_public
 from bnlab.server.status import InvalidTransition, RunStatus
 from bnlab.server.store import Store, StoreError
-from tests.server.conftest import RELEASE_SQL
+from tests.server.conftest import release_dump
 
 CONFIG = RunConfig(arch="mlp", steps=20, eval_every=10)
 TABLES = ("runs", "points", "comparisons")
@@ -29,13 +29,6 @@ def rows(db: sqlite3.Connection, table: str) -> list[tuple]:
 def columns(db: sqlite3.Connection, table: str) -> list[tuple]:
     # (name, type, notnull, default, primary-key position) of every column, in order
     return [tuple(c)[1:] for c in db.execute(f"PRAGMA table_info({table})")]
-
-
-def released() -> sqlite3.Connection:
-    """What the release wrote, read straight from the dump: the expected values."""
-    db = sqlite3.connect(":memory:")
-    db.executescript(RELEASE_SQL.read_text(encoding="utf-8"))
-    return db
 
 
 def evaluation(step: int, val_loss: float = 0.5, p50: float | None = 0.1) -> EvalEvent:
@@ -62,7 +55,7 @@ def store(tmp_path):
 
 def test_an_empty_file_gets_the_release_schema_at_the_latest_version(store):
     assert schema_version(store.db) == len(MIGRATIONS)
-    release = released()
+    release = release_dump()
     for table in TABLES:
         assert columns(store.db, table) == columns(release, table)
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
@@ -77,7 +70,7 @@ def test_the_points_table_has_a_column_for_every_field_of_a_point(store):
 def test_a_release_database_is_upgraded_with_every_row_intact(release_db):
     store = Store(release_db)
     assert schema_version(store.db) == len(MIGRATIONS)
-    release = released()
+    release = release_dump()
     for table in TABLES:
         assert rows(store.db, table) == rows(release, table), table
         assert columns(store.db, table) == columns(release, table), table
@@ -143,7 +136,7 @@ def test_an_appended_migration_applies_to_a_release_database(release_db):
     assert migrate(db, [*MIGRATIONS, _add_labels_table]) == 0
     assert schema_version(db) == len(MIGRATIONS) + 1
     assert db.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 9
-    assert rows(db, "runs") == rows(released(), "runs")
+    assert rows(db, "runs") == rows(release_dump(), "runs")
 
 
 def _half_done_then_broken(db: sqlite3.Connection) -> None:
@@ -175,8 +168,8 @@ def test_a_failing_migration_is_rolled_back_and_the_version_stays(release_db, mi
         migrate(db, [*MIGRATIONS, migration])
     assert schema_version(db) == len(MIGRATIONS)  # the migrations before it were applied
     assert not db.in_transaction
-    assert rows(db, "runs") == rows(released(), "runs")
-    assert rows(db, "points") == rows(released(), "points")
+    assert rows(db, "runs") == rows(release_dump(), "runs")
+    assert rows(db, "points") == rows(release_dump(), "points")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == set(TABLES)
 
