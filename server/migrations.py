@@ -18,17 +18,17 @@ To change the schema, append a function to `MIGRATIONS`:
 Never edit or reorder a migration that has been released: databases out there
 already carry its number. A migration is run with `db.execute` statement by
 statement (not `executescript`, which would commit half-way), and may read and
-rewrite rows in Python when SQL alone cannot say it. Foreign keys are not
-enforced while migrations run (so a table can be rebuilt, SQLite's way to change
-a column); each migration must leave them consistent, which is checked before
-it commits. Add a test that upgrades
-`tests/fixtures/release-0.1.0.sql` through it.
+rewrite rows in Python when SQL alone cannot say it. The store enforces foreign
+keys only after migrating (so a table can be rebuilt, SQLite's way to change a
+column); each migration must leave them consistent, which is checked before it
+commits. Add a test that upgrades `tests/fixtures/release-0.1.0.sql` through it
+(tests/server/test_store.py shows how).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -93,7 +93,7 @@ def schema_version(db: sqlite3.Connection) -> int:
     return db.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(db: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> int:
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring `db` to version `len(migrations)`; returns the version it had.
 
     `db` must not be inside a transaction. Raises `SchemaError` for a file
