@@ -12,8 +12,17 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 
+def finite_or_none(value: float | None) -> float | None:
+    """NaN and infinities (a diverged run) become None: not numbers JSON can carry."""
+    return value if value is None or math.isfinite(value) else None
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
+    # The discriminator; every event narrows it to its own literal. Declared here
+    # so that it comes first in an event's JSON, before fields from other bases.
+    type: str
 
 
 class StartEvent(_Event):
@@ -38,11 +47,16 @@ class ProbePercentiles(BaseModel):
     @field_validator("p15", "p50", "p85", mode="before")
     @classmethod
     def _finite_or_null(cls, value: float | None) -> float | None:
-        return value if value is None or math.isfinite(value) else None
+        return finite_or_none(value)
 
 
-class EvalEvent(_Event):
-    type: Literal["eval"] = "eval"
+class EvalPoint(BaseModel):
+    """One evaluation of the validation set: a point of the curves. The one
+    definition of its fields: the server derives its stored columns, its public
+    Point and its CSV columns from them (bnlab.server.points)."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
     step: int = Field(description="Number of updates done before this evaluation")
     # `| None`: a non-finite value (diverged run) travels as JSON null.
     val_loss: float | None
@@ -51,6 +65,10 @@ class EvalEvent(_Event):
     examples_per_sec: float | None = Field(description="Training throughput since the last eval")
     elapsed: float = Field(description="Seconds since training started")
     probe: ProbePercentiles
+
+
+class EvalEvent(EvalPoint, _Event):
+    type: Literal["eval"] = "eval"
 
 
 class ProgressEvent(_Event):

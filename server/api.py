@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from bnlab.model.config import MAX_STEPS, RunConfig
 from bnlab.server.deps import ServiceDep, SettingsDep
-from bnlab.server.runs import point_public
+from bnlab.server.points import POINT_COLUMNS, flatten_point, point_public
 from bnlab.server.schemas import (
     CompareResult,
     ComparisonCreate,
@@ -31,17 +31,6 @@ from bnlab.server.summary import pair_speedups, summarize
 
 router = APIRouter(prefix="/api")
 MAX_RUNS_PER_REQUEST = 20
-CSV_COLUMNS = [
-    "step",
-    "val_loss",
-    "val_acc",
-    "train_loss",
-    "examples_per_sec",
-    "elapsed",
-    "p15",
-    "p50",
-    "p85",
-]
 CONFIG_COLUMNS = list(RunConfig.model_fields)
 
 
@@ -97,18 +86,12 @@ async def get_metrics(
     return MetricsPublic(run_id=run_id, points=_points(service, run_id, since_step))
 
 
-def _point_row(point: PointPublic) -> list:
-    data = point.model_dump()
-    probe = data.pop("probe")
-    return [{**data, **probe}[column] for column in CSV_COLUMNS]
-
-
 @router.get("/runs/{run_id}/metrics.csv", response_class=Response)
 async def get_metrics_csv(run_id: str, service: ServiceDep) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(_point_row(p) for p in _points(service, run_id))
+    writer.writerow(POINT_COLUMNS)
+    writer.writerows(flatten_point(p).values() for p in _points(service, run_id))
     return Response(
         out.getvalue(),
         media_type="text/csv",
@@ -176,11 +159,11 @@ async def export(
         return Response(json.dumps(body), media_type="application/json", headers=headers)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["run_id", "label", *CONFIG_COLUMNS, *CSV_COLUMNS])
+    writer.writerow(["run_id", "label", *CONFIG_COLUMNS, *POINT_COLUMNS])
     for run, points in selected:
         config = run.config.model_dump()
         prefix = [run.id, run.label, *(config[c] for c in CONFIG_COLUMNS)]
-        writer.writerows([*prefix, *_point_row(p)] for p in points)
+        writer.writerows([*prefix, *flatten_point(p).values()] for p in points)
     return Response(out.getvalue(), media_type="text/csv", headers=headers)
 
 

@@ -8,15 +8,10 @@ from fastapi import Depends, Request
 
 from bnlab.server.runs import RunService
 from bnlab.server.settings import Settings
-from bnlab.server.store import Store
 
 
 def get_service(request: Request) -> RunService:
     return request.app.state.service
-
-
-def get_store(request: Request) -> Store:
-    return request.app.state.service.store
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,5 +19,4 @@ def get_settings(request: Request) -> Settings:
 
 
 ServiceDep = Annotated[RunService, Depends(get_service)]
-StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

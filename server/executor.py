@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import Event, event_adapter
+from bnlab.server.status import Outcome
 from bnlab.server.worker import WorkerMessage, run_worker
 
-Outcome = Literal["completed", "cancelled", "diverged", "failed"]
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
 
 
@@ -53,7 +53,7 @@ class Executor(Protocol):
         makes sure a slot is free."""
 
     def cancel(self, run_id: str) -> None:
-        """Ask the run to stop; it ends with a `RunEnded(outcome="cancelled")`."""
+        """Ask the run to stop; it ends with a `RunEnded(outcome=Outcome.CANCELLED)`."""
 
     def discard_checkpoint(self, run_id: str) -> None:
         """Forget the run's saved training state (it will not be resumed)."""
@@ -179,9 +179,9 @@ class ProcessExecutor:
         if job.outcome is not None:
             self._finish(job, *job.outcome)
         elif job.cancel.is_set():
-            self._finish(job, "cancelled", None)
+            self._finish(job, Outcome.CANCELLED, None)
         else:
-            self._finish(job, "failed", _exit_reason(job.process.exitcode))
+            self._finish(job, Outcome.FAILED, _exit_reason(job.process.exitcode))
 
     def discard_checkpoint(self, run_id: str) -> None:
         shutil.rmtree(self.checkpoints / run_id, ignore_errors=True)

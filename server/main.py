@@ -99,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from bnlab.server.app import create_app
     from bnlab.server.security import is_loopback
-    from bnlab.server.store import StoreError
+    from bnlab.server.store import Store, StoreError
 
     if not is_loopback(args.host) and not args.token:
         if not args.no_auth:
@@ -126,6 +126,13 @@ def serve(args: argparse.Namespace) -> int:
         allowed_origins=origins,
         max_queued=args.max_queued,
     )
+    try:
+        # Opened (and migrated) here, before uvicorn: inside its start-up a refused
+        # database would end in a traceback instead of this message.
+        Store(settings.db_path).close()
+    except StoreError as exc:
+        print(f"bnlab serve: error: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     print(
         f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "
@@ -133,15 +140,11 @@ def serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    try:
-        uvicorn.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_level="info",
-            ws_max_size=64 * 1024,  # the streams take no input; refuse big frames early
-        )
-    except StoreError as exc:
-        print(f"bnlab serve: error: {exc}", file=sys.stderr)
-        return 1
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        ws_max_size=64 * 1024,  # the streams take no input; refuse big frames early
+    )
     return 0

@@ -21,7 +21,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
 from bnlab.server.executor import Executor, RunEnded, TrainingEvent
 from bnlab.server.schemas import PointPublic, RunPublic
-from bnlab.server.status import RunStatus
+from bnlab.server.status import Outcome, RunStatus
 from bnlab.server.store import Store, StoreError
 from bnlab.server.stream import Hub
 
@@ -61,19 +61,6 @@ class _Live:
 def default_label(config: RunConfig) -> str:
     bn = "BN" if config.batch_norm else "no-BN"
     return f"{bn} · {config.arch} · {config.optimizer} {config.learning_rate:g}"
-
-
-def point_public(row) -> PointPublic:
-    return PointPublic(
-        seq=row["seq"],
-        step=row["step"],
-        val_loss=row["val_loss"],
-        val_acc=row["val_acc"],
-        train_loss=row["train_loss"],
-        examples_per_sec=row["examples_per_sec"],
-        elapsed=row["elapsed"],
-        probe={"p15": row["p15"], "p50": row["p50"], "p85": row["p85"]},
-    )
 
 
 class RunService:
@@ -325,19 +312,16 @@ class RunService:
             self._publish_status(run_id, "test", seq)
 
     def _on_end(self, message: RunEnded) -> None:
-        status = {
-            "completed": RunStatus.COMPLETED,
-            "cancelled": RunStatus.CANCELLED,
-            "diverged": RunStatus.DIVERGED,
-            "failed": RunStatus.FAILED,
-        }[message.outcome]
+        status = message.outcome.status
         row = self.store.get_run(message.run_id)
         if row is None or not RunStatus(row["status"]).active:
             return  # deleted meanwhile, or already settled
         if status == RunStatus.COMPLETED and row["test_accuracy"] is None:
             status, message = (
                 RunStatus.FAILED,
-                RunEnded(message.run_id, "failed", "the worker finished without test metrics"),
+                RunEnded(
+                    message.run_id, Outcome.FAILED, "the worker finished without test metrics"
+                ),
             )
         self._set_status(message.run_id, status, message.error)
         if not status.resumable:  # finished for good: its training state is not needed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Literal
 
@@ -10,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from bnlab.model.config import RunConfig
-from bnlab.model.events import ProbePercentiles, TestMetrics
+from bnlab.model.events import EvalPoint, TestMetrics, finite_or_none
 from bnlab.server.status import RunStatus
 
 
@@ -58,22 +57,19 @@ class RunPublic(BaseModel):
     last_seq: int = Field(0, description="Sequence number of the run's latest event")
 
 
-class PointPublic(BaseModel):
-    """One validation evaluation. Non-finite numbers are null."""
+class _Sequenced(BaseModel):
+    seq: int = Field(description="The run's event sequence number that carried this point")
 
-    @field_validator("val_loss", "val_acc", "train_loss", "examples_per_sec", mode="before")
+
+class PointPublic(EvalPoint, _Sequenced):
+    """One validation evaluation (the fields of `EvalPoint`) with its sequence number,
+    which comes first in the JSON: fields of the last base come first. Non-finite
+    numbers are null."""
+
+    @field_validator("*", mode="before")
     @classmethod
-    def _finite_or_null(cls, value: float | None) -> float | None:
-        return value if value is None or math.isfinite(value) else None
-
-    seq: int
-    step: int
-    val_loss: float | None
-    val_acc: float | None
-    train_loss: float | None
-    examples_per_sec: float | None
-    elapsed: float
-    probe: ProbePercentiles
+    def _finite_or_null(cls, value: object) -> object:
+        return finite_or_none(value) if isinstance(value, float) else value
 
 
 class RunList(BaseModel):

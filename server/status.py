@@ -1,4 +1,9 @@
-"""The run status machine: the one place that says which status may follow which."""
+"""Run status, in one place: the statuses, how a worker can say a run ended, which
+statuses are active, terminal or resumable, and which status may follow which.
+
+The page keeps its copy of the names in frontend/js/status.js (it only knows the
+server through its API); tests/server/test_status.py holds the two together.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,31 @@ class RunStatus(StrEnum):
 
     @property
     def active(self) -> bool:
-        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+        """Waiting for or holding a worker: cannot be deleted, can be cancelled."""
+        return self in ACTIVE
+
+    @property
+    def terminal(self) -> bool:
+        """Nothing more will happen to the run unless a user resumes it."""
+        return self in TERMINAL
 
     @property
     def resumable(self) -> bool:
-        return self in (RunStatus.INTERRUPTED, RunStatus.FAILED)
+        return self in RESUMABLE
+
+
+class Outcome(StrEnum):
+    """How a worker (or the executor on its behalf) says a run ended: each is the
+    terminal status the run takes, see `status`."""
+
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus(self.value)
 
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
@@ -43,6 +68,10 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.DIVERGED: frozenset(),
     RunStatus.INTERRUPTED: frozenset({RunStatus.QUEUED}),
 }
+ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+TERMINAL = frozenset(RunStatus) - ACTIVE
+# Derived, not listed: a status is resumable exactly when it may go back to the queue.
+RESUMABLE = frozenset(s for s in TERMINAL if RunStatus.QUEUED in TRANSITIONS[s])
 
 
 class InvalidTransition(Exception):

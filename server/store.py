@@ -4,11 +4,11 @@ The server process is the only writer (workers report through the executor),
 so one connection used from the event loop is enough. WAL keeps readers and
 the writer out of each other's way; synchronous=FULL makes every commit
 durable, so a run marked completed keeps its metrics even through a power cut.
+Opening a file brings its schema up to date (bnlab.server.migrations).
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,49 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.model.config import RunConfig
-from bnlab.model.events import EvalEvent, TestMetrics
-from bnlab.server.status import RunStatus, check_transition
+from bnlab.model.events import EvalPoint, TestMetrics, finite_or_none
+from bnlab.server.migrations import SchemaError, migrate
+from bnlab.server.points import POINT_COLUMNS, flatten_point
+from bnlab.server.status import ACTIVE, RunStatus, check_transition
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    label TEXT NOT NULL,
-    comparison_id TEXT,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL,
-    step INTEGER NOT NULL DEFAULT 0,
-    total_steps INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    error TEXT,
-    device TEXT,
-    test_loss REAL,
-    test_accuracy REAL,
-    log_loss REAL,
-    last_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS runs_by_age ON runs (created_at);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
-CREATE TABLE IF NOT EXISTS points (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    val_loss REAL,
-    val_acc REAL,
-    train_loss REAL,
-    examples_per_sec REAL,
-    elapsed REAL NOT NULL,
-    p15 REAL,
-    p50 REAL,
-    p85 REAL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS comparisons (
-    id TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL
-);
-"""
+# Column names come from code (the point's fields), never from users.
+_INSERT_POINT = (
+    f"INSERT OR REPLACE INTO points (run_id, seq, {', '.join(POINT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * (2 + len(POINT_COLUMNS)))})"
+)
 
 
 class StoreError(Exception):
@@ -69,11 +36,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _finite(value: float | None) -> float | None:
-    """NaN/inf become NULL: they are not numbers JSON can carry."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -81,10 +43,14 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
+            # Migrations first: a file this code refuses is not even switched to WAL.
+            migrate(self.db)
+            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
+        except SchemaError as exc:
+            self.db.close()
+            raise StoreError(f"cannot use the database {self.path}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
 
@@ -138,12 +104,6 @@ class Store:
         ).fetchall()
         return rows, total
 
-    def runs_by_ids(self, run_ids: list[str]) -> list[sqlite3.Row]:
-        marks = ",".join("?" * len(run_ids))
-        rows = self.db.execute(f"SELECT * FROM runs WHERE id IN ({marks})", run_ids).fetchall()
-        by_id = {row["id"]: row for row in rows}
-        return [by_id[i] for i in run_ids if i in by_id]
-
     def comparison_runs(self, comparison_id: str) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
         comparison = self.db.execute(
             "SELECT * FROM comparisons WHERE id = ?", (comparison_id,)
@@ -194,9 +154,9 @@ class Store:
             "UPDATE runs SET test_loss = ?, test_accuracy = ?, log_loss = ?, last_seq = ?"
             " WHERE id = ?",
             (
-                _finite(metrics.test_loss),
-                _finite(metrics.test_accuracy),
-                _finite(metrics.log_loss),
+                finite_or_none(metrics.test_loss),
+                finite_or_none(metrics.test_accuracy),
+                finite_or_none(metrics.log_loss),
                 last_seq,
                 run_id,
             ),
@@ -204,15 +164,17 @@ class Store:
 
     def interrupt_unfinished(self) -> list[str]:
         """Runs a previous server process left queued or running become interrupted."""
+        marks = ", ".join("?" * len(ACTIVE))
         rows = self.db.execute(
-            "SELECT id FROM runs WHERE status IN (?, ?)", (RunStatus.QUEUED, RunStatus.RUNNING)
+            f"SELECT id, status, last_seq FROM runs WHERE status IN ({marks})", tuple(ACTIVE)
         ).fetchall()
-        self._write(
-            "UPDATE runs SET status = ?, finished_at = ?, last_seq = last_seq + 1,"
-            " error = 'the server stopped while this run was ' || status"
-            " WHERE status IN (?, ?)",
-            (RunStatus.INTERRUPTED, now().isoformat(), RunStatus.QUEUED, RunStatus.RUNNING),
-        )
+        for row in rows:  # one at a time: a crash half-way leaves the rest for next time
+            self.set_status(
+                row["id"],
+                RunStatus.INTERRUPTED,
+                error=f"the server stopped while this run was {row['status']}",
+                last_seq=row["last_seq"] + 1,
+            )
         return [row["id"] for row in rows]
 
     def delete_run(self, run_id: str) -> None:
@@ -220,32 +182,14 @@ class Store:
 
     # -- points -----------------------------------------------------------
 
-    def add_point(self, run_id: str, seq: int, event: EvalEvent) -> None:
-        probe = event.probe
+    def add_point(self, run_id: str, seq: int, point: EvalPoint) -> None:
         # One transaction: the point and the run's progress move together.
         try:
             with self.db:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO points (run_id, seq, step, val_loss, val_acc,"
-                    " train_loss, examples_per_sec, elapsed, p15, p50, p85)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        seq,
-                        event.step,
-                        _finite(event.val_loss),
-                        _finite(event.val_acc),
-                        _finite(event.train_loss),
-                        _finite(event.examples_per_sec),
-                        event.elapsed,
-                        _finite(probe.p15),
-                        _finite(probe.p50),
-                        _finite(probe.p85),
-                    ),
-                )
+                self.db.execute(_INSERT_POINT, (run_id, seq, *flatten_point(point).values()))
                 self.db.execute(
                     "UPDATE runs SET step = MAX(step, ?), last_seq = ? WHERE id = ?",
-                    (event.step, seq, run_id),
+                    (point.step, seq, run_id),
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"database write failed ({self.path}): {exc}") from None

@@ -11,9 +11,10 @@ import signal
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Literal
 
 from pydantic import BaseModel
+
+from bnlab.server.status import Outcome
 
 
 class WorkerMessage(BaseModel):
@@ -21,7 +22,7 @@ class WorkerMessage(BaseModel):
 
     event: str | None = None  # the event's own JSON (non-finite numbers as null)
     sent_at: float | None = None  # unix time the worker sent it: end-to-end latency
-    outcome: Literal["completed", "cancelled", "diverged", "failed"] | None = None
+    outcome: Outcome | None = None
     error: str | None = None
 
 
@@ -57,15 +58,15 @@ def run_worker(
         config = RunConfig.model_validate_json(config_json)
         try:
             train(config, on_event, cancel.is_set, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
-            send(WorkerMessage(outcome="completed"))
+            send(WorkerMessage(outcome=Outcome.COMPLETED))
         except Cancelled:
-            send(WorkerMessage(outcome="cancelled"))
+            send(WorkerMessage(outcome=Outcome.CANCELLED))
         except Diverged as exc:
-            send(WorkerMessage(outcome="diverged", error=str(exc)))
+            send(WorkerMessage(outcome=Outcome.DIVERGED, error=str(exc)))
         except DataError as exc:
-            send(WorkerMessage(outcome="failed", error=str(exc)))
+            send(WorkerMessage(outcome=Outcome.FAILED, error=str(exc)))
     except Exception as exc:
         traceback.print_exc()
-        send(WorkerMessage(outcome="failed", error=f"{type(exc).__name__}: {exc}"))
+        send(WorkerMessage(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()

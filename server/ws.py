@@ -8,7 +8,8 @@ import json
 
 from fastapi import APIRouter, WebSocket
 
-from bnlab.server.runs import RUNS_TOPIC, NotFound, RunService, point_public, run_topic
+from bnlab.server.points import point_public
+from bnlab.server.runs import RUNS_TOPIC, NotFound, RunService, run_topic
 from bnlab.server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
 
 router = APIRouter()

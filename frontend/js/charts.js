@@ -5,6 +5,8 @@
 
 /* global Plotly */
 
+import { Status, TERMINAL } from "./status.js";
+
 const CONFIG = {
   displaylogo: false,
   responsive: true,
@@ -31,7 +33,7 @@ function withAlpha(hex, alpha) {
 }
 
 function runName(run) {
-  const flag = ["failed", "diverged", "cancelled", "interrupted"].includes(run.status) ? ` (${run.status})` : "";
+  const flag = TERMINAL.has(run.status) && run.status !== Status.COMPLETED ? ` (${run.status})` : "";
   return `${run.label}${flag}`;
 }
 

@@ -1,7 +1,7 @@
 // The compare panel: the selected runs side by side (GET /api/compare) and export links.
 
 import { api } from "./api.js";
-import { TERMINAL } from "./livesocket.js";
+import { TERMINAL } from "./status.js";
 import { duration, int, isNum, num, pct, shortId } from "./format.js";
 
 const MAX_RUNS = 20; // the API compares at most 20 runs per request

@@ -7,9 +7,9 @@
 // Connections: the registry the disconnection banner and the test hook read.
 
 import { wsUrl } from "./api.js";
+import { Status, TERMINAL } from "./status.js";
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
-export const TERMINAL = new Set(["completed", "failed", "cancelled", "diverged", "interrupted"]);
 
 /** Every live socket of the page, so the banner can say whether we are connected. */
 class ConnectionRegistry extends EventTarget {
@@ -245,7 +245,7 @@ export class RunStream {
   maybeFinish() {
     const run = this.run;
     if (!run || !TERMINAL.has(run.status)) return;
-    if (run.status === "completed" && !run.test_metrics) return; // the test event is coming
+    if (run.status === Status.COMPLETED && !run.test_metrics) return; // the test event is coming
     this.finished = true;
     this.stop(); // nothing more will happen to this run
   }

@@ -7,8 +7,9 @@ import { CurveChart, ProbeChart, chartRun } from "./charts.js";
 import { ComparePanel } from "./compare.js";
 import { Colours, duration } from "./format.js";
 import { RunForm } from "./form.js";
-import { RunStream, RunsFeed, TERMINAL, connections } from "./livesocket.js";
+import { RunStream, RunsFeed, connections } from "./livesocket.js";
 import { RunsTable } from "./runstable.js";
+import { RESUMABLE, Status, TERMINAL } from "./status.js";
 import { PointStore } from "./store.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -57,7 +58,7 @@ const inFeed = new Set(); // runs WS /ws/runs reports on
 
 /** A REST answer older than what the feed already said (e.g. "running" after "cancelled"). */
 function isStale(old, run) {
-  const resumed = ["failed", "interrupted"].includes(old.status) && run.status === "queued";
+  const resumed = RESUMABLE.has(old.status) && run.status === Status.QUEUED;
   if (TERMINAL.has(old.status) && !TERMINAL.has(run.status) && !resumed) return true;
   if (old.status === run.status && (run.step ?? 0) < (old.step ?? 0)) return true;
   return old.status === run.status && old.test_metrics && !run.test_metrics;
@@ -224,8 +225,8 @@ function updateSummary() {
   let running = 0;
   let queued = 0;
   for (const r of runs.values()) {
-    if (r.status === "running") running += 1;
-    else if (r.status === "queued") queued += 1;
+    if (r.status === Status.RUNNING) running += 1;
+    else if (r.status === Status.QUEUED) queued += 1;
   }
   const total = `${runs.size} run${runs.size === 1 ? "" : "s"}`;
   $("[data-testid=activity]").textContent = `${running} running · ${queued} queued · ${total}`;

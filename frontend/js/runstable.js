@@ -1,11 +1,10 @@
 // The runs table: one row per run, updated in place from WS /ws/runs.
 
 import { api } from "./api.js";
-import { TERMINAL } from "./livesocket.js";
+import { RESUMABLE, Status, TERMINAL } from "./status.js";
 import { describeConfig, duration, pct, rate, shortId } from "./format.js";
 
-const BAD = new Set(["failed", "diverged", "interrupted"]);
-const RESUMABLE = new Set(["failed", "interrupted"]); // POST /api/runs/{id}/resume
+const BAD = new Set([Status.FAILED, Status.DIVERGED, Status.INTERRUPTED]);
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -156,7 +155,7 @@ export class RunsTable {
 
   fill(row, run) {
     const p = row.parts;
-    const status = run.status ?? "queued";
+    const status = run.status ?? Status.QUEUED;
     const terminal = TERMINAL.has(status);
     row.tr.dataset.status = status;
     row.tr.classList.toggle("bad", BAD.has(status));
@@ -167,7 +166,7 @@ export class RunsTable {
     p.meta.textContent = describeConfig(run.config);
     p.badge.textContent = status;
     p.badge.className = `badge badge-${status}`;
-    const reason = run.error || (status === "interrupted" ? "the server stopped during this run" : "");
+    const reason = run.error || (status === Status.INTERRUPTED ? "the server stopped during this run" : "");
     p.error.hidden = !reason;
     p.error.textContent = reason ? `⚠ ${reason}` : "";
     p.badge.title = reason;
@@ -180,8 +179,8 @@ export class RunsTable {
     p.progress.setAttribute("aria-valuenow", String(step));
     p.progress.setAttribute("aria-label", `${step} of ${total} steps`);
     p.stepText.textContent = `${step.toLocaleString("en-US")} / ${total.toLocaleString("en-US")}`;
-    p.speed.textContent = status === "running" ? `${rate(run.steps_per_sec)}/s` : "—";
-    p.eta.textContent = status === "running" ? duration(run.eta_seconds) : "—";
+    p.speed.textContent = status === Status.RUNNING ? `${rate(run.steps_per_sec)}/s` : "—";
+    p.eta.textContent = status === Status.RUNNING ? duration(run.eta_seconds) : "—";
     p.acc.textContent = pct(run.test_metrics?.test_accuracy);
     p.cancel.hidden = terminal;
     p.cancel.disabled = terminal;

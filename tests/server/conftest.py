@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -169,3 +170,28 @@ def server(tmp_path_factory, data_dir):
     server = ServerProcess(tmp_path_factory.mktemp("srv") / "bnlab.db", data_dir).start()
     yield server
     server.stop()
+
+
+RELEASE_SQL = Path(__file__).parents[1] / "fixtures" / "release-0.1.0.sql"
+
+
+def load_release_db(path: Path) -> Path:
+    """A database file exactly as release 0.1.0 left it: runs of every status, a
+    comparison, null points (tests/fixtures/make_release_db.py made the dump)."""
+    db = sqlite3.connect(path)
+    db.executescript(RELEASE_SQL.read_text(encoding="utf-8"))
+    db.close()
+    return path
+
+
+def release_dump() -> sqlite3.Connection:
+    """What release 0.1.0 wrote, read straight from the dump: the expected values."""
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    db.executescript(RELEASE_SQL.read_text(encoding="utf-8"))
+    return db
+
+
+@pytest.fixture
+def release_db(tmp_path) -> Path:
+    return load_release_db(tmp_path / "release.db")
