@@ -174,10 +174,8 @@ class RunService:
         comparison_id = uuid.uuid4().hex[:12]
         self.store.insert_comparison(comparison_id)
         runs = []
-        for twin in (
-            config.model_copy(update={"batch_norm": True}),
-            config.model_copy(update={"batch_norm": False}),
-        ):
+        with_bn = config if config.batch_norm else config.twin()
+        for twin in (with_bn, with_bn.twin()):  # the BN run first, as the API promises
             twin_label = f"{label} ({'BN' if twin.batch_norm else 'no-BN'})" if label else None
             runs.append(self.create_run(twin, twin_label, comparison_id))
         return comparison_id, [self.get(r.id) for r in runs]
