@@ -38,9 +38,12 @@ def test_no_flags_train_the_run_configs_defaults():
 
 def test_every_documented_flag_sets_its_field():
     args = build_parser().parse_args(
-        "train --arch mlp --no-bn --optimizer sgd --lr 0.5 --batch-size 60 --steps 600 "
-        "--eval-every 50 --dropout 0 --bn-decay 0.9 --bn-epsilon 0.01 --max-shift 0 "
-        "--seed 7 --train-subset 1000".split()
+        [
+            *("train", "--arch", "mlp", "--no-bn", "--optimizer", "sgd", "--lr", "0.5"),
+            *("--batch-size", "60", "--steps", "600", "--eval-every", "50", "--dropout", "0"),
+            *("--bn-decay", "0.9", "--bn-epsilon", "0.01", "--max-shift", "0", "--seed", "7"),
+            *("--train-subset", "1000"),
+        ]
     )
     assert model_from_args(RunConfig, args) == RunConfig(
         arch="mlp",
