@@ -18,7 +18,13 @@ from bnlab.server.status import RunStatus
 class RunCreate(RunConfig):
     """A run configuration and an optional label for the legend."""
 
-    label: str | None = Field(None, max_length=100)
+    label: str | None = Field(
+        None,
+        max_length=100,
+        title="Label",
+        description="Name in the legend and the runs table; made from the config when absent",
+        json_schema_extra={"placeholder": "automatic"},
+    )
 
     def config(self) -> RunConfig:
         return RunConfig(**self.model_dump(exclude={"label"}))

@@ -87,6 +87,14 @@ def page_errors() -> PageErrors:
     return PageErrors()
 
 
+def wait_until_ready(page) -> None:
+    """The page's modules have run and the form has its fields (from the API's schema)."""
+    page.wait_for_function(
+        "window.bnlab !== undefined && window.Plotly !== undefined"
+        " && document.querySelector('[data-testid=run-form]').dataset.state === 'ready'"
+    )
+
+
 @pytest.fixture
 def open_page(browser, page_errors: PageErrors, request):
     """Opens the dashboard at a URL in a fresh browser context. Fails the test on any
@@ -108,7 +116,7 @@ def open_page(browser, page_errors: PageErrors, request):
             ),
         )
         page.goto(url)
-        page.wait_for_function("window.bnlab !== undefined && window.Plotly !== undefined")
+        wait_until_ready(page)
         return page
 
     yield open_
