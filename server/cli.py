@@ -58,7 +58,8 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> 
             continue
         metavar = flag.removeprefix("--").upper().replace("-", "_")
         if get_origin(kind) is Literal:
-            options: dict[str, Any] = {"choices": get_args(kind)}
+            choices = get_args(kind)
+            options: dict[str, Any] = {"choices": choices, "type": type(choices[0])}
         elif kind in (int, float, str):
             options = {"type": kind, "metavar": metavar}
         else:
@@ -121,6 +122,7 @@ def train(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"bnlab train: error: {describe_validation_error(RunConfig, exc)}", file=sys.stderr)
         return 2
+    # Imported here: `bnlab serve` needs none of the training core's data loading.
     from bnlab.model.console import train_in_console
 
     return train_in_console(config, args.data_dir, args.json)
@@ -205,10 +207,11 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated extra origins allowed to call the API from a "
         "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
     )
-    p.set_defaults(handler=serve)
+    p.set_defaults(handler=_serve)
 
 
-def serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: `bnlab train` and `--help` need none of the web stack.
     from bnlab.server.main import serve
 
     return serve(args)
