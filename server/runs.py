@@ -15,7 +15,6 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
@@ -25,6 +24,7 @@ from bnlab.server.schemas import (
     EvalMessage,
     PointPublic,
     RunChangedMessage,
+    RunEventKind,
     RunEventMessage,
     RunPublic,
 )
@@ -353,9 +353,7 @@ class RunService:
             self._live.pop(run_id, None)  # the stored row is now the whole truth
         self._publish_status(run_id, "status", seq)
 
-    def _publish_status(
-        self, run_id: str, kind: Literal["progress", "status", "test"], seq: int
-    ) -> None:
+    def _publish_status(self, run_id: str, kind: RunEventKind, seq: int) -> None:
         """Publish the run's state under `seq`, which the caller has already stored
         (so a restarted server never hands out a number a client has seen)."""
         run = self.get(run_id)

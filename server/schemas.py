@@ -176,11 +176,14 @@ class EvalMessage(StreamMessage):
     sent_at: float | None = Field(description="Unix time the worker reported the point")
 
 
-class RunEventMessage(StreamMessage):
-    """The run's state after an event: progress (about once a second), a status change,
-    or its test metrics."""
+# What happened to a run: progress (about once a second), a status change, test metrics.
+RunEventKind = Literal["progress", "status", "test"]
 
-    type: Literal["progress", "status", "test"]
+
+class RunEventMessage(StreamMessage):
+    """The run's state after an event of one of the RunEventKind kinds."""
+
+    type: RunEventKind
     seq: int
     run: RunPublic
 
