@@ -16,11 +16,12 @@ import time
 from pydantic import ValidationError
 
 from bench.report import machine, write_section
-from bnlab.model.cli import LogPrinter, describe_validation_error
 from bnlab.model.config import RunConfig
+from bnlab.model.console import LogPrinter
 from bnlab.model.data import load_mnist
 from bnlab.model.events import EvalEvent, Event
 from bnlab.model.training import train
+from bnlab.server.cli import describe_validation_error
 
 
 def run(config: RunConfig, data) -> dict:
@@ -68,7 +69,7 @@ def main() -> None:
             steps=args.steps, seed=args.seed, learning_rate=args.lr, max_shift=args.max_shift
         )
     except ValidationError as exc:
-        parser.error(describe_validation_error(exc))
+        parser.error(describe_validation_error(RunConfig, exc))
     recipe = RunConfig()
     # What differs from the defaults names the section, so a variant is added
     # to the record instead of replacing the defaults' own run.

@@ -31,7 +31,7 @@ from bench.report import machine, write_section
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, ProbePercentiles
 from bnlab.server.store import Store
-from tests.server.conftest import ServerProcess
+from bnlab.server.testing import ServerProcess
 
 CNN = {"steps": 600, "eval_every": 100}  # about a minute on 2 cores
 
@@ -107,7 +107,7 @@ async def _follow(url: str, latencies: list[float] | None, done: asyncio.Event) 
 
 async def _run_with_clients(server: ServerProcess, clients: int, config: dict):
     run = server.post("/api/runs", config).json()
-    url = f"{server.ws_base}/ws/runs/{run['id']}"
+    url = f"{server.ws_url}/ws/runs/{run['id']}"
     latencies: list[float] = []
     done = asyncio.Event()
     tasks = [
@@ -177,7 +177,7 @@ def scale(data_dir: Path, tmp: Path) -> dict:
     server = ServerProcess(db, data_dir).start()
     try:
         timings: dict[str, list[float]] = {"runs": [], "compare": []}
-        with httpx.Client(base_url=server.base) as http:
+        with httpx.Client(base_url=server.url) as http:
             for _ in range(200):
                 for name, path in (
                     ("runs", "/api/runs"),

@@ -31,29 +31,118 @@ def _evaluations(steps: int, eval_every: int) -> int:
 class RunConfig(BaseModel):
     """One training run. Defaults are the seed recipe (CNN, BN, Adagrad 0.01, batch 64,
     5000 steps) with training images shifted by up to one pixel (`max_shift=0`: the
-    recipe as published; the shifts lift BN's test accuracy, bench/RESULTS.md)."""
+    recipe as published; the shifts lift BN's test accuracy, bench/RESULTS.md).
+
+    Each field also says how people set it, so the `bnlab train` flags and the
+    dashboard's form are built from here and a new field appears in both: `title` is
+    the form's label, `description` the help of the flag and of the form field, and
+    `json_schema_extra` (published in the JSON schema, hence in /openapi.json) holds
+    `flag` (when not `--` + the name with dashes), `flag_help` (a negating flag's own
+    help), `options` (a choice's label and hover text in the form), `advanced` (the
+    form's folded section) and `placeholder`.
+    """
 
     # strict: `"steps": true` or `"seed": "7"` is a mistake to report, not to coerce.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        # The evaluation cap below, for clients that check a form before sending it.
+        json_schema_extra={"max_evaluations": MAX_EVALS},
+    )
 
-    arch: Arch = Field("cnn", description="cnn: two 5x5 convs + FC 1024; mlp: 3 x 100 sigmoid")
-    batch_norm: bool = Field(True, description="Insert BatchNorm before each hidden nonlinearity")
-    optimizer: OptimizerName = "adagrad"
-    learning_rate: float = Field(0.01, gt=0, le=1000, allow_inf_nan=False)
-    batch_size: int = Field(64, ge=1, le=1024)
-    steps: int = Field(5000, ge=1, le=MAX_STEPS, description="Number of parameter updates")
-    eval_every: int = Field(200, ge=1, le=MAX_STEPS, description="Validate every N steps")
-    dropout: float = Field(0.5, ge=0, lt=1, allow_inf_nan=False, description="Drop rate")
+    arch: Arch = Field(
+        "cnn",
+        title="Network",
+        description="cnn: two 5x5 convs + FC 1024; mlp: 3 x 100 sigmoid",
+        json_schema_extra={
+            "options": {
+                "cnn": ["CNN", "two 5\N{MULTIPLICATION SIGN}5 convolutions + FC 1024, ReLU"],
+                "mlp": ["MLP 3\N{MULTIPLICATION SIGN}100", "3 hidden layers of 100 sigmoid units"],
+            }
+        },
+    )
+    batch_norm: bool = Field(
+        True,
+        title="with batch normalization",
+        description="Insert BatchNorm before each hidden nonlinearity",
+        json_schema_extra={"flag": "--no-bn", "flag_help": "train without batch normalization"},
+    )
+    optimizer: OptimizerName = Field(
+        "adagrad",
+        title="Optimizer",
+        description="momentum: SGD with momentum 0.9",
+        json_schema_extra={
+            "options": {
+                "adagrad": ["Adagrad"],
+                "sgd": ["SGD"],
+                "momentum": ["Momentum 0.9"],
+                "adam": ["Adam"],
+            }
+        },
+    )
+    learning_rate: float = Field(
+        0.01,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        title="Learning rate",
+        description="Learning rate of the optimizer",
+        json_schema_extra={"flag": "--lr"},
+    )
+    batch_size: int = Field(
+        64, ge=1, le=1024, title="Batch size", description="Training images per update"
+    )
+    steps: int = Field(
+        5000, ge=1, le=MAX_STEPS, title="Steps", description="Number of parameter updates"
+    )
+    eval_every: int = Field(
+        200, ge=1, le=MAX_STEPS, title="Evaluate every", description="Validate every N steps"
+    )
+    dropout: float = Field(
+        0.5, ge=0, lt=1, allow_inf_nan=False, title="Dropout rate", description="Drop rate"
+    )
     bn_decay: float = Field(
-        0.5, ge=0, lt=1, allow_inf_nan=False, description="Moving-average decay of BN stats"
+        0.5,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        title="BN decay",
+        description="Decay of the moving averages BN uses at inference",
+        json_schema_extra={"advanced": True},
     )
-    bn_epsilon: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
+    bn_epsilon: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        title="BN epsilon",
+        description="Added to the batch variance before BN divides by its square root",
+        json_schema_extra={"advanced": True},
+    )
     max_shift: int = Field(
-        1, ge=0, le=4, description="Shift each training image by up to N pixels (0: off)"
+        1,
+        ge=0,
+        le=4,
+        title="Max shift (px)",
+        description="Shift each training image by up to N pixels at random "
+        "(0: the images as they are, the recipe as published)",
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        title="Seed",
+        description="Seeds the weights, dropout, the data order and the shifts",
+        json_schema_extra={"advanced": True},
+    )
     train_subset: int | None = Field(
-        None, ge=1, le=TRAIN_SIZE, description="Train on only the first N training images"
+        None,
+        ge=1,
+        le=TRAIN_SIZE,
+        title="Training images",
+        description="Train on only the first N training images",
+        json_schema_extra={"advanced": True, "placeholder": f"all {TRAIN_SIZE:,}"},
     )
 
     @field_validator("eval_every")

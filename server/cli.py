@@ -1,11 +1,223 @@
-"""The `bnlab` command: `bnlab train` (one run) and `bnlab serve` (the dashboard)."""
+"""The `bnlab` command, the one home of every subcommand's flags.
+
+`bnlab train` (one run in the console) takes its flags from RunConfig's fields:
+name, type, bounds-checked value, default, choices and help all come from the
+model, so a field added there is a flag here. `bnlab serve` runs the dashboard.
+`python -m bnlab` is the same command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import types
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from bnlab.model.cli import add_train_parser
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from bnlab.model.config import RunConfig
+from bnlab.server.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_QUEUED, default_db_path
+
+M = TypeVar("M", bound=BaseModel)
+
+# -- flags from a model's fields ------------------------------------------------------
+
+
+def flag_of(name: str, field: FieldInfo) -> str:
+    """The flag that sets a field: its `flag` extra, else `--` + the name with dashes."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return str(extra.get("flag") or "--" + name.replace("_", "-"))
+
+
+def _value_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type a flag's value has, whether the field may be None)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One flag per field of `model`; `model_from_args` reads them back."""
+    for name, field in model.model_fields.items():
+        flag = flag_of(name, field)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        # argparse %-formats help; a literal % in a description must survive it.
+        help_ = str(extra.get("flag_help") or field.description or "").replace("%", "%%")
+        if help_[1:2].islower():  # "Drop rate" -> "drop rate", as flags' help reads; not "BN …"
+            help_ = help_[0].lower() + help_[1:]
+        kind, _ = _value_type(field.annotation)
+        if kind is bool:
+            # A flag flips the default: --no-bn stores False into batch_norm.
+            action = "store_false" if field.default else "store_true"
+            parser.add_argument(flag, dest=name, action=action, help=help_ or None)
+            continue
+        metavar = flag.removeprefix("--").upper().replace("-", "_")
+        if get_origin(kind) is Literal:
+            choices = get_args(kind)
+            options: dict[str, Any] = {"choices": choices, "type": type(choices[0])}
+        elif kind in (int, float, str):
+            options = {"type": kind, "metavar": metavar}
+        else:
+            raise TypeError(f"{model.__name__}.{name}: no flag for a field of type {kind!r}")
+        if field.default is not None:
+            help_ = f"{help_} (default %(default)s)".lstrip()
+        parser.add_argument(flag, dest=name, default=field.default, help=help_, **options)
+
+
+def model_from_args(model: type[M], args: argparse.Namespace) -> M:
+    """The model the flags describe; a bad value raises pydantic's ValidationError."""
+    return model(**{name: getattr(args, name) for name in model.model_fields})
+
+
+def describe_validation_error(model: type[BaseModel], error: ValidationError) -> str:
+    """Pydantic's messages, each naming the flag that set the field."""
+    lines = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else ""
+        field = model.model_fields.get(name)
+        where = flag_of(name, field) if field is not None else name
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
+# -- bnlab train ----------------------------------------------------------------------
+
+
+def _directory(value: str) -> str:
+    # An empty value would silently mean "the default directory" further down.
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    defaults = RunConfig()
+    p = subparsers.add_parser(
+        "train",
+        help="train one network and print its validation curve and test metrics",
+        description="Train the MNIST network once. Defaults are the seed recipe, with "
+        f"training images shifted by up to {defaults.max_shift} pixel "
+        "(--max-shift 0: the recipe as published).",
+    )
+    add_model_flags(p, RunConfig)
+    p.add_argument(
+        "--data-dir",
+        type=_directory,
+        default=None,
+        help="MNIST directory (default: $BNLAB_DATA_DIR, else ~/.cache/bnlab/mnist)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON event per line")
+    p.set_defaults(handler=train)
+
+
+def train(args: argparse.Namespace) -> int:
+    try:
+        config = model_from_args(RunConfig, args)
+    except ValidationError as exc:
+        print(f"bnlab train: error: {describe_validation_error(RunConfig, exc)}", file=sys.stderr)
+        return 2
+    # Imported here: `bnlab serve` needs none of the training core's data loading.
+    from bnlab.model.console import train_in_console
+
+    return train_in_console(config, args.data_dir, args.json)
+
+
+# -- bnlab serve ----------------------------------------------------------------------
+
+
+def _bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]. Defaults taken from the
+    environment are strings and go through it too, so a bad BNLAB_PORT is
+    reported like a bad --port, by argparse, naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the dashboard, REST API and websockets",
+        description="Serve BN Lab. Flags default to the BNLAB_* environment variables.",
+    )
+    env = os.environ
+    p.add_argument(
+        "--host",
+        default=env.get("BNLAB_HOST", DEFAULT_HOST),
+        help="address to listen on (default 127.0.0.1; $BNLAB_HOST)",
+    )
+    p.add_argument(
+        "--port",
+        type=_bounded_int(1, 65535),
+        default=env.get("BNLAB_PORT") or str(DEFAULT_PORT),
+        help="port (default 8000; $BNLAB_PORT)",
+    )
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=env.get("BNLAB_DB") or default_db_path(),
+        help="SQLite database file ($BNLAB_DB)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=env.get("BNLAB_DATA_DIR"),
+        help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_bounded_int(1, 64),
+        default=env.get("BNLAB_WORKERS") or None,
+        help="runs trained at once (default: one per GPU, at least 2)",
+    )
+    p.add_argument(
+        "--token",
+        default=env.get("BNLAB_TOKEN") or None,
+        help="access token required to change anything ($BNLAB_TOKEN); "
+        "needed when --host is not a loopback address",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=_bounded_int(1, 10_000),
+        default=env.get("BNLAB_MAX_QUEUED") or str(MAX_QUEUED),
+        help="runs allowed to wait in the queue (default 100)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve a non-loopback address without a token (anyone on the "
+        "network can start and delete runs)",
+    )
+    p.add_argument(
+        "--allowed-origins",
+        default=env.get("BNLAB_ALLOWED_ORIGINS", ""),
+        help="comma-separated extra origins allowed to call the API from a "
+        "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
+    )
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: `bnlab train` and `--help` need none of the web stack.
+    from bnlab.server.main import serve
+
+    return serve(args)
+
+
+# -- the command ----------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,20 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
-    from bnlab.server.main import add_serve_parser
-
     add_serve_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()  # imports the web stack: seconds on a slow machine
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.handler(args)  # imports TensorFlow or the web stack: seconds
     except KeyboardInterrupt:
         print("bnlab: interrupted", file=sys.stderr)
         return 130
-    args = parser.parse_args(argv)
-    return args.handler(args)
 
 
 if __name__ == "__main__":

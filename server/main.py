@@ -1,97 +1,12 @@
-"""`bnlab serve`: run the API, websockets and dashboard with uvicorn."""
+"""`bnlab serve`: run the API, websockets and dashboard with uvicorn (flags: server/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from pathlib import Path
 
-from bnlab.server.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_QUEUED, Settings, default_db_path
-
-
-def _bounded_int(low: int, high: int):
-    """An argparse type: an integer in [low, high]. Defaults taken from the
-    environment are strings and go through it too, so a bad BNLAB_PORT is
-    reported like a bad --port, by argparse, naming the flag."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
-
-    return parse
-
-
-def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "serve",
-        help="serve the dashboard, REST API and websockets",
-        description="Serve BN Lab. Flags default to the BNLAB_* environment variables.",
-    )
-    add_serve_arguments(p)
-    p.set_defaults(handler=serve)
-
-
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    env = os.environ
-    p.add_argument(
-        "--host",
-        default=env.get("BNLAB_HOST", DEFAULT_HOST),
-        help="address to listen on (default 127.0.0.1; $BNLAB_HOST)",
-    )
-    p.add_argument(
-        "--port",
-        type=_bounded_int(1, 65535),
-        default=env.get("BNLAB_PORT") or str(DEFAULT_PORT),
-        help="port (default 8000; $BNLAB_PORT)",
-    )
-    p.add_argument(
-        "--db",
-        type=Path,
-        default=env.get("BNLAB_DB") or default_db_path(),
-        help="SQLite database file ($BNLAB_DB)",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=env.get("BNLAB_DATA_DIR"),
-        help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)",
-    )
-    p.add_argument(
-        "--workers",
-        type=_bounded_int(1, 64),
-        default=env.get("BNLAB_WORKERS") or None,
-        help="runs trained at once (default: one per GPU, at least 2)",
-    )
-    p.add_argument(
-        "--token",
-        default=env.get("BNLAB_TOKEN") or None,
-        help="access token required to change anything ($BNLAB_TOKEN); "
-        "needed when --host is not a loopback address",
-    )
-    p.add_argument(
-        "--max-queued",
-        type=_bounded_int(1, 10_000),
-        default=env.get("BNLAB_MAX_QUEUED") or str(MAX_QUEUED),
-        help="runs allowed to wait in the queue (default 100)",
-    )
-    p.add_argument(
-        "--no-auth",
-        action="store_true",
-        help="serve a non-loopback address without a token (anyone on the "
-        "network can start and delete runs)",
-    )
-    p.add_argument(
-        "--allowed-origins",
-        default=env.get("BNLAB_ALLOWED_ORIGINS", ""),
-        help="comma-separated extra origins allowed to call the API from a "
-        "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
-    )
+from bnlab.server.settings import Settings
 
 
 def serve(args: argparse.Namespace) -> int:

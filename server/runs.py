@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -20,7 +19,15 @@ from dataclasses import dataclass
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
 from bnlab.server.executor import Executor, RunEnded, TrainingEvent
-from bnlab.server.schemas import PointPublic, RunPublic
+from bnlab.server.schemas import (
+    DeletedMessage,
+    EvalMessage,
+    PointPublic,
+    RunChangedMessage,
+    RunEventKind,
+    RunEventMessage,
+    RunPublic,
+)
 from bnlab.server.status import Outcome, RunStatus
 from bnlab.server.store import Store, StoreError
 from bnlab.server.stream import Hub
@@ -161,10 +168,8 @@ class RunService:
         comparison_id = uuid.uuid4().hex[:12]
         self.store.insert_comparison(comparison_id)
         runs = []
-        for twin in (
-            config.model_copy(update={"batch_norm": True}),
-            config.model_copy(update={"batch_norm": False}),
-        ):
+        with_bn = config if config.batch_norm else config.twin()
+        for twin in (with_bn, with_bn.twin()):  # the BN run first, as the API promises
             twin_label = f"{label} ({'BN' if twin.batch_norm else 'no-BN'})" if label else None
             runs.append(self.create_run(twin, twin_label, comparison_id))
         return comparison_id, [self.get(r.id) for r in runs]
@@ -201,8 +206,9 @@ class RunService:
         self.store.delete_run(run_id)
         self.executor.discard_checkpoint(run_id)
         self._live.pop(run_id, None)
-        self.hub.end(run_topic(run_id), json.dumps({"type": "deleted", "id": run_id}))
-        self.hub.publish(RUNS_TOPIC, json.dumps({"type": "deleted", "id": run_id}))
+        deleted = DeletedMessage(id=run_id).text()
+        self.hub.end(run_topic(run_id), deleted)
+        self.hub.publish(RUNS_TOPIC, deleted)
 
     # -- scheduling -------------------------------------------------------
 
@@ -286,13 +292,8 @@ class RunService:
             self.store.add_point(run_id, seq, event)
             live.step = max(live.step, event.step)
             point = PointPublic(seq=seq, **event.model_dump(exclude={"type"}))
-            message = {
-                "type": "eval",
-                "seq": seq,
-                "point": point.model_dump(mode="json"),
-                "sent_at": sent_at,
-            }
-            self.hub.publish(run_topic(run_id), json.dumps(message), seq)
+            message = EvalMessage(seq=seq, point=point, sent_at=sent_at)
+            self.hub.publish(run_topic(run_id), message.text(), seq)
         elif isinstance(event, ProgressEvent):
             live.step = event.step
             if event.elapsed > 0 and event.step > 0:
@@ -336,16 +337,13 @@ class RunService:
             self._live.pop(run_id, None)  # the stored row is now the whole truth
         self._publish_status(run_id, "status", seq)
 
-    def _publish_status(self, run_id: str, kind: str, seq: int) -> None:
+    def _publish_status(self, run_id: str, kind: RunEventKind, seq: int) -> None:
         """Publish the run's state under `seq`, which the caller has already stored
         (so a restarted server never hands out a number a client has seen)."""
         run = self.get(run_id)
-        run_json = run.model_dump(mode="json")
-        text = json.dumps({"type": kind, "seq": seq, "run": run_json})
-        self.hub.publish(run_topic(run_id), text, seq)
+        message = RunEventMessage(type=kind, seq=seq, run=run)
+        self.hub.publish(run_topic(run_id), message.text(), seq)
         self._publish_runs(run)
 
     def _publish_runs(self, run: RunPublic) -> None:
-        self.hub.publish(
-            RUNS_TOPIC, json.dumps({"type": "run", "run": run.model_dump(mode="json")})
-        )
+        self.hub.publish(RUNS_TOPIC, RunChangedMessage(run=run).text())

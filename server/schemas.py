@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from bnlab.model.config import RunConfig
@@ -16,7 +17,13 @@ from bnlab.server.status import RunStatus
 class RunCreate(RunConfig):
     """A run configuration and an optional label for the legend."""
 
-    label: str | None = Field(None, max_length=100)
+    label: str | None = Field(
+        None,
+        max_length=100,
+        title="Label",
+        description="Name in the legend and the runs table; made from the config when absent",
+        json_schema_extra={"placeholder": "automatic"},
+    )
 
     def config(self) -> RunConfig:
         return RunConfig(**self.model_dump(exclude={"label"}))
@@ -133,3 +140,79 @@ class Health(BaseModel):
     devices: list[str]
     workers: WorkerLoad
     queue: int
+
+
+# -- websocket messages (server to client) ------------------------------------------
+# The stream sends these and nothing else; docs/api.md describes them. Each is
+# serialised by `StreamMessage.text()`.
+
+
+class StreamMessage(BaseModel):
+    def text(self) -> str:
+        # json.dumps of the JSON-mode dump, not model_dump_json: the frames keep the
+        # spacing and key order they have always had, byte for byte.
+        return json.dumps(self.model_dump(mode="json"))
+
+
+class SnapshotMessage(StreamMessage):
+    """A run stream's first message: the run and every point after the client's after_seq."""
+
+    type: Literal["snapshot"] = "snapshot"
+    seq: int
+    run: RunPublic
+    points: list[PointPublic]
+
+
+class EvalMessage(StreamMessage):
+    """A new validation point."""
+
+    type: Literal["eval"] = "eval"
+    seq: int
+    point: PointPublic
+    sent_at: float | None = Field(description="Unix time the worker reported the point")
+
+
+# What happened to a run: progress (about once a second), a status change, test metrics.
+RunEventKind = Literal["progress", "status", "test"]
+
+
+class RunEventMessage(StreamMessage):
+    """The run's state after an event of one of the RunEventKind kinds."""
+
+    type: RunEventKind
+    seq: int
+    run: RunPublic
+
+
+class DeletedMessage(StreamMessage):
+    """The run is gone; on a run stream, the last message before close code 4404."""
+
+    type: Literal["deleted"] = "deleted"
+    id: str
+
+
+class RunsMessage(StreamMessage):
+    """The runs stream's first message: the newest runs."""
+
+    type: Literal["runs"] = "runs"
+    runs: list[RunPublic]
+
+
+class RunChangedMessage(StreamMessage):
+    """On the runs stream: a run was created or its status or progress changed."""
+
+    type: Literal["run"] = "run"
+    run: RunPublic
+
+
+ServerMessage = Annotated[
+    SnapshotMessage
+    | EvalMessage
+    | RunEventMessage
+    | DeletedMessage
+    | RunsMessage
+    | RunChangedMessage,
+    Field(discriminator="type"),
+]
+# Reads a frame back into its message (clients in Python, tests).
+server_message = TypeAdapter(ServerMessage)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 from fastapi import APIRouter, WebSocket
 
 from bnlab.server.points import point_public
 from bnlab.server.runs import RUNS_TOPIC, NotFound, RunService, run_topic
+from bnlab.server.schemas import RunsMessage, SnapshotMessage
 from bnlab.server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
 
 router = APIRouter()
@@ -84,13 +84,8 @@ async def run_stream(ws: WebSocket, run_id: str) -> None:
         await ws.close(4404, str(exc))
         return
     points = [point_public(r) for r in service.store.points(run_id, after_seq=after_seq)]
-    snapshot = {
-        "type": "snapshot",
-        "seq": run.last_seq,
-        "run": run.model_dump(mode="json"),
-        "points": [p.model_dump(mode="json") for p in points],
-    }
-    await ws.send_text(json.dumps(snapshot))
+    snapshot = SnapshotMessage(seq=run.last_seq, run=run, points=points)
+    await ws.send_text(snapshot.text())
     await _serve(ws, subscriber, max(after_seq, run.last_seq))
 
 
@@ -100,6 +95,6 @@ async def runs_stream(ws: WebSocket) -> None:
     await ws.accept()
     subscriber = service.hub.subscribe(RUNS_TOPIC)
     rows, _ = service.store.list_runs(limit=RUNS_SNAPSHOT)
-    runs = [service.public(row).model_dump(mode="json") for row in rows]
-    await ws.send_text(json.dumps({"type": "runs", "runs": runs}))
+    runs = RunsMessage(runs=[service.public(row) for row in rows])
+    await ws.send_text(runs.text())
     await _serve(ws, subscriber, 0)

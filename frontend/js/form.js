@@ -1,59 +1,87 @@
-// The "start a run" form: presets, client-side validation with the server's ranges
-// (docs/api.md, RunConfig), and the server's 422 messages shown next to their fields.
+// The "start a run" form: its fields, limits, defaults, labels and help come from the
+// API's JSON schema of a run (RunCreate in /openapi.json, built from RunConfig on the
+// server), so nothing here repeats them. Presets, client-side validation with those
+// limits, and the server's 422 messages shown next to their fields.
 
 import { ApiError, api } from "./api.js";
 
-// RunConfig ranges, as documented. The server checks them again.
-const MAX_EVALS = 1000;
-export const FIELDS = {
-  arch: { kind: "choice", options: ["cnn", "mlp"] },
-  optimizer: { kind: "choice", options: ["adagrad", "sgd", "momentum", "adam"] },
-  learning_rate: { kind: "float", gt: 0, le: 1000 },
-  batch_size: { kind: "int", ge: 1, le: 1024 },
-  steps: { kind: "int", ge: 1, le: 100000 },
-  eval_every: { kind: "int", ge: 1, le: 100000 },
-  dropout: { kind: "float", ge: 0, lt: 1 },
-  max_shift: { kind: "int", ge: 0, le: 4 },
-  bn_decay: { kind: "float", ge: 0, lt: 1 },
-  bn_epsilon: { kind: "float", gt: 0, le: 1 },
-  seed: { kind: "int", ge: 0, le: 2 ** 31 - 1 },
-  train_subset: { kind: "int", ge: 1, le: 55000, optional: true },
-  label: { kind: "text", optional: true, maxLength: 100 },
-};
+/** One field's spec from its JSON-schema property: kind, limits, default and texts. */
+function fieldSpec(name, property) {
+  // `int | None` is {"anyOf": [{"type": "integer", ...}, {"type": "null"}]}
+  const variants = property.anyOf ?? [property];
+  const base = { ...property, ...variants.find((v) => v.type !== "null") };
+  const spec = {
+    name,
+    title: property.title ?? name,
+    help: property.description ?? "",
+    placeholder: property.placeholder ?? "",
+    advanced: Boolean(property.advanced),
+    optional: variants.some((v) => v.type === "null"),
+    default: property.default ?? null,
+    gt: base.exclusiveMinimum,
+    ge: base.minimum,
+    lt: base.exclusiveMaximum,
+    le: base.maximum,
+    maxLength: base.maxLength,
+  };
+  if (base.enum) {
+    const labels = property.options ?? {};
+    spec.kind = "choice";
+    spec.options = base.enum.map((value) => {
+      const [label = value, help = ""] = labels[value] ?? [];
+      return { value, label, help };
+    });
+  } else {
+    spec.kind = { integer: "int", number: "float", string: "text", boolean: "bool" }[base.type];
+  }
+  return spec;
+}
 
-export const DEFAULTS = {
-  arch: "cnn", optimizer: "adagrad", learning_rate: 0.01, batch_size: 64, steps: 5000,
-  eval_every: 200, dropout: 0.5, max_shift: 1, bn_decay: 0.5, bn_epsilon: 0.001, seed: 0, train_subset: "", label: "",
-};
+/** Field specs by name, in the schema's order, and the run's evaluation cap. */
+export function formSpec(schema) {
+  const fields = {};
+  for (const [name, property] of Object.entries(schema.properties)) {
+    const spec = fieldSpec(name, property);
+    if (spec.kind) fields[name] = spec; // a type the form cannot show stays at its default
+  }
+  return { fields, maxEvaluations: schema.max_evaluations ?? Infinity };
+}
 
 // Presets set the recipe; the advanced knobs (seed, subset, BN constants) stay as they are.
+// Each is built on `recipe`, the schema's defaults of the recipe's fields (the seed CNN).
 export const PRESETS = {
   seed: {
     name: "Seed CNN",
-    values: { arch: "cnn", optimizer: "adagrad", learning_rate: 0.01, batch_size: 64, steps: 5000, eval_every: 200, dropout: 0.5, max_shift: 1 },
+    values: (recipe) => recipe,
   },
   paper_mlp: {
     // BN paper, section 4.1: 3 fully-connected hidden layers of 100 sigmoid units,
     // 50,000 steps of 60 examples, images as they are. The paper gives no rate;
     // plain SGD at 0.5.
     name: "Paper MLP",
-    values: { arch: "mlp", optimizer: "sgd", learning_rate: 0.5, batch_size: 60, steps: 50000, eval_every: 500, dropout: 0, max_shift: 0 },
+    values: (recipe) => ({
+      ...recipe, arch: "mlp", optimizer: "sgd", learning_rate: 0.5, batch_size: 60, steps: 50000,
+      eval_every: 500, dropout: 0, max_shift: 0,
+    }),
   },
   high_lr: {
     // Plain SGD at 0.2 on the seed CNN: with BN it passes 97 % validation accuracy in
     // 400 steps; without BN it sits at chance (11 %) over the same steps (README.md).
     name: "High learning rate",
-    values: { arch: "cnn", optimizer: "sgd", learning_rate: 0.2, batch_size: 64, steps: 5000, eval_every: 200, dropout: 0.5, max_shift: 1 },
+    values: (recipe) => ({ ...recipe, optimizer: "sgd", learning_rate: 0.2 }),
   },
 };
 
 const fmt = (n) => (Number.isInteger(n) && Math.abs(n) >= 10000 ? n.toLocaleString("en-US") : String(n));
 
-/** Validates one raw string; returns [value, error message or null]. */
-export function parseField(name, raw, badInput = false) {
-  const spec = FIELDS[name];
+/** Validates one raw string against a field spec; returns [value, error message or null]. */
+export function parseField(spec, raw, badInput = false) {
+  if (spec.kind === "bool") return [Boolean(raw), null];
   const text = String(raw ?? "").trim();
-  if (spec.kind === "choice") return spec.options.includes(text) ? [text, null] : [null, `choose one of ${spec.options.join(", ")}`];
+  if (spec.kind === "choice") {
+    const values = spec.options.map((o) => o.value);
+    return values.includes(text) ? [text, null] : [null, `choose one of ${values.join(", ")}`];
+  }
   if (spec.kind === "text") {
     if (spec.maxLength && text.length > spec.maxLength) return [null, `at most ${spec.maxLength} characters`];
     return [text || null, null];
@@ -70,25 +98,78 @@ export function parseField(name, raw, badInput = false) {
   return [value, null];
 }
 
+function element(tag, attributes = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value !== undefined && value !== null && value !== "") el.setAttribute(key, String(value));
+  }
+  el.append(...children);
+  return el;
+}
+
+/** Fills a field's slot with its label, control and error line. */
+function renderField(slot, spec) {
+  const id = `f-${spec.name}`;
+  const testid = `field-${spec.name}`;
+  if (spec.kind === "bool") {
+    const box = element("input", { type: "checkbox", name: spec.name, id, "data-testid": testid });
+    box.checked = Boolean(spec.default);
+    slot.replaceChildren(element("label", { title: spec.help }, box, ` ${spec.title}`));
+    return;
+  }
+  const label = element("label", { for: id, title: spec.help }, spec.title);
+  if (spec.kind === "text" && spec.optional) label.append(" ", element("span", { class: "muted" }, "(optional)"));
+  let control;
+  if (spec.kind === "choice") {
+    control = element("select", { id, name: spec.name, "data-testid": testid });
+    for (const o of spec.options) control.append(element("option", { value: o.value, title: o.help }, o.label));
+  } else {
+    const numeric = spec.kind !== "text";
+    control = element("input", {
+      id,
+      name: spec.name,
+      type: numeric ? "number" : "text",
+      step: numeric ? (spec.kind === "int" ? "1" : "any") : null,
+      // Exclusive bounds too: the page validates the strict inequality itself.
+      min: spec.ge ?? spec.gt,
+      max: spec.le ?? spec.lt,
+      maxlength: spec.maxLength,
+      inputmode: numeric ? (spec.kind === "int" ? "numeric" : "decimal") : null,
+      placeholder: spec.placeholder,
+      "aria-describedby": `e-${spec.name}`,
+      "data-testid": testid,
+    });
+  }
+  const error = element("p", {
+    class: "field-error", id: `e-${spec.name}`, "data-error-for": spec.name, "data-testid": `error-${spec.name}`,
+  });
+  error.hidden = true;
+  slot.replaceChildren(label, control, error);
+}
+
+const RETRY_MS = 3000; // a page opened while the server restarts gets its form soon after
+
 export class RunForm {
   /** @param {HTMLFormElement} form  @param {(runs: object[]) => void} onStarted */
   constructor(form, onStarted) {
     this.form = form;
     this.onStarted = onStarted;
+    this.fields = {}; // name -> spec, once the schema has arrived
+    this.maxEvaluations = Infinity;
+    this.recipe = {};
     this.submit = form.querySelector("[data-testid=submit]");
     this.formError = form.querySelector("[data-testid=form-error]");
     this.formStatus = form.querySelector("[data-testid=form-status]");
     this.presetButtons = [...document.querySelectorAll("[data-preset]")];
-    this.fill(DEFAULTS);
-    this.markPreset("seed");
+    this.submit.disabled = true;
 
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      this.start();
+      if (form.dataset.state === "ready") this.start();
     });
     for (const b of this.presetButtons) {
       b.addEventListener("click", () => {
-        this.fill(PRESETS[b.dataset.preset].values);
+        this.fill(PRESETS[b.dataset.preset].values(this.recipe));
         this.markPreset(b.dataset.preset);
         this.clearErrors();
       });
@@ -99,11 +180,50 @@ export class RunForm {
     // Re-check a field that shows an error as soon as it is edited.
     form.addEventListener("input", (ev) => {
       const name = ev.target.name;
-      if (name in FIELDS) this.markPreset(null);
-      if (name in FIELDS && this.errorBox(name)?.textContent) this.checkField(name);
+      if (name in this.fields) this.markPreset(null);
+      if (name in this.fields && this.errorBox(name)?.textContent) this.checkField(name);
       if (name === "steps" && this.errorBox("eval_every")?.textContent) this.checkField("eval_every");
     });
+    this.load();
+  }
+
+  async load() {
+    this.form.dataset.state = "loading";
+    try {
+      this.build(formSpec(await api.runSchema()));
+    } catch (err) {
+      this.formError.textContent = `Could not load the form's fields (${err.message}); retrying…`;
+      this.formError.hidden = false;
+      setTimeout(() => this.load(), RETRY_MS);
+    }
+  }
+
+  /** Puts every field of the schema in its slot (or at the end of its section). */
+  build({ fields, maxEvaluations }) {
+    for (const spec of Object.values(fields)) {
+      let slot = this.form.querySelector(`[data-field="${spec.name}"]`);
+      if (!slot) {
+        const section = this.form.querySelector(`[data-form-section=${spec.advanced ? "advanced" : "main"}]`);
+        slot = element("div", { class: "field", "data-field": spec.name });
+        section.append(slot);
+      }
+      renderField(slot, spec);
+    }
+    this.fields = fields;
+    this.maxEvaluations = maxEvaluations;
+    const defaults = Object.fromEntries(Object.values(fields).map((f) => [f.name, f.default]));
+    this.recipe = Object.fromEntries(
+      Object.values(fields)
+        .filter((f) => !f.advanced && ["choice", "int", "float"].includes(f.kind))
+        .map((f) => [f.name, f.default]),
+    );
+    this.fill(defaults);
+    this.markPreset("seed");
+    this.formError.hidden = true;
+    this.formError.textContent = "";
     this.syncMode();
+    this.submit.disabled = false;
+    this.form.dataset.state = "ready";
   }
 
   input(name) {
@@ -117,7 +237,9 @@ export class RunForm {
   fill(values) {
     for (const [name, value] of Object.entries(values)) {
       const input = this.input(name);
-      if (input) input.value = value === null ? "" : String(value);
+      if (!input) continue;
+      if (input.type === "checkbox") input.checked = Boolean(value);
+      else input.value = value === null ? "" : String(value);
     }
   }
 
@@ -131,10 +253,12 @@ export class RunForm {
 
   syncMode() {
     const single = this.mode === "single";
+    this.submit.textContent = single ? "Start run" : "Start comparison";
+    // A comparison trains both with and without batch norm: the box has no say.
     const bn = this.input("batch_norm");
+    if (!bn) return;
     bn.disabled = !single;
     bn.closest(".field").classList.toggle("disabled", !single);
-    this.submit.textContent = single ? "Start run" : "Start comparison";
   }
 
   showError(name, message) {
@@ -151,33 +275,39 @@ export class RunForm {
   }
 
   clearErrors() {
-    for (const name of Object.keys(FIELDS)) this.showError(name, null);
+    for (const name of Object.keys(this.fields)) this.showError(name, null);
     this.formError.hidden = true;
     this.formError.textContent = "";
   }
 
   checkField(name) {
     const input = this.input(name);
-    const [value, error] = parseField(name, input.value, input.validity?.badInput);
+    const spec = this.fields[name];
+    const raw = spec.kind === "bool" ? input.checked : input.value;
+    const [value, error] = parseField(spec, raw, input.validity?.badInput);
     let message = error;
     if (!message && name === "eval_every") message = this.evalCountError(value);
     this.showError(name, message);
     return [value, message];
   }
 
+  /** RunConfig's cap on evaluations: step 0, every eval_every steps, and the last step. */
   evalCountError(evalEvery) {
-    const [steps] = parseField("steps", this.input("steps").value);
+    const [steps] = parseField(this.fields.steps, this.input("steps").value);
     if (steps === null || evalEvery === null) return null;
-    const evals = Math.ceil(steps / evalEvery);
-    if (evals <= MAX_EVALS) return null;
-    return `${evals} evaluations for ${steps} steps is more than ${MAX_EVALS}; use at least ${Math.ceil(steps / MAX_EVALS)}`;
+    const evals = Math.ceil(steps / evalEvery) + 1;
+    const most = this.maxEvaluations;
+    if (evals <= most) return null;
+    const least = Math.ceil(steps / (most - 1)); // the smallest interval that fits
+    return `${evals} evaluations (step 0 included) for ${steps} steps is more than ${most}; use at least ${least}`;
   }
 
   /** The request body, or null (with messages shown) when a field is invalid. */
   collect() {
     const body = {};
     let firstBad = null;
-    for (const name of Object.keys(FIELDS)) {
+    for (const name of Object.keys(this.fields)) {
+      if (name === "batch_norm") continue; // the mode's, below
       const [value, error] = this.checkField(name);
       if (error) firstBad ??= name;
       else if (value !== null) body[name] = value;
@@ -216,7 +346,7 @@ export class RunForm {
     let first = null;
     if (err instanceof ApiError && Object.keys(err.fieldErrors).length) {
       for (const [field, message] of Object.entries(err.fieldErrors)) {
-        if (field in FIELDS && this.showError(field, message)) first ??= field;
+        if (field in this.fields && this.showError(field, message)) first ??= field;
         else unplaced.push(field ? `${field}: ${message}` : message);
       }
     } else {

@@ -14,7 +14,8 @@ TERMINAL = {"completed", "failed", "cancelled", "diverged", "interrupted"}
 
 
 def _points_by_seq(server, run_id: str) -> list[tuple[int, int]]:
-    return [(p["seq"], p["step"]) for p in server.get(f"/api/runs/{run_id}/metrics")["points"]]
+    points = server.http.get(f"/api/runs/{run_id}/metrics").json()["points"]
+    return [(p["seq"], p["step"]) for p in points]
 
 
 def _page_points(page, run_id: str) -> list[tuple[int, int]]:
@@ -147,7 +148,7 @@ def test_cancel_a_running_run(page, server):
     expect(r).to_have_attribute("data-status", "cancelled", timeout=30_000)
     expect(r.get_by_test_id("run-status")).to_have_text("cancelled")
     expect(r.get_by_test_id("run-cancel")).to_be_hidden()
-    assert server.get(f"/api/runs/{run['id']}")["status"] == "cancelled"
+    assert server.run(run["id"])["status"] == "cancelled"
     # A finished run can be deleted; its row goes away (through WS /ws/runs).
     r.get_by_test_id("run-delete").click()
     expect(r).to_have_count(0, timeout=10_000)
@@ -262,7 +263,7 @@ def test_diverged_run_is_marked_with_its_reason(page, server):
     (run,) = start(page, single=True, optimizer="sgd", learning_rate=1000, steps=40, eval_every=1)
     r = row(page, run["id"])
     expect(r).to_have_attribute("data-status", "diverged", timeout=RUN_TIMEOUT)
-    error = server.get(f"/api/runs/{run['id']}")["error"]
+    error = server.run(run["id"])["error"]
     assert error
     expect(r.get_by_test_id("run-error")).to_contain_text(error)
     expect(r.get_by_test_id("run-status")).to_have_text("diverged")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bnlab.model.cli import LogPrinter
 from bnlab.model.config import RunConfig
+from bnlab.model.console import LogPrinter
 from bnlab.model.events import EvalEvent, ProbePercentiles
 
 BNLAB = [sys.executable, "-m", "bnlab"]

@@ -3,7 +3,8 @@
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.server.conftest import LONG, ServerProcess
+from bnlab.server.testing import ServerProcess
+from tests.server.conftest import LONG
 
 EXAMPLES_PER_OPERATION = 150  # 14 operations: well over 1,000 generated cases in all
 
@@ -14,7 +15,7 @@ def test_no_generated_request_makes_the_server_fail(tmp_path, data_dir):
     server = ServerProcess(tmp_path / "bnlab.db", data_dir, workers=1).start()
     try:
         server.post("/api/runs", LONG).raise_for_status()
-        schema = schemathesis.openapi.from_url(f"{server.base}/openapi.json")
+        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
         cases: dict[str, int] = {}
         for result in schema.get_all_operations():
             fuzz(result.ok(), server, cases)
@@ -36,7 +37,7 @@ def fuzz(operation, server: ServerProcess, cases: dict[str, int]) -> None:
     )
     @given(case=operation.as_strategy())
     def check(case):
-        response = case.call(base_url=server.base, timeout=30)
+        response = case.call(base_url=server.url, timeout=30)
         cases[label] = cases.get(label, 0) + 1
         assert response.status_code < 500, (label, response.text[:500])
         if response.status_code >= 400:

@@ -7,6 +7,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from bnlab.server.testing import ServerProcess
 from tests.server.conftest import TINY
 
 TOKEN = "s3cret-token"
@@ -14,10 +15,8 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory, data_dir):
-    from tests.server.conftest import ServerProcess
-
     server = ServerProcess(
-        tmp_path_factory.mktemp("sec") / "bnlab.db", data_dir, workers=1, extra=["--token", TOKEN]
+        tmp_path_factory.mktemp("sec") / "bnlab.db", data_dir, workers=1, token=TOKEN
     ).start()
     yield server
     server.stop()
@@ -46,9 +45,9 @@ def test_mutating_calls_need_the_token_reads_do_not(guarded):
 
 def test_websockets_need_the_token(guarded):
     with pytest.raises(InvalidStatus) as refused:
-        connect(f"{guarded.ws_base}/ws/runs", open_timeout=10)
+        connect(f"{guarded.ws_url}/ws/runs", open_timeout=10)
     assert refused.value.response.status_code == 403
-    with connect(f"{guarded.ws_base}/ws/runs?token={TOKEN}", open_timeout=10) as ws:
+    with connect(f"{guarded.ws_url}/ws/runs?token={TOKEN}", open_timeout=10) as ws:
         assert '"runs"' in ws.recv(timeout=10)
 
 
@@ -59,11 +58,11 @@ def test_another_origin_cannot_drive_the_api_or_open_streams(server):
     assert server.http.delete("/api/runs/x", headers=evil).status_code == 403
     assert "access-control-allow-origin" not in response.headers  # CORS stays closed
     with pytest.raises(InvalidStatus):
-        connect(f"{server.ws_base}/ws/runs", origin="https://evil.example", open_timeout=10)
-    own = {"Origin": server.base}  # the dashboard itself
+        connect(f"{server.ws_url}/ws/runs", origin="https://evil.example", open_timeout=10)
+    own = {"Origin": server.url}  # the dashboard itself
     created = server.http.post("/api/runs", json={**TINY, "steps": 5}, headers=own)
     assert created.status_code == 201
-    with connect(f"{server.ws_base}/ws/runs", origin=server.base, open_timeout=10) as ws:
+    with connect(f"{server.ws_url}/ws/runs", origin=server.url, open_timeout=10) as ws:
         assert '"runs"' in ws.recv(timeout=10)
 
 
@@ -173,7 +172,7 @@ def test_a_dns_rebinding_page_cannot_reach_a_tokenless_server(server):
     assert server.http.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
     with pytest.raises(InvalidStatus):
         connect(
-            f"{server.ws_base}/ws/runs",
+            f"{server.ws_url}/ws/runs",
             additional_headers={"Host": "evil.example"},
             open_timeout=10,
         )

@@ -8,7 +8,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from bnlab.server.stream import Hub
-from tests.server.conftest import TINY, receive
+from bnlab.server.testing import receive
+from tests.server.conftest import TINY
 
 
 def follow(ws, until_status=("completed", "failed", "cancelled", "diverged")) -> list[dict]:

@@ -13,7 +13,8 @@ import sys
 
 from bnlab.model.config import RunConfig
 from bnlab.server.migrations import MIGRATIONS, schema_version
-from tests.server.conftest import free_port, receive, release_dump
+from bnlab.server.testing import free_port, receive
+from tests.server.conftest import release_dump
 
 LEFT_ACTIVE = {"queued", "running"}  # by the release's server when it died
 
