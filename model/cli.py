@@ -26,6 +26,8 @@ FLAGS = {
     "bn_decay": "--bn-decay",
     "bn_epsilon": "--bn-epsilon",
     "max_shift": "--max-shift",
+    "activation": "--activation",
+    "init_scale": "--init-scale",
     "seed": "--seed",
     "train_subset": "--train-subset",
 }
@@ -59,6 +61,18 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         help="shift each training image by up to N pixels (default %(default)s; 0: the "
         "recipe's unshifted images)",
     )
+    p.add_argument(
+        "--activation",
+        choices=["relu", "sigmoid", "tanh"],
+        default=defaults.activation,
+        help="hidden nonlinearity (default: the network's own, relu for cnn, sigmoid for mlp)",
+    )
+    p.add_argument(
+        "--init-scale",
+        type=float,
+        default=defaults.init_scale,
+        help="multiply the std of every initial weight by this (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--train-subset", type=int, default=None, help="train on N images only")
     p.add_argument(
@@ -91,6 +105,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         bn_decay=args.bn_decay,
         bn_epsilon=args.bn_epsilon,
         max_shift=args.max_shift,
+        activation=args.activation,
+        init_scale=args.init_scale,
         seed=args.seed,
         train_subset=args.train_subset,
     )

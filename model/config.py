@@ -16,11 +16,14 @@ MAX_STEPS = 100_000
 MAX_EVALS = 1_000
 TRAIN_SIZE = 55_000
 # Fields added after runs were first stored, each with the value that means what
-# a stored config without it meant (max_shift: those runs trained unshifted).
-ADDED_FIELDS = {"max_shift": 0}
+# a stored config without it meant (max_shift: those runs trained unshifted;
+# activation None: each network's own nonlinearity; init_scale 1: the weights
+# every run had before the knob existed).
+ADDED_FIELDS = {"max_shift": 0, "activation": None, "init_scale": 1.0}
 
 Arch = Literal["cnn", "mlp"]
 OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
+Activation = Literal["relu", "sigmoid", "tanh"]
 
 
 def _evaluations(steps: int, eval_every: int) -> int:
@@ -50,6 +53,16 @@ class RunConfig(BaseModel):
     bn_epsilon: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
     max_shift: int = Field(
         1, ge=0, le=4, description="Shift each training image by up to N pixels (0: off)"
+    )
+    activation: Activation | None = Field(
+        None, description="Hidden nonlinearity (none: the network's own, CNN relu, MLP sigmoid)"
+    )
+    init_scale: float = Field(
+        1.0,
+        ge=0.001,
+        le=1000,
+        allow_inf_nan=False,
+        description="Multiplies the standard deviation of every initial weight (1: as published)",
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     train_subset: int | None = Field(

@@ -14,6 +14,8 @@ export const FIELDS = {
   eval_every: { kind: "int", ge: 1, le: 100000 },
   dropout: { kind: "float", ge: 0, lt: 1 },
   max_shift: { kind: "int", ge: 0, le: 4 },
+  activation: { kind: "choice", options: ["relu", "sigmoid", "tanh"], optional: true },
+  init_scale: { kind: "float", ge: 0.001, le: 1000 },
   bn_decay: { kind: "float", ge: 0, lt: 1 },
   bn_epsilon: { kind: "float", gt: 0, le: 1 },
   seed: { kind: "int", ge: 0, le: 2 ** 31 - 1 },
@@ -23,27 +25,27 @@ export const FIELDS = {
 
 export const DEFAULTS = {
   arch: "cnn", optimizer: "adagrad", learning_rate: 0.01, batch_size: 64, steps: 5000,
-  eval_every: 200, dropout: 0.5, max_shift: 1, bn_decay: 0.5, bn_epsilon: 0.001, seed: 0, train_subset: "", label: "",
+  eval_every: 200, dropout: 0.5, max_shift: 1, activation: "", init_scale: 1, bn_decay: 0.5, bn_epsilon: 0.001, seed: 0, train_subset: "", label: "",
 };
 
 // Presets set the recipe; the advanced knobs (seed, subset, BN constants) stay as they are.
 export const PRESETS = {
   seed: {
     name: "Seed CNN",
-    values: { arch: "cnn", optimizer: "adagrad", learning_rate: 0.01, batch_size: 64, steps: 5000, eval_every: 200, dropout: 0.5, max_shift: 1 },
+    values: { arch: "cnn", optimizer: "adagrad", learning_rate: 0.01, batch_size: 64, steps: 5000, eval_every: 200, dropout: 0.5, max_shift: 1, activation: "", init_scale: 1 },
   },
   paper_mlp: {
     // BN paper, section 4.1: 3 fully-connected hidden layers of 100 sigmoid units,
     // 50,000 steps of 60 examples, images as they are. The paper gives no rate;
     // plain SGD at 0.5.
     name: "Paper MLP",
-    values: { arch: "mlp", optimizer: "sgd", learning_rate: 0.5, batch_size: 60, steps: 50000, eval_every: 500, dropout: 0, max_shift: 0 },
+    values: { arch: "mlp", optimizer: "sgd", learning_rate: 0.5, batch_size: 60, steps: 50000, eval_every: 500, dropout: 0, max_shift: 0, activation: "", init_scale: 1 },
   },
   high_lr: {
     // Plain SGD at 0.2 on the seed CNN: with BN it passes 97 % validation accuracy in
     // 400 steps; without BN it sits at chance (11 %) over the same steps (README.md).
     name: "High learning rate",
-    values: { arch: "cnn", optimizer: "sgd", learning_rate: 0.2, batch_size: 64, steps: 5000, eval_every: 200, dropout: 0.5, max_shift: 1 },
+    values: { arch: "cnn", optimizer: "sgd", learning_rate: 0.2, batch_size: 64, steps: 5000, eval_every: 200, dropout: 0.5, max_shift: 1, activation: "", init_scale: 1 },
   },
 };
 
@@ -53,6 +55,7 @@ const fmt = (n) => (Number.isInteger(n) && Math.abs(n) >= 10000 ? n.toLocaleStri
 export function parseField(name, raw, badInput = false) {
   const spec = FIELDS[name];
   const text = String(raw ?? "").trim();
+  if (spec.kind === "choice" && text === "" && spec.optional) return [null, null];
   if (spec.kind === "choice") return spec.options.includes(text) ? [text, null] : [null, `choose one of ${spec.options.join(", ")}`];
   if (spec.kind === "text") {
     if (spec.maxLength && text.length > spec.maxLength) return [null, `at most ${spec.maxLength} characters`];
