@@ -1,4 +1,5 @@
-"""The `bnlab` command: `bnlab train` (one run) and `bnlab serve` (the dashboard)."""
+"""The `bnlab` command: `bnlab train` (one run), `bnlab serve` (the dashboard) and
+`bnlab experiment` (an experiment's runs, locally)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
     from bnlab.server.main import add_serve_parser
+    from bnlab.server.runner import add_experiment_parser
 
     add_serve_parser(subparsers)
+    add_experiment_parser(subparsers)
     return parser
 
 
