@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, TextIO
@@ -91,9 +92,10 @@ def run_design(
     *,
     workers: int,
     data_dir: str | None,
-    on_done=lambda planned, result: None,
+    on_done: Callable[[PlannedRun, RunResult, str | None], None] = lambda *_: None,
 ) -> list[RunResult]:
-    """Every run of `design`, `workers` at a time; results in the design's order."""
+    """Every run of `design`, `workers` at a time; results in the design's order.
+    `on_done(planned, result, error)` hears of each run as it ends."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
@@ -109,8 +111,13 @@ def run_design(
         }
         for future in as_completed(futures):
             i = futures[future]
-            results[i] = _result(planned[i], future.result())
-            on_done(planned[i], results[i])
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker itself died (out of memory?)
+                outcome = {"status": "failed", "test_accuracy": None, "curve": []}
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+            results[i] = _result(planned[i], outcome)
+            on_done(planned[i], results[i], outcome["error"])
     except BaseException:
         stop.set()  # running runs stop between steps; queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)
@@ -229,7 +236,14 @@ def run_experiment(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=total, unit="run", file=sys.stderr)
 
-    def on_done(planned: PlannedRun, result: RunResult) -> None:
+    def on_done(planned: PlannedRun, result: RunResult, error: str | None) -> None:
+        if result.status == "failed":  # diverged runs are results, told in the table
+            where = f"{_cell_name(planned.factors)}, seed {planned.seed}, {planned.arm}"
+            line = f"bnlab experiment: run {where} failed: {error}"
+            if bar is not None:
+                bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
         if bar is not None:
             bar.update()
             bar.set_postfix_str(f"last: {_cell_name(planned.factors)} seed {planned.seed}")
@@ -310,7 +324,14 @@ def print_table(cells: list[Cell], design: ExperimentCreate, seconds: float, out
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
     for cell in cells:
-        diverged = cell.arms["bn"].n_diverged, cell.arms["no_bn"].n_diverged
-        note = f" Diverged: BN {diverged[0]}, no-BN {diverged[1]}." if any(diverged) else ""
+        bn, no_bn = cell.arms["bn"], cell.arms["no_bn"]
+        note = ""
+        if bn.n_diverged or no_bn.n_diverged:
+            note += f" Diverged: BN {bn.n_diverged}, no-BN {no_bn.n_diverged}."
+        if bn.n_finished < bn.n or no_bn.n_finished < no_bn.n:
+            note += (
+                f" Without a result (failed or stopped): BN {bn.n - bn.n_finished}, "
+                f"no-BN {no_bn.n - no_bn.n_finished}."
+            )
         print(f"- {_cell_name(cell.factors)}: {cell.effect.sentence}{note}", file=out)
     print(f"Test: {cells[0].effect.test}, paired by seed; intervals 95 %.", file=out)

@@ -75,13 +75,19 @@ def test_the_table_has_a_row_and_a_sentence_per_cell():
         for s in range(6)
         for arm, acc in (("bn", 0.97 + 0.001 * s), ("no_bn", 0.96))
     ]
+    runs[1] = runs[1].model_copy(update={"status": "diverged", "test_accuracy": None})
+    runs[3] = runs[3].model_copy(update={"status": "failed", "test_accuracy": None})
     out = io.StringIO()
     design = load_design(PRESETS["regularization"].name, None, None)
     print_table(summarize_cells(runs), design, 90.0, out)
     text = out.getvalue()
     assert "regularization: 32 runs in 1.5 min" in text
-    assert text.count("bn_better") == 2 and "dropout=0.5" in text
+    assert text.count("bn_better") == 1 and "dropout=0.5" in text
     assert "BN better" in text and "n = 6 seed pairs" in text
+    # dropout=0.0 lost seed 1's pair to a failure; its diverged twin still counts
+    assert "n = 5 seed pairs" in text
+    assert "Diverged: BN 0, no-BN 1." in text
+    assert "Without a result (failed or stopped): BN 0, no-BN 1." in text
 
 
 def test_overrides_apply_to_a_preset():
