@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from bnlab.model.config import RunConfig
-from bnlab.server.statistics import MIN_PAIRS, Arm_
+from bnlab.server.statistics import MIN_PAIRS, ArmName
 from bnlab.server.status import RunStatus
 
 MAX_VARIED = 2
@@ -80,7 +80,7 @@ class PlannedRun(BaseModel):
 
     factors: dict[str, Scalar]
     seed: int
-    arm: Arm_
+    arm: ArmName
     config: RunConfig
 
 

@@ -59,7 +59,7 @@ BOOTSTRAP_RESAMPLES = 9_999
 _UNBOUNDED_LOG = 1e6
 _FINITE_LOG_LIMIT = math.log(100_000) + 1
 
-Arm_ = Literal["bn", "no_bn"]
+ArmName = Literal["bn", "no_bn"]
 FINISHED = ("completed", "diverged")  # the RunStatus values of a run with a result
 DIVERGED = "diverged"
 
@@ -94,7 +94,7 @@ class RunResult(BaseModel):
 
     factors: dict[str, object] = Field(description="The cell: varied field -> value")
     seed: int
-    arm: Arm_
+    arm: ArmName
     status: str = Field(description="A RunStatus value")
     test_accuracy: float | None = None
     curve: list[CurvePoint] = []
@@ -174,7 +174,7 @@ class Effect(BaseModel):
 
 class Cell(BaseModel):
     factors: dict[str, object]
-    arms: dict[Arm_, Arm]
+    arms: dict[ArmName, Arm]
     effect: Effect
 
 
