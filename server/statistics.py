@@ -337,6 +337,12 @@ def _sentence(verdict: Verdict, n: int, difference: Interval, p: float | None, t
 TEST_NAME = "Wilcoxon signed-rank"
 
 
+def _direction(differences: Sequence[float]) -> float:
+    """The side the differences lean to: the signed-rank test is about the
+    median difference, so its sign decides (the mean's when the median is 0)."""
+    return float(np.median(differences)) or float(np.mean(differences))
+
+
 def compare_arms(bn: Sequence[RunResult], no_bn: Sequence[RunResult]) -> Effect:
     """The paired BN - no-BN effect over the seeds where both twins finished."""
     bn_by_seed = {r.seed: r for r in bn if r.finished}
@@ -349,9 +355,7 @@ def compare_arms(bn: Sequence[RunResult], no_bn: Sequence[RunResult]) -> Effect:
     p = paired_test(differences)
     if len(seeds) < MIN_PAIRS:
         verdict = Verdict.NOT_ENOUGH_SEEDS
-    elif p is not None and p < ALPHA:
-        # The signed-rank test is about the median difference: its sign decides.
-        direction = float(np.median(differences)) or float(np.mean(differences))
+    elif p is not None and p < ALPHA and (direction := _direction(differences)):
         verdict = Verdict.BN_BETTER if direction > 0 else Verdict.BN_WORSE
     else:
         verdict = Verdict.NO_DIFFERENCE

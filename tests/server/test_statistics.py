@@ -44,17 +44,19 @@ def t_interval_by_hand(x):
 
 
 def exact_signed_rank_p(d):
-    """Two-sided exact p by enumerating all 2**n sign flips of the ranks (distinct |d|)."""
+    """Two-sided p by enumerating every sign flip of the nonzero differences, with
+    Pratt's ranks: zeros take part in the ranking and never move; ties share ranks."""
+    d = np.asarray(d, dtype=float)
     ranks = stats.rankdata(np.abs(d))
-    observed = ranks[np.asarray(d) > 0].sum()
-    total = ranks.sum()
-    # two-sided: as far from the null mean total/2 as observed, in either direction
-    extreme = abs(observed - total / 2)
+    movable = np.flatnonzero(d != 0)
+    middle = ranks[movable].sum() / 2  # the null mean of the positive rank sum
+    extreme = abs(ranks[d > 0].sum() - middle)
     hits = sum(
-        abs(sum(r for r, s in zip(ranks, signs, strict=True) if s) - total / 2) >= extreme - 1e-12
-        for signs in itertools.product([0, 1], repeat=len(d))
+        abs(sum(ranks[i] for i, s in zip(movable, signs, strict=True) if s) - middle)
+        >= extreme - 1e-9
+        for signs in itertools.product([0, 1], repeat=len(movable))
     )
-    return hits / 2 ** len(d)
+    return hits / 2 ** len(movable)
 
 
 # --- means and intervals ---------------------------------------------------------------
@@ -82,6 +84,24 @@ def test_mean_interval_edges():
 def test_paired_p_is_the_exact_signed_rank_p():
     d = [0.004, -0.001, 0.003, 0.006, 0.002, -0.0005, 0.005]
     assert paired_test(d) == pytest.approx(exact_signed_rank_p(d))
+
+
+@pytest.mark.parametrize(
+    "d",
+    [
+        [0.001, 0.001, 0.002, 0.0, 0.003, 0.001, -0.001],  # ties and a zero
+        [0.0012, 0.0012, -0.0003, 0.0005, 0.0012, 0.0007, 0.0, 0.0009],
+    ],
+)
+def test_paired_p_with_ties_and_zeros_keeps_every_pair(d):
+    # test accuracies come in steps of 0.0001: tied and zero differences are common
+    assert paired_test(d) == pytest.approx(exact_signed_rank_p(d))
+
+
+def test_a_zero_difference_counts_as_a_pair_that_favours_neither_arm():
+    effect = compare_arms(*twins([0.001] * 5 + [0.0]))
+    assert effect.n_pairs == 6 and effect.p_value == pytest.approx(2 / 2**5)
+    assert effect.verdict == Verdict.NO_DIFFERENCE
 
 
 def test_min_pairs_is_where_the_test_can_first_reach_alpha():
