@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +140,47 @@ def test_a_bad_design_is_one_line_on_the_command_line():
     assert "Traceback" not in out.stderr
     out = bnlab("experiment", "speed", "--workers", "0")
     assert out.returncode == 2 and "--workers" in out.stderr and "Traceback" not in out.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _loaded_tensorflow(pid: int) -> bool:
+    try:
+        return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_the_runs_and_the_workers(tmp_path, data_dir):
+    design = tmp_path / "long.json"
+    design.write_text(json.dumps({"base": {**TINY_MLP, "steps": 100_000, "eval_every": 1000}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bnlab", "experiment", str(design), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 180
+    workers: list[int] = []
+    while len([w for w in workers if _loaded_tensorflow(w)]) < 2:
+        assert time.monotonic() < deadline, "the workers never started training"
+        time.sleep(0.2)
+        workers = [p for p in _children(proc.pid) if _loaded_tensorflow(p)]
+    time.sleep(3)  # into the first steps
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
