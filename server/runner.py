@@ -96,7 +96,7 @@ def run_design(
 ) -> list[RunResult]:
     """Every run of `design`, `workers` at a time; results in the design's order.
     `on_done(planned, result, error)` hears of each run as it ends."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     planned = design.runs()
