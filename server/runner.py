@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,7 +34,7 @@ FLAGS = {("seeds",): "--seeds", ("base", "steps"): "--steps"}
 
 # --- the worker side ----------------------------------------------------------------------
 
-_stop = None  # this worker's view of the pool's stop event
+_stop: Any = None  # this worker's view of the pool's stop event (a multiprocessing Event)
 
 
 def _start_worker(stop, threads: int) -> None:
@@ -50,38 +51,46 @@ def _start_worker(stop, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended, as its worker sends it back."""
+
+    status: str  # a RunStatus value: completed, diverged, cancelled or failed
+    test_accuracy: float | None = None
+    error: str | None = None
+    curve: tuple[CurvePoint, ...] = ()
+
+
 _data_cache: dict[int | None, Any] = {}
 
 
-def _train_one(config_json: str, data_dir: str | None) -> dict[str, Any]:
+def _train_one(config_json: str, data_dir: str | None) -> Outcome:
     """One run, in a worker: its outcome, test accuracy and validation curve."""
     from bnlab.model.data import load_mnist
-    from bnlab.model.events import Cancelled, Diverged, EvalEvent
+    from bnlab.model.events import Cancelled, Diverged, EvalEvent, Event
     from bnlab.model.training import train
 
     config = RunConfig.model_validate_json(config_json)
-    curve: list[dict[str, Any]] = []
+    curve: list[CurvePoint] = []
 
-    def on_event(event) -> None:
+    def on_event(event: Event) -> None:
         if isinstance(event, EvalEvent):
-            curve.append({"step": event.step, "val_acc": event.val_acc, "val_loss": event.val_loss})
+            point = CurvePoint(step=event.step, val_acc=event.val_acc, val_loss=event.val_loss)
+            curve.append(point)
 
-    started = time.perf_counter()
-    outcome: dict[str, Any] = {"status": "completed", "test_accuracy": None, "error": None}
     try:
         if config.train_subset not in _data_cache:  # decoded once per worker
             _data_cache[config.train_subset] = load_mnist(
                 data_dir, download=False, train_subset=config.train_subset
             )
         metrics = train(config, on_event, _stop.is_set, data=_data_cache[config.train_subset])
-        outcome["test_accuracy"] = metrics.test_accuracy
     except Diverged as exc:
-        outcome.update(status="diverged", error=str(exc))
+        return Outcome("diverged", error=str(exc), curve=tuple(curve))
     except Cancelled:
-        outcome["status"] = "cancelled"
+        return Outcome("cancelled", curve=tuple(curve))
     except Exception as exc:  # reported with the run; the other runs go on
-        outcome.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    return {**outcome, "curve": curve, "seconds": time.perf_counter() - started}
+        return Outcome("failed", error=f"{type(exc).__name__}: {exc}", curve=tuple(curve))
+    return Outcome("completed", test_accuracy=metrics.test_accuracy, curve=tuple(curve))
 
 
 # --- the parent side ----------------------------------------------------------------------
@@ -114,10 +123,9 @@ def run_design(
             try:
                 outcome = future.result()
             except Exception as exc:  # the worker itself died (out of memory?)
-                outcome = {"status": "failed", "test_accuracy": None, "curve": []}
-                outcome["error"] = f"{type(exc).__name__}: {exc}"
+                outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
             results[i] = _result(planned[i], outcome)
-            on_done(planned[i], results[i], outcome["error"])
+            on_done(planned[i], results[i], outcome.error)
     except BaseException:
         stop.set()  # running runs stop between steps; queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)
@@ -126,14 +134,14 @@ def run_design(
     return [results[i] for i in range(len(planned))]
 
 
-def _result(planned: PlannedRun, outcome: dict[str, Any]) -> RunResult:
+def _result(planned: PlannedRun, outcome: Outcome) -> RunResult:
     return RunResult(
         factors=planned.factors,
         seed=planned.seed,
         arm=planned.arm,
-        status=outcome["status"],
-        test_accuracy=outcome["test_accuracy"],
-        curve=[CurvePoint(**p) for p in outcome["curve"]],
+        status=outcome.status,
+        test_accuracy=outcome.test_accuracy,
+        curve=list(outcome.curve),
     )
 
 
