@@ -314,12 +314,8 @@ def _percent(x: float) -> str:
 
 def _sentence(verdict: Verdict, n: int, difference: Interval, p: float | None, test: str) -> str:
     pairs = f"n = {n} seed pair{'s' * (n != 1)}"
-    if verdict is Verdict.NOT_ENOUGH_SEEDS:
-        return (
-            f"Not enough seeds to tell: {pairs}; the {test} test needs at least "
-            f"{MIN_PAIRS} to ever reach p < {ALPHA}."
-        )
-    assert difference.mean is not None and p is not None
+    if difference.mean is None:
+        return "Not enough seeds to tell: no seed has finished with and without BN yet."
     interval = (
         f" (95 % CI {_percent(difference.ci_low)} to {_percent(difference.ci_high)})"
         if difference.ci_low is not None and difference.ci_high is not None
@@ -327,6 +323,11 @@ def _sentence(verdict: Verdict, n: int, difference: Interval, p: float | None, t
     )
     figures = f"{_percent(difference.mean)}{interval}, p = {p:.3g}, {pairs}"
     match verdict:
+        case Verdict.NOT_ENOUGH_SEEDS:
+            return (
+                f"Not enough seeds to tell: test accuracy {figures}; the {test} test needs "
+                f"at least {MIN_PAIRS} pairs to ever reach p < {ALPHA}."
+            )
         case Verdict.BN_BETTER:
             return f"BN better: test accuracy {figures}."
         case Verdict.BN_WORSE:

@@ -226,6 +226,16 @@ def test_too_few_seeds_is_never_a_guess():
     assert stats.ttest_1samp([0.0100, 0.0101, 0.0102, 0.0103, 0.0104], 0).pvalue < 0.001
     assert effect.verdict == Verdict.NOT_ENOUGH_SEEDS
     assert "n = 5 seed pairs" in effect.sentence and "at least 6" in effect.sentence
+    assert "test accuracy +1.02 %" in effect.sentence  # what was seen, all the same
+
+
+def test_before_any_pair_finishes_there_is_nothing_to_tell():
+    bn = [run(0, "bn", 0.98)]
+    no_bn = [run(0, "no_bn", None, status="running")]
+    effect = compare_arms(bn, no_bn)
+    assert (effect.n_pairs, effect.p_value, effect.difference.mean) == (0, None, None)
+    assert effect.verdict == Verdict.NOT_ENOUGH_SEEDS
+    assert "no seed has finished with and without BN" in effect.sentence
 
 
 def test_a_diverged_twin_counts_at_chance_and_unfinished_pairs_wait():
