@@ -16,11 +16,14 @@ MAX_STEPS = 100_000
 MAX_EVALS = 1_000
 TRAIN_SIZE = 55_000
 # Fields added after runs were first stored, each with the value that means what
-# a stored config without it meant (max_shift: those runs trained unshifted).
-ADDED_FIELDS = {"max_shift": 0}
+# a stored config without it meant (max_shift: those runs trained unshifted;
+# activation None: each network's own nonlinearity; init_scale 1: the weights
+# every run had before the knob existed).
+ADDED_FIELDS = {"max_shift": 0, "activation": None, "init_scale": 1.0}
 
 Arch = Literal["cnn", "mlp"]
 OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
+Activation = Literal["relu", "sigmoid", "tanh"]
 
 
 def _evaluations(steps: int, eval_every: int) -> int:
@@ -135,6 +138,26 @@ class RunConfig(BaseModel):
         title="Seed",
         description="Seeds the weights, dropout, the data order and the shifts",
         json_schema_extra={"advanced": True},
+    )
+    activation: Activation | None = Field(
+        None,
+        title="Activation",
+        description="Hidden nonlinearity (none: the network's own, CNN relu, MLP sigmoid)",
+        json_schema_extra={
+            "options": {
+                "relu": ["ReLU"],
+                "sigmoid": ["Sigmoid"],
+                "tanh": ["Tanh"],
+            }
+        },
+    )
+    init_scale: float = Field(
+        1.0,
+        ge=0.001,
+        le=1000,
+        allow_inf_nan=False,
+        title="Init scale",
+        description="Multiplies the standard deviation of every initial weight (1: as published)",
     )
     train_subset: int | None = Field(
         None,

@@ -22,6 +22,9 @@ from bnlab.model.config import RunConfig
 # test accuracy (bench/RESULTS.md, notes), so this one, uniform over layers, stays.
 WEIGHT_STDDEV = 0.1
 BIAS_INIT = 0.1
+# The nonlinearity `RunConfig.activation` names; None keeps each network's own.
+ACTIVATIONS = {"relu": tf.nn.relu, "sigmoid": tf.nn.sigmoid, "tanh": tf.nn.tanh}
+OWN_ACTIVATION = {"cnn": "relu", "mlp": "sigmoid"}
 
 
 def _layer_seed(seed: int, name: str) -> int:
@@ -129,10 +132,13 @@ class Network(keras.Model):
         self.norms: list[BatchNorm] = []
         seed = config.seed
         bn = config.batch_norm
+        self.activation = ACTIVATIONS[config.activation or OWN_ACTIVATION[config.arch]]
 
+        # init_scale multiplies every random kernel; biases (constants) and the
+        # zero logits layer hold no spread to scale.
         def kernel(name: str) -> keras.initializers.Initializer:
             return keras.initializers.TruncatedNormal(
-                stddev=WEIGHT_STDDEV, seed=_layer_seed(seed, name)
+                stddev=WEIGHT_STDDEV * config.init_scale, seed=_layer_seed(seed, name)
             )
 
         def norm(name: str) -> BatchNorm | None:
@@ -143,7 +149,6 @@ class Network(keras.Model):
         # With BN a bias before it is redundant (BN's beta shifts instead).
         bias = {"use_bias": not bn, "bias_initializer": keras.initializers.Constant(BIAS_INIT)}
         if config.arch == "cnn":
-            self.activation = tf.nn.relu
             for i, filters in enumerate((32, 64), start=1):
                 conv = Conv2D(
                     filters,
@@ -165,7 +170,6 @@ class Network(keras.Model):
             )
             self.hidden_norm = None
         else:
-            self.activation = tf.nn.sigmoid
             self.pool = None
             self.flatten = keras.layers.Flatten()
             for i in (1, 2):
@@ -192,9 +196,10 @@ class Network(keras.Model):
             if self.norms:
                 x = self.norms[i](x, training=training)
             if self.pool is not None:
-                # Pooling before the ReLU gives the same values and gradients
-                # (a monotone function commutes with max) on a quarter of the
-                # elements: ReLU then pool is what the recipe wrote.
+                # Pooling before the nonlinearity gives the same values and
+                # gradients (relu, sigmoid and tanh are monotone, and a monotone
+                # function commutes with max) on a quarter of the elements:
+                # ReLU then pool is what the recipe wrote.
                 x = self.pool(x)
             x = self.activation(x)
         x = self.hidden(self.flatten(x))

@@ -2,7 +2,8 @@
 
 `bnlab train` (one run in the console) takes its flags from RunConfig's fields:
 name, type, bounds-checked value, default, choices and help all come from the
-model, so a field added there is a flag here. `bnlab serve` runs the dashboard.
+model, so a field added there is a flag here. `bnlab serve` runs the dashboard;
+`bnlab experiment` runs an experiment's runs locally, without a server.
 `python -m bnlab` is the same command.
 """
 
@@ -217,6 +218,44 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+# -- bnlab experiment -----------------------------------------------------------------
+
+
+def add_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
+    # Imported when the parser is built rather than with this module: the design
+    # module brings scipy, which no other subcommand needs.
+    from bnlab.server.experiment import PRESETS
+
+    p = subparsers.add_parser(
+        "experiment",
+        help="run an experiment's BN/no-BN twins locally and print the verdicts",
+        description="Run every cell x seed x (with, without BN) of an experiment in worker "
+        "processes, then print each cell's arms, the paired BN - no-BN difference and the "
+        f"verdict. DESIGN is a preset ({', '.join(PRESETS)}) or a JSON file with the body "
+        "of POST /api/experiments.",
+    )
+    p.add_argument("design", metavar="DESIGN", help="preset name or JSON file")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the design's)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the design's)")
+    p.add_argument(
+        "--workers", type=_bounded_int(1, 64), default=2, help="runs at once (default %(default)s)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=_directory,
+        default=None,
+        help="MNIST directory (default: $BNLAB_DATA_DIR, else ~/.cache/bnlab/mnist)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.set_defaults(handler=experiment)
+
+
+def experiment(args: argparse.Namespace) -> int:
+    from bnlab.server.runner import run_experiment
+
+    return run_experiment(args)
+
+
 # -- the command ----------------------------------------------------------------------
 
 
@@ -227,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
     add_serve_parser(subparsers)
+    add_experiment_parser(subparsers)
     return parser
 
 

@@ -67,7 +67,11 @@ class _Live:
 
 def default_label(config: RunConfig) -> str:
     bn = "BN" if config.batch_norm else "no-BN"
-    return f"{bn} · {config.arch} · {config.optimizer} {config.learning_rate:g}"
+    # The knobs that change the network itself show only when set, so the
+    # legend can tell a sigmoid CNN or a 10x initialisation from the recipe.
+    arch = f"{config.arch} {config.activation}" if config.activation else config.arch
+    init = f" · init scale {config.init_scale:g}" if config.init_scale != 1 else ""
+    return f"{bn} · {arch} · {config.optimizer} {config.learning_rate:g}{init}"
 
 
 class RunService:

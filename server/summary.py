@@ -5,13 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bnlab.server.schemas import PairSpeedup, PointPublic, RunPublic, RunSummary
-
-MILESTONES = (0.97, 0.98, 0.99)
-SPEEDUP_AT = "0.98"
-
-
-def first_step_reaching(points: list[PointPublic], accuracy: float) -> int | None:
-    return next((p.step for p in points if p.val_acc is not None and p.val_acc >= accuracy), None)
+from bnlab.server.statistics import MILESTONES, SPEEDUP_AT, first_step_reaching
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

@@ -82,6 +82,8 @@ def test_json_prints_one_event_per_line(data_dir):
         (["--batch-size", "100000"], "--batch-size"),
         (["--dropout", "1.5"], "--dropout"),
         (["--max-shift", "9"], "--max-shift"),
+        (["--init-scale", "0"], "--init-scale"),
+        (["--activation", "gelu"], "--activation"),
         (["--eval-every", "1", "--steps", "100000"], "--eval-every"),
     ],
 )
@@ -89,6 +91,17 @@ def test_bad_values_are_refused_naming_the_flag(args, flag):
     out = bnlab("train", *args)
     assert out.returncode == 2
     assert flag in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_knob_flags_reach_the_run_config():
+    from bnlab.model.cli import config_from_args
+    from bnlab.server.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--activation", "tanh", "--init-scale", "0.05"])
+    config = config_from_args(args)
+    assert (config.activation, config.init_scale) == ("tanh", 0.05)
+    defaults = config_from_args(build_parser().parse_args(["train"]))
+    assert (defaults.activation, defaults.init_scale) == (None, 1.0)
 
 
 def test_missing_data_is_one_clear_message(tmp_path):

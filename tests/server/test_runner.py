@@ -1,0 +1,186 @@
+"""`bnlab experiment`: a real tiny experiment in worker processes, and bad designs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlab.server.experiment import PRESETS
+from bnlab.server.runner import DesignError, load_design, print_table
+from bnlab.server.statistics import RunResult, summarize_cells
+
+TINY_MLP = {
+    "arch": "mlp",
+    "optimizer": "sgd",
+    "learning_rate": 0.5,
+    "batch_size": 60,
+    "dropout": 0.0,
+    "max_shift": 0,
+    "steps": 60,
+    "eval_every": 20,
+    "train_subset": 1000,
+}
+
+
+def bnlab(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "bnlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ,
+    )
+
+
+def test_a_tiny_experiment_runs_every_twin_and_reports_each_cell(tmp_path, data_dir):
+    design = tmp_path / "tiny.json"
+    design.write_text(
+        json.dumps({"label": "tiny", "base": TINY_MLP, "vary": {"init_scale": [1, 10]}, "seeds": 2})
+    )
+    out = bnlab("experiment", str(design), "--json", "--workers", "2", "--data-dir", str(data_dir))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    runs = [RunResult.model_validate(r) for r in result["runs"]]
+    # every cell x seed x arm once, all trained to the end
+    assert sorted((r.factors["init_scale"], r.seed, r.arm) for r in runs) == sorted(
+        (scale, seed, arm) for scale in (1.0, 10.0) for seed in (0, 1) for arm in ("bn", "no_bn")
+    )
+    assert {r.status for r in runs} == {"completed"}
+    assert all(0 <= r.test_accuracy <= 1 for r in runs)
+    cells = result["cells"]
+    assert [c["factors"] for c in cells] == [{"init_scale": 1.0}, {"init_scale": 10.0}]
+    for cell in cells:
+        scale = cell["factors"]["init_scale"]
+        acc = {(r.arm, r.seed): r.test_accuracy for r in runs if r.factors["init_scale"] == scale}
+        assert cell["arms"]["bn"]["n_finished"] == cell["arms"]["no_bn"]["n_finished"] == 2
+        # the difference is paired by seed, from the very runs listed
+        paired = [acc["bn", s] - acc["no_bn", s] for s in (0, 1)]
+        assert cell["effect"]["difference"]["mean"] == pytest.approx(np.mean(paired))
+        assert cell["effect"]["verdict"] == "not_enough_seeds"
+        # evaluations at 0, 20, 40, 60, each over both seeds
+        curve = cell["arms"]["bn"]["curve"]
+        assert [(p["step"], p["n"]) for p in curve] == [(0, 2), (20, 2), (40, 2), (60, 2)]
+
+
+def test_the_table_has_a_row_and_a_sentence_per_cell():
+    runs = [
+        RunResult(factors={"dropout": d}, seed=s, arm=arm, status="completed", test_accuracy=acc)
+        for d in (0.0, 0.5)
+        for s in range(6)
+        for arm, acc in (("bn", 0.97 + 0.001 * s), ("no_bn", 0.96))
+    ]
+    runs[1] = runs[1].model_copy(update={"status": "diverged", "test_accuracy": None})
+    runs[3] = runs[3].model_copy(update={"status": "failed", "test_accuracy": None})
+    out = io.StringIO()
+    design = load_design(PRESETS["regularization"].name, None, None)
+    print_table(summarize_cells(runs), design, 90.0, out)
+    text = out.getvalue()
+    assert "regularization: 32 runs in 1.5 min" in text
+    assert text.count("bn_better") == 1 and "dropout=0.5" in text
+    assert "BN better" in text and "n = 6 seed pairs" in text
+    # dropout=0.0 lost seed 1's pair to a failure; its diverged twin still counts
+    assert "n = 5 seed pairs" in text
+    assert "Diverged: BN 0, no-BN 1." in text
+    assert "Without a result (failed or stopped): BN 0, no-BN 1." in text
+
+
+def test_overrides_apply_to_a_preset():
+    design = load_design("learning-rate", 6, 300)
+    assert design.seeds == 6 and design.base.steps == 300
+    assert {r.config.steps for r in design.runs()} == {300}
+
+
+@pytest.mark.parametrize(
+    ("name", "seeds", "steps", "words"),
+    [
+        ("nope", None, None, ["DESIGN", "'nope'", "speed"]),
+        ("speed", 0, None, ["--seeds", "greater than or equal to 1"]),
+        ("speed", None, 0, ["--steps", "greater than or equal to 1"]),
+        ("speed", None, 100_000, ["eval_every", "steps=100000"]),
+    ],
+)
+def test_bad_designs_name_the_flag(name, seeds, steps, words):
+    with pytest.raises(DesignError) as info:
+        load_design(name, seeds, steps)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"vary": {"seed": [1, 2]}}', ["vary", "seed"]),
+        ('{"base": {"learning_rate": -1}}', ["base.learning_rate", "greater than 0"]),
+        ("not json", ["DESIGN", "cannot read"]),
+        ("[1, 2]", ["DESIGN", "JSON object"]),
+    ],
+)
+def test_bad_design_files_name_the_field(tmp_path, content, words):
+    path = tmp_path / "design.json"
+    path.write_text(content)
+    with pytest.raises(DesignError) as info:
+        load_design(str(path), None, None)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_a_bad_design_is_one_line_on_the_command_line():
+    out = bnlab("experiment", "speed", "--seeds", "21")
+    assert out.returncode == 2
+    assert out.stderr.startswith("bnlab experiment: error: --seeds:")
+    assert "Traceback" not in out.stderr
+    out = bnlab("experiment", "speed", "--workers", "0")
+    assert out.returncode == 2 and "--workers" in out.stderr and "Traceback" not in out.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _loaded_tensorflow(pid: int) -> bool:
+    try:
+        return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_the_runs_and_the_workers(tmp_path, data_dir):
+    design = tmp_path / "long.json"
+    design.write_text(json.dumps({"base": {**TINY_MLP, "steps": 100_000, "eval_every": 1000}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bnlab", "experiment", str(design), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 180
+    workers: list[int] = []
+    while len([w for w in workers if _loaded_tensorflow(w)]) < 2:
+        assert time.monotonic() < deadline, "the workers never started training"
+        time.sleep(0.2)
+        workers = [p for p in _children(proc.pid) if _loaded_tensorflow(p)]
+    time.sleep(3)  # into the first steps
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
