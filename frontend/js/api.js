@@ -69,9 +69,6 @@ const enc = encodeURIComponent;
 
 export const api = {
   health: () => request("GET", "/api/health"),
-  listRuns: (limit = 200) => request("GET", `/api/runs?limit=${limit}`),
-  getRun: (id) => request("GET", `/api/runs/${enc(id)}`),
-  metrics: (id) => request("GET", `/api/runs/${enc(id)}/metrics`),
   startRun: (config) => request("POST", "/api/runs", config),
   startComparison: (config) => request("POST", "/api/comparisons", config),
   cancelRun: (id) => request("POST", `/api/runs/${enc(id)}/cancel`),

@@ -102,11 +102,6 @@ class LiveChart {
     return this.queue;
   }
 
-  setOptions(opts) {
-    this.opts = { ...this.opts, ...opts };
-    return this.redraw();
-  }
-
   redraw() {
     this.drawn = true;
     this.specs = [];

@@ -50,13 +50,6 @@ export class RunsTable {
     else if (button.dataset.action === "delete") this.handlers.onDelete(id);
   }
 
-  /** Replaces every row (the feed's first message, also after a reconnect). */
-  replaceAll(runs) {
-    const keep = new Set(runs.map((r) => r.id));
-    for (const id of [...this.rows.keys()]) if (!keep.has(id)) this.remove(id);
-    for (const run of runs) this.upsert(run);
-  }
-
   upsert(run) {
     let row = this.rows.get(run.id);
     if (!row) {
