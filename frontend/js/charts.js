@@ -35,6 +35,32 @@ function runName(run) {
   return `${run.label}${flag}`;
 }
 
+const NOTE_FONT = { size: 13, color: "#7b8794" };
+
+/** Grey text in the middle of an empty plot area (x: its centre, as a fraction of the width). */
+function note(text, x = 0.5) {
+  return { text, xref: "paper", yref: "paper", x, y: 0.5, showarrow: false, font: NOTE_FONT };
+}
+
+/**
+ * Why a plot area showing these runs is empty, or null when it has something to draw:
+ * nothing evaluated yet (starting, queued, or ended before its first evaluation), or
+ * points whose values are all missing (recorded before the value existed) or non-finite.
+ */
+function whyEmpty(runs, getPoints, value) {
+  const points = runs.flatMap((r) => getPoints(r.id));
+  if (points.some((p) => finite(value(p)) !== null)) return null;
+  if (!points.length) {
+    if (runs.some((r) => r.status === "running")) return "starting… the first evaluation is on its way";
+    if (runs.some((r) => r.status === "queued")) return "queued: waiting for a free worker";
+    return "no evaluations: the run ended before its first one";
+  }
+  // Values that were measured but not finite are stored as null like missing ones; a run
+  // whose validation loss is finite throughout did not diverge, so it predates the value.
+  if (points.every((p) => finite(p.val_loss) !== null)) return "no values: the run predates this measurement";
+  return "no finite values: the run diverged";
+}
+
 /** One plotted run: what the charts need to know about it. */
 export function chartRun(run, colour) {
   return {
@@ -55,6 +81,35 @@ class LiveChart {
     this.specs = []; // one per trace, in trace order
     this.ema = new Map(); // spec key -> {v, n}: smoothing state after the last point
     this.queue = Promise.resolve();
+    this.noted = ""; // the notes on the chart now, to redraw them only when they change
+  }
+
+  /** Notes for the empty plot areas (none by default). */
+  notes() {
+    return [];
+  }
+
+  /** The layout with its notes; with no runs, no axes and a word on how to get some. */
+  fullLayout() {
+    const layout = this.layout();
+    let notes = this.notes();
+    if (!this.runs.length) {
+      for (const key of Object.keys(layout)) if (/^[xy]axis\d*$/.test(key)) layout[key] = { ...layout[key], visible: false };
+      notes = [note("Select runs in the table (or start one) to plot them")];
+    }
+    this.noted = JSON.stringify(notes);
+    layout.annotations = [...(layout.annotations ?? []), ...notes];
+    return layout;
+  }
+
+  /** Redraws the notes if a point or a status changed them (relayout: the data stays). */
+  refreshNotes() {
+    if (!this.drawn || !this.runs.length) return this.queue;
+    const notes = this.notes();
+    if (JSON.stringify(notes) === this.noted) return this.queue;
+    this.noted = JSON.stringify(notes);
+    const annotations = [...(this.layout().annotations ?? []), ...notes];
+    return this.enqueue(() => Plotly.relayout(this.el, { annotations }));
   }
 
   /** Plotly calls run one after the other; their data is computed when they are asked for. */
@@ -99,7 +154,7 @@ class LiveChart {
     if (!same || !this.drawn) return this.redraw();
     const changed = runs.filter((r) => runName(before.get(r.id)) !== runName(r));
     if (changed.length) this.rename(changed);
-    return this.queue;
+    return this.refreshNotes();
   }
 
   redraw() {
@@ -116,18 +171,7 @@ class LiveChart {
         this.specs.push(spec);
       }
     }
-    const layout = this.layout();
-    if (!this.runs.length) {
-      for (const key of Object.keys(layout)) if (/^[xy]axis\d*$/.test(key)) layout[key] = { ...layout[key], visible: false };
-      layout.annotations = [
-        ...(layout.annotations ?? []),
-        {
-          text: "Select runs in the table (or start one) to plot them",
-          xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
-          font: { size: 13, color: "#7b8794" },
-        },
-      ];
-    }
+    const layout = this.fullLayout();
     return this.enqueue(() => Plotly.react(this.el, traces, layout, CONFIG));
   }
 
@@ -145,7 +189,8 @@ class LiveChart {
       ys.push(y);
     });
     if (!indices.length) return this.queue;
-    return this.enqueue(() => Plotly.extendTraces(this.el, { x: xs, y: ys }, indices));
+    this.enqueue(() => Plotly.extendTraces(this.el, { x: xs, y: ys }, indices));
+    return this.refreshNotes();
   }
 
   rename(runs) {
@@ -236,6 +281,11 @@ export class CurveChart extends LiveChart {
     return [raw, smooth];
   }
 
+  notes() {
+    const why = whyEmpty(this.runs, this.getPoints, (p) => p[this.metric]);
+    return why ? [note(why)] : [];
+  }
+
   layout() {
     return {
       ...this.baseLayout(),
@@ -251,6 +301,12 @@ export class CurveChart extends LiveChart {
     };
   }
 }
+
+// The probe chart's two plot areas (x domains [0, 0.47] and [0.53, 1]).
+const PROBE_PANELS = [
+  { bn: false, centre: 0.235, title: "Without BN (Fig. 1b)", none: "no run without BN selected" },
+  { bn: true, centre: 0.765, title: "With BN (Fig. 1c)", none: "no run with BN selected" },
+];
 
 /**
  * The tracked unit's input over training: its 15th/50th/85th percentiles (BN paper,
@@ -282,6 +338,15 @@ export class ProbeChart extends LiveChart {
     ];
   }
 
+  /** Each panel says why it is empty: no such run selected, or see whyEmpty. */
+  notes() {
+    return PROBE_PANELS.flatMap(({ bn, centre, none }) => {
+      const runs = this.runs.filter((r) => r.bn === bn);
+      const why = runs.length ? whyEmpty(runs, this.getPoints, (p) => p.probe?.p50) : none;
+      return why ? [note(why, centre)] : [];
+    });
+  }
+
   layout() {
     const head = (text, x) => ({
       text, x, y: 1.02, xref: "paper", yref: "paper", xanchor: "center", yanchor: "bottom",
@@ -294,7 +359,7 @@ export class ProbeChart extends LiveChart {
       yaxis: this.axis({ title: { text: "input to the unit" }, zeroline: true, zerolinecolor: "#d5dbe3" }),
       xaxis2: this.axis({ domain: [0.53, 1], anchor: "y2", title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
       yaxis2: this.axis({ anchor: "x2", zeroline: true, zerolinecolor: "#d5dbe3" }),
-      annotations: [head("Without BN (Fig. 1b)", 0.235), head("With BN (Fig. 1c)", 0.765)],
+      annotations: PROBE_PANELS.map(({ title, centre }) => head(title, centre)),
     };
   }
 }

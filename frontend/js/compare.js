@@ -114,7 +114,9 @@ export class ComparePanel {
       sw.className = `swatch${run.config?.batch_norm === false ? " dashed" : ""}`;
       sw.style.setProperty("--c", this.colourOf(run));
       const name = document.createElement("span");
+      name.className = "cmp-name";
       name.textContent = run.label || shortId(run.id);
+      name.title = name.textContent;
       const st = document.createElement("span");
       st.className = `badge badge-${run.status}`;
       st.textContent = run.status;

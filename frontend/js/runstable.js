@@ -2,10 +2,24 @@
 
 import { api } from "./api.js";
 import { TERMINAL } from "./livesocket.js";
-import { describeConfig, duration, pct, rate, shortId } from "./format.js";
+import { describeConfig, duration, isNum, pct, rate, shortId } from "./format.js";
 
 const BAD = new Set(["failed", "diverged", "interrupted"]);
 const RESUMABLE = new Set(["failed", "interrupted"]); // POST /api/runs/{id}/resume
+
+/**
+ * What a running run is doing, for its speed and ETA: "starting" until it has trained a
+ * step (loading data, building the network, evaluating step 0: no speed yet), "testing"
+ * once no training is left (the final evaluations, which an ETA would call 0 s), else
+ * "training". Progress arrives about once a second, so an ETA under a second means the
+ * last steps are done or nearly so.
+ */
+function phase(run, step, total) {
+  if (run.status !== "running") return null;
+  if ((total && step >= total) || (isNum(run.eta_seconds) && run.eta_seconds < 1)) return "testing";
+  if (!step || !isNum(run.steps_per_sec)) return "starting";
+  return "training";
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -34,6 +48,11 @@ export class RunsTable {
     this.tbody = root.querySelector("tbody");
     this.empty = root.querySelector("[data-testid=runs-empty]");
     this.count = document.querySelector("[data-testid=runs-count]");
+    this.wrap = root.querySelector(".table-wrap");
+    // The stylesheet's max-height is the room the table may take; fit() trims it to rows.
+    this.budget = parseFloat(getComputedStyle(this.wrap).maxHeight);
+    this.fitPending = false;
+    window.addEventListener("resize", () => this.fitSoon());
     this.tbody.addEventListener("click", (ev) => this.onClick(ev));
     this.tbody.addEventListener("change", (ev) => {
       const box = ev.target.closest("input[data-action=select]");
@@ -60,6 +79,7 @@ export class RunsTable {
     row.run = run;
     this.fill(row, run);
     this.refreshEmpty();
+    this.fitSoon();
   }
 
   remove(id) {
@@ -68,6 +88,33 @@ export class RunsTable {
     row.tr.remove();
     this.rows.delete(id);
     this.refreshEmpty();
+    this.fitSoon();
+  }
+
+  fitSoon() {
+    if (this.fitPending) return;
+    this.fitPending = true;
+    requestAnimationFrame(() => this.fit());
+  }
+
+  /**
+   * Makes the scroller the header plus a whole number of rows high, so the last visible row
+   * is never cut in half; rows snap to the top edge (CSS), so scrolling keeps them whole.
+   */
+  fit() {
+    this.fitPending = false;
+    const rows = this.tbody.rows;
+    if (!rows.length || !Number.isFinite(this.budget)) {
+      this.wrap.style.maxHeight = "";
+      return;
+    }
+    const top = rows[0].getBoundingClientRect().top;
+    const rowHeight = (rows[rows.length - 1].getBoundingClientRect().bottom - top) / rows.length;
+    const head = top - this.tbody.parentElement.getBoundingClientRect().top;
+    const scrollbar = this.wrap.offsetHeight - this.wrap.clientHeight; // a horizontal one
+    const fitting = Math.max(1, Math.floor((this.budget - head) / rowHeight));
+    this.wrap.style.maxHeight = `${head + fitting * rowHeight + scrollbar}px`;
+    this.wrap.style.scrollPaddingTop = `${head}px`;
   }
 
   setSelected(ids) {
@@ -155,14 +202,21 @@ export class RunsTable {
     row.tr.classList.toggle("bad", BAD.has(status));
     p.swatch.style.setProperty("--c", this.colourOf(run));
     p.swatch.classList.toggle("dashed", run.config?.batch_norm === false);
-    p.label.textContent = run.label || shortId(run.id);
-    p.label.title = run.id;
-    p.meta.textContent = describeConfig(run.config);
+    // Every row is two lines high, so the scroller can show whole rows: long texts end in
+    // "…" (in full on hover), and a run's trouble takes the place of its configuration.
+    const label = run.label || shortId(run.id);
+    const config = describeConfig(run.config);
+    const reason = run.error || (status === "interrupted" ? "the server stopped during this run" : "");
+    p.label.textContent = label;
+    p.label.title = `${label}\n${config}\nid ${run.id}`;
+    p.meta.textContent = config;
+    p.meta.title = config;
+    p.meta.hidden = Boolean(reason);
     p.badge.textContent = status;
     p.badge.className = `badge badge-${status}`;
-    const reason = run.error || (status === "interrupted" ? "the server stopped during this run" : "");
     p.error.hidden = !reason;
     p.error.textContent = reason ? `⚠ ${reason}` : "";
+    p.error.title = reason;
     p.badge.title = reason;
     const total = run.total_steps ?? run.config?.steps ?? 0;
     const step = run.step ?? 0;
@@ -173,8 +227,10 @@ export class RunsTable {
     p.progress.setAttribute("aria-valuenow", String(step));
     p.progress.setAttribute("aria-label", `${step} of ${total} steps`);
     p.stepText.textContent = `${step.toLocaleString("en-US")} / ${total.toLocaleString("en-US")}`;
-    p.speed.textContent = status === "running" ? `${rate(run.steps_per_sec)}/s` : "—";
-    p.eta.textContent = status === "running" ? duration(run.eta_seconds) : "—";
+    const now = phase(run, step, total);
+    p.speed.textContent = now && isNum(run.steps_per_sec) ? `${rate(run.steps_per_sec)}/s` : "—";
+    p.eta.textContent = now === "training" ? duration(run.eta_seconds) : now ? `${now}…` : "—";
+    p.eta.dataset.phase = now ?? "";
     p.acc.textContent = pct(run.test_metrics?.test_accuracy);
     p.cancel.hidden = terminal;
     p.cancel.disabled = terminal;
