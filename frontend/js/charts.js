@@ -39,7 +39,10 @@ const NOTE_FONT = { size: 13, color: "#7b8794" };
 
 /** Grey text in the middle of an empty plot area (x: its centre, as a fraction of the width). */
 function note(text, x = 0.5) {
-  return { text, xref: "paper", yref: "paper", x, y: 0.5, showarrow: false, font: NOTE_FONT };
+  return {
+    text, xref: "paper", yref: "paper", x, y: 0.5, xanchor: "center", yanchor: "middle",
+    showarrow: false, font: NOTE_FONT,
+  };
 }
 
 /**
@@ -51,14 +54,14 @@ function whyEmpty(runs, getPoints, value) {
   const points = runs.flatMap((r) => getPoints(r.id));
   if (points.some((p) => finite(value(p)) !== null)) return null;
   if (!points.length) {
-    if (runs.some((r) => r.status === "running")) return "starting… the first evaluation is on its way";
-    if (runs.some((r) => r.status === "queued")) return "queued: waiting for a free worker";
-    return "no evaluations: the run ended before its first one";
+    if (runs.some((r) => r.status === "running")) return "starting…<br>the first evaluation is on its way";
+    if (runs.some((r) => r.status === "queued")) return "queued:<br>waiting for a free worker";
+    return "no evaluations:<br>the run ended before its first one";
   }
   // Values that were measured but not finite are stored as null like missing ones; a run
   // whose validation loss is finite throughout did not diverge, so it predates the value.
-  if (points.every((p) => finite(p.val_loss) !== null)) return "no values: the run predates this measurement";
-  return "no finite values: the run diverged";
+  if (points.every((p) => finite(p.val_loss) !== null)) return "no values:<br>the run predates this measurement";
+  return "no finite values:<br>the run diverged";
 }
 
 /** One plotted run: what the charts need to know about it. */
@@ -82,6 +85,11 @@ class LiveChart {
     this.ema = new Map(); // spec key -> {v, n}: smoothing state after the last point
     this.queue = Promise.resolve();
     this.noted = ""; // the notes on the chart now, to redraw them only when they change
+  }
+
+  /** Traces drawn after the runs' (none by default); they take no part in updates. */
+  frameTraces() {
+    return [];
   }
 
   /** Notes for the empty plot areas (none by default). */
@@ -171,6 +179,7 @@ class LiveChart {
         this.specs.push(spec);
       }
     }
+    traces.push(...this.frameTraces());
     const layout = this.fullLayout();
     return this.enqueue(() => Plotly.react(this.el, traces, layout, CONFIG));
   }
@@ -222,7 +231,11 @@ class LiveChart {
   }
 
   axis(extra) {
-    return { gridcolor: GRID, zeroline: false, linecolor: "#c9d1db", ticks: "outside", tickcolor: "#c9d1db", ...extra };
+    // automargin: room for the tick labels and the title, also when no legend pads the bottom.
+    return {
+      gridcolor: GRID, zeroline: false, linecolor: "#c9d1db", ticks: "outside", tickcolor: "#c9d1db",
+      automargin: true, ...extra,
+    };
   }
 }
 
@@ -336,6 +349,21 @@ export class ProbeChart extends LiveChart {
           hovertemplate: `median %{y:.3f}<extra>${label}</extra>` },
       },
     ];
+  }
+
+  /**
+   * One empty trace per panel, so both plot areas always exist: Plotly draws NaN paths
+   * (and logs errors) when a plot area loses its last trace, e.g. when the selection goes
+   * from BN runs alone to no-BN runs alone.
+   */
+  frameTraces() {
+    return [
+      { xaxis: "x", yaxis: "y" },
+      { xaxis: "x2", yaxis: "y2" },
+    ].map((axes) => ({
+      ...axes, type: "scatter", mode: "lines", x: [], y: [], showlegend: false, hoverinfo: "skip",
+      uid: `frame-${axes.xaxis}`, meta: { kind: "frame" },
+    }));
   }
 
   /** Each panel says why it is empty: no such run selected, or see whyEmpty. */

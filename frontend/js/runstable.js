@@ -166,7 +166,7 @@ export class RunsTable {
       class: "bar", role: "progressbar", "aria-valuemin": "0", "data-testid": "run-progress",
     }, bar);
     const stepText = el("span", { class: "step-text", "data-testid": "run-steps" });
-    const speed = el("td", { class: "num", "data-testid": "run-speed" });
+    const speed = el("td", { class: "num speed", "data-testid": "run-speed" });
     const eta = el("td", { class: "num", "data-testid": "run-eta" });
     const acc = el("td", { class: "num strong", "data-testid": "run-test-acc" });
     const cancel = el("button", {

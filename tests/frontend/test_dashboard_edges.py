@@ -20,7 +20,8 @@ SAMPLE = """id => {
     const row = document.querySelector(`[data-testid=run-row][data-run-id="${id}"]`);
     const notes = (testid) => {
         const el = document.querySelector(`[data-testid=${testid}]`);
-        return ((el.layout && el.layout.annotations) || []).map(a => ({text: a.text, x: a.x}));
+        const list = (el.layout && el.layout.annotations) || [];
+        return list.map(a => ({text: a.text.replace(/<br>/g, ' '), x: a.x}));
     };
     return {
         status: row ? row.dataset.status : null,
@@ -115,10 +116,123 @@ def test_an_empty_probe_panel_says_why(page, server):
         arg=[bn["id"], no_bn["id"]],
         timeout=RUN_TIMEOUT * 1000,
     )
-    expect(probe).to_contain_text("no values: the run predates this measurement")
-    expect(probe).to_contain_text("no finite values: the run diverged")
+    expect(probe).to_contain_text("the run predates this measurement")
+    expect(probe).to_contain_text("the run diverged")
     sample = page.evaluate(SAMPLE, bn["id"])
     assert _probe_note(sample, WITH_BN) == ["no values: the run predates this measurement"]
     assert _probe_note(sample, WITHOUT_BN) == ["no finite values: the run diverged"]
     # The loss chart has the BN run's losses to show: no note there.
     assert page.evaluate(SAMPLE, bn["id"])["acc"] == []
+
+
+def _post(page, server, path: str, body: dict) -> dict:
+    response = page.request.post(server.url + path, data=body)
+    assert response.status == 201, response.text()
+    return response.json()
+
+
+# The table's scroll area and the rows that show in it, in CSS pixels.
+TABLE_GEOMETRY = """() => {
+    const wrap = document.querySelector('[data-testid=runs-panel] .table-wrap');
+    const box = wrap.getBoundingClientRect();
+    const top = box.top + wrap.clientTop;
+    const head = wrap.querySelector('thead').getBoundingClientRect().height;
+    const rows = [...wrap.querySelectorAll('tbody tr')].map(r => r.getBoundingClientRect());
+    return {
+        view: [top + head, top + wrap.clientHeight],  // below the sticky header
+        head, scrollTop: wrap.scrollTop, scrollable: wrap.scrollHeight > wrap.clientHeight,
+        rows: rows.map(r => [r.top, r.bottom]),
+    };
+}"""
+
+
+def _cut_rows(geometry: dict) -> list[list[float]]:
+    """Rows partly inside the view: cut by its top or bottom edge."""
+    top, bottom = geometry["view"]
+    return [
+        [a, b]
+        for a, b in geometry["rows"]
+        if b > top + 1 and a < bottom - 1 and (a < top - 1 or b > bottom + 1)
+    ]
+
+
+def test_the_runs_table_scrolls_by_whole_rows(page, server):
+    # More runs than the table shows at once (cancelled at once: they need no worker).
+    for _ in range(4):
+        for run in _post(page, server, "/api/comparisons", {**TINY, "steps": 1000})["runs"]:
+            server.post(f"/api/runs/{run['id']}/cancel")
+    total = server.get("/api/runs?limit=1")["total"]
+    expect(page.get_by_test_id("run-row")).to_have_count(min(total, 200))
+    wrap = page.locator("[data-testid=runs-panel] .table-wrap")
+    page.wait_for_function(
+        "() => { const w = document.querySelector('[data-testid=runs-panel] .table-wrap');"
+        " return w.scrollHeight > w.clientHeight; }"
+    )
+
+    geometry = page.evaluate(TABLE_GEOMETRY)
+    heights = [b - a for a, b in geometry["rows"]]
+    # Every row is as high as the others (failed, cancelled or running alike) ...
+    assert max(heights) - min(heights) < 0.5, heights
+    # ... and the view below the header holds a whole number of them.
+    rows_in_view = (geometry["view"][1] - geometry["view"][0]) / heights[0]
+    assert rows_in_view >= 3 and abs(rows_in_view - round(rows_in_view)) < 0.02, rows_in_view
+    assert _cut_rows(geometry) == []
+
+    # Scrolling with the wheel lands on whole rows too.
+    wrap.hover()
+    for delta in (70, 45, 200, -90):
+        page.mouse.wheel(0, delta)
+        page.wait_for_timeout(700)  # the smooth scroll and the snap after it
+        geometry = page.evaluate(TABLE_GEOMETRY)
+        assert _cut_rows(geometry) == [], geometry
+    assert geometry["scrollTop"] > 0  # it did scroll
+
+
+def test_a_new_comparison_is_selected_alone(page, server):
+    first = [r["id"] for r in start(page, steps=2000, eval_every=1000)]
+    page.wait_for_function("ids => window.bnlab.selected().join() === ids.join()", arg=first)
+    second = [r["id"] for r in start(page, steps=2000, eval_every=1000)]
+    # The new comparison replaces what was plotted and compared.
+    page.wait_for_function(
+        "ids => [...window.bnlab.selected()].sort().join() === [...ids].sort().join()",
+        arg=second,
+    )
+    for run_id in first:
+        expect(row(page, run_id).get_by_test_id("run-select")).not_to_be_checked()
+    for run_id in second:
+        expect(row(page, run_id).get_by_test_id("run-select")).to_be_checked()
+    panel = page.get_by_test_id("compare-panel")
+    expect(panel.locator("thead th[data-run-id]")).to_have_count(2)
+    expect(page.get_by_test_id("selection-count")).to_have_text("2 selected")
+    # Ticking an older run adds it to the selection.
+    row(page, first[0]).get_by_test_id("run-select").check()
+    expect(page.get_by_test_id("selection-count")).to_have_text("3 selected")
+
+
+def _page_width(page) -> dict:
+    """The page's width and the window's, and (for the message) what sticks out."""
+    return page.evaluate(
+        """() => ({
+            scroll: document.documentElement.scrollWidth,
+            window: window.innerWidth,
+            outside: [...document.querySelectorAll('body *')]
+                .filter(el => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+                .slice(0, 8)
+                .map(el => `${el.tagName.toLowerCase()}.${el.className.baseVal ?? el.className}`),
+        })"""
+    )
+
+
+def test_a_long_label_does_not_widen_the_page(page, server):
+    label = "L" * 100  # the longest label the API takes, with nowhere to break it
+    runs = start(page, label=label, steps=2000, eval_every=1000)
+    expect(row(page, runs[0]["id"]).get_by_test_id("run-label")).to_have_text(f"{label} (BN)")
+    # Everywhere the label shows: the table, the form's message, the compare panel and its
+    # speed-up line, the charts' legends.
+    expect(page.get_by_test_id("form-status")).to_contain_text(label)
+    expect(page.get_by_test_id("speedup")).to_contain_text(label)
+    for width in (1440, 1280, 800):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.wait_for_timeout(300)  # Plotly's resize
+        sizes = _page_width(page)
+        assert sizes["scroll"] <= sizes["window"], (width, sizes)
