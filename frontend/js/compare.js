@@ -16,8 +16,12 @@ const ROWS = [
   { key: "steps_to.0.99", label: "Steps to 99 %", fmt: (v) => int(v), better: "min" },
   {
     key: "wall_time", label: "Wall time", better: null,
-    // Until the run finishes, the time of its latest evaluation.
-    fmt: (v, s, e) => (isNum(v) || !e.points?.length ? duration(v) : `${duration(e.points.at(-1).elapsed)} so far`),
+    // Until the run finishes, the time of its latest evaluation (none yet: it is starting).
+    fmt: (v, s, e) => {
+      if (isNum(v)) return duration(v);
+      if (e.points?.length) return `${duration(e.points.at(-1).elapsed)} so far`;
+      return e.run.status === "running" ? "starting…" : duration(v);
+    },
   },
 ];
 

@@ -29,6 +29,8 @@ SAMPLE = """id => {
         points: window.bnlab.pointsFor(id).length,
         acc: notes('chart-acc'),
         probe: notes('chart-probe'),
+        wall: (document.querySelector(`[data-testid=cmp-wall_time][data-run-id="${id}"]`)
+            || {}).textContent,
     };
 }"""
 
@@ -64,6 +66,7 @@ def test_a_run_says_starting_then_testing_and_never_eta_0s(page, server):
     assert all(s["eta"] == "starting…" for s in early), {s["eta"] for s in early}
     assert all(any(t.startswith("starting…") for t in _texts(s["acc"])) for s in early)
     assert all(_probe_note(s, WITH_BN) == _texts(s["acc"]) for s in early)
+    assert any(s["wall"] == "starting…" for s in early)  # the compare panel too
     # Once points arrive the charts show them, without a note over them.
     late = [s for s in samples if s["points"] > 0]
     assert late and all(s["acc"] == [] for s in late), late[-1]
