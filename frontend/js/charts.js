@@ -37,6 +37,8 @@ function runName(run) {
 
 const NOTE_FONT = { size: 13, color: "#7b8794" };
 
+const axisNames = (layout) => Object.keys(layout).filter((key) => /^[xy]axis\d*$/.test(key));
+
 /** Grey text in the middle of an empty plot area (x: its centre, as a fraction of the width). */
 function note(text, x = 0.5) {
   return {
@@ -84,7 +86,7 @@ class LiveChart {
     this.specs = []; // one per trace, in trace order
     this.ema = new Map(); // spec key -> {v, n}: smoothing state after the last point
     this.queue = Promise.resolve();
-    this.noted = ""; // the notes on the chart now, to redraw them only when they change
+    this.decorated = ""; // the decorations drawn now (JSON), to redraw them only on a change
   }
 
   /** Traces drawn after the runs' (none by default); they take no part in updates. */
@@ -92,32 +94,45 @@ class LiveChart {
     return [];
   }
 
-  /** Notes for the empty plot areas (none by default). */
-  notes() {
+  /** The plot areas with nothing to draw: {why, centre, axes} each (none by default). */
+  empties() {
     return [];
   }
 
-  /** The layout with its notes; with no runs, no axes and a word on how to get some. */
+  /**
+   * What the empty plot areas change in a layout, as a Plotly.relayout update: a note in
+   * each saying why, and their axes hidden (their ranges would mean nothing). With no runs
+   * at all, the whole chart is one empty area.
+   */
+  decorations(layout) {
+    const axes = axisNames(layout);
+    const empties = this.runs.length
+      ? this.empties()
+      : [{ why: "Select runs in the table (or start one) to plot them", centre: 0.5, axes }];
+    const hidden = new Set(empties.flatMap((e) => e.axes));
+    const update = { annotations: [...(layout.annotations ?? []), ...empties.map((e) => note(e.why, e.centre))] };
+    for (const axis of axes) update[`${axis}.visible`] = !hidden.has(axis);
+    return update;
+  }
+
+  /** The layout with its decorations (a full redraw). */
   fullLayout() {
     const layout = this.layout();
-    let notes = this.notes();
-    if (!this.runs.length) {
-      for (const key of Object.keys(layout)) if (/^[xy]axis\d*$/.test(key)) layout[key] = { ...layout[key], visible: false };
-      notes = [note("Select runs in the table (or start one) to plot them")];
-    }
-    this.noted = JSON.stringify(notes);
-    layout.annotations = [...(layout.annotations ?? []), ...notes];
+    const update = this.decorations(layout);
+    this.decorated = JSON.stringify(update);
+    layout.annotations = update.annotations;
+    for (const axis of axisNames(layout)) layout[axis] = { ...layout[axis], visible: update[`${axis}.visible`] };
     return layout;
   }
 
-  /** Redraws the notes if a point or a status changed them (relayout: the data stays). */
+  /** Redecorates if a point or a status changed what is empty (relayout: the data stays). */
   refreshNotes() {
-    if (!this.drawn || !this.runs.length) return this.queue;
-    const notes = this.notes();
-    if (JSON.stringify(notes) === this.noted) return this.queue;
-    this.noted = JSON.stringify(notes);
-    const annotations = [...(this.layout().annotations ?? []), ...notes];
-    return this.enqueue(() => Plotly.relayout(this.el, { annotations }));
+    if (!this.drawn) return this.queue;
+    const update = this.decorations(this.layout());
+    const key = JSON.stringify(update);
+    if (key === this.decorated) return this.queue;
+    this.decorated = key;
+    return this.enqueue(() => Plotly.relayout(this.el, update));
   }
 
   /** Plotly calls run one after the other; their data is computed when they are asked for. */
@@ -294,9 +309,9 @@ export class CurveChart extends LiveChart {
     return [raw, smooth];
   }
 
-  notes() {
+  empties() {
     const why = whyEmpty(this.runs, this.getPoints, (p) => p[this.metric]);
-    return why ? [note(why)] : [];
+    return why ? [{ why, centre: 0.5, axes: ["xaxis", "yaxis"] }] : [];
   }
 
   layout() {
@@ -317,8 +332,8 @@ export class CurveChart extends LiveChart {
 
 // The probe chart's two plot areas (x domains [0, 0.47] and [0.53, 1]).
 const PROBE_PANELS = [
-  { bn: false, centre: 0.235, title: "Without BN (Fig. 1b)", none: "no run without BN selected" },
-  { bn: true, centre: 0.765, title: "With BN (Fig. 1c)", none: "no run with BN selected" },
+  { bn: false, centre: 0.235, axes: ["xaxis", "yaxis"], title: "Without BN (Fig. 1b)", none: "no run without BN selected" },
+  { bn: true, centre: 0.765, axes: ["xaxis2", "yaxis2"], title: "With BN (Fig. 1c)", none: "no run with BN selected" },
 ];
 
 /**
@@ -367,11 +382,11 @@ export class ProbeChart extends LiveChart {
   }
 
   /** Each panel says why it is empty: no such run selected, or see whyEmpty. */
-  notes() {
-    return PROBE_PANELS.flatMap(({ bn, centre, none }) => {
+  empties() {
+    return PROBE_PANELS.flatMap(({ bn, centre, axes, none }) => {
       const runs = this.runs.filter((r) => r.bn === bn);
       const why = runs.length ? whyEmpty(runs, this.getPoints, (p) => p.probe?.p50) : none;
-      return why ? [note(why, centre)] : [];
+      return why ? [{ why, centre, axes }] : [];
     });
   }
 
