@@ -126,7 +126,7 @@ class LiveChart {
   }
 
   /** Redecorates if a point or a status changed what is empty (relayout: the data stays). */
-  refreshNotes() {
+  redecorate() {
     if (!this.drawn) return this.queue;
     const update = this.decorations(this.layout());
     const key = JSON.stringify(update);
@@ -177,7 +177,7 @@ class LiveChart {
     if (!same || !this.drawn) return this.redraw();
     const changed = runs.filter((r) => runName(before.get(r.id)) !== runName(r));
     if (changed.length) this.rename(changed);
-    return this.refreshNotes();
+    return this.redecorate();
   }
 
   redraw() {
@@ -214,7 +214,7 @@ class LiveChart {
     });
     if (!indices.length) return this.queue;
     this.enqueue(() => Plotly.extendTraces(this.el, { x: xs, y: ys }, indices));
-    return this.refreshNotes();
+    return this.redecorate();
   }
 
   rename(runs) {

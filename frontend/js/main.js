@@ -91,7 +91,8 @@ function upsertRun(run, source = "rest") {
  */
 function reachedStep(id, step) {
   const run = runs.get(id);
-  if (run && !TERMINAL.has(run.status) && step > (run.step ?? 0)) upsertRun({ ...run, step }, "points");
+  if (!run || TERMINAL.has(run.status) || step <= (run.step ?? 0)) return;
+  upsertRun({ ...run, step }, "points");
 }
 
 function removeRun(id) {
