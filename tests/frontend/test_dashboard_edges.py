@@ -243,3 +243,10 @@ def test_a_long_label_does_not_widen_the_page(page, server):
         page.wait_for_timeout(300)  # Plotly's resize
         sizes = _page_width(page)
         assert sizes["scroll"] <= sizes["window"], (width, sizes)
+        # The runs table fits too (down to 800 px: one column, no speed column), so every
+        # row's buttons show without scrolling it sideways.
+        table = page.evaluate(
+            """() => { const w = document.querySelector('[data-testid=runs-panel] .table-wrap');
+                       return [w.scrollWidth, w.clientWidth]; }"""
+        )
+        assert table[0] <= table[1], (width, table)
