@@ -163,6 +163,19 @@ def _cut_rows(geometry: dict) -> list[list[float]]:
     ]
 
 
+def _settled(page) -> dict:
+    """The table's geometry once its scroll position has held still for 300 ms."""
+    deadline = time.monotonic() + 10
+    last = None
+    while True:
+        page.wait_for_timeout(300)
+        geometry = page.evaluate(TABLE_GEOMETRY)
+        if last is not None and geometry["scrollTop"] == last["scrollTop"]:
+            return geometry
+        assert time.monotonic() < deadline, "the table kept scrolling"
+        last = geometry
+
+
 def test_the_runs_table_scrolls_by_whole_rows(page, server):
     # More runs than the table shows at once (cancelled at once: they need no worker).
     for _ in range(4):
@@ -189,8 +202,7 @@ def test_the_runs_table_scrolls_by_whole_rows(page, server):
     wrap.hover()
     for delta in (70, 45, 200, -90):
         page.mouse.wheel(0, delta)
-        page.wait_for_timeout(700)  # the smooth scroll and the snap after it
-        geometry = page.evaluate(TABLE_GEOMETRY)
+        geometry = _settled(page)  # after the smooth scroll and the snap that ends it
         assert _cut_rows(geometry) == [], geometry
     assert geometry["scrollTop"] > 0  # it did scroll
 
