@@ -30,9 +30,14 @@ function withAlpha(hex, alpha) {
   return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
 }
 
+// A legend entry longer than this is cut with "…": Plotly clips, not wraps, long ones (the
+// hover label has the whole name).
+const LEGEND_CHARS = 32;
+
 function runName(run) {
   const flag = ["failed", "diverged", "cancelled", "interrupted"].includes(run.status) ? ` (${run.status})` : "";
-  return `${run.label}${flag}`;
+  const label = run.label.length > LEGEND_CHARS ? `${run.label.slice(0, LEGEND_CHARS - 1)}…` : run.label;
+  return `${label}${flag}`;
 }
 
 const NOTE_FONT = { size: 13, color: "#7b8794" };
