@@ -71,9 +71,6 @@ export const api = {
   health: () => request("GET", "/api/health"),
   // A run's fields, limits and defaults: RunCreate's JSON schema, as the API publishes it.
   runSchema: async () => (await request("GET", "/openapi.json")).components.schemas.RunCreate,
-  listRuns: (limit = 200) => request("GET", `/api/runs?limit=${limit}`),
-  getRun: (id) => request("GET", `/api/runs/${enc(id)}`),
-  metrics: (id) => request("GET", `/api/runs/${enc(id)}/metrics`),
   startRun: (config) => request("POST", "/api/runs", config),
   startComparison: (config) => request("POST", "/api/comparisons", config),
   cancelRun: (id) => request("POST", `/api/runs/${enc(id)}/cancel`),

@@ -32,9 +32,45 @@ function withAlpha(hex, alpha) {
   return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
 }
 
+// A legend entry longer than this is cut with "…": Plotly clips, not wraps, long ones (the
+// hover label has the whole name).
+const LEGEND_CHARS = 32;
+
 function runName(run) {
   const flag = TERMINAL.has(run.status) && run.status !== Status.COMPLETED ? ` (${run.status})` : "";
-  return `${run.label}${flag}`;
+  const label = run.label.length > LEGEND_CHARS ? `${run.label.slice(0, LEGEND_CHARS - 1)}…` : run.label;
+  return `${label}${flag}`;
+}
+
+const NOTE_FONT = { size: 13, color: "#7b8794" };
+
+const axisNames = (layout) => Object.keys(layout).filter((key) => /^[xy]axis\d*$/.test(key));
+
+/** Grey text in the middle of an empty plot area (x: its centre, as a fraction of the width). */
+function note(text, x = 0.5) {
+  return {
+    text, xref: "paper", yref: "paper", x, y: 0.5, xanchor: "center", yanchor: "middle",
+    showarrow: false, font: NOTE_FONT,
+  };
+}
+
+/**
+ * Why a plot area showing these runs is empty, or null when it has something to draw:
+ * nothing evaluated yet (starting, queued, or ended before its first evaluation), or
+ * points whose values are all missing (recorded before the value existed) or non-finite.
+ */
+function whyEmpty(runs, getPoints, value) {
+  const points = runs.flatMap((r) => getPoints(r.id));
+  if (points.some((p) => finite(value(p)) !== null)) return null;
+  if (!points.length) {
+    if (runs.some((r) => r.status === Status.RUNNING)) return "starting…<br>the first evaluation is on its way";
+    if (runs.some((r) => r.status === Status.QUEUED)) return "queued:<br>waiting for a free worker";
+    return "no evaluations:<br>the run ended before its first one";
+  }
+  // Values that were measured but not finite are stored as null like missing ones; a run
+  // whose validation loss is finite throughout did not diverge, so it predates the value.
+  if (points.every((p) => finite(p.val_loss) !== null)) return "no values:<br>the run predates this measurement";
+  return "no finite values:<br>the run diverged";
 }
 
 /** One plotted run: what the charts need to know about it. */
@@ -57,6 +93,53 @@ class LiveChart {
     this.specs = []; // one per trace, in trace order
     this.ema = new Map(); // spec key -> {v, n}: smoothing state after the last point
     this.queue = Promise.resolve();
+    this.decorated = ""; // the decorations drawn now (JSON), to redraw them only on a change
+  }
+
+  /** Traces drawn after the runs' (none by default); they take no part in updates. */
+  frameTraces() {
+    return [];
+  }
+
+  /** The plot areas with nothing to draw: {why, centre, axes} each (none by default). */
+  empties() {
+    return [];
+  }
+
+  /**
+   * What the empty plot areas change in a layout, as a Plotly.relayout update: a note in
+   * each saying why, and their axes hidden (their ranges would mean nothing). With no runs
+   * at all, the whole chart is one empty area.
+   */
+  decorations(layout) {
+    const axes = axisNames(layout);
+    const empties = this.runs.length
+      ? this.empties()
+      : [{ why: "Select runs in the table (or start one) to plot them", centre: 0.5, axes }];
+    const hidden = new Set(empties.flatMap((e) => e.axes));
+    const update = { annotations: [...(layout.annotations ?? []), ...empties.map((e) => note(e.why, e.centre))] };
+    for (const axis of axes) update[`${axis}.visible`] = !hidden.has(axis);
+    return update;
+  }
+
+  /** The layout with its decorations (a full redraw). */
+  fullLayout() {
+    const layout = this.layout();
+    const update = this.decorations(layout);
+    this.decorated = JSON.stringify(update);
+    layout.annotations = update.annotations;
+    for (const axis of axisNames(layout)) layout[axis] = { ...layout[axis], visible: update[`${axis}.visible`] };
+    return layout;
+  }
+
+  /** Redecorates if a point or a status changed what is empty (relayout: the data stays). */
+  redecorate() {
+    if (!this.drawn) return this.queue;
+    const update = this.decorations(this.layout());
+    const key = JSON.stringify(update);
+    if (key === this.decorated) return this.queue;
+    this.decorated = key;
+    return this.enqueue(() => Plotly.relayout(this.el, update));
   }
 
   /** Plotly calls run one after the other; their data is computed when they are asked for. */
@@ -101,12 +184,7 @@ class LiveChart {
     if (!same || !this.drawn) return this.redraw();
     const changed = runs.filter((r) => runName(before.get(r.id)) !== runName(r));
     if (changed.length) this.rename(changed);
-    return this.queue;
-  }
-
-  setOptions(opts) {
-    this.opts = { ...this.opts, ...opts };
-    return this.redraw();
+    return this.redecorate();
   }
 
   redraw() {
@@ -123,18 +201,8 @@ class LiveChart {
         this.specs.push(spec);
       }
     }
-    const layout = this.layout();
-    if (!this.runs.length) {
-      for (const key of Object.keys(layout)) if (/^[xy]axis\d*$/.test(key)) layout[key] = { ...layout[key], visible: false };
-      layout.annotations = [
-        ...(layout.annotations ?? []),
-        {
-          text: "Select runs in the table (or start one) to plot them",
-          xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
-          font: { size: 13, color: "#7b8794" },
-        },
-      ];
-    }
+    traces.push(...this.frameTraces());
+    const layout = this.fullLayout();
     return this.enqueue(() => Plotly.react(this.el, traces, layout, CONFIG));
   }
 
@@ -152,7 +220,8 @@ class LiveChart {
       ys.push(y);
     });
     if (!indices.length) return this.queue;
-    return this.enqueue(() => Plotly.extendTraces(this.el, { x: xs, y: ys }, indices));
+    this.enqueue(() => Plotly.extendTraces(this.el, { x: xs, y: ys }, indices));
+    return this.redecorate();
   }
 
   rename(runs) {
@@ -184,7 +253,11 @@ class LiveChart {
   }
 
   axis(extra) {
-    return { gridcolor: GRID, zeroline: false, linecolor: "#c9d1db", ticks: "outside", tickcolor: "#c9d1db", ...extra };
+    // automargin: room for the tick labels and the title, also when no legend pads the bottom.
+    return {
+      gridcolor: GRID, zeroline: false, linecolor: "#c9d1db", ticks: "outside", tickcolor: "#c9d1db",
+      automargin: true, ...extra,
+    };
   }
 }
 
@@ -243,6 +316,11 @@ export class CurveChart extends LiveChart {
     return [raw, smooth];
   }
 
+  empties() {
+    const why = whyEmpty(this.runs, this.getPoints, (p) => p[this.metric]);
+    return why ? [{ why, centre: 0.5, axes: ["xaxis", "yaxis"] }] : [];
+  }
+
   layout() {
     return {
       ...this.baseLayout(),
@@ -258,6 +336,12 @@ export class CurveChart extends LiveChart {
     };
   }
 }
+
+// The probe chart's two plot areas (x domains [0, 0.47] and [0.53, 1]).
+const PROBE_PANELS = [
+  { bn: false, centre: 0.235, axes: ["xaxis", "yaxis"], title: "Without BN (Fig. 1b)", none: "no run without BN selected" },
+  { bn: true, centre: 0.765, axes: ["xaxis2", "yaxis2"], title: "With BN (Fig. 1c)", none: "no run with BN selected" },
+];
 
 /**
  * The tracked unit's input over training: its 15th/50th/85th percentiles (BN paper,
@@ -289,6 +373,30 @@ export class ProbeChart extends LiveChart {
     ];
   }
 
+  /**
+   * One empty trace per panel, so both plot areas always exist: Plotly draws NaN paths
+   * (and logs errors) when a plot area loses its last trace, e.g. when the selection goes
+   * from BN runs alone to no-BN runs alone.
+   */
+  frameTraces() {
+    return [
+      { xaxis: "x", yaxis: "y" },
+      { xaxis: "x2", yaxis: "y2" },
+    ].map((axes) => ({
+      ...axes, type: "scatter", mode: "lines", x: [], y: [], showlegend: false, hoverinfo: "skip",
+      uid: `frame-${axes.xaxis}`, meta: { kind: "frame" },
+    }));
+  }
+
+  /** Each panel says why it is empty: no such run selected, or see whyEmpty. */
+  empties() {
+    return PROBE_PANELS.flatMap(({ bn, centre, axes, none }) => {
+      const runs = this.runs.filter((r) => r.bn === bn);
+      const why = runs.length ? whyEmpty(runs, this.getPoints, (p) => p.probe?.p50) : none;
+      return why ? [{ why, centre, axes }] : [];
+    });
+  }
+
   layout() {
     const head = (text, x) => ({
       text, x, y: 1.02, xref: "paper", yref: "paper", xanchor: "center", yanchor: "bottom",
@@ -301,7 +409,7 @@ export class ProbeChart extends LiveChart {
       yaxis: this.axis({ title: { text: "input to the unit" }, zeroline: true, zerolinecolor: "#d5dbe3" }),
       xaxis2: this.axis({ domain: [0.53, 1], anchor: "y2", title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
       yaxis2: this.axis({ anchor: "x2", zeroline: true, zerolinecolor: "#d5dbe3" }),
-      annotations: [head("Without BN (Fig. 1b)", 0.235), head("With BN (Fig. 1c)", 0.765)],
+      annotations: PROBE_PANELS.map(({ title, centre }) => head(title, centre)),
     };
   }
 }

@@ -1,7 +1,7 @@
 // The compare panel: the selected runs side by side (GET /api/compare) and export links.
 
 import { api } from "./api.js";
-import { TERMINAL } from "./status.js";
+import { Status, TERMINAL } from "./status.js";
 import { duration, int, isNum, num, pct, shortId } from "./format.js";
 
 const MAX_RUNS = 20; // the API compares at most 20 runs per request
@@ -16,8 +16,12 @@ const ROWS = [
   { key: "steps_to.0.99", label: "Steps to 99 %", fmt: (v) => int(v), better: "min" },
   {
     key: "wall_time", label: "Wall time", better: null,
-    // Until the run finishes, the time of its latest evaluation.
-    fmt: (v, s, e) => (isNum(v) || !e.points?.length ? duration(v) : `${duration(e.points.at(-1).elapsed)} so far`),
+    // Until the run finishes, the time of its latest evaluation (none yet: it is starting).
+    fmt: (v, s, e) => {
+      if (isNum(v)) return duration(v);
+      if (e.points?.length) return `${duration(e.points.at(-1).elapsed)} so far`;
+      return e.run.status === Status.RUNNING ? "starting…" : duration(v);
+    },
   },
 ];
 
@@ -114,7 +118,9 @@ export class ComparePanel {
       sw.className = `swatch${run.config?.batch_norm === false ? " dashed" : ""}`;
       sw.style.setProperty("--c", this.colourOf(run));
       const name = document.createElement("span");
+      name.className = "cmp-name";
       name.textContent = run.label || shortId(run.id);
+      name.title = name.textContent;
       const st = document.createElement("span");
       st.className = `badge badge-${run.status}`;
       st.textContent = run.status;

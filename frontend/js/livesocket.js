@@ -98,10 +98,6 @@ export class LiveSocket {
     }
   }
 
-  get open() {
-    return this.ws?.readyState === WebSocket.OPEN;
-  }
-
   connect() {
     clearTimeout(this.timer);
     if (!this.wanted) return;

@@ -49,7 +49,9 @@ const compare = new ComparePanel($("[data-testid=compare-panel]"), colourOf);
 
 new RunForm($("[data-testid=run-form]"), (started) => {
   for (const run of started) upsertRun(run);
-  setSelected([...selected, ...started.map((r) => r.id)]);
+  // What was just started is what the user wants to watch: it replaces the selection
+  // (ticking older runs back on adds them to it).
+  setSelected(started.map((r) => r.id));
 });
 
 // ---- runs ----------------------------------------------------------------------------
@@ -67,7 +69,7 @@ function isStale(old, run) {
 /**
  * One place for every new state of a run. The runs feed is the authority: one socket,
  * in order. A run stream only fills in runs the feed does not cover (older than its
- * newest 200), and REST answers are checked against what is already known.
+ * newest 200); REST answers and evaluation points are checked against what is already known.
  */
 function upsertRun(run, source = "rest") {
   const old = runs.get(run.id);
@@ -81,6 +83,17 @@ function upsertRun(run, source = "rest") {
     ensureStream(run.id);
   }
   updateSummary();
+}
+
+/**
+ * An evaluation at a step proves training got there. The feed sends progress at most once
+ * a second, so it may never say that the last step was reached: without this, a run in its
+ * final test evaluation would still show the ETA of the last progress it published.
+ */
+function reachedStep(id, step) {
+  const run = runs.get(id);
+  if (!run || TERMINAL.has(run.status) || step <= (run.step ?? 0)) return;
+  upsertRun({ ...run, step }, "points");
 }
 
 function removeRun(id) {
@@ -159,6 +172,7 @@ function ensureStream(id) {
       if (!fresh.length) return;
       for (const chart of charts) chart.append(runId, fresh);
       compare.refreshSoon();
+      reachedStep(runId, fresh.at(-1).step);
     },
     onGone: removeRun,
   });

@@ -2,9 +2,23 @@
 
 import { api } from "./api.js";
 import { RESUMABLE, Status, TERMINAL } from "./status.js";
-import { describeConfig, duration, pct, rate, shortId } from "./format.js";
+import { describeConfig, duration, isNum, pct, rate, shortId } from "./format.js";
 
 const BAD = new Set([Status.FAILED, Status.DIVERGED, Status.INTERRUPTED]);
+
+/**
+ * What a running run is doing, for its speed and ETA: "starting" until it has trained a
+ * step (loading data, building the network, evaluating step 0: no speed yet), "testing"
+ * once no training is left (the final evaluations, which an ETA would call 0 s), else
+ * "training". Progress arrives about once a second, so an ETA under a second means the
+ * last steps are done or nearly so.
+ */
+function phase(run, step, total) {
+  if (run.status !== Status.RUNNING) return null;
+  if ((total && step >= total) || (isNum(run.eta_seconds) && run.eta_seconds < 1)) return "testing";
+  if (!step || !isNum(run.steps_per_sec)) return "starting";
+  return "training";
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -33,6 +47,11 @@ export class RunsTable {
     this.tbody = root.querySelector("tbody");
     this.empty = root.querySelector("[data-testid=runs-empty]");
     this.count = document.querySelector("[data-testid=runs-count]");
+    this.wrap = root.querySelector(".table-wrap");
+    // The stylesheet's max-height is the room the table may take; fit() trims it to rows.
+    this.budget = parseFloat(getComputedStyle(this.wrap).maxHeight);
+    this.fitPending = false;
+    window.addEventListener("resize", () => this.fitSoon());
     this.tbody.addEventListener("click", (ev) => this.onClick(ev));
     this.tbody.addEventListener("change", (ev) => {
       const box = ev.target.closest("input[data-action=select]");
@@ -49,13 +68,6 @@ export class RunsTable {
     else if (button.dataset.action === "delete") this.handlers.onDelete(id);
   }
 
-  /** Replaces every row (the feed's first message, also after a reconnect). */
-  replaceAll(runs) {
-    const keep = new Set(runs.map((r) => r.id));
-    for (const id of [...this.rows.keys()]) if (!keep.has(id)) this.remove(id);
-    for (const run of runs) this.upsert(run);
-  }
-
   upsert(run) {
     let row = this.rows.get(run.id);
     if (!row) {
@@ -66,6 +78,7 @@ export class RunsTable {
     row.run = run;
     this.fill(row, run);
     this.refreshEmpty();
+    this.fitSoon();
   }
 
   remove(id) {
@@ -74,6 +87,33 @@ export class RunsTable {
     row.tr.remove();
     this.rows.delete(id);
     this.refreshEmpty();
+    this.fitSoon();
+  }
+
+  fitSoon() {
+    if (this.fitPending) return;
+    this.fitPending = true;
+    requestAnimationFrame(() => this.fit());
+  }
+
+  /**
+   * Makes the scroller the header plus a whole number of rows high, so the last visible row
+   * is never cut in half; rows snap to the top edge (CSS), so scrolling keeps them whole.
+   */
+  fit() {
+    this.fitPending = false;
+    const rows = this.tbody.rows;
+    if (!rows.length || !Number.isFinite(this.budget)) {
+      this.wrap.style.maxHeight = "";
+      return;
+    }
+    const top = rows[0].getBoundingClientRect().top;
+    const rowHeight = (rows[rows.length - 1].getBoundingClientRect().bottom - top) / rows.length;
+    const head = top - this.tbody.parentElement.getBoundingClientRect().top;
+    const scrollbar = this.wrap.offsetHeight - this.wrap.clientHeight; // a horizontal one
+    const fitting = Math.max(1, Math.floor((this.budget - head) / rowHeight));
+    this.wrap.style.maxHeight = `${head + fitting * rowHeight + scrollbar}px`;
+    this.wrap.style.scrollPaddingTop = `${head}px`;
   }
 
   setSelected(ids) {
@@ -125,7 +165,7 @@ export class RunsTable {
       class: "bar", role: "progressbar", "aria-valuemin": "0", "data-testid": "run-progress",
     }, bar);
     const stepText = el("span", { class: "step-text", "data-testid": "run-steps" });
-    const speed = el("td", { class: "num", "data-testid": "run-speed" });
+    const speed = el("td", { class: "num speed", "data-testid": "run-speed" });
     const eta = el("td", { class: "num", "data-testid": "run-eta" });
     const acc = el("td", { class: "num strong", "data-testid": "run-test-acc" });
     const cancel = el("button", {
@@ -161,14 +201,21 @@ export class RunsTable {
     row.tr.classList.toggle("bad", BAD.has(status));
     p.swatch.style.setProperty("--c", this.colourOf(run));
     p.swatch.classList.toggle("dashed", run.config?.batch_norm === false);
-    p.label.textContent = run.label || shortId(run.id);
-    p.label.title = run.id;
-    p.meta.textContent = describeConfig(run.config);
+    // Every row is two lines high, so the scroller can show whole rows: long texts end in
+    // "…" (in full on hover), and a run's trouble takes the place of its configuration.
+    const label = run.label || shortId(run.id);
+    const config = describeConfig(run.config);
+    const reason = run.error || (status === Status.INTERRUPTED ? "the server stopped during this run" : "");
+    p.label.textContent = label;
+    p.label.title = `${label}\n${config}\nid ${run.id}`;
+    p.meta.textContent = config;
+    p.meta.title = config;
+    p.meta.hidden = Boolean(reason);
     p.badge.textContent = status;
     p.badge.className = `badge badge-${status}`;
-    const reason = run.error || (status === Status.INTERRUPTED ? "the server stopped during this run" : "");
     p.error.hidden = !reason;
     p.error.textContent = reason ? `⚠ ${reason}` : "";
+    p.error.title = reason;
     p.badge.title = reason;
     const total = run.total_steps ?? run.config?.steps ?? 0;
     const step = run.step ?? 0;
@@ -179,8 +226,10 @@ export class RunsTable {
     p.progress.setAttribute("aria-valuenow", String(step));
     p.progress.setAttribute("aria-label", `${step} of ${total} steps`);
     p.stepText.textContent = `${step.toLocaleString("en-US")} / ${total.toLocaleString("en-US")}`;
-    p.speed.textContent = status === Status.RUNNING ? `${rate(run.steps_per_sec)}/s` : "—";
-    p.eta.textContent = status === Status.RUNNING ? duration(run.eta_seconds) : "—";
+    const now = phase(run, step, total);
+    p.speed.textContent = now && isNum(run.steps_per_sec) ? `${rate(run.steps_per_sec)}/s` : "—";
+    p.eta.textContent = now === "training" ? duration(run.eta_seconds) : now ? `${now}…` : "—";
+    p.eta.dataset.phase = now ?? "";
     p.acc.textContent = pct(run.test_metrics?.test_accuracy);
     p.cancel.hidden = terminal;
     p.cancel.disabled = terminal;
