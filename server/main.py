@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, get_args
 
-from bnlab.server.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_QUEUED, Settings, default_db_path
+from pydantic import TypeAdapter, ValidationError
+
+from bnlab.server.settings import Settings, SettingsError, load_settings
 
 
-def _bounded_int(low: int, high: int):
-    """An argparse type: an integer in [low, high]. Defaults taken from the
-    environment are strings and go through it too, so a bad BNLAB_PORT is
-    reported like a bad --port, by argparse, naming the flag."""
+def _setting(field: str) -> Callable[[str], object]:
+    """An argparse type checking a flag against its Settings field's bounds, so a
+    bad --port is reported by argparse, naming the flag, and the bounds have one home."""
+    info = Settings.model_fields[field]
+    annotation = info.annotation
+    if isinstance(annotation, types.UnionType):  # `int | None`: a flag always has a value
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    adapter = TypeAdapter(Annotated[(annotation, *info.metadata)])
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> object:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc.errors()[0]['msg']}") from None
 
     return parse
 
@@ -39,46 +44,32 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    env = os.environ
-    p.add_argument(
-        "--host",
-        default=env.get("BNLAB_HOST", DEFAULT_HOST),
-        help="address to listen on (default 127.0.0.1; $BNLAB_HOST)",
-    )
-    p.add_argument(
-        "--port",
-        type=_bounded_int(1, 65535),
-        default=env.get("BNLAB_PORT") or str(DEFAULT_PORT),
-        help="port (default 8000; $BNLAB_PORT)",
-    )
+    # Each flag's dest is its Settings field. They default to nothing: what is not
+    # given comes from the BNLAB_* environment (read by Settings), then the default.
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; $BNLAB_HOST)")
+    p.add_argument("--port", type=_setting("port"), help="port (default 8000; $BNLAB_PORT)")
     p.add_argument(
         "--db",
+        dest="db_path",
+        metavar="PATH",
         type=Path,
-        default=env.get("BNLAB_DB") or default_db_path(),
-        help="SQLite database file ($BNLAB_DB)",
+        help="SQLite database file ($BNLAB_DB; default: per-user data directory)",
     )
-    p.add_argument(
-        "--data-dir",
-        default=env.get("BNLAB_DATA_DIR"),
-        help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)",
-    )
+    p.add_argument("--data-dir", help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)")
     p.add_argument(
         "--workers",
-        type=_bounded_int(1, 64),
-        default=env.get("BNLAB_WORKERS") or None,
-        help="runs trained at once (default: one per GPU, at least 2)",
+        type=_setting("workers"),
+        help="runs trained at once (default: one per GPU, at least 2; $BNLAB_WORKERS)",
     )
     p.add_argument(
         "--token",
-        default=env.get("BNLAB_TOKEN") or None,
         help="access token required to change anything ($BNLAB_TOKEN); "
         "needed when --host is not a loopback address",
     )
     p.add_argument(
         "--max-queued",
-        type=_bounded_int(1, 10_000),
-        default=env.get("BNLAB_MAX_QUEUED") or str(MAX_QUEUED),
-        help="runs allowed to wait in the queue (default 100)",
+        type=_setting("max_queued"),
+        help="runs allowed to wait in the queue (default 100; $BNLAB_MAX_QUEUED)",
     )
     p.add_argument(
         "--no-auth",
@@ -88,7 +79,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--allowed-origins",
-        default=env.get("BNLAB_ALLOWED_ORIGINS", ""),
         help="comma-separated extra origins allowed to call the API from a "
         "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
     )
@@ -101,34 +91,32 @@ def serve(args: argparse.Namespace) -> int:
     from bnlab.server.security import is_loopback
     from bnlab.server.store import StoreError
 
-    if not is_loopback(args.host) and not args.token:
+    # An empty flag counts as not given, like an empty variable (Settings' env_ignore_empty).
+    flags = {
+        k: v for k, v in vars(args).items() if k in Settings.model_fields and v not in (None, "")
+    }
+    try:
+        settings = load_settings(**flags)
+    except SettingsError as exc:
+        print(f"bnlab serve: error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(settings.host) and not settings.token:
         if not args.no_auth:
             print(
-                f"bnlab serve: error: --host {args.host} is reachable from other machines; "
+                f"bnlab serve: error: --host {settings.host} is reachable from other machines; "
                 "set an access token with --token or BNLAB_TOKEN (or pass --no-auth to "
                 "serve without one)",
                 file=sys.stderr,
             )
             return 2
         print(
-            f"bnlab serve: WARNING: serving {args.host} without an access token: "
+            f"bnlab serve: WARNING: serving {settings.host} without an access token: "
             "anyone who can reach this port can start, cancel and delete runs",
             file=sys.stderr,
         )
-    origins = [o.strip().rstrip("/") for o in args.allowed_origins.split(",") if o.strip()]
-    settings = Settings(
-        host=args.host,
-        port=args.port,
-        db_path=args.db,
-        data_dir=args.data_dir,
-        workers=args.workers,
-        token=args.token,
-        allowed_origins=origins,
-        max_queued=args.max_queued,
-    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     print(
-        f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "
+        f"BN Lab: http://{settings.host}:{settings.port}  (database {settings.db_path}, "
         f"{settings.worker_count} workers)",
         file=sys.stderr,
         flush=True,
@@ -136,8 +124,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(
             create_app(settings),
-            host=args.host,
-            port=args.port,
+            host=settings.host,
+            port=settings.port,
             log_level="info",
             ws_max_size=64 * 1024,  # the streams take no input; refuse big frames early
         )

@@ -12,13 +12,14 @@ from bnlab.model.data import DataError, ensure_files
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real MNIST files. Tests never download: without them the suite stops
-    with a message saying where to put them."""
+    """The real MNIST files. Tests never download (`make test` fetches them
+    first): without them the suite stops with a message saying how to get them."""
     try:
         return ensure_files(os.environ.get("BNLAB_DATA_DIR"), download=False)
     except DataError as exc:
         pytest.exit(
-            f"{exc}\nThe tests read the real MNIST files and never download them: set "
+            f"{exc}\nThe tests read the real MNIST files and never download them: run "
+            f"`make test` (it fetches them first), or `python -m bnlab.model.data`, or set "
             f"BNLAB_DATA_DIR to a directory holding the four .gz files.",
             returncode=2,
         )

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from bnlab.model.data import EVAL_SUBSET_ENV_VAR
+from tests.server.conftest import EVAL_SUBSET
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "frontend"
 CHROMIUM = os.environ.get("BNLAB_CHROMIUM", "/usr/bin/chromium")
@@ -87,7 +90,12 @@ def _running_server(data_dir: Path, workdir: Path, token: str | None = None) -> 
     """A real BN Lab server on a free port, with 2 worker processes and its own database."""
     port = _free_port()
     log = workdir / "server.log"
-    env = {**os.environ, "BNLAB_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "BNLAB_DATA_DIR": str(data_dir),
+        EVAL_SUBSET_ENV_VAR: str(EVAL_SUBSET),  # the page is under test, not the accuracy
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("BNLAB_TOKEN", None)
     command = [
         sys.executable,

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from bnlab.model.data import EVAL_SUBSET_ENV_VAR
+
 # Real training, kept small: an MLP trains and evaluates in a few seconds.
 # Unshifted images (max_shift 0): 20 steps are too few for the MLP to learn
 # shifted digits, and these tests check that a run learns, not the shifts.
@@ -32,6 +34,18 @@ TINY = {
     "max_shift": 0,
 }
 LONG = {**TINY, "steps": 100_000, "eval_every": 1000}  # runs until cancelled or killed
+# These tests check the service, not the accuracy: the servers they start evaluate
+# on the first 500 validation and test images ($BNLAB_EVAL_SUBSET) instead of all
+# 15,000, which was most of a small run's time. tests/model keeps the full sets.
+EVAL_SUBSET = 500
+
+
+@pytest.fixture(scope="package", autouse=True)
+def small_evaluations():
+    """Set for this package only (servers inherit it), before any server starts."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(EVAL_SUBSET_ENV_VAR, str(EVAL_SUBSET))
+        yield
 
 
 def free_port() -> int:
