@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bnlab.model.data import DataError, ensure_files
+from bnlab.model.data import DataError, ensure_files, load_mnist
+
+# Tests that check what the product does rather than how well it learns (the
+# service, the page, train()'s events) evaluate on the first EVAL_SUBSET validation
+# and test images instead of all 15,000: on a small run those evaluations were
+# most of the time. The tests of accuracy targets keep the full sets.
+EVAL_SUBSET = 500
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +33,10 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_dir: Path):
-    from bnlab.model.data import load_mnist
-
     return load_mnist(data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_small_eval(data_dir: Path):
+    """The real MNIST with only the first EVAL_SUBSET validation and test images."""
+    return load_mnist(data_dir, download=False, eval_subset=EVAL_SUBSET)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bnlab.model.data import EVAL_SUBSET_ENV_VAR
-from tests.server.conftest import EVAL_SUBSET
+from tests.conftest import EVAL_SUBSET
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "frontend"

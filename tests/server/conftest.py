@@ -18,6 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from bnlab.model.data import EVAL_SUBSET_ENV_VAR
+from tests.conftest import EVAL_SUBSET
 
 # Real training, kept small: an MLP trains and evaluates in a few seconds.
 # Unshifted images (max_shift 0): 20 steps are too few for the MLP to learn
@@ -34,15 +35,13 @@ TINY = {
     "max_shift": 0,
 }
 LONG = {**TINY, "steps": 100_000, "eval_every": 1000}  # runs until cancelled or killed
-# These tests check the service, not the accuracy: the servers they start evaluate
-# on the first 500 validation and test images ($BNLAB_EVAL_SUBSET) instead of all
-# 15,000, which was most of a small run's time. tests/model keeps the full sets.
-EVAL_SUBSET = 500
 
 
 @pytest.fixture(scope="package", autouse=True)
 def small_evaluations():
-    """Set for this package only (servers inherit it), before any server starts."""
+    """These tests check the service, not the accuracy: the servers they start
+    evaluate on EVAL_SUBSET images ($BNLAB_EVAL_SUBSET, inherited). Set for this
+    package only, before any of its servers starts."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv(EVAL_SUBSET_ENV_VAR, str(EVAL_SUBSET))
         yield
