@@ -46,8 +46,11 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     # Each flag's dest is its Settings field. They default to nothing: what is not
     # given comes from the BNLAB_* environment (read by Settings), then the default.
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1; $BNLAB_HOST)")
-    p.add_argument("--port", type=_setting("port"), help="port (default 8000; $BNLAB_PORT)")
+    default = {name: field.default for name, field in Settings.model_fields.items()}
+    p.add_argument("--host", help=f"address to listen on (default {default['host']}; $BNLAB_HOST)")
+    p.add_argument(
+        "--port", type=_setting("port"), help=f"port (default {default['port']}; $BNLAB_PORT)"
+    )
     p.add_argument(
         "--db",
         dest="db_path",
@@ -69,7 +72,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-queued",
         type=_setting("max_queued"),
-        help="runs allowed to wait in the queue (default 100; $BNLAB_MAX_QUEUED)",
+        help=f"runs allowed to wait in the queue (default {default['max_queued']}; "
+        "$BNLAB_MAX_QUEUED)",
     )
     p.add_argument(
         "--no-auth",

@@ -19,9 +19,6 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "BNLAB_"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-MAX_QUEUED = 100
 
 
 def default_db_path() -> Path:
@@ -51,18 +48,17 @@ def visible_gpus() -> list[str]:
 
 class Settings(BaseSettings):
     # Empty variables count as unset: docker-compose passes `BNLAB_WORKERS=` when
-    # the user set nothing. Unknown BNLAB_* variables (BNLAB_MIRRORS, read by the
-    # loader) are not ours to refuse.
+    # the user set nothing. validate_by_name: `db_path=` as well as $BNLAB_DB.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", validate_by_name=True
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, validate_by_name=True
     )
 
-    host: str = DEFAULT_HOST
-    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
     db_path: Path = Field(default_factory=default_db_path, validation_alias=f"{ENV_PREFIX}DB")
     data_dir: str | None = None
     workers: int | None = Field(None, ge=1, le=64)  # None: one per GPU, at least 2
-    max_queued: int = Field(MAX_QUEUED, ge=1, le=10_000)
+    max_queued: int = Field(100, ge=1, le=10_000)
     token: str | None = None
     # NoDecode: a comma-separated list, as a shell user writes it, not JSON.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
