@@ -21,6 +21,8 @@ RUN pip install --no-cache-dir "tensorflow[and-cuda]==2.21.0" "numpy==2.4.6"
 # hadolint ignore=DL3059
 RUN pip install --no-cache-dir \
         "pydantic==2.14.4" \
+        "pydantic-settings==2.16.3" \
+        "platformdirs==4.14.8" \
         "fastapi==0.165.0" \
         "uvicorn[standard]==0.54.0" \
         "websockets==17.4" \

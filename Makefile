@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format system-deps bench clean
+.PHONY: run test lint format system-deps mnist bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/bnlab serve --host $(HOST) --port $(PORT)
 
-## make test: install (with dev extras and system test tools), lint, run every test
-test: $(STAMP) system-deps lint
+## make test: install (with dev extras and system test tools), lint, fetch MNIST, run every test
+test: $(STAMP) system-deps lint mnist
 	$(BIN)/python -m pytest
+
+# The tests read the real MNIST and never download it themselves: fetch it here,
+# through the product's own loader (checksums, BNLAB_MIRRORS, progress bar), into
+# the directory they read (BNLAB_DATA_DIR, else the per-user cache). CI has its
+# copy beside the checkout and must never download: there it only verifies.
+mnist: $(STAMP)
+	$(BIN)/python -m bnlab.model.data $(if $(CI),--offline)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -13,11 +13,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bnlab.server import api, ws
 from bnlab.server.executor import ProcessExecutor
 from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
-from bnlab.server.security import Guard, is_loopback
+from bnlab.server.security import Guard, is_loopback, loopback_hosts
 from bnlab.server.settings import Settings
 from bnlab.server.store import Store, StoreError
 from bnlab.server.stream import Hub
@@ -102,12 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(QueueFull, _error(429, {"Retry-After": "60"}))
     app.add_exception_handler(StoreError, _error(503))
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(
-        Guard,
-        token=settings.token,
-        allowed_origins=settings.allowed_origins,
-        loopback_only=settings.token is None and is_loopback(settings.host),
-    )
+    # Middleware added last runs first: Host check, then CORS, then the Guard.
+    app.add_middleware(Guard, token=settings.token, allowed_origins=settings.allowed_origins)
     if settings.allowed_origins:  # CORS stays closed unless origins are configured
         app.add_middleware(
             CORSMiddleware,
@@ -115,6 +112,11 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    if settings.token is None and is_loopback(settings.host):
+        # DNS-rebinding defence, see security.py. A foreign Host gets Starlette's
+        # 400 "Invalid host header", the answer web frameworks give a Host they do
+        # not serve (Django's too): the request is malformed for this server.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=loopback_hosts(settings.host))
     app.include_router(api.router)
     app.include_router(ws.router)
 

@@ -10,7 +10,6 @@ model, so a field added there is a flag here. `bnlab serve` runs the dashboard;
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import types
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from bnlab.model.config import RunConfig
-from bnlab.server.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_QUEUED, default_db_path
+from bnlab.server.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -149,52 +148,65 @@ def _bounded_int(low: int, high: int):
     return parse
 
 
+def _setting(field: str) -> Callable[[str], object]:
+    """An argparse type checking a flag against its Settings field's bounds, so a
+    bad --port is reported by argparse, naming the flag, and the bounds have one home."""
+    info = Settings.model_fields[field]
+    annotation = info.annotation
+    if isinstance(annotation, types.UnionType):  # `int | None`: a flag always has a value
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    adapter = TypeAdapter(Annotated[(annotation, *info.metadata)])
+
+    def parse(text: str) -> object:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc.errors()[0]['msg']}") from None
+
+    return parse
+
+
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
         help="serve the dashboard, REST API and websockets",
         description="Serve BN Lab. Flags default to the BNLAB_* environment variables.",
     )
-    env = os.environ
+    add_serve_arguments(p)
+    p.set_defaults(handler=_serve)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    # Each flag's dest is its Settings field. They default to nothing: what is not
+    # given comes from the BNLAB_* environment (read by Settings), then the default.
+    default = {name: field.default for name, field in Settings.model_fields.items()}
+    p.add_argument("--host", help=f"address to listen on (default {default['host']}; $BNLAB_HOST)")
     p.add_argument(
-        "--host",
-        default=env.get("BNLAB_HOST", DEFAULT_HOST),
-        help="address to listen on (default 127.0.0.1; $BNLAB_HOST)",
-    )
-    p.add_argument(
-        "--port",
-        type=_bounded_int(1, 65535),
-        default=env.get("BNLAB_PORT") or str(DEFAULT_PORT),
-        help="port (default 8000; $BNLAB_PORT)",
+        "--port", type=_setting("port"), help=f"port (default {default['port']}; $BNLAB_PORT)"
     )
     p.add_argument(
         "--db",
+        dest="db_path",
+        metavar="PATH",
         type=Path,
-        default=env.get("BNLAB_DB") or default_db_path(),
-        help="SQLite database file ($BNLAB_DB)",
+        help="SQLite database file ($BNLAB_DB; default: per-user data directory)",
     )
-    p.add_argument(
-        "--data-dir",
-        default=env.get("BNLAB_DATA_DIR"),
-        help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)",
-    )
+    p.add_argument("--data-dir", help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)")
     p.add_argument(
         "--workers",
-        type=_bounded_int(1, 64),
-        default=env.get("BNLAB_WORKERS") or None,
-        help="runs trained at once (default: one per GPU, at least 2)",
+        type=_setting("workers"),
+        help="runs trained at once (default: one per GPU, at least 2; $BNLAB_WORKERS)",
     )
     p.add_argument(
         "--token",
-        default=env.get("BNLAB_TOKEN") or None,
         help="access token required to change anything ($BNLAB_TOKEN); "
         "needed when --host is not a loopback address",
     )
     p.add_argument(
         "--max-queued",
-        type=_bounded_int(1, 10_000),
-        default=env.get("BNLAB_MAX_QUEUED") or str(MAX_QUEUED),
-        help="runs allowed to wait in the queue (default 100)",
+        type=_setting("max_queued"),
+        help=f"runs allowed to wait in the queue (default {default['max_queued']}; "
+        "$BNLAB_MAX_QUEUED)",
     )
     p.add_argument(
         "--no-auth",
@@ -204,11 +216,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--allowed-origins",
-        default=env.get("BNLAB_ALLOWED_ORIGINS", ""),
         help="comma-separated extra origins allowed to call the API from a "
         "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
     )
-    p.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from bnlab.server.settings import Settings
+from bnlab.server.settings import Settings, SettingsError, load_settings
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -16,31 +16,29 @@ def serve(args: argparse.Namespace) -> int:
     from bnlab.server.security import is_loopback
     from bnlab.server.store import Store, StoreError
 
-    if not is_loopback(args.host) and not args.token:
+    # An empty flag counts as not given, like an empty variable (Settings' env_ignore_empty).
+    flags = {
+        k: v for k, v in vars(args).items() if k in Settings.model_fields and v not in (None, "")
+    }
+    try:
+        settings = load_settings(**flags)
+    except SettingsError as exc:
+        print(f"bnlab serve: error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(settings.host) and not settings.token:
         if not args.no_auth:
             print(
-                f"bnlab serve: error: --host {args.host} is reachable from other machines; "
+                f"bnlab serve: error: --host {settings.host} is reachable from other machines; "
                 "set an access token with --token or BNLAB_TOKEN (or pass --no-auth to "
                 "serve without one)",
                 file=sys.stderr,
             )
             return 2
         print(
-            f"bnlab serve: WARNING: serving {args.host} without an access token: "
+            f"bnlab serve: WARNING: serving {settings.host} without an access token: "
             "anyone who can reach this port can start, cancel and delete runs",
             file=sys.stderr,
         )
-    origins = [o.strip().rstrip("/") for o in args.allowed_origins.split(",") if o.strip()]
-    settings = Settings(
-        host=args.host,
-        port=args.port,
-        db_path=args.db,
-        data_dir=args.data_dir,
-        workers=args.workers,
-        token=args.token,
-        allowed_origins=origins,
-        max_queued=args.max_queued,
-    )
     try:
         # Opened (and migrated) here, before uvicorn: inside its start-up a refused
         # database would end in a traceback instead of this message.
@@ -50,15 +48,15 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     print(
-        f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "
+        f"BN Lab: http://{settings.host}:{settings.port}  (database {settings.db_path}, "
         f"{settings.worker_count} workers)",
         file=sys.stderr,
         flush=True,
     )
     uvicorn.run(
         create_app(settings),
-        host=args.host,
-        port=args.port,
+        host=settings.host,
+        port=settings.port,
         log_level="info",
         ws_max_size=64 * 1024,  # the streams take no input; refuse big frames early
     )

@@ -12,6 +12,11 @@ An ASGI middleware, so one rule covers REST and websocket handshakes alike:
 - A mutating call with a body must say it is JSON: HTML forms cannot, so they
   cannot slip past the origin check as "simple" requests.
 - Bodies over MAX_BODY bytes are refused before they are read.
+
+Serving loopback without a token, the server trusts that only this machine can
+reach it. A DNS-rebinding page (evil.example resolving to 127.0.0.1) would reach
+it with `Host: evil.example`: there Starlette's TrustedHostMiddleware, in front of
+this Guard, lets through only requests naming a loopback host (`loopback_hosts`).
 """
 
 from __future__ import annotations
@@ -34,21 +39,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_hosts(host: str) -> list[str]:
+    """The Host names a loopback server answers to: the usual three, and the
+    address it is bound to when that is another loopback one (127.0.0.2)."""
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    bound = host.strip("[]")
+    bound = f"[{bound}]" if ":" in bound else bound
+    return hosts if bound in hosts else [*hosts, bound]
+
+
 def _headers(scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 class Guard:
-    def __init__(
-        self, app, token: str | None, allowed_origins: list[str], loopback_only: bool
-    ) -> None:
+    def __init__(self, app, token: str | None, allowed_origins: list[str]) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
-        # Without a token the server trusts that only this machine can reach it.
-        # A DNS-rebinding page (evil.example resolving to 127.0.0.1) would reach
-        # it with `Host: evil.example`: requests must name a loopback host.
-        self.loopback_only = loopback_only
 
     # -- checks -------------------------------------------------------------
 
@@ -74,20 +82,7 @@ class Guard:
 
     # -- ASGI ---------------------------------------------------------------
 
-    def _host_ok(self, headers: dict[str, str]) -> bool:
-        if not self.loopback_only:
-            return True
-        host = headers.get("host", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return is_loopback(name)
-
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] in ("http", "websocket") and not self._host_ok(_headers(scope)):
-            if scope["type"] == "http":
-                await self._refuse_http(send, 403, "unexpected Host header (DNS rebinding?)")
-            else:
-                await self._refuse_websocket(receive, send, 4403)
-            return
         if scope["type"] == "http" and scope["method"] in MUTATING:
             headers = _headers(scope)
             problem = self._http_problem(headers, scope)

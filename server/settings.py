@@ -1,21 +1,29 @@
-"""Server settings: flags, with environment variables as defaults (for containers)."""
+"""Server settings: the `BNLAB_*` environment variables, overridden by flags.
+
+pydantic-settings reads and validates the environment (for containers); `bnlab
+serve` passes the flags it was given on top. The fields' bounds are the one
+home for both: the flags are parsed against them too.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-MAX_QUEUED = 100
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "BNLAB_"
 
 
 def default_db_path() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "bnlab" / "bnlab.db"
+    """The per-user data directory: $XDG_DATA_HOME/bnlab (~/.local/share/bnlab) on Linux."""
+    return platformdirs.user_data_path("bnlab", appauthor=False) / "bnlab.db"
 
 
 def visible_gpus() -> list[str]:
@@ -38,17 +46,36 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
-@dataclass
-class Settings:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    db_path: Path = field(default_factory=default_db_path)
+class Settings(BaseSettings):
+    # Empty variables count as unset: docker-compose passes `BNLAB_WORKERS=` when
+    # the user set nothing. validate_by_name: `db_path=` as well as $BNLAB_DB.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, validate_by_name=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    db_path: Path = Field(default_factory=default_db_path, validation_alias=f"{ENV_PREFIX}DB")
     data_dir: str | None = None
-    workers: int | None = None  # None: one per GPU, at least 2
-    max_queued: int = MAX_QUEUED
-    gpus: list[str] = field(default_factory=visible_gpus)
+    workers: int | None = Field(None, ge=1, le=64)  # None: one per GPU, at least 2
+    max_queued: int = Field(100, ge=1, le=10_000)
     token: str | None = None
-    allowed_origins: list[str] = field(default_factory=list)
+    # NoDecode: a comma-separated list, as a shell user writes it, not JSON.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [o.strip().rstrip("/") for o in value if isinstance(o, str) and o.strip()]
+        return value
+
+    @cached_property
+    def gpus(self) -> list[str]:
+        """Asked of the driver, not configured: not a setting."""
+        return visible_gpus()
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -58,3 +85,30 @@ class Settings:
     @property
     def worker_count(self) -> int:
         return self.workers if self.workers else max(2, len(self.gpus))
+
+
+class SettingsError(Exception):
+    """A BNLAB_* variable holds a value the server cannot use; the message names it."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable behind a field (or its alias): db_path -> BNLAB_DB."""
+    if field.startswith(ENV_PREFIX):
+        return field
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
+
+
+def load_settings(**flags: object) -> Settings:
+    """The environment's settings with the given flags on top.
+
+    The flags were validated when parsed (against these same fields), so what
+    can still be wrong is a variable: the error names it.
+    """
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        problems = [
+            f"{env_name(str(e['loc'][0]))}={e['input']!r}: {e['msg']}" for e in exc.errors()
+        ]
+        raise SettingsError("; ".join(problems)) from None

@@ -7,18 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from bnlab.model.data import DataError, ensure_files
+from bnlab.model.data import EVAL_SUBSET_ENV_VAR, DataError, ensure_files, load_mnist
+
+# Tests that check what the product does rather than how well it learns (the
+# service, the page, train()'s events) evaluate on the first EVAL_SUBSET validation
+# and test images instead of all 15,000: on a small run those evaluations were
+# most of the time. The tests of accuracy targets keep the full sets.
+EVAL_SUBSET = 500
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real MNIST files. Tests never download: without them the suite stops
-    with a message saying where to put them."""
+    """The real MNIST files. Tests never download (`make test` fetches them
+    first): without them the suite stops with a message saying how to get them."""
     try:
         return ensure_files(os.environ.get("BNLAB_DATA_DIR"), download=False)
     except DataError as exc:
         pytest.exit(
-            f"{exc}\nThe tests read the real MNIST files and never download them: set "
+            f"{exc}\nThe tests read the real MNIST files and never download them: run "
+            f"`make test` (it fetches them first), or `python -m bnlab.model.data`, or set "
             f"BNLAB_DATA_DIR to a directory holding the four .gz files.",
             returncode=2,
         )
@@ -26,6 +33,20 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_dir: Path):
-    from bnlab.model.data import load_mnist
-
     return load_mnist(data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_small_eval(data_dir: Path):
+    """The real MNIST with only the first EVAL_SUBSET validation and test images."""
+    return load_mnist(data_dir, download=False, eval_subset=EVAL_SUBSET)
+
+
+@pytest.fixture(scope="package")
+def small_evaluations():
+    """Servers started from now on evaluate on EVAL_SUBSET images ($BNLAB_EVAL_SUBSET,
+    which they inherit). For the packages that check the service and the page, not
+    the accuracy; each requests it from an autouse fixture of its own conftest."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(EVAL_SUBSET_ENV_VAR, str(EVAL_SUBSET))
+        yield

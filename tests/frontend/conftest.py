@@ -30,6 +30,11 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1440, "height": 900}
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _service_tests_evaluate_on_a_small_split(small_evaluations):
+    """The service is under test here, not the accuracy (tests/conftest.py)."""
+
+
 @pytest.fixture(scope="session")
 def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The server most tests use: no access token (loopback only)."""

@@ -1,6 +1,9 @@
 import gzip
 import http.server
+import os
 import socket
+import subprocess
+import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -17,6 +20,8 @@ from bnlab.model.data import (
     load_mnist,
     resolve_data_dir,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def raw_labels(path: Path) -> np.ndarray:
@@ -202,3 +207,75 @@ def test_an_unreadable_file_is_a_data_error(data_dir, tmp_path):
     with pytest.raises(DataError, match="cannot be read") as err:
         ensure_files(copy, download=False)
     assert str(victim) in str(err.value)
+
+
+def fetch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m bnlab.model.data`, the step `make test` runs before the tests."""
+    return subprocess.run(
+        [sys.executable, "-m", "bnlab.model.data", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+def test_make_tests_fetch_step_downloads_through_the_loader(mirror, tmp_path):
+    """A fresh machine: no MNIST, BNLAB_DATA_DIR pointing at an empty directory,
+    a mirror reachable. The step fetches the four verified files, with progress."""
+    fresh = tmp_path / "mnist"
+    out = fetch(
+        env={"BNLAB_DATA_DIR": str(fresh), "BNLAB_MIRRORS": f"http://127.0.0.1:9/,{mirror.url}"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == fresh
+    assert sorted(p.name for p in fresh.iterdir()) == sorted(FILES)
+    assert ensure_files(fresh, download=False) == fresh  # checksums hold
+    assert "t10k-images-idx3-ubyte.gz" in out.stderr and "100%" in out.stderr  # the progress bars
+    again = fetch(env={"BNLAB_DATA_DIR": str(fresh), "BNLAB_MIRRORS": "http://127.0.0.1:9/"})
+    assert again.returncode == 0 and again.stderr == ""  # present: nothing fetched
+
+
+def test_offline_fetch_step_never_downloads_and_says_why(mirror, tmp_path):
+    """CI runs the step with --offline: a missing file is an error, not a download."""
+    empty = tmp_path / "mnist"
+    empty.mkdir()
+    out = fetch("--offline", env={"BNLAB_DATA_DIR": str(empty), "BNLAB_MIRRORS": mirror.url})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert str(empty) in out.stderr and "train-images-idx3-ubyte.gz" in out.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_ci_verifies_and_a_fresh_machine_fetches_before_the_tests():
+    """The Makefile wiring: `make test` fetches MNIST before pytest, offline under CI."""
+    for ci, flag in (("", ""), ("true", " --offline")):
+        plan = subprocess.run(
+            ["make", "--dry-run", "test", f"CI={ci}", "BIN=venv/bin"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        fetch_step = f"venv/bin/python -m bnlab.model.data{flag}"
+        assert [line.rstrip() for line in plan].index(fetch_step) < plan.index(
+            "venv/bin/python -m pytest"
+        )
+
+
+def test_eval_subset_keeps_a_prefix_of_validation_and_test(mnist, data_dir):
+    small = load_mnist(data_dir, download=False, eval_subset=500)
+    for split, full in ((small.validation, mnist.validation), (small.test, mnist.test)):
+        assert len(split) == 500
+        np.testing.assert_array_equal(split.images, full.images[:500])
+        np.testing.assert_array_equal(split.labels, full.labels[:500])
+    np.testing.assert_array_equal(small.train.labels, mnist.train.labels)  # training untouched
+
+
+def test_eval_subset_comes_from_the_environment(data_dir, monkeypatch):
+    monkeypatch.setenv(data.EVAL_SUBSET_ENV_VAR, "7000")  # more than validation has: all of it
+    loaded = load_mnist(data_dir, download=False)
+    assert (len(loaded.validation), len(loaded.test)) == (5000, 7000)
+    for bad in ("0", "-5", "many", "1.5"):
+        monkeypatch.setenv(data.EVAL_SUBSET_ENV_VAR, bad)
+        with pytest.raises(DataError, match=data.EVAL_SUBSET_ENV_VAR):
+            load_mnist(data_dir, download=False)

@@ -27,9 +27,9 @@ def collect(config, mnist, should_stop=None):
     return events, result
 
 
-def test_a_run_reports_start_evals_progress_and_test_metrics(mnist):
+def test_a_run_reports_start_evals_progress_and_test_metrics(mnist_small_eval):
     config = tiny(steps=25)
-    events, metrics = collect(config, mnist)
+    events, metrics = collect(config, mnist_small_eval)
     kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "test"
     evals = [e for e in events if e.type == "eval"]
@@ -47,38 +47,38 @@ def test_a_run_reports_start_evals_progress_and_test_metrics(mnist):
         assert event_adapter.validate_json(event.model_dump_json()) == event
 
 
-def test_same_seed_gives_the_same_curve(mnist):
+def test_same_seed_gives_the_same_curve(mnist_small_eval):
     config = tiny(seed=3)
-    first, _ = collect(config, mnist)
-    second, _ = collect(config, mnist)
+    first, _ = collect(config, mnist_small_eval)
+    second, _ = collect(config, mnist_small_eval)
     curve = [(e.step, e.val_loss, e.val_acc, e.train_loss) for e in first if e.type == "eval"]
     again = [(e.step, e.val_loss, e.val_acc, e.train_loss) for e in second if e.type == "eval"]
     assert curve == again
 
 
-def test_bn_twin_differs_only_by_batch_norm(mnist):
-    bn, _ = collect(tiny(), mnist)
-    plain, _ = collect(tiny().twin(), mnist)
+def test_bn_twin_differs_only_by_batch_norm(mnist_small_eval):
+    bn, _ = collect(tiny(), mnist_small_eval)
+    plain, _ = collect(tiny().twin(), mnist_small_eval)
     assert bn[0].parameters != plain[0].parameters
     # identical starting weights in every shared layer, uniform logits: same step-0 loss
     assert bn[1].val_loss == plain[1].val_loss == pytest.approx(math.log(10))
 
 
-def test_should_stop_cancels_between_steps(mnist):
+def test_should_stop_cancels_between_steps(mnist_small_eval):
     calls = []
 
     def should_stop():
         calls.append(1)
         return len(calls) > 12
 
-    events, result = collect(tiny(), mnist, should_stop)
+    events, result = collect(tiny(), mnist_small_eval, should_stop)
     assert isinstance(result, Cancelled) and result.step == 12
     assert "test" not in [e.type for e in events]
 
 
-def test_divergence_ends_the_run_with_its_curve_not_a_crash(mnist):
+def test_divergence_ends_the_run_with_its_curve_not_a_crash(mnist_small_eval):
     config = tiny(optimizer="sgd", learning_rate=1000, batch_norm=False)
-    events, result = collect(config, mnist)
+    events, result = collect(config, mnist_small_eval)
     assert isinstance(result, Diverged)
     assert events[-1].type == "diverged" and events[-1].step == result.step
     assert any(isinstance(e, EvalEvent) for e in events)  # the curve so far
@@ -133,9 +133,9 @@ def test_a_stored_config_means_what_it_meant_when_stored():
     assert RunConfig().max_shift == 1
 
 
-def test_max_shift_changes_the_images_trained_on(mnist):
-    shifted, _ = collect(tiny(), mnist)
-    plain, _ = collect(tiny(max_shift=0), mnist)
+def test_max_shift_changes_the_images_trained_on(mnist_small_eval):
+    shifted, _ = collect(tiny(), mnist_small_eval)
+    plain, _ = collect(tiny(max_shift=0), mnist_small_eval)
     curve = [e.val_loss for e in shifted if e.type == "eval"]
     unshifted = [e.val_loss for e in plain if e.type == "eval"]
     assert curve[0] == unshifted[0]  # same start
@@ -152,14 +152,16 @@ def test_evaluation_count_is_bounded():
     assert RunConfig(steps=7, eval_every=3).eval_steps() == [0, 3, 6, 7]
 
 
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(mnist, tmp_path):
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(mnist_small_eval, tmp_path):
     config = tiny(steps=30, eval_every=10, seed=4)  # CNN with BN and dropout: all state matters
-    whole, metrics = collect(config, mnist)
+    whole, metrics = collect(config, mnist_small_eval)
 
     stops = iter(range(10**6))
-    first, result = collect_with(config, mnist, tmp_path, should_stop=lambda: next(stops) >= 25)
+    first, result = collect_with(
+        config, mnist_small_eval, tmp_path, should_stop=lambda: next(stops) >= 25
+    )
     assert isinstance(result, Cancelled) and result.step == 25  # killed between checkpoints
-    second, resumed = collect_with(config, mnist, tmp_path)
+    second, resumed = collect_with(config, mnist_small_eval, tmp_path)
     assert second[0].first_step == 20  # the last checkpoint, taken at the step-20 eval
     curve = [e for e in first if e.type == "eval"] + [e for e in second if e.type == "eval"]
     assert [e.step for e in curve] == [0, 10, 20, 30]  # no gap, no duplicated step

@@ -27,6 +27,11 @@ TINY = {
 LONG = {**TINY, "steps": 100_000, "eval_every": 1000}  # runs until cancelled or killed
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _service_tests_evaluate_on_a_small_split(small_evaluations):
+    """The service is under test here, not the accuracy (tests/conftest.py)."""
+
+
 @pytest.fixture
 def start_server(tmp_path, data_dir):
     servers: list[ServerProcess] = []

@@ -20,7 +20,8 @@ def test_a_run_trains_to_completion_with_stored_test_metrics(server):
     done = server.wait_status(run["id"], "completed", "failed")
     assert done["status"] == "completed", done["error"]
     assert done["step"] == 20 and done["device"] == "CPU:0"
-    assert 0.6 < done["test_metrics"]["test_accuracy"] <= 1
+    # learnt (chance is 0.1); 20 steps on 500 test images say no more than that
+    assert 0.5 < done["test_metrics"]["test_accuracy"] <= 1
     assert done["started_at"] and done["finished_at"] >= done["started_at"]
     points = server.http.get(f"/api/runs/{run['id']}/metrics").json()["points"]
     assert [p["step"] for p in points] == [0, 5, 10, 15, 20]
@@ -54,7 +55,7 @@ def test_a_comparison_trains_twins_and_compare_reports_speedup(server):
         assert summary["best_val_acc"] >= max(
             p["val_acc"] for r in compare["runs"] if r["run"]["id"] == run_id for p in r["points"]
         )
-    assert summaries[bn["id"]]["test_accuracy"] > 0.6  # BN's MLP learns fast; no-BN's stalls
+    assert summaries[bn["id"]]["test_accuracy"] > 0.5  # BN's MLP learns fast; no-BN's stalls
     # identical initial weights and batches: the same step-0 evaluation
     first = {r["run"]["id"]: r["points"][0] for r in compare["runs"]}
     assert first[bn["id"]]["val_loss"] == first[plain["id"]]["val_loss"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import EVAL_SUBSET
 from tests.server.conftest import LONG, TINY
 
 
@@ -105,7 +106,8 @@ def test_an_interrupted_run_resumes_to_the_same_result_as_an_uninterrupted_one(
         assert abs(got["val_loss"] - want["val_loss"]) < 1e-4, (got, want)
     ours, theirs = (done[r]["test_metrics"] for r in (victim["id"], reference["id"]))
     assert abs(ours["test_loss"] - theirs["test_loss"]) < 1e-4
-    assert abs(ours["test_accuracy"] - theirs["test_accuracy"]) <= 2e-4
+    # float rounding may flip a prediction or two, no more
+    assert abs(ours["test_accuracy"] - theirs["test_accuracy"]) <= 2 / EVAL_SUBSET
     refused = again.http.post(f"/api/runs/{victim['id']}/resume")
     assert refused.status_code == 409 and "completed" in refused.json()["detail"]
 

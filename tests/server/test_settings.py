@@ -1,0 +1,113 @@
+"""Server settings: BNLAB_* variables read and validated by pydantic-settings, flags on top."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bnlab.server.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No BNLAB_* variable from the caller's shell (CI sets BNLAB_DATA_DIR)."""
+    for name in [n for n in os.environ if n.startswith("BNLAB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
+def test_defaults_without_environment(tmp_path):
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.max_queued) == ("127.0.0.1", 8000, 100)
+    assert settings.token is None and settings.workers is None and settings.allowed_origins == []
+    # platformdirs honours XDG_DATA_HOME: existing databases are found where they were
+    assert settings.db_path == tmp_path / "data" / "bnlab" / "bnlab.db"
+    assert settings.checkpoint_dir == tmp_path / "data" / "bnlab" / "bnlab-checkpoints"
+
+
+def test_every_variable_is_read(monkeypatch, tmp_path):
+    env = {
+        "BNLAB_HOST": "0.0.0.0",
+        "BNLAB_PORT": "9001",
+        "BNLAB_DB": str(tmp_path / "runs.db"),
+        "BNLAB_DATA_DIR": str(tmp_path / "mnist"),
+        "BNLAB_WORKERS": "3",
+        "BNLAB_TOKEN": "t0k3n",
+        "BNLAB_MAX_QUEUED": "7",
+        "BNLAB_ALLOWED_ORIGINS": "https://a.example/, http://b.example:8080 ,,",
+        "BNLAB_MIRRORS": "http://mirror.example/",  # the loader's, not a server setting
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    assert (s.host, s.port, s.db_path, s.data_dir) == (
+        "0.0.0.0",
+        9001,
+        tmp_path / "runs.db",
+        str(tmp_path / "mnist"),
+    )
+    assert (s.workers, s.worker_count, s.token, s.max_queued) == (3, 3, "t0k3n", 7)
+    # comma-separated as a shell user writes it; trailing slashes and blanks dropped
+    assert s.allowed_origins == ["https://a.example", "http://b.example:8080"]
+
+
+def test_flags_override_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BNLAB_PORT", "not even a number")  # overridden: never looked at
+    monkeypatch.setenv("BNLAB_TOKEN", "from-env")
+    s = load_settings(port=9002, db_path=tmp_path / "flag.db", allowed_origins="http://c.example")
+    assert (s.port, s.db_path, s.token) == (9002, tmp_path / "flag.db", "from-env")
+    assert s.allowed_origins == ["http://c.example"]
+
+
+def test_empty_variables_count_as_unset(monkeypatch):
+    """docker-compose passes BNLAB_WORKERS= and BNLAB_TOKEN= when the user set nothing."""
+    for name in ("BNLAB_WORKERS", "BNLAB_TOKEN", "BNLAB_PORT", "BNLAB_ALLOWED_ORIGINS"):
+        monkeypatch.setenv(name, "")
+    s = load_settings()
+    assert (s.workers, s.token, s.port, s.allowed_origins) == (None, None, 8000, [])
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("BNLAB_PORT", "http", "valid integer"),
+        ("BNLAB_PORT", "70000", "65535"),
+        ("BNLAB_WORKERS", "0", "greater than or equal to 1"),
+        ("BNLAB_MAX_QUEUED", "lots", "valid integer"),
+    ],
+)
+def test_a_bad_variable_is_named_with_its_value(monkeypatch, name, value, says):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"{name}={value!r}: ") and says in str(err.value)
+
+
+def serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BNLAB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bnlab", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+    )
+
+
+def test_serve_reports_a_bad_variable_by_name_without_a_traceback(tmp_path):
+    out = serve("--db", str(tmp_path / "x.db"), env={"BNLAB_PORT": "eighty"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("bnlab serve: error: BNLAB_PORT='eighty': ")
+    assert not (tmp_path / "x.db").exists()  # refused before anything was opened
+
+
+def test_serve_reports_a_bad_flag_by_name(tmp_path):
+    out = serve("--workers", "65", "--db", str(tmp_path / "x.db"), env={})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "argument --workers: '65': Input should be less than or equal to 64" in out.stderr
+
+
+def test_a_network_host_from_the_environment_still_needs_a_token(tmp_path):
+    out = serve("--port", "1", "--db", str(tmp_path / "x.db"), env={"BNLAB_HOST": "0.0.0.0"})
+    assert out.returncode == 2 and "--host 0.0.0.0" in out.stderr and "BNLAB_TOKEN" in out.stderr
