@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bnlab.server import api, ws
-from bnlab.server.executor import ProcessExecutor
+from bnlab.server.executor import Executor, ExecutorKind, ProcessExecutor
 from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
 from bnlab.server.security import Guard, is_loopback
 from bnlab.server.settings import Settings
@@ -72,13 +72,28 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error; see the server log"}, 500)
 
 
+def make_executor(settings: Settings) -> Executor:
+    if settings.executor == ExecutorKind.RAY:
+        # Imported only here: the plain install has no Ray.
+        from bnlab.server.ray_executor import RayExecutor
+
+        return RayExecutor(
+            settings.ray_address,
+            settings.gpus_per_run,
+            settings.workers,
+            settings.data_dir,
+            settings.checkpoint_dir,
+        )
+    return ProcessExecutor(
+        settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         store = Store(settings.db_path)
-        executor = ProcessExecutor(
-            settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
-        )
+        executor = make_executor(settings)
         service = RunService(store, executor, Hub(), settings.max_queued)
         await service.start()
         app.state.service = service

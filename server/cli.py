@@ -149,6 +149,17 @@ def _bounded_int(low: int, high: int):
     return parse
 
 
+def _gpu_fraction(text: str) -> float:
+    """An argparse type: a share of one GPU, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in (0, 1]; 0.25 means 4 runs per GPU")
+    return value
+
+
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
@@ -207,6 +218,35 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         default=env.get("BNLAB_ALLOWED_ORIGINS", ""),
         help="comma-separated extra origins allowed to call the API from a "
         "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("process", "ray"),
+        default=env.get("BNLAB_EXECUTOR") or "process",
+        help="where runs train: 'process' (worker processes on this machine, the default) "
+        "or 'ray' (actors on a Ray cluster; needs `pip install 'bnlab[ray]'`) "
+        "($BNLAB_EXECUTOR)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=env.get("BNLAB_RAY_ADDRESS") or "auto",
+        help="the Ray cluster with --executor ray: 'auto' (one started on this machine "
+        "with `ray start --head`) or its HOST:PORT (default auto; $BNLAB_RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=_gpu_fraction,
+        default=env.get("BNLAB_GPUS_PER_RUN") or "1",
+        help="share of a GPU each run gets; 0.25 packs four runs on a card "
+        "(default 1; $BNLAB_GPUS_PER_RUN)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=env.get("BNLAB_CHECKPOINT_DIR") or None,
+        help="where runs save their training state for resuming; with --executor ray it "
+        "must be reachable from every node (default: beside the database; "
+        "$BNLAB_CHECKPOINT_DIR)",
     )
     p.set_defaults(handler=_serve)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
+from bnlab.server.executor import ExecutorKind
 from bnlab.server.settings import Settings
 
 
@@ -40,7 +42,17 @@ def serve(args: argparse.Namespace) -> int:
         token=args.token,
         allowed_origins=origins,
         max_queued=args.max_queued,
+        executor=ExecutorKind(args.executor),
+        ray_address=args.ray_address,
+        gpus_per_run=args.gpus_per_run,
+        checkpoint_root=args.checkpoint_dir,
     )
+    if settings.executor == ExecutorKind.RAY and importlib.util.find_spec("ray") is None:
+        print(
+            "bnlab serve: error: --executor ray needs Ray: pip install 'bnlab[ray]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         # Opened (and migrated) here, before uvicorn: inside its start-up a refused
         # database would end in a traceback instead of this message.
@@ -49,9 +61,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"bnlab serve: error: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    where = (
+        f"{settings.worker_count} workers"
+        if settings.executor == ExecutorKind.PROCESS
+        else f"runs on the Ray cluster at {settings.ray_address}"
+    )
     print(
-        f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, "
-        f"{settings.worker_count} workers)",
+        f"BN Lab: http://{args.host}:{args.port}  (database {settings.db_path}, {where})",
         file=sys.stderr,
         flush=True,
     )

@@ -8,6 +8,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bnlab.server.executor import ExecutorKind
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MAX_QUEUED = 100
@@ -49,12 +51,21 @@ class Settings:
     gpus: list[str] = field(default_factory=visible_gpus)
     token: str | None = None
     allowed_origins: list[str] = field(default_factory=list)
+    executor: ExecutorKind = ExecutorKind.PROCESS
+    ray_address: str = "auto"  # the Ray cluster: "auto" (started here) or host:port
+    gpus_per_run: float = 1.0  # a fraction packs several runs on one GPU
+    checkpoint_root: Path | None = None  # None: beside the database
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Training checkpoints live beside the database."""
+        """Training checkpoints live beside the database unless placed elsewhere
+        (with Ray: a directory every node reaches)."""
+        if self.checkpoint_root is not None:
+            return self.checkpoint_root
         return self.db_path.parent / f"{self.db_path.stem}-checkpoints"
 
     @property
     def worker_count(self) -> int:
-        return self.workers if self.workers else max(2, len(self.gpus))
+        # 1/F runs share each GPU (--gpus-per-run F); rounding down keeps them within it.
+        runs_per_gpu = max(1, int(1 / self.gpus_per_run + 1e-9))
+        return self.workers if self.workers else max(2, len(self.gpus) * runs_per_gpu)
