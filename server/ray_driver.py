@@ -36,6 +36,8 @@ from bnlab.server.worker import WorkerMessage, train_and_report
 NAMESPACE = "bnlab"
 WATCH_INTERVAL = 1.0  # seconds between looks at the cluster (health, capacity, liveness)
 WATCH_TIMEOUT = 4.0  # a look that takes longer than this means the cluster is gone
+# ray.init keeps retrying an address nobody answers at; a run waits this long at most.
+CONNECT_TIMEOUT = 20.0
 
 
 @ray.remote
@@ -115,6 +117,17 @@ class _Job:
 
 
 class Driver:
+    def lost(self, exc: BaseException | None) -> str:
+        detail = _first_line(exc) if exc is not None and str(exc) else "it stopped answering"
+        return f"lost the connection to the Ray cluster at {self.address} ({detail})"
+
+    async def cluster_answers(self) -> ClusterPublic | BaseException:
+        """The cluster now, or why it cannot be seen (Ray's calls block while it retries)."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(snapshot, self.address), WATCH_TIMEOUT)
+        except Exception as exc:
+            return exc
+
     def __init__(
         self, conn: Connection, address: str, gpus_per_run: float, data: ray.ObjectRef | str
     ) -> None:
@@ -137,16 +150,9 @@ class Driver:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.conn.fileno(), self.on_command)
         while not self.done.is_set():
-            try:
-                cluster = await asyncio.wait_for(
-                    asyncio.to_thread(snapshot, self.address), WATCH_TIMEOUT
-                )
-            except Exception as exc:  # includes the timeout: Ray's calls block while it retries
-                reason = (
-                    f"lost the connection to the Ray cluster at {self.address}"
-                    f" ({_first_line(exc) if str(exc) else 'it stopped answering'})"
-                )
-                self.send(DriverMessage(fatal=reason))
+            cluster = await self.cluster_answers()
+            if isinstance(cluster, BaseException):
+                self.send(DriverMessage(fatal=self.lost(cluster)))
                 os._exit(1)  # a clean ray.shutdown() would wait for the lost cluster
             self.gpu_cluster = cluster.gpus is not None and cluster.gpus.total > 0
             self.send(DriverMessage(cluster=cluster))
@@ -199,7 +205,10 @@ class Driver:
             if job.cancelled:
                 outcome, error = Outcome.CANCELLED, None
             else:
-                outcome, error = Outcome.FAILED, death_reason(exc)
+                # The actor alone, or the whole cluster? The user's next move differs.
+                cluster = await self.cluster_answers()
+                lost = isinstance(cluster, BaseException)
+                outcome, error = Outcome.FAILED, self.lost(cluster) if lost else death_reason(exc)
         except RayError as exc:
             outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
         finally:
@@ -225,6 +234,15 @@ def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: st
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides when the driver ends (by closing the pipe).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def give_up() -> None:
+        reason = f"cannot connect to the Ray cluster at {address} within {CONNECT_TIMEOUT:.0f} s"
+        with contextlib.suppress(OSError):
+            conn.send_bytes(DriverMessage(fatal=reason).model_dump_json().encode())
+        os._exit(1)
+
+    watchdog = threading.Timer(CONNECT_TIMEOUT, give_up)
+    watchdog.start()
     try:
         ray.init(
             address=address,
@@ -236,6 +254,8 @@ def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: st
         reason = f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}"
         conn.send_bytes(DriverMessage(fatal=reason).model_dump_json().encode())
         return
+    finally:
+        watchdog.cancel()
     try:
         data: ray.ObjectRef | str = ray.put(read_raw_mnist(data_dir))
     except DataError as exc:  # every run fails with it, as a worker's would

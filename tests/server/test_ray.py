@@ -143,7 +143,9 @@ def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
 ):
     config = {**TINY, "seed": 7}
     results = []
-    for server in (ray_server(), start_server(db=tmp_path / "local.db")):
+    # Both twins at once on either side: half the logical GPU each, two workers.
+    servers = (ray_server(extra=["--gpus-per-run", "0.5"]), start_server(db=tmp_path / "l.db"))
+    for server in servers:
         comparison = server.post("/api/comparisons", config).json()
         ids = [run["id"] for run in comparison["runs"]]
         runs = [server.wait_status(i, "completed", "failed", "cancelled") for i in ids]
@@ -183,7 +185,7 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     doomed = server.post("/api/runs", LONG).json()
     server.wait_for(doomed["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     (actor,) = cluster.actor_pids()
-    neighbour = server.post("/api/runs", {**TINY, "steps": 300, "eval_every": 100}).json()
+    neighbour = server.post("/api/runs", {**TINY, "steps": 150, "eval_every": 50}).json()
     server.wait_for(neighbour["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     os.kill(actor, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -193,23 +195,22 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
 
 
-def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(
-    ray_server, cluster
-):
+def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(ray_server, cluster):
     # Last in the module: it stops the shared cluster.
     server = ray_server()
-    done = server.post("/api/runs", TINY).json()
-    server.wait_status(done["id"], "completed")
     flying = server.post("/api/runs", LONG).json()
     server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     cluster.stop()
     stopped_at = time.monotonic()
     failed = server.wait_status(flying["id"], "failed", timeout=30)
     assert time.monotonic() - stopped_at < 10
-    assert "Ray" in failed["error"]
-    assert server.run(done["id"])["status"] == "completed"  # stored runs still served
+    assert f"lost the connection to the Ray cluster at {cluster.address}" in failed["error"]
+    listed = server.http.get("/api/runs").json()["items"]  # stored runs are still served
+    assert [run["id"] for run in listed] == [flying["id"]]
     health = server.http.get("/api/health").json()
-    assert health["cluster"]["connected"] is False and health["cluster"]["error"]
+    assert health["cluster"]["connected"] is False
+    assert "Ray cluster" in health["cluster"]["error"]
     # A new run cannot reach the cluster either, and says so
     late = server.post("/api/runs", TINY).json()
-    assert "Ray cluster" in server.wait_status(late["id"], "failed", timeout=60)["error"]
+    error = server.wait_status(late["id"], "failed", timeout=60)["error"]
+    assert f"cannot connect to the Ray cluster at {cluster.address}" in error
