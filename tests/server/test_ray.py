@@ -195,6 +195,19 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
 
 
+def test_a_crashed_server_leaves_no_actor_training_for_nobody(ray_server, cluster):
+    server = ray_server()
+    flying = server.post("/api/runs", LONG).json()
+    server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    assert len(cluster.actor_pids()) == 1
+    driver = [pid for pid in server.pids() if pid != server.process.pid]
+    os.kill(server.process.pid, signal.SIGKILL)  # the server alone, as a crash would
+    deadline = time.monotonic() + 15
+    while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in driver):
+        assert time.monotonic() < deadline, "the actor outlived its server"
+        time.sleep(0.2)
+
+
 def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(ray_server, cluster):
     # Last in the module: it stops the shared cluster.
     server = ray_server()
