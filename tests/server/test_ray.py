@@ -5,94 +5,18 @@ end. Token authentication is off on both sides (RAY_AUTH_MODE=disabled)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from bnlab.server.testing import free_port
+from bnlab.server.testing import RayCluster
 from tests.server.conftest import LONG, TINY
 
 pytest.importorskip("ray")
-
-RAY = Path(sys.executable).with_name("ray")
-
-
-class RayCluster:
-    """A Ray head in a session of its own: stopping it kills exactly its processes."""
-
-    def __init__(self) -> None:
-        # Short: Ray's unix sockets live below it and their paths have a length limit.
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="bnray-", dir="/tmp"))
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> RayCluster:
-        log = (self.temp_dir / "head.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                str(RAY),
-                "start",
-                "--head",
-                "--block",
-                "--port",
-                str(self.port),
-                "--num-cpus",
-                "2",
-                "--num-gpus",
-                "1",
-                "--temp-dir",
-                str(self.temp_dir),
-                "--include-dashboard",
-                "false",
-                "--disable-usage-stats",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while not list(self.temp_dir.glob("session_latest/sockets/raylet*")):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start failed:\n{self.log()}")
-            time.sleep(0.2)
-        return self
-
-    def log(self) -> str:
-        return (self.temp_dir / "head.log").read_text(errors="replace")[-3000:]
-
-    def pids(self) -> list[int]:
-        if self.process is None:
-            return []
-        out = subprocess.run(
-            ["pgrep", "-s", str(self.process.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(p) for p in out.split()]
-
-    def actor_pids(self) -> list[int]:
-        """Processes running a run's actor (Ray titles them after the actor class)."""
-        pids = []
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RunActor"):
-                    pids.append(pid)
-        return pids
-
-    def stop(self) -> None:
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(timeout=30)
-            self.process = None
 
 
 @pytest.fixture(scope="module")
