@@ -49,6 +49,11 @@ class RunActor:
         # Before TensorFlow's import, so before any op: several runs share a GPU
         # with --gpus-per-run < 1, and none may reserve all of its memory.
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        # Ray sets OMP_NUM_THREADS to the actor's CPU reservation (1). The run is
+        # to train as it would in a worker process, with TensorFlow's own thread
+        # pools sized to the machine; the reservation stays Ray's unit of placement.
+        if os.environ.get("OMP_NUM_THREADS") == str(CPUS_PER_RUN):
+            del os.environ["OMP_NUM_THREADS"]
         import tensorflow  # noqa: F401  once per actor: the run pays for it up front
 
         self._stop = threading.Event()
@@ -138,7 +143,6 @@ class Driver:
         self.jobs: dict[str, _Job] = {}
         self.tasks: set[asyncio.Task] = set()
         self.gpu_cluster = False
-        self.done = asyncio.Event()
 
     def send(self, message: DriverMessage) -> None:
         try:
@@ -147,17 +151,20 @@ class Driver:
             os._exit(1)
 
     async def main(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self.on_command)
-        while not self.done.is_set():
+        # Commands wait in the pipe until the first look says whether this is
+        # a GPU cluster, which decides what each run's actor asks for.
+        first = True
+        while True:  # until the server closes the pipe or the cluster is lost: os._exit
             cluster = await self.cluster_answers()
             if isinstance(cluster, BaseException):
                 self.send(DriverMessage(fatal=self.lost(cluster)))
                 os._exit(1)  # a clean ray.shutdown() would wait for the lost cluster
             self.gpu_cluster = cluster.gpus is not None and cluster.gpus.total > 0
             self.send(DriverMessage(cluster=cluster))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.done.wait(), WATCH_INTERVAL)
+            if first:
+                asyncio.get_running_loop().add_reader(self.conn.fileno(), self.on_command)
+                first = False
+            await asyncio.sleep(WATCH_INTERVAL)
 
     def on_command(self) -> None:
         try:
@@ -188,10 +195,11 @@ class Driver:
             if self.gpu_cluster
             else {"num_cpus": CPUS_PER_RUN}
         )
-        actor = RunActor.options(max_concurrency=2, **resources).remote()
-        job = self.jobs[run_id] = _Job(actor)
+        job = None
         outcome, error = Outcome.FAILED, "the Ray actor ended without saying how the run ended"
         try:
+            actor = RunActor.options(max_concurrency=2, **resources).remote()
+            job = self.jobs[run_id] = _Job(actor)
             stream = actor.train.options(num_returns="streaming").remote(
                 command.config, self.data, command.checkpoint_dir
             )
@@ -202,22 +210,23 @@ class Driver:
                     break
                 self.send(DriverMessage(run_id=run_id, worker=message))
         except RayActorError as exc:
-            if job.cancelled:
+            if job is not None and job.cancelled:
                 outcome, error = Outcome.CANCELLED, None
             else:
                 # The actor alone, or the whole cluster? The user's next move differs.
                 cluster = await self.cluster_answers()
                 lost = isinstance(cluster, BaseException)
                 outcome, error = Outcome.FAILED, self.lost(cluster) if lost else death_reason(exc)
-        except RayError as exc:
+        except Exception as exc:  # Ray refused the actor, or lost it some other way
             outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
         finally:
-            if job.kill_timer is not None:
-                job.kill_timer.cancel()
             self.jobs.pop(run_id, None)
-            # Now, not when the handle is collected: its GPU share is free for the next run.
-            with contextlib.suppress(RayError):
-                ray.kill(actor)
+            if job is not None:
+                if job.kill_timer is not None:
+                    job.kill_timer.cancel()
+                # Now, not when the handle is collected: its GPU share is free for the next run.
+                with contextlib.suppress(RayError):
+                    ray.kill(job.actor)
         self.end(run_id, outcome, error)
 
     def cancel(self, run_id: str) -> None:

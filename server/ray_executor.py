@@ -151,26 +151,30 @@ class RayExecutor:
             self._queue.put_nowait(RunEnded(message.run_id, worker.outcome, worker.error))
 
     def _driver_gone(self) -> None:
-        """The pipe closed: the driver quit (cluster lost) or died. Its runs fail."""
+        """The pipe closed: the driver quit (cluster lost) or died. Its runs fail;
+        runs submitted from now on go to a new driver."""
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._conn.fileno())
         self._conn.close()
         self._conn = None
-        process, self._process = self._process, None
-        task = loop.create_task(self._fail_runs(process))
+        orphans, self._runs = self._runs, set()
+        task = loop.create_task(self._fail_runs(self._process, orphans, self._fatal))
+        self._process = None
         self._reaping.add(task)
         task.add_done_callback(self._reaping.discard)
 
-    async def _fail_runs(self, process: multiprocessing.process.BaseProcess) -> None:
+    async def _fail_runs(
+        self, process: multiprocessing.process.BaseProcess, runs: set[str], fatal: str | None
+    ) -> None:
         await asyncio.to_thread(process.join, 5)
         if process.is_alive():
             process.kill()
             await asyncio.to_thread(process.join, 5)
-        reason = self._fatal or exit_reason(process.exitcode, "the Ray driver process")
-        self._cluster = ClusterPublic(address=self.address, connected=False, error=reason)
-        for run_id in sorted(self._runs):
+        reason = fatal or exit_reason(process.exitcode, "the Ray driver process")
+        if self._conn is None:  # no new driver meanwhile
+            self._cluster = ClusterPublic(address=self.address, connected=False, error=reason)
+        for run_id in sorted(runs):
             self._queue.put_nowait(RunEnded(run_id, Outcome.FAILED, reason))
-        self._runs.clear()
 
     # -- Executor -------------------------------------------------------------------
 
