@@ -60,6 +60,8 @@ def test_health_reports_the_executor_and_the_clusters_nodes_and_resources(ray_se
     assert cluster["gpus"] == {"total": 1, "free": 1}
     assert cluster["cpus"]["total"] == 2
     assert health["workers"]["total"] == 2  # one GPU / 0.5 per run
+    # Ray lives in the driver child: losing the cluster cannot take the server down.
+    assert "_raylet" not in Path(f"/proc/{server.process.pid}/maps").read_text()
 
 
 def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
