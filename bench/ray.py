@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -71,6 +72,7 @@ def main() -> None:
                 print("latency", lat, flush=True)
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
     load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     body = "\n".join(
         [
