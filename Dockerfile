@@ -27,15 +27,22 @@ RUN pip install --no-cache-dir \
         "uvicorn[standard]==0.54.0" \
         "websockets==17.4" \
         "plotly==7.1.0" \
-        "tqdm==4.70.1"
+        "tqdm==4.70.1" \
+        "scipy==1.17.1"
+# 3. Ray, only in the image the compose profile `ray` builds (BNLAB_WITH_RAY=1):
+# the plain image, like the plain install, does without it.
+ARG BNLAB_WITH_RAY=""
+# hadolint ignore=DL3059
+RUN if [ -n "$BNLAB_WITH_RAY" ]; then pip install --no-cache-dir "ray[default]==2.60.0" ; fi
 
-# A non-root user that owns nothing but the two volume directories (created
-# here so that new named volumes start out owned by it).
+# A non-root user that owns nothing but the volume directories (created here so
+# that new named volumes start out owned by it; the checkpoints one is the Ray
+# profile's, shared by its nodes).
 RUN useradd --create-home --uid 10001 --user-group bnlab \
-    && mkdir -p /data/mnist /var/lib/bnlab \
-    && chown bnlab:bnlab /data/mnist /var/lib/bnlab
+    && mkdir -p /data/mnist /var/lib/bnlab /var/lib/bnlab-checkpoints \
+    && chown bnlab:bnlab /data/mnist /var/lib/bnlab /var/lib/bnlab-checkpoints
 
-# 3. The project, installed as a regular wheel: the dashboard ships inside it as
+# 4. The project, installed as a regular wheel: the dashboard ships inside it as
 # package data (`bnlab.frontend`), so nothing is served from a source tree. The
 # build context is removed after the install; pip checks the pins above against
 # pyproject.toml here and would install anything missing.

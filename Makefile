@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.reproduce
 	$(BIN)/python -m bench.service
+	$(BIN)/python -m bench.ray
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -179,4 +179,6 @@ async def health(service: ServiceDep, settings: SettingsDep) -> Health:
         devices=devices,
         workers=WorkerLoad(busy=service.executor.busy(), total=service.executor.capacity),
         queue=service.queue_length(),
+        executor=service.executor.kind,
+        cluster=service.executor.cluster(),
     )

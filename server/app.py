@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bnlab.server import api, ws
-from bnlab.server.executor import ProcessExecutor
+from bnlab.server.executor import Executor, ExecutorKind, ProcessExecutor
 from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
 from bnlab.server.security import Guard, is_loopback, loopback_hosts
 from bnlab.server.settings import Settings
@@ -73,13 +73,28 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error; see the server log"}, 500)
 
 
+def make_executor(settings: Settings) -> Executor:
+    if settings.executor == ExecutorKind.RAY:
+        # Imported only here: the plain install has no Ray.
+        from bnlab.server.ray_executor import RayExecutor
+
+        return RayExecutor(
+            settings.ray_address,
+            settings.gpus_per_run,
+            settings.workers,
+            settings.data_dir,
+            settings.checkpoint_dir,
+        )
+    return ProcessExecutor(
+        settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         store = Store(settings.db_path)
-        executor = ProcessExecutor(
-            settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
-        )
+        executor = make_executor(settings)
         service = RunService(store, executor, Hub(), settings.max_queued)
         await service.start()
         app.state.service = service

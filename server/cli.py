@@ -220,6 +220,33 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated extra origins allowed to call the API from a "
         "browser, CORS included ($BNLAB_ALLOWED_ORIGINS)",
     )
+    p.add_argument(
+        "--executor",
+        type=_setting("executor"),
+        help="where runs train: 'process' (worker processes on this machine, the default) "
+        "or 'ray' (actors on a Ray cluster; needs `pip install 'bnlab[ray]'`) "
+        "($BNLAB_EXECUTOR)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="the Ray cluster with --executor ray: 'auto' (one started on this machine "
+        "with `ray start --head`) or its HOST:PORT (default auto; $BNLAB_RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=_setting("gpus_per_run"),
+        help="share of a GPU each run gets; 0.25 packs four runs on a card "
+        "(default 1; $BNLAB_GPUS_PER_RUN)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        dest="checkpoint_root",
+        metavar="PATH",
+        type=Path,
+        help="where runs save their training state for resuming; with --executor ray it "
+        "must be reachable from every node (default: beside the database; "
+        "$BNLAB_CHECKPOINT_DIR)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:

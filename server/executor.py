@@ -16,16 +16,23 @@ import shutil
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import Event, event_adapter
+from bnlab.server.schemas import ClusterPublic
 from bnlab.server.status import Outcome
 from bnlab.server.worker import WorkerMessage, run_worker
 
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
+
+
+class ExecutorKind(StrEnum):
+    PROCESS = "process"  # worker processes on the server's machine
+    RAY = "ray"  # actors on a Ray cluster (server.ray_executor)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ ExecutorMessage = TrainingEvent | RunEnded
 
 
 class Executor(Protocol):
-    capacity: int
+    kind: ExecutorKind
+    capacity: int  # runs at once; the scheduler starts no more
 
     def submit(self, run_id: str, config: RunConfig) -> None:
         """Start the run now (from its checkpoint, if it has one); the caller
@@ -60,22 +68,26 @@ class Executor(Protocol):
 
     def busy(self) -> int: ...
 
+    def cluster(self) -> ClusterPublic | None:
+        """The cluster the runs train on, for /api/health; None: this machine."""
+
     def messages(self) -> AsyncIterator[ExecutorMessage]: ...
 
     async def close(self) -> None: ...
 
 
-def _exit_reason(code: int | None) -> str:
+def exit_reason(code: int | None, process: str = "the worker process") -> str:
+    """Why `process` ended, from its exit code, in words for the run's error."""
     if code is None:
-        return "the worker process vanished"
+        return f"{process} vanished"
     if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
         hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return f"the worker process was killed by {name}{hint}"
-    return f"the worker process exited with code {code}"
+        return f"{process} was killed by {name}{hint}"
+    return f"{process} exited with code {code}"
 
 
 @dataclass
@@ -96,6 +108,8 @@ class ProcessExecutor:
     Workers talk back over a pipe the event loop watches, so a worker's death
     is seen the moment its end of the pipe closes."""
 
+    kind = ExecutorKind.PROCESS
+
     def __init__(
         self, capacity: int, gpus: list[str], data_dir: str | None, checkpoints: Path
     ) -> None:
@@ -110,6 +124,9 @@ class ProcessExecutor:
 
     def busy(self) -> int:
         return len(self._jobs)
+
+    def cluster(self) -> ClusterPublic | None:
+        return None
 
     def _free_slot(self) -> int:
         used = {job.slot for job in self._jobs.values()}
@@ -181,7 +198,7 @@ class ProcessExecutor:
         elif job.cancel.is_set():
             self._finish(job, Outcome.CANCELLED, None)
         else:
-            self._finish(job, Outcome.FAILED, _exit_reason(job.process.exitcode))
+            self._finish(job, Outcome.FAILED, exit_reason(job.process.exitcode))
 
     def discard_checkpoint(self, run_id: str) -> None:
         shutil.rmtree(self.checkpoints / run_id, ignore_errors=True)

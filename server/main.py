@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
+from bnlab.server.executor import ExecutorKind
 from bnlab.server.settings import Settings, SettingsError, load_settings
 
 
@@ -39,6 +41,12 @@ def serve(args: argparse.Namespace) -> int:
             "anyone who can reach this port can start, cancel and delete runs",
             file=sys.stderr,
         )
+    if settings.executor == ExecutorKind.RAY and importlib.util.find_spec("ray") is None:
+        print(
+            "bnlab serve: error: --executor ray needs Ray: pip install 'bnlab[ray]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         # Opened (and migrated) here, before uvicorn: inside its start-up a refused
         # database would end in a traceback instead of this message.
@@ -47,9 +55,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"bnlab serve: error: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    where = (
+        f"{settings.worker_count} workers"
+        if settings.executor == ExecutorKind.PROCESS
+        else f"runs on the Ray cluster at {settings.ray_address}"
+    )
     print(
-        f"BN Lab: http://{settings.host}:{settings.port}  (database {settings.db_path}, "
-        f"{settings.worker_count} workers)",
+        f"BN Lab: http://{settings.host}:{settings.port}  (database {settings.db_path}, {where})",
         file=sys.stderr,
         flush=True,
     )

@@ -287,9 +287,11 @@ class RunService:
         if isinstance(event, StartEvent):
             seq = self._next_seq(run_id)
             self.store.set_device(run_id, event.device, seq)
-            if event.first_step:  # resumed from a checkpoint
-                self.store.drop_points_after(run_id, event.first_step)
-                live.step = event.first_step
+            # Resumed from a checkpoint, or started over without one (a Ray node
+            # that cannot see the checkpoint directory): what follows is trained
+            # again, so no point of an earlier attempt stays beyond it.
+            self.store.drop_points_after(run_id, event.first_step)
+            live.step = event.first_step
             self._publish_status(run_id, "status", seq)
         elif isinstance(event, EvalEvent):
             seq = self._next_seq(run_id)

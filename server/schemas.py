@@ -134,12 +134,39 @@ class WorkerLoad(BaseModel):
     total: int
 
 
+class ResourcePublic(BaseModel):
+    total: float
+    free: float
+
+
+class RayNodePublic(BaseModel):
+    """One live node of the Ray cluster and what it has."""
+
+    id: str
+    address: str
+    cpus: float
+    gpus: float
+
+
+class ClusterPublic(BaseModel):
+    """The Ray cluster the runs train on, as last seen (about once a second)."""
+
+    address: str = Field(description="the address the server was given (--ray-address)")
+    connected: bool
+    error: str | None = Field(None, description="why the server is not connected, if it is not")
+    nodes: list[RayNodePublic] = []
+    cpus: ResourcePublic | None = None
+    gpus: ResourcePublic | None = None
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     tensorflow: str | None
     devices: list[str]
     workers: WorkerLoad
     queue: int
+    executor: Literal["process", "ray"]
+    cluster: ClusterPublic | None = Field(None, description="with --executor ray")
 
 
 # -- websocket messages (server to client) ------------------------------------------

@@ -18,6 +18,8 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bnlab.server.executor import ExecutorKind
+
 ENV_PREFIX = "BNLAB_"
 
 
@@ -72,6 +74,14 @@ class Settings(BaseSettings):
             return [o.strip().rstrip("/") for o in value if isinstance(o, str) and o.strip()]
         return value
 
+    executor: ExecutorKind = ExecutorKind.PROCESS
+    # The Ray cluster with executor=ray: "auto" (one started on this machine) or host:port.
+    ray_address: str = "auto"
+    # A share of one GPU per run: 0.25 packs four runs on a card (both executors).
+    gpus_per_run: float = Field(1.0, gt=0, le=1)
+    # None: beside the database. With Ray, a directory every node reaches.
+    checkpoint_root: Path | None = Field(None, validation_alias=f"{ENV_PREFIX}CHECKPOINT_DIR")
+
     @cached_property
     def gpus(self) -> list[str]:
         """Asked of the driver, not configured: not a setting."""
@@ -79,12 +89,17 @@ class Settings(BaseSettings):
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Training checkpoints live beside the database."""
+        """Training checkpoints live beside the database unless placed elsewhere
+        (with Ray: a directory every node reaches)."""
+        if self.checkpoint_root is not None:
+            return self.checkpoint_root
         return self.db_path.parent / f"{self.db_path.stem}-checkpoints"
 
     @property
     def worker_count(self) -> int:
-        return self.workers if self.workers else max(2, len(self.gpus))
+        # 1/F runs share each GPU (--gpus-per-run F); rounding down keeps them within it.
+        runs_per_gpu = max(1, int(1 / self.gpus_per_run + 1e-9))
+        return self.workers if self.workers else max(2, len(self.gpus) * runs_per_gpu)
 
 
 class SettingsError(Exception):

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -193,6 +194,83 @@ class ServerProcess:
 
     def ws(self, path: str) -> ClientConnection:
         return connect(f"{self.ws_url}{path}", open_timeout=10, close_timeout=5)
+
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+class RayCluster:
+    """A real local Ray cluster (`ray start --head`) in a session of its own: `stop()`
+    kills exactly its processes. Logical GPUs: Ray schedules them on any machine,
+    which is what lets GPU packing be tested without a GPU. The caller sets
+    RAY_AUTH_MODE (tests and benchmarks: disabled) for it and its clients."""
+
+    def __init__(self, cpus: int = 2, gpus: int = 1) -> None:
+        self.cpus, self.gpus = cpus, gpus
+        # Short: Ray's unix sockets live below it and their paths have a length limit.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="bnray-", dir="/tmp"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RayCluster:
+        log = (self.temp_dir / "head.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(RAY),
+                "start",
+                "--head",
+                "--block",
+                "--port",
+                str(self.port),
+                "--num-cpus",
+                str(self.cpus),
+                "--num-gpus",
+                str(self.gpus),
+                "--temp-dir",
+                str(self.temp_dir),
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not list(self.temp_dir.glob("session_latest/sockets/raylet*")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start failed:\n{self.log()}")
+            time.sleep(0.2)
+        return self
+
+    def log(self) -> str:
+        return (self.temp_dir / "head.log").read_text(errors="replace")[-3000:]
+
+    def pids(self) -> list[int]:
+        if self.process is None:
+            return []
+        out = subprocess.run(
+            ["pgrep", "-s", str(self.process.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def actor_pids(self) -> list[int]:
+        """Processes running a run's actor (Ray titles them after the actor class)."""
+        pids = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RunActor"):
+                    pids.append(pid)
+        return pids
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=30)
+            self.process = None
 
 
 def receive(ws: ClientConnection, timeout: float = 60) -> dict[str, Any]:

@@ -10,11 +10,16 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from bnlab.server.status import Outcome
+
+if TYPE_CHECKING:
+    from bnlab.model.data import RawMnist
 
 
 class WorkerMessage(BaseModel):
@@ -39,6 +44,10 @@ def run_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    # Before TensorFlow is imported, so before any op: with --gpus-per-run < 1
+    # several workers share a card, and one must not reserve all of its memory
+    # (model/device.py sets the same growth again, per device).
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
     def send(message: WorkerMessage) -> None:
         try:
@@ -46,18 +55,47 @@ def run_worker(
         except OSError:  # the server is gone (killed): nobody to train for
             os._exit(1)
 
+    try:
+        train_and_report(
+            config_json, send, cancel.is_set, data_dir=data_dir, checkpoint_dir=checkpoint_dir
+        )
+    finally:
+        conn.close()
+
+
+def train_and_report(
+    config_json: str,
+    send: Callable[[WorkerMessage], None],
+    should_stop: Callable[[], bool],
+    *,
+    raw: RawMnist | None = None,
+    data_dir: str | None = None,
+    checkpoint_dir: str | None = None,
+) -> None:
+    """Train the run, sending each event and finally its outcome (never raises).
+    The one place where how a run ended becomes an `Outcome`, for worker
+    processes and Ray actors alike; `raw` is MNIST already in memory."""
+
     def on_event(event) -> None:
         send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
 
     try:
         from bnlab.model.config import RunConfig
-        from bnlab.model.data import DataError
+        from bnlab.model.data import DataError, split_mnist
         from bnlab.model.events import Cancelled, Diverged
         from bnlab.model.training import train
 
         config = RunConfig.model_validate_json(config_json)
+        data = split_mnist(raw, config.train_subset) if raw is not None else None
         try:
-            train(config, on_event, cancel.is_set, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
+            train(
+                config,
+                on_event,
+                should_stop,
+                data=data,
+                data_dir=data_dir,
+                checkpoint_dir=checkpoint_dir,
+            )
             send(WorkerMessage(outcome=Outcome.COMPLETED))
         except Cancelled:
             send(WorkerMessage(outcome=Outcome.CANCELLED))
@@ -68,5 +106,3 @@ def run_worker(
     except Exception as exc:
         traceback.print_exc()
         send(WorkerMessage(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()

@@ -120,12 +120,18 @@ def compose(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProce
     )
 
 
-def resolved_service(tmp_path: Path, **env: str) -> dict:
+def resolved_services(tmp_path: Path, **env: str) -> dict:
     result = compose("config", tmp_path=tmp_path, BNLAB_TOKEN=TOKEN, **env)
     assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
+    return yaml.safe_load(result.stdout)
+
+
+def resolved_service(tmp_path: Path, **env: str) -> dict:
+    config = resolved_services(tmp_path, **env)
     services = config["services"]
-    assert list(services) == ["bnlab"], "the compose file should have exactly one service"
+    # Docker Compose v1 lists profiles' services too; `docker compose up` starts only these.
+    default = [name for name, service in services.items() if not service.get("profiles")]
+    assert default == ["bnlab"], "without a profile the compose file should start one service"
     return {"service": services["bnlab"], "volumes": config.get("volumes") or {}}
 
 
@@ -248,6 +254,65 @@ def test_compose_builds_this_dockerfile(tmp_path):
     context = build["context"] if isinstance(build, dict) else build
     assert Path(context).resolve() == ROOT
     assert build.get("dockerfile", "Dockerfile") == "Dockerfile"
+
+
+# -- the `ray` profile ---------------------------------------------------------
+
+
+def ray_profile(tmp_path: Path) -> dict:
+    config = resolved_services(tmp_path)
+    services = config["services"]
+    assert {n for n, s in services.items() if "ray" in s.get("profiles", [])} == {
+        "ray-head",
+        "ray-worker",
+    }
+    return services
+
+
+def test_ray_profile_head_serves_bnlab_on_ray_and_workers_join_it(tmp_path):
+    services = ray_profile(tmp_path)
+    head, worker = services["ray-head"], services["ray-worker"]
+    assert head["build"]["args"]["BNLAB_WITH_RAY"] == "1"
+    assert worker["image"] == head["image"] != services["bnlab"]["image"]
+    head_command, worker_command = head["command"][-1], worker["command"][-1]
+    assert "ray start --head --port=6379" in head_command and "exec bnlab serve" in head_command
+    assert "ray start --address=ray-head:6379 --block" in worker_command
+    assert head["environment"]["BNLAB_EXECUTOR"] == "ray"
+    assert head["environment"]["BNLAB_RAY_ADDRESS"] == "auto"
+    assert ports_of(head) == [("127.0.0.1", "8000", CONTAINER_PORT)]
+    assert "ports" not in worker  # only the head is reached from outside
+    for service in (head, worker):
+        (gpus,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert gpus["capabilities"] == ["gpu"] and gpus["count"] == "all"
+        assert service["environment"]["RAY_AUTH_MODE"] == "token"
+        assert service["shm_size"]  # Ray's object store lives in /dev/shm
+
+
+def test_ray_profile_shares_one_checkpoint_volume_between_head_and_workers(tmp_path):
+    services = ray_profile(tmp_path)
+    checkpoints = services["ray-head"]["environment"]["BNLAB_CHECKPOINT_DIR"]
+    for name in ("ray-head", "ray-worker"):
+        assert volumes_of(services[name])[checkpoints] == "checkpoints"
+    dirs = " ".join(args_of("RUN"))
+    assert "chown bnlab:bnlab" in dirs and checkpoints in dirs  # writable by uid 10001
+
+
+@pytest.mark.parametrize("service", ["ray-head", "ray-worker"])
+def test_ray_profile_refuses_to_start_without_the_cluster_token(tmp_path, service):
+    command = ray_profile(tmp_path)[service]["command"]
+    assert command[:2] == ["sh", "-c"]
+    script = command[2].replace("$$", "$")  # compose's escape for the container's shell
+    env = {"PATH": os.environ["PATH"]}
+    result = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "RAY_AUTH_TOKEN is not set" in result.stderr
+
+
+def test_dockerfile_pins_ray_inside_the_ray_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (extra,) = map(Requirement, project["optional-dependencies"]["ray"])
+    pin = pip_pins()["ray"]
+    (version,) = pin.specifier
+    assert extra.specifier.contains(version.version) and extra.extras <= pin.extras
 
 
 # -- the Dockerfile -----------------------------------------------------------

@@ -164,6 +164,7 @@ def test_health_reports_workers_queue_and_tensorflow(server):
     assert health["status"] == "ok" and health["tensorflow"].startswith("2.21")
     assert health["workers"]["total"] == 2 and health["devices"] == ["CPU"]
     assert health["queue"] >= 0
+    assert health["executor"] == "process" and health["cluster"] is None
 
 
 def test_openapi_documents_every_route(server):

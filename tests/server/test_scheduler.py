@@ -362,3 +362,18 @@ async def test_only_finished_runs_can_be_deleted(make_service):
     service.delete(run_id)
     assert service.store.get_run(run_id) is None
     assert run_id in executor.discarded
+
+
+async def test_a_resumed_run_that_finds_no_checkpoint_starts_over_without_old_points(make_service):
+    # A Ray node that cannot see the checkpoint directory trains the run again from 0.
+    service, executor = await make_service(capacity=1)
+    run_id = service.create_run(CONFIG).id
+    for step in (0, 10):
+        executor.report(run_id, evaluation(step))
+    executor.end(run_id, Outcome.FAILED, "node lost")
+    await executor.settled()
+    service.resume(run_id)
+    executor.report(run_id, StartEvent(total_steps=20, device="CPU:0", parameters=1, first_step=0))
+    await executor.settled()
+    assert [p["step"] for p in service.store.points(run_id)] == [0]
+    assert service.get(run_id).step == 0

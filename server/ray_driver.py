@@ -1,0 +1,272 @@
+"""The Ray driver: the one process that talks to the Ray cluster for the server.
+
+Started by `server.ray_executor.RayExecutor`, which explains why it is a process
+of its own. It connects with Ray's own settings (RAY_AUTH_MODE, the token file,
+RAY_ADDRESS-style addresses), puts MNIST into the object store once, as uint8,
+and trains each run in an actor of its own. Events come back through a streaming
+generator the driver awaits as they are yielded: in order, without polling.
+
+Lifetimes: actors are not detached, so Ray ends them when this driver ends, and
+this driver ends when the server's end of the pipe closes, however the server
+went: a crashed server leaves no actor training for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from bnlab.model.data import DataError, RawMnist, read_raw_mnist
+from bnlab.server.executor import CANCEL_GRACE
+from bnlab.server.ray_executor import CPUS_PER_RUN, DriverCommand, DriverMessage
+from bnlab.server.schemas import ClusterPublic, RayNodePublic, ResourcePublic
+from bnlab.server.status import Outcome
+from bnlab.server.worker import WorkerMessage, train_and_report
+
+NAMESPACE = "bnlab"
+WATCH_INTERVAL = 1.0  # seconds between looks at the cluster (health, capacity, liveness)
+WATCH_TIMEOUT = 4.0  # a look that takes longer than this means the cluster is gone
+# ray.init keeps retrying an address nobody answers at; a run waits this long at most.
+CONNECT_TIMEOUT = 20.0
+
+
+@ray.remote
+class RunActor:
+    """One run. Threaded (max_concurrency=2) so that `cancel` is heard while
+    `train` is busy: cancelling is cooperative, checked between steps."""
+
+    def __init__(self) -> None:
+        # Before TensorFlow's import, so before any op: several runs share a GPU
+        # with --gpus-per-run < 1, and none may reserve all of its memory.
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        # Ray sets OMP_NUM_THREADS to the actor's CPU reservation (1). The run is
+        # to train as it would in a worker process, with TensorFlow's own thread
+        # pools sized to the machine; the reservation stays Ray's unit of placement.
+        if os.environ.get("OMP_NUM_THREADS") == str(CPUS_PER_RUN):
+            del os.environ["OMP_NUM_THREADS"]
+        import tensorflow  # noqa: F401  once per actor: the run pays for it up front
+
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def train(self, config_json: str, raw: RawMnist, checkpoint_dir: str) -> Iterator[str]:
+        """Yield the run's WorkerMessages (JSON) as they happen, the outcome last."""
+        messages: queue.SimpleQueue[WorkerMessage] = queue.SimpleQueue()
+        threading.Thread(
+            target=train_and_report,
+            args=(config_json, messages.put, self._stop.is_set),
+            kwargs={"raw": raw, "checkpoint_dir": checkpoint_dir},
+            name="bnlab-train",
+            daemon=True,
+        ).start()
+        while True:
+            message = messages.get()
+            yield message.model_dump_json()
+            if message.outcome is not None:
+                return
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def death_reason(exc: RayActorError) -> str:
+    """A dead actor's error, in one sentence: Ray's message spans a screen."""
+    text = " ".join(str(exc).split())
+    for marker in ("exit_detail=", "Exit detail:", "The actor died because of an error"):
+        if marker in text:
+            text = text[text.index(marker) :]
+            break
+    return f"the Ray actor training this run died: {text[:400]}"
+
+
+def snapshot(address: str) -> ClusterPublic:
+    """The cluster as Ray's GCS sees it now: live nodes, total and free CPUs and GPUs."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total, free = ray.cluster_resources(), ray.available_resources()
+    return ClusterPublic(
+        address=address,
+        connected=True,
+        nodes=[
+            RayNodePublic(
+                id=n["NodeID"],
+                address=n.get("NodeManagerAddress", ""),
+                cpus=n["Resources"].get("CPU", 0.0),
+                gpus=n["Resources"].get("GPU", 0.0),
+            )
+            for n in nodes
+        ],
+        cpus=ResourcePublic(total=total.get("CPU", 0.0), free=free.get("CPU", 0.0)),
+        gpus=ResourcePublic(total=total.get("GPU", 0.0), free=free.get("GPU", 0.0)),
+    )
+
+
+@dataclass
+class _Job:
+    actor: ray.actor.ActorHandle
+    cancelled: bool = False
+    kill_timer: asyncio.TimerHandle | None = None
+
+
+class Driver:
+    def lost(self, exc: BaseException | None) -> str:
+        detail = _first_line(exc) if exc is not None and str(exc) else "it stopped answering"
+        return f"lost the connection to the Ray cluster at {self.address} ({detail})"
+
+    async def cluster_answers(self) -> ClusterPublic | BaseException:
+        """The cluster now, or why it cannot be seen (Ray's calls block while it retries)."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(snapshot, self.address), WATCH_TIMEOUT)
+        except Exception as exc:
+            return exc
+
+    def __init__(
+        self, conn: Connection, address: str, gpus_per_run: float, data: ray.ObjectRef | str
+    ) -> None:
+        self.conn = conn
+        self.address = address
+        self.gpus_per_run = gpus_per_run
+        self.data = data  # MNIST in the object store, or why it is not there
+        self.jobs: dict[str, _Job] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.gpu_cluster = False
+
+    def send(self, message: DriverMessage) -> None:
+        try:
+            self.conn.send_bytes(message.model_dump_json().encode())
+        except OSError:  # the server is gone: nobody to train for, and the actors go with us
+            os._exit(1)
+
+    async def main(self) -> None:
+        # Commands wait in the pipe until the first look says whether this is
+        # a GPU cluster, which decides what each run's actor asks for.
+        first = True
+        while True:  # until the server closes the pipe or the cluster is lost: os._exit
+            cluster = await self.cluster_answers()
+            if isinstance(cluster, BaseException):
+                self.send(DriverMessage(fatal=self.lost(cluster)))
+                os._exit(1)  # a clean ray.shutdown() would wait for the lost cluster
+            self.gpu_cluster = cluster.gpus is not None and cluster.gpus.total > 0
+            self.send(DriverMessage(cluster=cluster))
+            if first:
+                asyncio.get_running_loop().add_reader(self.conn.fileno(), self.on_command)
+                first = False
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    def on_command(self) -> None:
+        try:
+            raw = self.conn.recv_bytes()
+        except (EOFError, OSError):  # the server closed us (or died): end, actors too
+            os._exit(0)
+        command = DriverCommand.model_validate_json(raw)
+        if command.action == "submit":
+            task = asyncio.get_running_loop().create_task(self.run(command))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif command.action == "cancel":
+            self.cancel(command.run_id)
+
+    def end(self, run_id: str, outcome: Outcome, error: str | None = None) -> None:
+        message = WorkerMessage(outcome=outcome, error=error)
+        self.send(DriverMessage(run_id=run_id, worker=message))
+
+    async def run(self, command: DriverCommand) -> None:
+        run_id = command.run_id
+        if isinstance(self.data, str):
+            self.end(run_id, Outcome.FAILED, self.data)
+            return
+        # A GPU cluster packs by GPU share alone: a CPU reservation as well would
+        # cap the runs per card at the node's CPU count.
+        resources = (
+            {"num_gpus": self.gpus_per_run, "num_cpus": 0}
+            if self.gpu_cluster
+            else {"num_cpus": CPUS_PER_RUN}
+        )
+        job = None
+        outcome, error = Outcome.FAILED, "the Ray actor ended without saying how the run ended"
+        try:
+            actor = RunActor.options(max_concurrency=2, **resources).remote()
+            job = self.jobs[run_id] = _Job(actor)
+            stream = actor.train.options(num_returns="streaming").remote(
+                command.config, self.data, command.checkpoint_dir
+            )
+            async for ref in stream:
+                message = WorkerMessage.model_validate_json(await ref)
+                if message.outcome is not None:
+                    outcome, error = message.outcome, message.error
+                    break
+                self.send(DriverMessage(run_id=run_id, worker=message))
+        except RayActorError as exc:
+            if job is not None and job.cancelled:
+                outcome, error = Outcome.CANCELLED, None
+            else:
+                # The actor alone, or the whole cluster? The user's next move differs.
+                cluster = await self.cluster_answers()
+                lost = isinstance(cluster, BaseException)
+                outcome, error = Outcome.FAILED, self.lost(cluster) if lost else death_reason(exc)
+        except Exception as exc:  # Ray refused the actor, or lost it some other way
+            outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
+        finally:
+            self.jobs.pop(run_id, None)
+            if job is not None:
+                if job.kill_timer is not None:
+                    job.kill_timer.cancel()
+                # Now, not when the handle is collected: its GPU share is free for the next run.
+                with contextlib.suppress(RayError):
+                    ray.kill(job.actor)
+        self.end(run_id, outcome, error)
+
+    def cancel(self, run_id: str) -> None:
+        job = self.jobs.get(run_id)
+        if job is None or job.cancelled:
+            return
+        job.cancelled = True
+        job.actor.cancel.remote()
+        # Cooperative first; an actor stuck in a step (or still starting) is killed.
+        job.kill_timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, ray.kill, job.actor)
+
+
+def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: str | None) -> None:
+    # Ctrl-C in the server's terminal reaches the whole process group; the
+    # server decides when the driver ends (by closing the pipe).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def give_up() -> None:
+        reason = f"cannot connect to the Ray cluster at {address} within {CONNECT_TIMEOUT:.0f} s"
+        with contextlib.suppress(OSError):
+            conn.send_bytes(DriverMessage(fatal=reason).model_dump_json().encode())
+        os._exit(1)
+
+    watchdog = threading.Timer(CONNECT_TIMEOUT, give_up)
+    watchdog.start()
+    try:
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            log_to_driver=False,  # the actors' TensorFlow chatter stays in Ray's logs
+            logging_level="WARNING",
+        )
+    except Exception as exc:
+        reason = f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}"
+        conn.send_bytes(DriverMessage(fatal=reason).model_dump_json().encode())
+        return
+    finally:
+        watchdog.cancel()
+    try:
+        data: ray.ObjectRef | str = ray.put(read_raw_mnist(data_dir))
+    except DataError as exc:  # every run fails with it, as a worker's would
+        data = str(exc)
+    asyncio.run(Driver(conn, address, gpus_per_run, data).main())

@@ -1,0 +1,155 @@
+"""The Ray executor on a real local Ray cluster: `ray start --head` with 2 CPUs and
+one *logical* GPU (Ray schedules logical GPUs on a machine without any, which is
+what lets packing be tested here), shared by this module's tests and stopped at the
+end. Token authentication is off on both sides (RAY_AUTH_MODE=disabled)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from bnlab.server.testing import RayCluster
+from tests.server.conftest import LONG, TINY
+
+pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_env():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        yield
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_env):
+    cluster = RayCluster().start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_server(start_server, cluster):
+    def start(workers: int = 4, extra: list[str] = ()):
+        flags = ["--executor", "ray", "--ray-address", cluster.address, *extra]
+        server = start_server(workers=workers, extra=flags)
+        # connected, and the cluster's capacity known
+        deadline = time.monotonic() + 60
+        while not server.http.get("/api/health").json()["cluster"]["connected"]:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        return server
+
+    yield start
+
+
+def test_health_reports_the_executor_and_the_clusters_nodes_and_resources(ray_server):
+    server = ray_server(extra=["--gpus-per-run", "0.5"])
+    health = server.http.get("/api/health").json()
+    assert health["executor"] == "ray"
+    cluster = health["cluster"]
+    assert len(cluster["nodes"]) == 1
+    assert cluster["nodes"][0]["cpus"] == 2 and cluster["nodes"][0]["gpus"] == 1
+    assert cluster["gpus"] == {"total": 1, "free": 1}
+    assert cluster["cpus"]["total"] == 2
+    assert health["workers"]["total"] == 2  # one GPU / 0.5 per run
+    # Ray lives in the driver child: losing the cluster cannot take the server down.
+    assert "_raylet" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+
+
+def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
+    ray_server, start_server, tmp_path
+):
+    config = {**TINY, "seed": 7}
+    results = []
+    # Both twins at once on either side: half the logical GPU each, two workers.
+    servers = (ray_server(extra=["--gpus-per-run", "0.5"]), start_server(db=tmp_path / "l.db"))
+    for server in servers:
+        comparison = server.post("/api/comparisons", config).json()
+        ids = [run["id"] for run in comparison["runs"]]
+        runs = [server.wait_status(i, "completed", "failed", "cancelled") for i in ids]
+        assert [r["status"] for r in runs] == ["completed", "completed"], runs
+        points = [server.http.get(f"/api/runs/{i}/metrics").json()["points"] for i in ids]
+        curves = [
+            [(p["step"], p["val_loss"], p["val_acc"], p["train_loss"]) for p in run_points]
+            for run_points in points
+        ]
+        results.append(([r["test_metrics"] for r in runs], curves))
+        server.stop()
+    through_ray, through_processes = results
+    assert through_ray == through_processes
+    assert len(through_ray[1][0]) == 5  # steps 0, 5, 10, 15, 20
+
+
+def test_two_runs_share_the_gpu_a_third_waits_then_cancel_frees_its_share(ray_server, cluster):
+    server = ray_server(extra=["--gpus-per-run", "0.5"])
+    first, second, third = (server.post("/api/runs", LONG).json() for _ in range(3))
+    for run in (first, second):
+        server.wait_for(run["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    assert server.run(third["id"])["status"] == "queued"
+    assert server.http.get("/api/health").json()["cluster"]["gpus"]["free"] == 0
+
+    cancelled_at = time.monotonic()
+    server.post(f"/api/runs/{first['id']}/cancel")
+    assert server.wait_status(first["id"], "cancelled", timeout=15)["error"] is None
+    assert time.monotonic() - cancelled_at < 5  # cooperative: no grace period needed
+    server.wait_for(third["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    server.cancel_active()
+    for run in (second, third):
+        server.wait_status(run["id"], "cancelled", timeout=15)
+
+
+def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, cluster):
+    server = ray_server(extra=["--gpus-per-run", "0.5"])
+    doomed = server.post("/api/runs", LONG).json()
+    server.wait_for(doomed["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    (actor,) = cluster.actor_pids()
+    neighbour = server.post("/api/runs", {**TINY, "steps": 150, "eval_every": 50}).json()
+    server.wait_for(neighbour["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    os.kill(actor, signal.SIGKILL)
+    killed_at = time.monotonic()
+    failed = server.wait_status(doomed["id"], "failed", timeout=10)
+    assert time.monotonic() - killed_at < 10
+    assert "Ray actor" in failed["error"]
+    assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
+
+
+def test_a_crashed_server_leaves_no_actor_training_for_nobody(ray_server, cluster):
+    server = ray_server()
+    flying = server.post("/api/runs", LONG).json()
+    server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    assert len(cluster.actor_pids()) == 1
+    driver = [pid for pid in server.pids() if pid != server.process.pid]
+    os.kill(server.process.pid, signal.SIGKILL)  # the server alone, as a crash would
+    deadline = time.monotonic() + 15
+    while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in driver):
+        assert time.monotonic() < deadline, "the actor outlived its server"
+        time.sleep(0.2)
+
+
+def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(ray_server, cluster):
+    # Last in the module: it stops the shared cluster.
+    server = ray_server()
+    flying = server.post("/api/runs", LONG).json()
+    server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    cluster.stop()
+    stopped_at = time.monotonic()
+    failed = server.wait_status(flying["id"], "failed", timeout=30)
+    assert time.monotonic() - stopped_at < 10
+    assert f"lost the connection to the Ray cluster at {cluster.address}" in failed["error"]
+    listed = server.http.get("/api/runs").json()["items"]  # stored runs are still served
+    assert [run["id"] for run in listed] == [flying["id"]]
+    health = server.http.get("/api/health").json()
+    assert health["cluster"]["connected"] is False
+    assert "Ray cluster" in health["cluster"]["error"]
+    # A new run cannot reach the cluster either, and says so
+    late = server.post("/api/runs", TINY).json()
+    error = server.wait_status(late["id"], "failed", timeout=60)["error"]
+    assert f"cannot connect to the Ray cluster at {cluster.address}" in error
