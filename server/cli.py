@@ -156,7 +156,9 @@ def _setting(field: str) -> Callable[[str], object]:
     annotation = info.annotation
     if isinstance(annotation, types.UnionType):  # `int | None`: a flag always has a value
         annotation = next(a for a in get_args(annotation) if a is not type(None))
-    adapter = TypeAdapter(Annotated[(annotation, *info.metadata)])
+    # The field's bounds (ge, le, gt) ride along as Annotated metadata; a field with
+    # none (a choice) is checked by its type alone.
+    adapter = TypeAdapter(Annotated[(annotation, *info.metadata)] if info.metadata else annotation)
 
     def parse(text: str) -> object:
         try:

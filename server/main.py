@@ -11,6 +11,15 @@ from bnlab.server.executor import ExecutorKind
 from bnlab.server.settings import Settings, SettingsError, load_settings
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The flags given (each named by its Settings field) over the BNLAB_* environment."""
+    # An empty flag counts as not given, like an empty variable (Settings' env_ignore_empty).
+    flags = {
+        k: v for k, v in vars(args).items() if k in Settings.model_fields and v not in (None, "")
+    }
+    return load_settings(**flags)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -18,12 +27,8 @@ def serve(args: argparse.Namespace) -> int:
     from bnlab.server.security import is_loopback
     from bnlab.server.store import Store, StoreError
 
-    # An empty flag counts as not given, like an empty variable (Settings' env_ignore_empty).
-    flags = {
-        k: v for k, v in vars(args).items() if k in Settings.model_fields and v not in (None, "")
-    }
     try:
-        settings = load_settings(**flags)
+        settings = settings_from_args(args)
     except SettingsError as exc:
         print(f"bnlab serve: error: {exc}", file=sys.stderr)
         return 2

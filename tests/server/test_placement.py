@@ -7,31 +7,46 @@ import pytest
 
 from bnlab.server.cli import build_parser
 from bnlab.server.executor import ExecutorKind
+from bnlab.server.main import settings_from_args
 from bnlab.server.ray_executor import run_slots
 from bnlab.server.schemas import ClusterPublic, ResourcePublic
 from bnlab.server.settings import Settings
 
 
 def serve_args(monkeypatch, *flags: str, **env: str):
-    for name in ("BNLAB_EXECUTOR", "BNLAB_RAY_ADDRESS", "BNLAB_GPUS_PER_RUN"):
+    for name in (
+        "BNLAB_EXECUTOR",
+        "BNLAB_RAY_ADDRESS",
+        "BNLAB_GPUS_PER_RUN",
+        "BNLAB_CHECKPOINT_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return build_parser().parse_args(["serve", *flags])
 
 
+def serve_settings(monkeypatch, *flags: str, **env: str) -> Settings:
+    """What `bnlab serve` would run with: the flags over the environment."""
+    return settings_from_args(serve_args(monkeypatch, *flags, **env))
+
+
 def test_the_process_executor_on_every_gpu_is_the_default(monkeypatch):
-    args = serve_args(monkeypatch)
-    assert (args.executor, args.ray_address, args.gpus_per_run) == ("process", "auto", 1.0)
-    assert args.checkpoint_dir is None
+    settings = serve_settings(monkeypatch)
+    assert (settings.executor, settings.ray_address, settings.gpus_per_run) == (
+        ExecutorKind.PROCESS,
+        "auto",
+        1.0,
+    )
+    assert settings.checkpoint_root is None
 
 
 def test_ray_flags_and_their_environment_variables(monkeypatch):
-    args = serve_args(
+    args = serve_settings(
         monkeypatch, "--executor", "ray", "--ray-address", "head:6379", "--gpus-per-run", "0.25"
     )
     assert (args.executor, args.ray_address, args.gpus_per_run) == ("ray", "head:6379", 0.25)
-    env = serve_args(
+    env = serve_settings(
         monkeypatch,
         BNLAB_EXECUTOR="ray",
         BNLAB_RAY_ADDRESS="10.0.0.5:6379",
@@ -40,6 +55,9 @@ def test_ray_flags_and_their_environment_variables(monkeypatch):
     )
     assert (env.executor, env.ray_address, env.gpus_per_run) == ("ray", "10.0.0.5:6379", 0.5)
     assert str(env.checkpoint_dir) == "/shared/ckpt"
+    # A flag wins over its variable.
+    both = serve_settings(monkeypatch, "--executor", "process", BNLAB_EXECUTOR="ray")
+    assert both.executor == ExecutorKind.PROCESS
 
 
 @pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "half"])
@@ -68,8 +86,12 @@ def test_an_unknown_executor_is_refused_naming_the_flag(monkeypatch, capsys):
         (["0", "1"], 0.25, 3, 3),  # --workers wins
     ],
 )
-def test_process_executor_packs_one_over_the_share_runs_per_gpu(gpus, share, workers, expected):
-    settings = Settings(gpus=gpus, gpus_per_run=share, workers=workers)
+def test_process_executor_packs_one_over_the_share_runs_per_gpu(
+    monkeypatch, gpus, share, workers, expected
+):
+    # The GPUs are the driver's answer, not a setting: ask a pretend driver.
+    monkeypatch.setattr("bnlab.server.settings.visible_gpus", lambda: gpus)
+    settings = Settings(gpus_per_run=share, workers=workers)
     assert settings.worker_count == expected
     assert settings.executor == ExecutorKind.PROCESS
 
