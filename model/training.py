@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model import device
+from bnlab.model import device, kernels
 from bnlab.model.augment import random_shift
 from bnlab.model.config import RunConfig
 from bnlab.model.data import BatchOrder, Mnist, load_mnist
@@ -101,6 +101,10 @@ class Trainer:
         # One iteration at a time: each update reads the weights the last one wrote.
         return tf.while_loop(running, update, start, parallel_iterations=1)
 
+    def compile(self) -> None:
+        """Trace the training window now rather than at its first call."""
+        self._run_window.get_concrete_function()
+
     def run(self, first_step: int, count: int, loss_sum: float = 0.0) -> tuple[int, float, float]:
         """Updates number `first_step + 1` to `first_step + count`, in one call.
 
@@ -135,8 +139,8 @@ class WindowSizer:
     window should last about WINDOW_SECONDS whatever the step costs: a few steps
     of a CNN on a slow CPU, hundreds of a small MLP (or anything on a GPU),
     where the fixed cost of a call would otherwise dominate. The first window
-    is one update (it also traces and compiles); later ones follow the measured
-    seconds per update of the windows so far.
+    is one update (its call also optimises the graph, so its time is not
+    counted); later ones follow the measured seconds per update so far.
     """
 
     def __init__(self, target_seconds: float) -> None:
@@ -152,7 +156,7 @@ class WindowSizer:
     def observe(self, steps: int, seconds: float) -> None:
         self._calls += 1
         if self._calls == 1:
-            return  # the first call compiles: its time says nothing about a step
+            return  # the first call optimises the graph: its time says nothing about a step
         per_step = seconds / max(steps, 1)
         # Smoothed, so that one window slowed by a busy machine does not swing the next.
         self.per_step = per_step if self.per_step is None else 0.5 * (self.per_step + per_step)
@@ -233,12 +237,15 @@ def train(
         checkpointer = Checkpointer(trainer, Path(checkpoint_dir)) if checkpoint_dir else None
     first_step, elapsed_before = checkpointer.restore() if checkpointer else (0, 0.0)
     parameters = sum(int(np.prod(v.shape)) for v in trainer.network.trainable_variables)
+    with kernels.recording() as chosen:
+        trainer.compile()  # chooses the kernel paths (timed once per machine)
     on_event(
         StartEvent(
             total_steps=config.steps,
             device=device_name,
             parameters=parameters,
             first_step=first_step,
+            kernels=chosen,
         )
     )
 

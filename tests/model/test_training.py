@@ -34,6 +34,13 @@ def test_a_run_reports_start_evals_progress_and_test_metrics(mnist):
     events, metrics = collect(config, mnist)
     kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "test"
+    # The start says which path each tuned gradient took (model.kernels).
+    assert {op.split()[0] for op in events[0].kernels} == {
+        "conv2d.dx",
+        "conv2d.dkernel",
+        "dense.dx",
+    }
+    assert set(events[0].kernels.values()) <= {"tf", "forward", "relayout"}
     evals = [e for e in events if e.type == "eval"]
     assert [e.step for e in evals] == [0, 10, 20, 25]  # step 0, every 10, and the last
     assert evals[0].train_loss is None and evals[0].val_loss == pytest.approx(math.log(10))
