@@ -9,6 +9,7 @@ warm-up (compilation, first-touch allocation) that is not timed.
 
 from __future__ import annotations
 
+import os
 import time
 
 import keras
@@ -129,6 +130,10 @@ def torch_steps_per_sec(config: RunConfig, data: Mnist) -> float:
     """The CNN in PyTorch, eager, with PyTorch's Adagrad (same learning rate and
     initial accumulator), on batches drawn the same way (a fresh permutation
     per epoch). NCHW, PyTorch's native layout on a CPU."""
+    # PyTorch's OpenMP threads spin while they wait; on a machine whose cores are
+    # shared (2 cores, other jobs) that made it up to 7x slower here. Passive
+    # waiting gives the peer its best speed; TensorFlow does not use OpenMP.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
