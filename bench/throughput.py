@@ -67,9 +67,21 @@ def main() -> None:
     def ratio(a: str, b: str) -> str:
         return f"{median[a] / median[b]:.3f}x"
 
-    summary = [f"**train() / Keras `fit`: {ratio('ours', 'keras')}** (target ≥ 1.15x)"]
+    def paired(peer: str) -> str:
+        # Each repetition's own ratio: the sides of one repetition ran minutes
+        # apart at most, so these show how much of the median ratio is noise.
+        pairs = zip(measured["ours"], measured[peer], strict=True)
+        return ", ".join(f"{a / b:.2f}" for a, b in pairs)
+
+    summary = [
+        f"**train() / Keras `fit`: {ratio('ours', 'keras')}** (target ≥ 1.15x; "
+        f"per repetition {paired('keras')})"
+    ]
     if torch:
-        summary.append(f"**train() / PyTorch eager: {ratio('ours', 'torch')}** (target ≥ 1.0x)")
+        summary.append(
+            f"**train() / PyTorch eager: {ratio('ours', 'torch')}** (target ≥ 1.0x; "
+            f"per repetition {paired('torch')})"
+        )
     paths = ", ".join(f"{op} {path}" for op, path in sorted(chosen_paths().items()))
     body = "\n".join(
         [

@@ -46,6 +46,11 @@ def test_the_fastest_candidate_is_timed_once_then_cached_per_machine_and_shape(
     assert len(timed) == 2
 
 
+def test_an_alternative_must_be_clearly_faster_than_the_reference(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "_time", lambda *_: {"tf": 1.0, "relayout": 0.98})
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "tf"  # within timing noise
+
+
 def test_timing_really_runs_every_candidate(fresh_cache):
     seconds = kernels._time(DENSE, SHAPES)
     assert set(seconds) == {"tf", "relayout"} and all(s > 0 for s in seconds.values())
