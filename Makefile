@@ -47,6 +47,7 @@ system-deps:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.reproduce
 	$(BIN)/python -m bench.service
 
