@@ -5,10 +5,11 @@
 The network (784-100-100-100-10, sigmoid, BN) has 100,000 weights: a step at
 batch 16 is about 10 MFLOP, forward and backward: a fraction of a
 millisecond of arithmetic, so what is mostly measured is the fixed cost of
-getting a step done: Python, dispatch into TensorFlow, waiting for the result. `train()` runs its updates in compiled
-windows of about 0.25 s (model.training), also timed with one update per
-call to show what the windows save; its peers are the same network in
-plain Keras (bench/peers.py) trained with `model.fit`, with
+getting a step done: Python, dispatch into TensorFlow, waiting for the result.
+`train()` runs its updates in compiled windows of about 0.25 s
+(model.training), also timed with one update per call to show what the
+windows save; its peers are the same network in plain Keras (bench/peers.py)
+trained with `model.fit`, with
 `steps_per_execution` 1 (one call per step, Keras's default) and 50 (fifty
 updates in one compiled loop). All sides are timed over the same number of
 updates after a warm-up, alternating in every repetition; prints steps/s and

@@ -222,7 +222,8 @@ def train(
     Emits `start`, `eval` (step 0, every `eval_every` steps and the last step),
     `progress` (at most every PROGRESS_INTERVAL s) and finally `test`.
     Raises `Diverged` (after a `diverged` event) when the loss stops being
-    finite, and `Cancelled` when `should_stop()` turns true between steps.
+    finite, and `Cancelled` when `should_stop()` turns true; it is asked between
+    compiled windows of updates, each about WINDOW_SECONDS long.
 
     With `checkpoint_dir`, the full training state is saved there after every
     evaluation, and a run that finds a checkpoint there continues from it: the
