@@ -54,6 +54,7 @@ system-deps:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.reproduce
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.ray

@@ -308,15 +308,19 @@ class BatchOrder:
         return self._cached[1]
 
     def indices(self, step: int) -> np.ndarray:
-        start = step * self.batch_size
-        out = np.empty(self.batch_size, dtype=np.int32)
+        return self.window(step, 1)[0]
+
+    def window(self, first_step: int, count: int) -> np.ndarray:
+        """The batches of steps `first_step` to `first_step + count - 1`, one a row."""
+        start, total = first_step * self.batch_size, count * self.batch_size
+        out = np.empty(total, dtype=np.int32)
         filled = 0
-        while filled < self.batch_size:
+        while filled < total:
             epoch, offset = divmod(start + filled, self.n)
-            take = min(self.batch_size - filled, self.n - offset)
+            take = min(total - filled, self.n - offset)
             out[filled : filled + take] = self._permutation(epoch)[offset : offset + take]
             filled += take
-        return out
+        return out.reshape(count, self.batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:

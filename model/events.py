@@ -31,6 +31,11 @@ class StartEvent(_Event):
     device: str = Field(description="Where training runs, e.g. CPU:0 or GPU:0")
     parameters: int = Field(description="Trainable parameter count")
     first_step: int = Field(0, description="Step a resumed run continues from (0: a fresh run)")
+    kernels: dict[str, str] = Field(
+        default_factory=dict,
+        description="The path each tuned gradient takes, by operation and shapes "
+        '(e.g. "conv2d.dx 5x5x32x64 64x14x14x64": "forward"; model.kernels)',
+    )
 
 
 class ProbePercentiles(BaseModel):

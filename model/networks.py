@@ -12,6 +12,7 @@ import zlib
 import keras
 import tensorflow as tf
 
+from bnlab.model import kernels
 from bnlab.model.batchnorm import BatchNorm
 from bnlab.model.config import RunConfig
 
@@ -33,20 +34,29 @@ def _layer_seed(seed: int, name: str) -> int:
 
 @tf.custom_gradient
 def _matmul(x: tf.Tensor, kernel: tf.Tensor):
-    """``x @ kernel``, with the input gradient in the layout oneDNN is fast at.
+    """``x @ kernel``, with the input gradient in the layout this CPU is fast at.
 
     TensorFlow's own gradient computes ``dx = dy @ kernel.T`` (transpose_b),
-    which oneDNN runs at about half the speed of a plain product for the
-    3136x1024 FC kernel on a CPU. ``(kernel @ dy.T).T`` is the same numbers and
-    transposes only the small operands (bench/RESULTS.md, "Components"). The
+    which oneDNN ran at about half the speed of a plain product for the
+    3136x1024 FC kernel on an AMD EPYC. ``(kernel @ dy.T).T`` is the same
+    numbers and transposes only the small operands; which of the two runs is
+    timed per machine (model.kernels; bench/RESULTS.md, "Components"). The
     kernel's gradient is TensorFlow's own, ``x.T @ dy``.
     """
 
     def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        dx = tf.transpose(tf.matmul(kernel, dy, transpose_b=True))
-        return dx, tf.matmul(x, dy, transpose_a=True)
+        candidates = {
+            "tf": lambda kernel, dy: tf.matmul(dy, kernel, transpose_b=True),
+            "relayout": lambda kernel, dy: tf.transpose(tf.matmul(kernel, dy, transpose_b=True)),
+        }
+        path = kernels.choose("dense.dx", _shapes(kernel, dy), candidates)
+        return candidates[path](kernel, dy), tf.matmul(x, dy, transpose_a=True)
 
     return tf.matmul(x, kernel), grad
+
+
+def _shapes(*tensors: tf.Tensor) -> list[tuple[int, ...] | None]:
+    return [tuple(t.shape) if t.shape.rank is not None else None for t in tensors]
 
 
 def _bias_and_activation(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
@@ -68,38 +78,62 @@ class Dense(keras.layers.Dense):
 
 @tf.custom_gradient
 def _conv2d_same(x: tf.Tensor, kernel: tf.Tensor):
-    """A stride-1 "same" convolution (odd kernel) whose gradients are forward convolutions.
+    """A stride-1 "same" convolution (odd kernel) whose gradients may be forward convolutions.
 
-    On a CPU, oneDNN's backward-convolution kernels run at half the speed of
-    its forward convolution or worse at these shapes (bench/RESULTS.md,
-    "Components"). Both gradients of a stride-1 convolution are forward
-    convolutions themselves, the same sums in another order:
+    On an AMD EPYC, oneDNN's backward-convolution kernels ran at half the speed
+    of its forward convolution or worse at these shapes; on an AVX-512 Xeon
+    they are fast (bench/RESULTS.md). Both gradients of a stride-1 convolution
+    are forward convolutions themselves, the same sums in another order:
     - dx: dy convolved ("same") with the kernel flipped in space, its input
       and output channels swapped;
     - dkernel: the zero-padded input, batch and channel axes swapped,
       convolved ("valid") with dy, batch and channel axes swapped, as kernel:
       ``dk[a, b, i, o] = sum_{n,h,w} x_padded[n, h+a, w+b, i] * dy[n, h, w, o]``.
+    Each gradient takes whichever of that and TensorFlow's backprop kernel is
+    faster on this machine at these shapes (model.kernels).
     """
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    same, unit = "SAME", [1, 1, 1, 1]
 
-    def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # dx of the first layer (the images) is unused: compiled steps prune it.
-        kh, kw = kernel.shape[0], kernel.shape[1]
+    def dx_forward(kernel: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
         flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
-        dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
+        return tf.nn.conv2d(dy, flipped, 1, same)
+
+    def dkernel_forward(x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
         padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
         dkernel = tf.nn.conv2d(
             tf.transpose(padded, [3, 1, 2, 0]), tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"
         )
-        return dx, tf.transpose(dkernel, [1, 2, 0, 3])
+        return tf.transpose(dkernel, [1, 2, 0, 3])
 
-    return tf.nn.conv2d(x, kernel, 1, "SAME"), grad
+    def dx_tf(kernel: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+        # The input's shape is dy's with the kernel's input channels (stride 1, "same").
+        sizes = tf.concat([tf.shape(dy)[:3], tf.shape(kernel)[2:3]], 0)
+        return tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=sizes, filter=kernel, out_backprop=dy, strides=unit, padding=same
+        )
+
+    def dkernel_tf(x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+        return tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=list(kernel.shape), out_backprop=dy, strides=unit, padding=same
+        )
+
+    def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # dx of the first layer (the images) is unused: compiled steps prune it.
+        dx_paths = {"tf": dx_tf, "forward": dx_forward}
+        dkernel_paths = {"tf": dkernel_tf, "forward": dkernel_forward}
+        dx = dx_paths[kernels.choose("conv2d.dx", _shapes(kernel, dy), dx_paths)](kernel, dy)
+        dkernel_path = kernels.choose("conv2d.dkernel", _shapes(x, dy), dkernel_paths)
+        return dx, dkernel_paths[dkernel_path](x, dy)
+
+    return tf.nn.conv2d(x, kernel, 1, same), grad
 
 
 class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` (same weights, same forward) whose backward runs
-    as forward convolutions on a CPU, for the stride-1 "same" convolutions
-    with odd kernels these networks use. On a GPU, and for any other
-    convolution, it is Keras's own."""
+    on the faster of TensorFlow's backprop kernels and forward convolutions on
+    a CPU, for the stride-1 "same" convolutions with odd kernels these
+    networks use. On a GPU, and for any other convolution, it is Keras's own."""
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         fast = (

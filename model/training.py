@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model import device
+from bnlab.model import device, kernels
 from bnlab.model.augment import random_shift
 from bnlab.model.config import RunConfig
 from bnlab.model.data import BatchOrder, Mnist, load_mnist
@@ -34,12 +34,16 @@ from bnlab.model.networks import Network, build_network
 from bnlab.model.optimizers import make_optimizer
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events: "a few per second"
+# Seconds of updates per compiled call: cancel and progress answer between
+# calls, so within about twice this (bench/RESULTS.md, "Overhead").
+WINDOW_SECONDS = 0.25
+MAX_WINDOW = 10_000  # updates per call at most, whatever the estimate says
 EVAL_CHUNK = 1000  # images per forward pass when evaluating (BN in inference mode)
 LOG_LOSS_CLIP = 1e-15
 
 
 class Trainer:
-    """The compiled pieces of one run: network, optimizer, train and eval steps."""
+    """The compiled pieces of one run: network, optimizer, training window and eval step."""
 
     def __init__(self, config: RunConfig, data: Mnist) -> None:
         self.config = config
@@ -47,13 +51,25 @@ class Trainer:
         self.optimizer = make_optimizer(config)
         self.optimizer.build(self.network.trainable_variables)
         # Training images live in one tensor (on the GPU when there is one) and
-        # batches are gathered inside the compiled step: no per-step host copy.
+        # batches are gathered inside the compiled window: no per-step host copy.
         self.images = tf.constant(data.train.images)
         self.labels = tf.constant(data.train.labels)
         self.order = BatchOrder(len(data.train), config.batch_size, config.seed)
+        self._seed = tf.constant(config.seed, tf.int32)
+        # The batch size is static so that every shape in the step is known when
+        # it is traced (the kernel paths are chosen per shape, model.kernels).
+        self._run_window = tf.function(
+            self._window,
+            input_signature=[
+                tf.TensorSpec([None, config.batch_size], tf.int32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.float64),
+            ],
+        )
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int32)])
-    def train_step(self, indices: tf.Tensor, shift_seed: tf.Tensor) -> tf.Tensor:
+    def _update(self, indices: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """Update number `step + 1` on the batch `indices`; its loss."""
+        shift_seed = tf.stack([self._seed, step])
         x = random_shift(tf.gather(self.images, indices), self.config.max_shift, shift_seed)
         y = tf.gather(self.labels, indices)
         variables = self.network.trainable_variables
@@ -64,6 +80,43 @@ class Trainer:
             )
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
+
+    def _window(self, indices: tf.Tensor, first_step: tf.Tensor, loss_sum: tf.Tensor):
+        """`len(indices)` updates in one call, from step `first_step` on.
+
+        The loop stops right after the first non-finite loss, so the caller can
+        report it at its exact step. Returns (updates done, `loss_sum` plus
+        their losses, the last loss): added in float64 one by one onto the
+        running sum, as Python's floats added each step's loss before.
+        """
+
+        def running(done, loss_sum, loss):
+            return tf.logical_and(done < tf.shape(indices)[0], tf.math.is_finite(loss))
+
+        def update(done, loss_sum, loss):
+            loss = self._update(indices[done], first_step + done)
+            return done + 1, loss_sum + tf.cast(loss, tf.float64), loss
+
+        start = (tf.constant(0), loss_sum, tf.constant(0.0))
+        # One iteration at a time: each update reads the weights the last one wrote.
+        return tf.while_loop(running, update, start, parallel_iterations=1)
+
+    def compile(self) -> None:
+        """Trace the training window now rather than at its first call."""
+        self._run_window.get_concrete_function()
+
+    def run(self, first_step: int, count: int, loss_sum: float = 0.0) -> tuple[int, float, float]:
+        """Updates number `first_step + 1` to `first_step + count`, in one call.
+
+        Returns (updates done, `loss_sum` plus their losses, the last loss);
+        fewer than `count` updates are done only when the last loss is not finite.
+        """
+        done, loss_sum, loss = self._run_window(
+            self.order.window(first_step, count),
+            tf.constant(first_step, tf.int32),
+            tf.constant(loss_sum, tf.float64),
+        )
+        return int(done), float(loss_sum), float(loss)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
     def predict_step(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -78,10 +131,35 @@ class Trainer:
             probes.append(chunk_probe.numpy())
         return np.concatenate(logits), np.concatenate(probes)
 
-    def step(self, step: int) -> float:
-        """Do update number `step + 1` (batches are numbered from 0); return its loss."""
-        shift_seed = tf.constant([self.config.seed, step], tf.int32)
-        return float(self.train_step(self.order.indices(step), shift_seed))
+
+class WindowSizer:
+    """How many updates the next compiled window should run.
+
+    Between two windows the host emits progress and checks for a cancel, so a
+    window should last about WINDOW_SECONDS whatever the step costs: a few steps
+    of a CNN on a slow CPU, hundreds of a small MLP (or anything on a GPU),
+    where the fixed cost of a call would otherwise dominate. The first window
+    is one update (its call also optimises the graph, so its time is not
+    counted); later ones follow the measured seconds per update so far.
+    """
+
+    def __init__(self, target_seconds: float) -> None:
+        self.target = target_seconds
+        self.per_step: float | None = None
+        self._calls = 0
+
+    def size(self) -> int:
+        if self.per_step is None:
+            return 1
+        return max(1, min(MAX_WINDOW, int(self.target / self.per_step)))
+
+    def observe(self, steps: int, seconds: float) -> None:
+        self._calls += 1
+        if self._calls == 1:
+            return  # the first call optimises the graph: its time says nothing about a step
+        per_step = seconds / max(steps, 1)
+        # Smoothed, so that one window slowed by a busy machine does not swing the next.
+        self.per_step = per_step if self.per_step is None else 0.5 * (self.per_step + per_step)
 
 
 class Checkpointer:
@@ -144,7 +222,8 @@ def train(
     Emits `start`, `eval` (step 0, every `eval_every` steps and the last step),
     `progress` (at most every PROGRESS_INTERVAL s) and finally `test`.
     Raises `Diverged` (after a `diverged` event) when the loss stops being
-    finite, and `Cancelled` when `should_stop()` turns true between steps.
+    finite, and `Cancelled` when `should_stop()` turns true; it is asked between
+    compiled windows of updates, each about WINDOW_SECONDS long.
 
     With `checkpoint_dir`, the full training state is saved there after every
     evaluation, and a run that finds a checkpoint there continues from it: the
@@ -159,12 +238,15 @@ def train(
         checkpointer = Checkpointer(trainer, Path(checkpoint_dir)) if checkpoint_dir else None
     first_step, elapsed_before = checkpointer.restore() if checkpointer else (0, 0.0)
     parameters = sum(int(np.prod(v.shape)) for v in trainer.network.trainable_variables)
+    with kernels.recording() as chosen:
+        trainer.compile()  # chooses the kernel paths (timed once per machine)
     on_event(
         StartEvent(
             total_steps=config.steps,
             device=device_name,
             parameters=parameters,
             first_step=first_step,
+            kernels=chosen,
         )
     )
 
@@ -203,23 +285,29 @@ def train(
 
     if first_step == 0:
         evaluate(0)
-    for step in range(first_step, config.steps):
+    sizer = WindowSizer(WINDOW_SECONDS)
+    step = first_step
+    while step < config.steps:
         if should_stop is not None and should_stop():
             raise Cancelled(step)
+        # A window never runs past the next evaluation (nor the last step).
+        next_eval = min(s for s in eval_at if s > step)
+        count = min(sizer.size(), next_eval - step)
         tick = time.perf_counter()
-        loss = trainer.step(step)
+        done, loss_sum, loss = trainer.run(step, count, loss_sum)
         now = time.perf_counter()
+        sizer.observe(done, now - tick)
         train_seconds += now - tick
+        step += done
         if not math.isfinite(loss):
-            on_event(DivergedEvent(step=step + 1, loss=loss))
-            raise Diverged(step + 1, loss)
-        loss_sum += loss
-        loss_count += 1
-        if now - last_progress >= PROGRESS_INTERVAL or step + 1 == config.steps:
+            on_event(DivergedEvent(step=step, loss=loss))
+            raise Diverged(step, loss)
+        loss_count += done
+        if now - last_progress >= PROGRESS_INTERVAL or step == config.steps:
             last_progress = now
-            on_event(ProgressEvent(step=step + 1, total_steps=config.steps, elapsed=now - started))
-        if step + 1 in eval_at:
-            evaluate(step + 1)
+            on_event(ProgressEvent(step=step, total_steps=config.steps, elapsed=now - started))
+        if step in eval_at:
+            evaluate(step)
 
     logits, _ = trainer.predict(data.test.images)
     test_loss, test_accuracy, log_loss = _loss_and_accuracy(logits, data.test.labels)

@@ -167,6 +167,18 @@ def test_batches_wrap_across_epochs_when_sizes_do_not_divide():
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
 
 
+def test_a_window_of_batches_is_the_batches_of_its_steps():
+    """The training loop gathers a window of batches at once: the same batches,
+    in the same order, as step by step, across epoch boundaries (n=10, batch 4)."""
+    order, fresh = BatchOrder(10, 4, seed=3), BatchOrder(10, 4, seed=3)
+    window = order.window(3, 7)  # steps 3..9: positions 12..39, epochs 1 to 3
+    assert window.shape == (7, 4) and window.dtype == np.int32
+    for row, step in zip(window, range(3, 10), strict=True):
+        np.testing.assert_array_equal(row, fresh.indices(step))
+    positions = window.reshape(-1)  # 28 positions from 12: the rest of epoch 1, 2 and 3
+    assert sorted(positions[8:18]) == list(range(10))  # epoch 2 whole, a permutation
+
+
 @pytest.mark.parametrize("url", ["example.com/mnist/", "http://[::1/", "http://localhost:abc/"])
 def test_a_malformed_mirror_is_a_data_error_not_a_crash(url, monkeypatch, tmp_path):
     monkeypatch.setenv(data.MIRRORS_ENV_VAR, url)

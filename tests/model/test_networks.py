@@ -99,10 +99,12 @@ def test_cnn_pools_before_relu_with_the_recipes_values_and_gradients():
         np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-6, err_msg=variable.path)
 
 
-def test_dense_has_keras_dense_values_and_gradients():
-    """Our Dense only re-lays out the backward matmuls: numbers must not change."""
+@pytest.mark.parametrize("path", ["tf", "relayout"])
+def test_dense_has_keras_dense_values_and_gradients(path, monkeypatch):
+    """Either input-gradient path of our Dense gives Keras's numbers."""
     from bnlab.model.networks import Dense
 
+    monkeypatch.setenv("BNLAB_KERNELS", f"dense.dx={path}")
     rng = np.random.default_rng(2)
     x = tf.constant(rng.normal(size=(7, 30)).astype(np.float32))
     ours, theirs = Dense(12, activation="relu"), keras.layers.Dense(12, activation="relu")
@@ -123,14 +125,28 @@ def test_dense_has_keras_dense_values_and_gradients():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+FORWARD_CONVS = "conv2d.dx=forward,conv2d.dkernel=forward"
+EVERY_PATH = [
+    "tf",
+    FORWARD_CONVS,
+    "conv2d.dx=tf,conv2d.dkernel=forward",
+    "conv2d.dx=forward,conv2d.dkernel=tf",
+]
+
+
+@pytest.mark.parametrize("paths", EVERY_PATH)
 @pytest.mark.parametrize(
     ("kernel_size", "strides", "use_bias"),
     [(5, 1, False), ((3, 5), 1, True), (5, 2, True)],  # the last is Keras's own path
 )
-def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_bias):
-    """Our Conv2D only computes its backward as forward convolutions: the
-    values and the gradients (input, kernel, bias) must not change."""
+def test_conv2d_has_keras_conv2d_values_and_gradients(
+    kernel_size, strides, use_bias, paths, monkeypatch
+):
+    """Whichever backward path is chosen (model.kernels), the values and the
+    gradients (input, kernel, bias) are Keras's own to float32 rounding."""
     from bnlab.model.networks import Conv2D
+
+    monkeypatch.setenv("BNLAB_KERNELS", paths)
 
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(4, 11, 9, 3)).astype(np.float32))
@@ -151,9 +167,11 @@ def test_conv2d_has_keras_conv2d_values_and_gradients(kernel_size, strides, use_
     want = tape.gradient(loss_b, [x, *theirs.trainable_weights])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
-    # ... and ours really ran its own backward (Keras's only where it falls back).
-    ops = _gradient_ops(lambda: ours(x), ours.trainable_weights)
-    assert bool(ops & BACKWARD_CONV_KERNELS) == (strides == 2)
+    # ... and ours really ran the forced path (Keras's only where it falls back).
+    ops = _gradient_ops(lambda: ours(x), [x, *ours.trainable_weights])
+    keras_own = strides == 2 or paths == "tf"
+    assert ("Conv2DBackpropInput" in ops) == (keras_own or "conv2d.dx=tf" in paths)
+    assert ("Conv2DBackpropFilter" in ops) == (keras_own or "dkernel=tf" in paths)
 
 
 BACKWARD_CONV_KERNELS = {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
@@ -174,10 +192,40 @@ def _gradient_ops(forward, variables) -> set[str]:
 @pytest.mark.skipif(
     bool(tf.config.list_physical_devices("GPU")), reason="on a GPU cuDNN's own backward is used"
 )
-def test_the_cnn_trains_without_backward_convolution_kernels_on_a_cpu():
-    """The speed-up is real only if the compiled step really avoids them."""
+@pytest.mark.parametrize("paths", ["tf", FORWARD_CONVS])
+def test_the_cnn_trains_with_the_chosen_convolution_gradients_on_a_cpu(paths, monkeypatch):
+    """A speed-up is real only if the compiled step really takes the path chosen."""
+    monkeypatch.setenv("BNLAB_KERNELS", paths)
     network = build_network(RunConfig())
     x = tf.zeros((2, 28, 28, 1))
     ops = _gradient_ops(lambda: network(x, training=True), network.trainable_variables)
     assert "Conv2D" in ops
-    assert not ops & BACKWARD_CONV_KERNELS
+    assert bool(ops & BACKWARD_CONV_KERNELS) == (paths == "tf")
+
+
+@pytest.mark.parametrize("path", ["tf", "relayout"])
+def test_dense_input_gradient_paths_are_in_the_compiled_step(path, monkeypatch):
+    from bnlab.model.networks import Dense
+
+    monkeypatch.setenv("BNLAB_KERNELS", f"dense.dx={path}")
+    layer, x = Dense(5), tf.ones((3, 4))
+    layer.build(x.shape)
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, x)
+
+    graph = grads.get_concrete_function().graph
+    flags = {
+        (op.get_attr("transpose_a"), op.get_attr("transpose_b"))
+        for op in graph.get_operations()
+        if op.type == "MatMul"
+    }
+    # forward (F, F); dx: tf's dy @ W.T is (F, T), the relayout's W @ dy.T is too
+    # but is followed by a Transpose: tell them apart by that.
+    transposes = {op.type for op in graph.get_operations()} & {"Transpose"}
+    assert (False, True) in flags
+    assert bool(transposes) == (path == "relayout")

@@ -1,14 +1,16 @@
 import json
 import math
+import time
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from bnlab.model import events as ev
+from bnlab.model import training
 from bnlab.model.config import MAX_EVALS, RunConfig
 from bnlab.model.events import Cancelled, Diverged, EvalEvent, event_adapter
-from bnlab.model.training import _loss_and_accuracy, train
+from bnlab.model.training import WindowSizer, _loss_and_accuracy, train
 
 
 def tiny(**overrides) -> RunConfig:
@@ -32,6 +34,13 @@ def test_a_run_reports_start_evals_progress_and_test_metrics(mnist_small_eval):
     events, metrics = collect(config, mnist_small_eval)
     kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "test"
+    # The start says which path each tuned gradient took (model.kernels).
+    assert {op.split()[0] for op in events[0].kernels} == {
+        "conv2d.dx",
+        "conv2d.dkernel",
+        "dense.dx",
+    }
+    assert set(events[0].kernels.values()) <= {"tf", "forward", "relayout"}
     evals = [e for e in events if e.type == "eval"]
     assert [e.step for e in evals] == [0, 10, 20, 25]  # step 0, every 10, and the last
     assert evals[0].train_loss is None and evals[0].val_loss == pytest.approx(math.log(10))
@@ -64,7 +73,13 @@ def test_bn_twin_differs_only_by_batch_norm(mnist_small_eval):
     assert bn[1].val_loss == plain[1].val_loss == pytest.approx(math.log(10))
 
 
-def test_should_stop_cancels_between_steps(mnist_small_eval):
+@pytest.fixture
+def single_steps(monkeypatch):
+    """One update per compiled window: `should_stop` is asked before every step."""
+    monkeypatch.setattr(training, "WINDOW_SECONDS", 0.0)
+
+
+def test_should_stop_cancels_between_steps(mnist_small_eval, single_steps):
     calls = []
 
     def should_stop():
@@ -152,15 +167,39 @@ def test_evaluation_count_is_bounded():
     assert RunConfig(steps=7, eval_every=3).eval_steps() == [0, 3, 6, 7]
 
 
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(mnist_small_eval, tmp_path):
+@pytest.mark.parametrize("windows", ["single steps", "windows"])
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
+    windows, mnist_small_eval, tmp_path, monkeypatch
+):
     config = tiny(steps=30, eval_every=10, seed=4)  # CNN with BN and dropout: all state matters
     whole, metrics = collect(config, mnist_small_eval)
 
-    stops = iter(range(10**6))
-    first, result = collect_with(
-        config, mnist_small_eval, tmp_path, should_stop=lambda: next(stops) >= 25
-    )
-    assert isinstance(result, Cancelled) and result.step == 25  # killed between checkpoints
+    if windows == "single steps":
+        monkeypatch.setattr(training, "WINDOW_SECONDS", 0.0)
+        stops = iter(range(10**6))
+        should_stop = lambda: next(stops) >= 25  # noqa: E731
+    else:
+        # Windows of up to 4 updates; cancelled after the first window past step 20.
+        monkeypatch.setattr(training, "MAX_WINDOW", 4)
+        asked_after_20 = []
+
+        def should_stop():
+            if any(e.type == "eval" and e.step == 20 for e in events):
+                asked_after_20.append(1)
+            return len(asked_after_20) > 1
+
+    events = []
+
+    def on_event(event):
+        events.append(event)
+
+    try:
+        train(config, on_event, should_stop, data=mnist_small_eval, checkpoint_dir=tmp_path)
+    except Cancelled as exc:
+        result = exc
+    first = events
+    assert isinstance(result, Cancelled)  # killed between checkpoints
+    assert result.step == 25 if windows == "single steps" else 20 < result.step < 30
     second, resumed = collect_with(config, mnist_small_eval, tmp_path)
     assert second[0].first_step == 20  # the last checkpoint, taken at the step-20 eval
     curve = [e for e in first if e.type == "eval"] + [e for e in second if e.type == "eval"]
@@ -183,3 +222,83 @@ def collect_with(config, mnist, checkpoint_dir, should_stop=None):
     except (Diverged, Cancelled) as exc:
         result = exc
     return events, result
+
+
+def record_windows(monkeypatch) -> list[tuple[int, int, float]]:
+    """(updates asked, updates done, seconds) of every compiled window a run calls."""
+    calls = []
+    run = training.Trainer.run
+
+    def timed(self, first_step, count, loss_sum=0.0):
+        tick = time.perf_counter()
+        out = run(self, first_step, count, loss_sum)
+        calls.append((count, out[0], time.perf_counter() - tick))
+        return out
+
+    monkeypatch.setattr(training.Trainer, "run", timed)
+    return calls
+
+
+def curve_of(events):
+    return [(e.step, e.val_loss, e.val_acc, e.train_loss) for e in events if e.type == "eval"]
+
+
+def test_windows_of_many_updates_train_exactly_as_single_steps(mnist_small_eval, monkeypatch):
+    """Same batches, shifts, dropout masks and BN statistics whether the
+    updates run one per call or many: the same curve, to the last bit."""
+    config = tiny(steps=25, seed=6)  # CNN, BN, dropout, 1-pixel shifts
+    calls = record_windows(monkeypatch)
+    monkeypatch.setattr(training, "WINDOW_SECONDS", 0.0)
+    singles, single_metrics = collect(config, mnist_small_eval)
+    assert {asked for asked, _, _ in calls} == {1}
+    calls.clear()
+    monkeypatch.setattr(training, "WINDOW_SECONDS", 1000.0)
+    windowed, window_metrics = collect(config, mnist_small_eval)
+    # 1 (compiles), 1 (measures), then up to the next evaluation: 8, 10, 5.
+    assert [asked for asked, _, _ in calls] == [1, 1, 8, 10, 5]
+    assert curve_of(windowed) == curve_of(singles)
+    assert window_metrics == single_metrics
+
+
+def test_a_non_finite_loss_stops_the_window_at_its_exact_step(mnist_small_eval, monkeypatch):
+    config = tiny(optimizer="sgd", learning_rate=1000, batch_norm=False)
+    monkeypatch.setattr(training, "WINDOW_SECONDS", 0.0)
+    singles, expected = collect(config, mnist_small_eval)
+    assert isinstance(expected, Diverged)
+    calls = record_windows(monkeypatch)
+    monkeypatch.setattr(training, "WINDOW_SECONDS", 1000.0)
+    windowed, result = collect(config, mnist_small_eval)
+    assert isinstance(result, Diverged) and result.step == expected.step
+    got, want = windowed[-1], singles[-1]
+    assert got.type == want.type == "diverged" and got.step == want.step
+    assert str(got.loss) == str(want.loss)  # the same non-finite value (nan != nan)
+    asked, done, _ = calls[-1]
+    assert done < asked  # it stopped inside a window, not at its end
+
+
+def test_windows_last_about_the_target_time(mnist_small_eval, monkeypatch):
+    """Cancel and progress are answered between windows: each lasts about
+    WINDOW_SECONDS however cheap a step is (here ~1 ms: hundreds per window)."""
+    config = tiny(arch="mlp", steps=3000, eval_every=3000, batch_size=16)
+    calls = record_windows(monkeypatch)
+    collect(config, mnist_small_eval)
+    sized = [(asked, seconds) for asked, _, seconds in calls[2:] if asked > 1]
+    assert max(asked for asked, _ in sized) > 20
+    assert all(seconds < 4 * training.WINDOW_SECONDS for _, seconds in sized), sized
+
+
+def test_window_size_follows_the_measured_step_time():
+    sizer = WindowSizer(0.25)
+    assert sizer.size() == 1
+    sizer.observe(1, 5.0)  # the first call compiles: ignored
+    assert sizer.size() == 1
+    sizer.observe(1, 0.01)
+    assert sizer.size() == 25
+    sizer.observe(25, 0.75)  # the machine got slower: 30 ms a step
+    assert sizer.size() == 12  # smoothed: 0.25 / 0.02
+    fast, slow = WindowSizer(0.25), WindowSizer(0.25)
+    for sizer, seconds in ((fast, 1e-9), (slow, 2.0)):
+        sizer.observe(1, 1.0)
+        sizer.observe(1, seconds)
+    assert fast.size() == training.MAX_WINDOW
+    assert slow.size() == 1  # never less than one update

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import tensorflow as tf
+
+from bnlab.model import kernels
+
+DENSE = {
+    "tf": lambda kernel, dy: tf.matmul(dy, kernel, transpose_b=True),
+    "relayout": lambda kernel, dy: tf.transpose(tf.matmul(kernel, dy, transpose_b=True)),
+}
+SHAPES = [(6, 4), (3, 4)]
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty per-user cache and no choices made yet in this process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    monkeypatch.setattr(kernels, "_memo", {})
+    return tmp_path
+
+
+def test_the_fastest_candidate_is_timed_once_then_cached_per_machine_and_shape(
+    fresh_cache, monkeypatch
+):
+    timed = []
+
+    def fake_time(candidates, shapes):
+        timed.append(shapes)
+        return {"tf": 2.0, "relayout": 1.0}
+
+    monkeypatch.setattr(kernels, "_time", fake_time)
+    with kernels.recording() as chosen:
+        assert kernels.choose("dense.dx", SHAPES, DENSE) == "relayout"
+    assert chosen == {"dense.dx 6x4 3x4": "relayout"}
+    stored = json.loads((fresh_cache / "bnlab" / kernels.CACHE_FILE).read_text())
+    [(key, path)] = stored.items()
+    assert path == "relayout"
+    assert kernels.cpu_model() in key and tf.__version__ in key and "6x4 3x4" in key
+
+    monkeypatch.setattr(kernels, "_memo", {})  # a new process: the file answers
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "relayout"
+    assert len(timed) == 1
+    kernels.choose("dense.dx", [(6, 4), (5, 4)], DENSE)  # another shape is timed anew
+    assert len(timed) == 2
+
+
+def test_an_alternative_must_be_clearly_faster_than_the_reference(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "_time", lambda *_: {"tf": 1.0, "relayout": 0.98})
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "tf"  # within timing noise
+
+
+def test_timing_really_runs_every_candidate(fresh_cache):
+    seconds = kernels._time(DENSE, SHAPES)
+    assert set(seconds) == {"tf", "relayout"} and all(s > 0 for s in seconds.values())
+
+
+def test_the_environment_forces_paths(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "_time", lambda *_: pytest.fail("a forced path is not timed"))
+    monkeypatch.setenv(kernels.ENV_VAR, "tf")
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "tf"
+    monkeypatch.setenv(kernels.ENV_VAR, "dense.dx=relayout, conv2d.dx=tf")
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "relayout"
+
+
+@pytest.mark.parametrize("value", ["fastest", "dense.dx=forward", "conv3d.dx=tf"])
+def test_a_bad_forced_path_names_the_variable_and_the_choices(value, monkeypatch):
+    monkeypatch.setenv(kernels.ENV_VAR, value)
+    with pytest.raises(ValueError, match=r"BNLAB_KERNELS: .*dense\.dx=tf\|relayout"):
+        kernels.forced()
+
+
+def test_unknown_shapes_take_the_reference_without_timing(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "_time", lambda *_: pytest.fail("nothing to time"))
+    assert kernels.choose("dense.dx", [(6, 4), (None, 4)], DENSE) == "tf"
+
+
+def test_a_read_only_cache_only_costs_a_re_timing(fresh_cache, monkeypatch):
+    (fresh_cache / "bnlab").write_text("not a directory")
+    monkeypatch.setattr(kernels, "_time", lambda *_: {"tf": 1.0, "relayout": 2.0})
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "tf"
