@@ -283,8 +283,12 @@ def train(
             # resume (stored by step, so once) rather than leaving a gap.
             checkpointer.save(step, time.perf_counter() - started)
 
-    if first_step == 0:
-        evaluate(0)
+    # A fresh run evaluates step 0; a resumed one evaluates its checkpoint's step again.
+    # The checkpoint is saved after that evaluation's event is sent, so a crash can lose
+    # the event (a killed server never stored it) but keep the checkpoint: repeating it
+    # leaves no gap, and a receiver that has the point drops the repeat (the weights are
+    # the checkpoint's, so the numbers are the same).
+    evaluate(first_step)
     sizer = WindowSizer(WINDOW_SECONDS)
     step = first_step
     while step < config.steps:

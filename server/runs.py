@@ -294,6 +294,11 @@ class RunService:
             live.step = event.first_step
             self._publish_status(run_id, "status", seq)
         elif isinstance(event, EvalEvent):
+            if self.store.has_point(run_id, event.step):
+                # A resumed run repeats its checkpoint's evaluation in case the first
+                # report was lost (model/training.py); with the point stored, the
+                # repeat is the same numbers again, and clients already have it.
+                return
             seq = self._next_seq(run_id)
             self.store.add_point(run_id, seq, event)
             live.step = max(live.step, event.step)

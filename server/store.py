@@ -194,6 +194,12 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"database write failed ({self.path}): {exc}") from None
 
+    def has_point(self, run_id: str, step: int) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM points WHERE run_id = ? AND step = ?", (run_id, step)
+        ).fetchone()
+        return row is not None
+
     def drop_points_after(self, run_id: str, step: int) -> None:
         """A resumed run re-does everything after its checkpoint."""
         self._write("DELETE FROM points WHERE run_id = ? AND step > ?", (run_id, step))

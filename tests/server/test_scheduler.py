@@ -236,6 +236,38 @@ async def test_a_failed_run_resumes_from_its_checkpoint(make_service):
         service.resume(run_id)
 
 
+async def test_a_resumed_runs_repeated_evaluation_fills_a_lost_point_and_is_dropped_otherwise(
+    make_service,
+):
+    # The worker saves its checkpoint after sending an evaluation, so a killed server
+    # may have a checkpoint at step 20 without the point; a resumed run repeats the
+    # checkpoint's evaluation (model/training.py).
+    service, executor = await make_service(capacity=1)
+    run_id = service.create_run(CONFIG).id
+    for step in (0, 10):
+        executor.report(run_id, evaluation(step))
+    executor.end(run_id, Outcome.FAILED, "killed")
+    await executor.settled()
+    kept = {row["step"]: row["seq"] for row in service.store.points(run_id)}
+
+    service.resume(run_id)  # from a checkpoint at 20 whose point never arrived
+    executor.report(run_id, StartEvent(total_steps=30, device="CPU:0", parameters=1, first_step=20))
+    executor.report(run_id, evaluation(20))
+    await executor.settled()
+    assert [p["step"] for p in service.store.points(run_id)] == [0, 10, 20]  # no gap
+    kept = {row["step"]: row["seq"] for row in service.store.points(run_id)}
+
+    executor.end(run_id, Outcome.FAILED, "killed again")
+    await executor.settled()
+    service.resume(run_id)  # from the same checkpoint: its point is stored this time
+    executor.report(run_id, StartEvent(total_steps=30, device="CPU:0", parameters=1, first_step=20))
+    executor.report(run_id, evaluation(20))
+    await executor.settled()
+    rows = {row["step"]: row["seq"] for row in service.store.points(run_id)}
+    assert list(rows) == [0, 10, 20]  # the repeat was dropped: stored once
+    assert rows == kept  # the same sequence numbers: nothing republished
+
+
 async def test_a_resumed_run_waits_its_turn(make_service):
     service, executor = await make_service(capacity=1)
     first = service.create_run(CONFIG).id
