@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bnlab.server import api, ws
 from bnlab.server.executor import ProcessExecutor
+from bnlab.server.experiments import ExperimentService
 from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
 from bnlab.server.security import Guard, is_loopback
 from bnlab.server.settings import Settings
@@ -80,8 +81,10 @@ def create_app(settings: Settings) -> FastAPI:
             settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
         )
         service = RunService(store, executor, Hub(), settings.max_queued)
+        experiments = ExperimentService(service)
         await service.start()
         app.state.service = service
+        app.state.experiments = experiments
         app.state.settings = settings
         try:
             yield

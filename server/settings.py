@@ -10,7 +10,9 @@ from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-MAX_QUEUED = 100
+# One full experiment (at most 200 runs, server.experiment.MAX_RUNS) can wait, with
+# room beside it for single runs and comparisons.
+MAX_QUEUED = 300
 
 
 def default_db_path() -> Path:
