@@ -30,7 +30,7 @@ DESIGN = {
         "optimizer": "adam",
         "max_shift": 0,
     },
-    "vary": {"learning_rate": [0.01, 0.003]},
+    "vary": {"learning_rate": [0.01, 0.02]},
     "seeds": 2,
 }
 RUNS = 8
@@ -89,12 +89,18 @@ def test_an_experiment_trains_every_twin_and_answers_honestly(watched):
     created, final = watched["created"], watched["final"]
     assert created["status"] in ("queued", "running")
     assert len(created["runs"]) == RUNS
-    assert created["design"] == DESIGN
+    design = created["design"]  # as posted, every other run field at its default
+    assert {k: design["base"][k] for k in DESIGN["base"]} == DESIGN["base"]
+    assert (design["vary"], design["seeds"], design["label"]) == (
+        DESIGN["vary"],
+        DESIGN["seeds"],
+        DESIGN["label"],
+    )
     assert final["status"] == "completed"
     assert final["progress"]["runs"] == {"completed": RUNS}
     assert [c["factors"] for c in final["cells"]] == [
         {"learning_rate": 0.01},
-        {"learning_rate": 0.003},
+        {"learning_rate": 0.02},
     ]
     for cell in final["cells"]:
         for arm in cell["arms"].values():
@@ -145,8 +151,8 @@ def test_export_gives_one_row_per_run_and_the_curves_in_long_form(server, watche
     assert [(r["learning_rate"], r["seed"], r["arm"]) for r in rows[:4]] == [
         ("0.01", "0", "bn"),
         ("0.01", "0", "no_bn"),
-        ("0.003", "0", "bn"),
-        ("0.003", "0", "no_bn"),
+        ("0.02", "0", "bn"),
+        ("0.02", "0", "no_bn"),
     ]
     assert all(r["status"] == "completed" and float(r["test_accuracy"]) > 0.5 for r in rows)
     curves = server.http.get(f"/api/experiments/{experiment_id}/export?format=csv&part=curves")
@@ -181,7 +187,8 @@ def test_a_bad_design_is_refused_naming_the_field_and_nothing_is_stored(server, 
 
 
 def test_more_than_200_runs_is_refused_with_the_count(server):
-    response = server.post("/api/experiments", {"vary": {"dropout": [0.0, 0.5]}, "seeds": 51})
+    body = {"vary": {"learning_rate": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, "seeds": 17}
+    response = server.post("/api/experiments", body)
     assert response.status_code == 422
     assert response.json()["message"].startswith("seeds: ")
     assert "204 runs" in response.json()["message"]
