@@ -11,15 +11,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from bnlab.model.config import MAX_STEPS, RunConfig
-from bnlab.server.deps import ServiceDep, SettingsDep
+from bnlab.server.deps import ExperimentsDep, ServiceDep, SettingsDep
+from bnlab.server.experiment import ExperimentCreate
 from bnlab.server.points import POINT_COLUMNS, flatten_point, point_public
 from bnlab.server.schemas import (
     CompareResult,
     ComparisonCreate,
     ComparisonPublic,
+    ExperimentExport,
+    ExperimentList,
+    ExperimentPublic,
     Health,
     MetricsPublic,
     PointPublic,
+    PresetList,
     RunComparison,
     RunCreate,
     RunList,
@@ -165,6 +170,71 @@ async def export(
         prefix = [run.id, run.label, *(config[c] for c in CONFIG_COLUMNS)]
         writer.writerows([*prefix, *flatten_point(p).values()] for p in points)
     return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+
+# -- experiments ---------------------------------------------------------------------
+
+
+@router.post("/experiments", status_code=status.HTTP_201_CREATED, response_model=ExperimentPublic)
+async def create_experiment(
+    design: ExperimentCreate, experiments: ExperimentsDep
+) -> ExperimentPublic:
+    return experiments.create(design)
+
+
+@router.get("/experiments", response_model=ExperimentList)
+async def list_experiments(experiments: ExperimentsDep) -> ExperimentList:
+    return ExperimentList(items=experiments.list())
+
+
+@router.get("/experiments/presets", response_model=PresetList)
+async def list_presets(experiments: ExperimentsDep) -> PresetList:
+    return PresetList(items=experiments.presets())
+
+
+@router.get("/experiments/{experiment_id}", response_model=ExperimentPublic)
+async def get_experiment(experiment_id: str, experiments: ExperimentsDep) -> ExperimentPublic:
+    return experiments.get(experiment_id)
+
+
+@router.post("/experiments/{experiment_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_experiment(experiment_id: str, experiments: ExperimentsDep) -> ExperimentPublic:
+    return experiments.cancel(experiment_id)
+
+
+@router.post("/experiments/{experiment_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+async def resume_experiment(experiment_id: str, experiments: ExperimentsDep) -> ExperimentPublic:
+    """Queue every interrupted or failed run of the experiment again."""
+    return experiments.resume(experiment_id)
+
+
+@router.delete("/experiments/{experiment_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_experiment(experiment_id: str, experiments: ExperimentsDep) -> Response:
+    experiments.delete(experiment_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/experiments/{experiment_id}/export",
+    response_class=Response,
+    responses={200: {"model": ExperimentExport}},
+)
+async def export_experiment(
+    experiment_id: str,
+    experiments: ExperimentsDep,
+    format: Literal["csv", "json"] = "json",
+    part: Literal["runs", "curves"] = "runs",
+) -> Response:
+    """JSON: the experiment, one row per run and the curves in long form. CSV: one of
+    the two tables, chosen by `part`."""
+    name = f"bnlab-experiment-{experiment_id}"
+    if format == "json":
+        body = experiments.export(experiment_id).model_dump_json()
+        headers = {"Content-Disposition": f'attachment; filename="{name}.json"'}
+        return Response(body, media_type="application/json", headers=headers)
+    body = experiments.export_csv(experiment_id, part)
+    headers = {"Content-Disposition": f'attachment; filename="{name}-{part}.csv"'}
+    return Response(body, media_type="text/csv", headers=headers)
 
 
 @router.get("/health", response_model=Health)

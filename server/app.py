@@ -17,6 +17,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bnlab.server import api, ws
 from bnlab.server.executor import Executor, ExecutorKind, ProcessExecutor
+from bnlab.server.experiments import ExperimentService
 from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
 from bnlab.server.security import Guard, is_loopback, loopback_hosts
 from bnlab.server.settings import Settings
@@ -96,8 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
         store = Store(settings.db_path)
         executor = make_executor(settings)
         service = RunService(store, executor, Hub(), settings.max_queued)
+        experiments = ExperimentService(service)
         await service.start()
         app.state.service = service
+        app.state.experiments = experiments
         app.state.settings = settings
         try:
             yield

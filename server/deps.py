@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from bnlab.server.experiments import ExperimentService
 from bnlab.server.runs import RunService
 from bnlab.server.settings import Settings
 
@@ -14,9 +15,14 @@ def get_service(request: Request) -> RunService:
     return request.app.state.service
 
 
+def get_experiments(request: Request) -> ExperimentService:
+    return request.app.state.experiments
+
+
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 ServiceDep = Annotated[RunService, Depends(get_service)]
+ExperimentsDep = Annotated[ExperimentService, Depends(get_experiments)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -86,7 +86,30 @@ def _initial_schema(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_initial_schema]
+def _add_experiments(db: sqlite3.Connection) -> None:
+    """Experiments, and each run's place in one: its cell (an index into the
+    design's cells), seed and arm. Columns on runs rather than a link table: a
+    run belongs to at most one experiment, and every query about an experiment
+    is then one SELECT over runs. `last_seq` numbers the experiment's stream, so
+    a restarted server continues past every number a client has seen."""
+    db.execute(
+        """CREATE TABLE experiments (
+            id TEXT PRIMARY KEY,
+            label TEXT,
+            created_at TEXT NOT NULL,
+            design TEXT NOT NULL,
+            last_seq INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute("ALTER TABLE runs ADD COLUMN experiment_id TEXT REFERENCES experiments (id)")
+    db.execute("ALTER TABLE runs ADD COLUMN cell INTEGER")
+    db.execute("ALTER TABLE runs ADD COLUMN seed INTEGER")
+    db.execute("ALTER TABLE runs ADD COLUMN arm TEXT")
+    db.execute("CREATE INDEX runs_by_experiment ON runs (experiment_id)")
+    db.execute("CREATE INDEX experiments_by_age ON experiments (created_at)")
+
+
+MIGRATIONS: list[Migration] = [_initial_schema, _add_experiments]
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -28,6 +28,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.data import DataError, ensure_files
 from bnlab.server.experiment import PRESETS, ExperimentCreate, PlannedRun
 from bnlab.server.statistics import Cell, CurvePoint, Interval, Ratio, RunResult, summarize_cells
+from bnlab.server.worker import limit_threads, threads_per_run
 
 # Design field -> the flag that overrides it, so an error names the flag.
 FLAGS = {("seeds",): "--seeds", ("base", "steps"): "--steps"}
@@ -45,10 +46,7 @@ def _start_worker(stop, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # TensorFlow's start-up chatter from every worker would bury the progress bar.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    limit_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def run_design(
 ) -> list[RunResult]:
     """Every run of `design`, `workers` at a time; results in the design's order.
     `on_done(planned, result, error)` hears of each run as it ends."""
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use
+    threads = threads_per_run(workers)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     planned = design.runs()

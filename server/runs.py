@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bnlab.model.config import RunConfig
@@ -85,6 +86,8 @@ class RunService:
         self._consumer: asyncio.Task | None = None
         self._retrier: asyncio.Task | None = None
         self._pending_ends: list[RunEnded] = []  # recorded once the database lets us
+        # Called with each published run state (the experiments service listens).
+        self.listeners: list[Callable[[RunPublic, RunEventKind], None]] = []
 
     # -- lifecycle --------------------------------------------------------
 
@@ -118,6 +121,7 @@ class RunService:
             id=row["id"],
             label=row["label"],
             comparison_id=row["comparison_id"],
+            experiment_id=row["experiment_id"],
             config=RunConfig.from_stored(row["config"]),
             status=row["status"],
             step=max(row["step"], live.step) if live else row["step"],
@@ -144,7 +148,8 @@ class RunService:
 
     # -- requests ---------------------------------------------------------
 
-    def _check_room(self, runs: int) -> None:
+    def check_room(self, runs: int) -> None:
+        """Raise QueueFull unless `runs` more runs may wait."""
         if len(self._queue) + runs > self.max_queued:
             raise QueueFull(
                 f"the queue is full ({len(self._queue)} runs waiting, at most "
@@ -155,7 +160,7 @@ class RunService:
         self, config: RunConfig, label: str | None = None, comparison_id: str | None = None
     ) -> RunPublic:
         if comparison_id is None:
-            self._check_room(1)
+            self.check_room(1)
         run_id = uuid.uuid4().hex[:12]
         row = self.store.insert_run(run_id, label or default_label(config), config, comparison_id)
         self._live[run_id] = _Live()
@@ -165,10 +170,21 @@ class RunService:
         self._schedule()
         return self.get(run_id)
 
+    def queue_stored(self, run_ids: list[str]) -> list[RunPublic]:
+        """Queue runs another service has just stored (an experiment's), in order;
+        the caller has checked the room with `check_room`."""
+        for run_id in run_ids:
+            self._live[run_id] = _Live()
+            self._queue.append(run_id)
+        for run_id in run_ids:
+            self._publish_runs(self.get(run_id))
+        self._schedule()
+        return [self.get(run_id) for run_id in run_ids]
+
     def create_comparison(
         self, config: RunConfig, label: str | None
     ) -> tuple[str, list[RunPublic]]:
-        self._check_room(2)
+        self.check_room(2)
         comparison_id = uuid.uuid4().hex[:12]
         self.store.insert_comparison(comparison_id)
         runs = []
@@ -197,7 +213,7 @@ class RunService:
             raise Conflict(
                 f"run {run_id} is {run.status}; only interrupted or failed runs can be resumed"
             )
-        self._check_room(1)
+        self.check_room(1)
         self._set_status(run_id, RunStatus.QUEUED)
         self._queue.append(run_id)
         self._schedule()
@@ -207,7 +223,16 @@ class RunService:
         run = self.get(run_id)
         if run.status.active:
             raise Conflict(f"run {run_id} is {run.status}; cancel it before deleting it")
+        if run.experiment_id is not None:  # its experiment's cells would lose a seed
+            raise Conflict(
+                f"run {run_id} belongs to experiment {run.experiment_id}; delete the experiment"
+            )
         self.store.delete_run(run_id)
+        self.forget(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """After the run's row is gone from the store (deleted here, or with its
+        experiment): drop its training state and tell its watchers."""
         self.executor.discard_checkpoint(run_id)
         self._live.pop(run_id, None)
         deleted = DeletedMessage(id=run_id).text()
@@ -355,6 +380,11 @@ class RunService:
         message = RunEventMessage(type=kind, seq=seq, run=run)
         self.hub.publish(run_topic(run_id), message.text(), seq)
         self._publish_runs(run)
+        for listener in self.listeners:
+            try:
+                listener(run, kind)
+            except Exception:  # a listener's trouble must not stop the run's own record
+                log.exception("a listener failed on run %s", run_id)
 
     def _publish_runs(self, run: RunPublic) -> None:
         self.hub.publish(RUNS_TOPIC, RunChangedMessage(run=run).text())

@@ -11,6 +11,8 @@ from pydantic.json_schema import SkipJsonSchema
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalPoint, TestMetrics, finite_or_none
+from bnlab.server.experiment import ExperimentCreate, ExperimentStatus, Preset, Scalar
+from bnlab.server.statistics import ArmName, Cell
 from bnlab.server.status import RunStatus
 
 
@@ -49,6 +51,7 @@ class RunPublic(BaseModel):
     id: str
     label: str
     comparison_id: str | None
+    experiment_id: str | None = None
     config: RunConfig
     status: RunStatus
     step: int = Field(description="Updates done so far")
@@ -169,6 +172,70 @@ class Health(BaseModel):
     cluster: ClusterPublic | None = Field(None, description="with --executor ray")
 
 
+# -- experiments ---------------------------------------------------------------------
+
+
+class ExperimentProgress(BaseModel):
+    """How far an experiment's runs have got."""
+
+    runs: dict[RunStatus, int] = Field(description="Runs by status (statuses with none left out)")
+    steps: int = Field(description="Updates done so far, over every run")
+    total_steps: int
+
+
+class ExperimentOverview(BaseModel):
+    """An experiment without its runs and cells: a row of `GET /api/experiments`."""
+
+    id: str
+    label: str | None
+    created_at: datetime
+    design: ExperimentCreate
+    status: ExperimentStatus
+    progress: ExperimentProgress
+    last_seq: int = Field(0, description="Sequence number of the experiment stream's latest update")
+
+
+class ExperimentPublic(ExperimentOverview):
+    """An experiment, its runs (in the order they were queued) and the answer so far."""
+
+    runs: list[RunPublic]
+    cells: list[Cell] = Field(description="Computed from the runs finished so far")
+
+
+class ExperimentList(BaseModel):
+    items: list[ExperimentOverview]
+
+
+class PresetList(BaseModel):
+    items: list[Preset]
+
+
+class ExperimentRunRow(BaseModel):
+    """One run in an experiment's export: its place in the design and its summary."""
+
+    run_id: str
+    factors: dict[str, Scalar]
+    seed: int
+    arm: ArmName
+    status: RunStatus
+    summary: RunSummary
+
+
+class ExperimentCurveRow(PointPublic):
+    """One evaluation of one run, in long form: the run, its place, then the point."""
+
+    run_id: str
+    factors: dict[str, Scalar]
+    seed: int
+    arm: ArmName
+
+
+class ExperimentExport(BaseModel):
+    experiment: ExperimentOverview
+    runs: list[ExperimentRunRow]
+    curves: list[ExperimentCurveRow]
+
+
 # -- websocket messages (server to client) ------------------------------------------
 # The stream sends these and nothing else; docs/api.md describes them. Each is
 # serialised by `StreamMessage.text()`.
@@ -232,13 +299,42 @@ class RunChangedMessage(StreamMessage):
     run: RunPublic
 
 
+class ExperimentSnapshotMessage(StreamMessage):
+    """An experiment stream's first message: the experiment as it is now."""
+
+    type: Literal["experiment_snapshot"] = "experiment_snapshot"
+    seq: int
+    experiment: ExperimentPublic
+
+
+class ExperimentMessage(StreamMessage):
+    """The whole experiment again, after one of its runs started, ended or was resumed."""
+
+    type: Literal["experiment"] = "experiment"
+    seq: int
+    experiment: ExperimentPublic
+
+
+class ExperimentProgressMessage(StreamMessage):
+    """Progress of the experiment's runs, about once a second while they train."""
+
+    type: Literal["experiment_progress"] = "experiment_progress"
+    seq: int
+    id: str
+    status: ExperimentStatus
+    progress: ExperimentProgress
+
+
 ServerMessage = Annotated[
     SnapshotMessage
     | EvalMessage
     | RunEventMessage
     | DeletedMessage
     | RunsMessage
-    | RunChangedMessage,
+    | RunChangedMessage
+    | ExperimentSnapshotMessage
+    | ExperimentMessage
+    | ExperimentProgressMessage,
     Field(discriminator="type"),
 ]
 # Reads a frame back into its message (clients in Python, tests).

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     db_path: Path = Field(default_factory=default_db_path, validation_alias=f"{ENV_PREFIX}DB")
     data_dir: str | None = None
     workers: int | None = Field(None, ge=1, le=64)  # None: one per GPU, at least 2
-    max_queued: int = Field(100, ge=1, le=10_000)
+    # One full experiment (at most 200 runs, experiment.MAX_RUNS) can wait, with room
+    # beside it for single runs and comparisons.
+    max_queued: int = Field(300, ge=1, le=10_000)
     token: str | None = None
     # NoDecode: a comma-separated list, as a shell user writes it, not JSON.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ _INSERT_POINT = (
     f"INSERT OR REPLACE INTO points (run_id, seq, {', '.join(POINT_COLUMNS)})"
     f" VALUES ({', '.join('?' * (2 + len(POINT_COLUMNS)))})"
 )
+
+
+@dataclass(frozen=True)
+class ExperimentRunRow:
+    """A run of an experiment as it is first stored: its place in the design."""
+
+    run_id: str
+    label: str
+    config: RunConfig
+    cell: int  # index into the design's cells
+    arm: str  # "bn" or "no_bn"
 
 
 class StoreError(Exception):
@@ -179,6 +191,82 @@ class Store:
 
     def delete_run(self, run_id: str) -> None:
         self._write("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # -- experiments ------------------------------------------------------
+
+    def insert_experiment(
+        self,
+        experiment_id: str,
+        label: str | None,
+        design_json: str,
+        runs: Iterable[ExperimentRunRow],
+    ) -> None:
+        """The experiment and every one of its runs, queued, in one transaction:
+        a failure stores nothing."""
+        stamp = now().isoformat()
+        try:
+            with self.db:
+                self.db.execute(
+                    "INSERT INTO experiments (id, label, created_at, design) VALUES (?, ?, ?, ?)",
+                    (experiment_id, label, stamp, design_json),
+                )
+                self.db.executemany(
+                    "INSERT INTO runs (id, label, config, status, total_steps, created_at,"
+                    " experiment_id, cell, seed, arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            run.run_id,
+                            run.label,
+                            run.config.model_dump_json(),
+                            RunStatus.QUEUED,
+                            run.config.steps,
+                            stamp,
+                            experiment_id,
+                            run.cell,
+                            run.config.seed,
+                            run.arm,
+                        )
+                        for run in runs
+                    ],
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({self.path}): {exc}") from None
+
+    def get_experiment(self, experiment_id: str) -> sqlite3.Row | None:
+        return self.db.execute(
+            "SELECT * FROM experiments WHERE id = ?", (experiment_id,)
+        ).fetchone()
+
+    def list_experiments(self) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM experiments ORDER BY created_at DESC, rowid DESC"
+        ).fetchall()
+
+    def experiment_runs(self, experiment_id: str) -> list[sqlite3.Row]:
+        """The experiment's runs in the order they were queued."""
+        return self.db.execute(
+            "SELECT * FROM runs WHERE experiment_id = ? ORDER BY rowid", (experiment_id,)
+        ).fetchall()
+
+    def experiment_points(self, experiment_id: str) -> list[sqlite3.Row]:
+        """Every point of every run of the experiment, by run then step."""
+        return self.db.execute(
+            "SELECT points.* FROM points JOIN runs ON runs.id = points.run_id"
+            " WHERE runs.experiment_id = ? ORDER BY runs.rowid, points.step",
+            (experiment_id,),
+        ).fetchall()
+
+    def set_experiment_seq(self, experiment_id: str, last_seq: int) -> None:
+        self._write("UPDATE experiments SET last_seq = ? WHERE id = ?", (last_seq, experiment_id))
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """The experiment and its runs (their points go with them)."""
+        try:
+            with self.db:
+                self.db.execute("DELETE FROM runs WHERE experiment_id = ?", (experiment_id,))
+                self.db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({self.path}): {exc}") from None
 
     # -- points -----------------------------------------------------------
 

@@ -7,9 +7,10 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket
 
+from bnlab.server.experiments import ExperimentService, experiment_topic
 from bnlab.server.points import point_public
 from bnlab.server.runs import RUNS_TOPIC, NotFound, RunService, run_topic
-from bnlab.server.schemas import RunsMessage, SnapshotMessage
+from bnlab.server.schemas import ExperimentSnapshotMessage, RunsMessage, SnapshotMessage
 from bnlab.server.stream import END_SEQ, OVERFLOW_CLOSE_CODE, Subscriber
 
 router = APIRouter()
@@ -40,7 +41,7 @@ async def _pump(ws: WebSocket, subscriber: Subscriber, after_seq: int) -> None:
         seq, text = item
         if seq == END_SEQ:
             await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)
-            await ws.close(4404, "run deleted")
+            await ws.close(4404, "deleted")
             return
         if seq and seq <= after_seq:
             continue  # already in the snapshot
@@ -62,10 +63,8 @@ async def _serve(ws: WebSocket, subscriber: Subscriber, after_seq: int) -> None:
                 await task
 
 
-@router.websocket("/ws/runs/{run_id}")
-async def run_stream(ws: WebSocket, run_id: str) -> None:
-    service = _service(ws)
-    await ws.accept()
+async def _after_seq(ws: WebSocket) -> int | None:
+    """The client's `after_seq`, or None once the socket is closed for a bad one."""
     raw_after = ws.query_params.get("after_seq")
     try:
         after_seq = int(raw_after) if raw_after is not None else 0
@@ -73,6 +72,16 @@ async def run_stream(ws: WebSocket, run_id: str) -> None:
             raise ValueError
     except ValueError:
         await ws.close(4400, "after_seq must be a non-negative integer")
+        return None
+    return after_seq
+
+
+@router.websocket("/ws/runs/{run_id}")
+async def run_stream(ws: WebSocket, run_id: str) -> None:
+    service = _service(ws)
+    await ws.accept()
+    after_seq = await _after_seq(ws)
+    if after_seq is None:
         return
     # Subscribe before taking the snapshot: nothing can fall between the two,
     # and anything in both is filtered by its sequence number.
@@ -87,6 +96,29 @@ async def run_stream(ws: WebSocket, run_id: str) -> None:
     snapshot = SnapshotMessage(seq=run.last_seq, run=run, points=points)
     await ws.send_text(snapshot.text())
     await _serve(ws, subscriber, max(after_seq, run.last_seq))
+
+
+@router.websocket("/ws/experiments/{experiment_id}")
+async def experiment_stream(ws: WebSocket, experiment_id: str) -> None:
+    """The experiment as it is now, then its updates. An update carries the whole
+    state, so a client resuming with `after_seq` needs only the snapshot and what
+    comes after it; nothing at or below `after_seq` is sent again."""
+    experiments: ExperimentService = ws.app.state.experiments
+    await ws.accept()
+    after_seq = await _after_seq(ws)
+    if after_seq is None:
+        return
+    # Subscribed before the snapshot, as for a run: see run_stream.
+    subscriber = experiments.hub.subscribe(experiment_topic(experiment_id))
+    try:
+        experiment = experiments.get(experiment_id)
+    except NotFound as exc:
+        experiments.hub.unsubscribe(subscriber)
+        await ws.close(4404, str(exc))
+        return
+    snapshot = ExperimentSnapshotMessage(seq=experiment.last_seq, experiment=experiment)
+    await ws.send_text(snapshot.text())
+    await _serve(ws, subscriber, max(after_seq, experiment.last_seq))
 
 
 @router.websocket("/ws/runs")

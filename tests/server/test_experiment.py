@@ -76,50 +76,52 @@ def test_default_seeds_can_give_a_verdict():
 # --- bad designs: every kind, each naming its field ---------------------------------
 
 
-@pytest.mark.parametrize(
-    ("body", "loc", "words"),
-    [
-        ({"vary": {"depth": [1, 2]}}, ("vary",), ["depth", "not a run field"]),
-        ({"vary": {"seed": [1, 2]}}, ("vary",), ["seed", "seeds"]),
-        ({"vary": {"batch_norm": [True]}}, ("vary",), ["batch_norm", "with and without"]),
-        ({"vary": {"learning_rate": []}}, ("vary",), ["learning_rate", "1 to 8"]),
-        ({"vary": {"learning_rate": [0.1 * i for i in range(1, 10)]}}, ("vary",), ["1 to 8"]),
-        ({"vary": {"learning_rate": [0.1, 0.2, 0.1]}}, ("vary",), ["learning_rate", "twice"]),
-        ({"vary": {"learning_rate": [1, 1.0]}}, ("vary",), ["learning_rate", "twice"]),
-        ({"vary": {"learning_rate": [5000]}}, ("vary",), ["learning_rate", "5000", "1000"]),
-        ({"vary": {"learning_rate": ["fast"]}}, ("vary",), ["learning_rate", "'fast'"]),
-        ({"vary": {"activation": ["gelu"]}}, ("vary",), ["activation", "'gelu'"]),
-        ({"vary": {"init_scale": [0.0001]}}, ("vary",), ["init_scale", "0.001"]),
-        (
-            {"vary": {"steps": [100, 100_000]}, "base": {"eval_every": 10}},
-            ("vary",),
-            ["steps", "eval_every", "1000"],
-        ),
-        (
-            {"vary": {"steps": [100_000], "eval_every": [10]}},
-            ("vary",),
-            ["steps=100000", "eval_every=10"],
-        ),
-        (
-            {"vary": {"learning_rate": [0.1], "dropout": [0.1], "arch": ["mlp"]}},
-            ("vary",),
-            ["at most 2"],
-        ),
-        (
-            {"base": {"learning_rate": 0.1}, "vary": {"learning_rate": [0.2]}},
-            ("vary",),
-            ["learning_rate", "base"],
-        ),
-        ({"base": {"seed": 3}}, ("base", "seed"), ["seeds"]),
-        ({"base": {"batch_norm": False}}, ("base", "batch_norm"), ["with and without"]),
-        ({"base": {"learning_rate": -1}}, ("base", "learning_rate"), ["greater than 0"]),
-        ({"base": {"depth": 3}}, ("base", "depth"), ["Extra inputs"]),
-        ({"seeds": 0}, ("seeds",), ["greater than or equal to 1"]),
-        ({"seeds": 21}, ("seeds",), ["less than or equal to 20"]),
-        ({"seeds": "3"}, ("seeds",), ["integer"]),
-        ({"colour": "red"}, ("colour",), ["Extra inputs"]),
-    ],
-)
+# Every kind of bad design: (body, the field it names, words its message holds).
+# test_experiments_api.py posts each one to a real server too.
+BAD_DESIGNS = [
+    ({"vary": {"depth": [1, 2]}}, ("vary",), ["depth", "not a run field"]),
+    ({"vary": {"seed": [1, 2]}}, ("vary",), ["seed", "seeds"]),
+    ({"vary": {"batch_norm": [True]}}, ("vary",), ["batch_norm", "with and without"]),
+    ({"vary": {"learning_rate": []}}, ("vary",), ["learning_rate", "1 to 8"]),
+    ({"vary": {"learning_rate": [0.1 * i for i in range(1, 10)]}}, ("vary",), ["1 to 8"]),
+    ({"vary": {"learning_rate": [0.1, 0.2, 0.1]}}, ("vary",), ["learning_rate", "twice"]),
+    ({"vary": {"learning_rate": [1, 1.0]}}, ("vary",), ["learning_rate", "twice"]),
+    ({"vary": {"learning_rate": [5000]}}, ("vary",), ["learning_rate", "5000", "1000"]),
+    ({"vary": {"learning_rate": ["fast"]}}, ("vary",), ["learning_rate", "'fast'"]),
+    ({"vary": {"activation": ["gelu"]}}, ("vary",), ["activation", "'gelu'"]),
+    ({"vary": {"init_scale": [0.0001]}}, ("vary",), ["init_scale", "0.001"]),
+    (
+        {"vary": {"steps": [100, 100_000]}, "base": {"eval_every": 10}},
+        ("vary",),
+        ["steps", "eval_every", "1000"],
+    ),
+    (
+        {"vary": {"steps": [100_000], "eval_every": [10]}},
+        ("vary",),
+        ["steps=100000", "eval_every=10"],
+    ),
+    (
+        {"vary": {"learning_rate": [0.1], "dropout": [0.1], "arch": ["mlp"]}},
+        ("vary",),
+        ["at most 2"],
+    ),
+    (
+        {"base": {"learning_rate": 0.1}, "vary": {"learning_rate": [0.2]}},
+        ("vary",),
+        ["learning_rate", "base"],
+    ),
+    ({"base": {"seed": 3}}, ("base", "seed"), ["seeds"]),
+    ({"base": {"batch_norm": False}}, ("base", "batch_norm"), ["with and without"]),
+    ({"base": {"learning_rate": -1}}, ("base", "learning_rate"), ["greater than 0"]),
+    ({"base": {"depth": 3}}, ("base", "depth"), ["Extra inputs"]),
+    ({"seeds": 0}, ("seeds",), ["greater than or equal to 1"]),
+    ({"seeds": 21}, ("seeds",), ["less than or equal to 20"]),
+    ({"seeds": "3"}, ("seeds",), ["integer"]),
+    ({"colour": "red"}, ("colour",), ["Extra inputs"]),
+]
+
+
+@pytest.mark.parametrize(("body", "loc", "words"), BAD_DESIGNS)
 def test_bad_designs_are_refused_naming_the_field(body, loc, words):
     got_loc, message = refused(body)
     assert got_loc == loc

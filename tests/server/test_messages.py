@@ -24,6 +24,7 @@ from bnlab.server.schemas import (
     RunEventMessage,
     server_message,
 )
+from bnlab.server.status import Outcome
 from bnlab.server.store import Store
 from bnlab.server.stream import Hub
 
@@ -67,10 +68,10 @@ class ScriptedExecutor:
         ]
         for event in script:
             self.queue.put_nowait(TrainingEvent(run_id, event, sent_at=1_700_000_000.5))
-        self.queue.put_nowait(RunEnded(run_id, "completed"))
+        self.queue.put_nowait(RunEnded(run_id, Outcome.COMPLETED))
 
     def cancel(self, run_id: str) -> None:
-        self.queue.put_nowait(RunEnded(run_id, "cancelled"))
+        self.queue.put_nowait(RunEnded(run_id, Outcome.CANCELLED))
 
     def discard_checkpoint(self, run_id: str) -> None:
         pass

@@ -53,13 +53,33 @@ def store(tmp_path):
 # -- migrations -----------------------------------------------------------
 
 
-def test_an_empty_file_gets_the_release_schema_at_the_latest_version(store):
+def test_an_empty_file_gets_the_release_schema_and_the_experiments(store):
     assert schema_version(store.db) == len(MIGRATIONS)
     release = release_dump()
     for table in TABLES:
-        assert columns(store.db, table) == columns(release, table)
+        assert columns(store.db, table)[: len(columns(release, table))] == columns(release, table)
+    # Migration 2: each run's place in an experiment, and the experiments.
+    added = [c[0] for c in columns(store.db, "runs")[len(columns(release, "runs")) :]]
+    assert added == ["experiment_id", "cell", "seed", "arm"]
+    assert [c[0] for c in columns(store.db, "experiments")] == [
+        "id",
+        "label",
+        "created_at",
+        "design",
+        "last_seq",
+    ]
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-    assert {r[0] for r in store.db.execute(indexes)} == {r[0] for r in release.execute(indexes)}
+    assert {r[0] for r in store.db.execute(indexes)} == {r[0] for r in release.execute(indexes)} | {
+        "runs_by_experiment",
+        "experiments_by_age",
+    }
+
+
+def test_an_upgraded_release_file_has_the_schema_of_a_new_file(store, release_db):
+    upgraded = Store(release_db)
+    for table in (*TABLES, "experiments"):
+        assert columns(upgraded.db, table) == columns(store.db, table), table
+    upgraded.close()
 
 
 def test_the_points_table_has_a_column_for_every_field_of_a_point(store):
@@ -72,8 +92,11 @@ def test_a_release_database_is_upgraded_with_every_row_intact(release_db):
     assert schema_version(store.db) == len(MIGRATIONS)
     release = release_dump()
     for table in TABLES:
-        assert rows(store.db, table) == rows(release, table), table
-        assert columns(store.db, table) == columns(release, table), table
+        width = len(columns(release, table))
+        # Every release row, every value; the new columns say "in no experiment".
+        assert [row[:width] for row in rows(store.db, table)] == rows(release, table), table
+        assert all(set(row[width:]) <= {None} for row in rows(store.db, table)), table
+    assert rows(store.db, "experiments") == []
     store.close()
 
 
@@ -136,7 +159,8 @@ def test_an_appended_migration_applies_to_a_release_database(release_db):
     assert migrate(db, [*MIGRATIONS, _add_labels_table]) == 0
     assert schema_version(db) == len(MIGRATIONS) + 1
     assert db.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 9
-    assert rows(db, "runs") == rows(release_dump(), "runs")
+    width = len(columns(release_dump(), "runs"))
+    assert [row[:width] for row in rows(db, "runs")] == rows(release_dump(), "runs")
 
 
 def _half_done_then_broken(db: sqlite3.Connection) -> None:
@@ -168,18 +192,21 @@ def test_a_failing_migration_is_rolled_back_and_the_version_stays(release_db, mi
         migrate(db, [*MIGRATIONS, migration])
     assert schema_version(db) == len(MIGRATIONS)  # the migrations before it were applied
     assert not db.in_transaction
-    assert rows(db, "runs") == rows(release_dump(), "runs")
+    width = len(columns(release_dump(), "runs"))
+    assert [row[:width] for row in rows(db, "runs")] == rows(release_dump(), "runs")
     assert rows(db, "points") == rows(release_dump(), "points")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == set(TABLES)
+    assert tables == {*TABLES, "experiments"}
 
 
 def test_the_store_reports_a_refused_migration_as_a_store_error(tmp_path, monkeypatch):
     broken = [*MIGRATIONS, _dangling]
     monkeypatch.setattr("bnlab.server.store.migrate", lambda db: migrate(db, broken))
-    with pytest.raises(StoreError, match=r"schema version 2 .*left at version 1"):
+    latest = len(MIGRATIONS)
+    refused = rf"schema version {latest + 1} .*left at version {latest}"
+    with pytest.raises(StoreError, match=refused):
         Store(tmp_path / "x.db")
-    assert schema_version(sqlite3.connect(tmp_path / "x.db")) == 1
+    assert schema_version(sqlite3.connect(tmp_path / "x.db")) == latest
 
 
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path):
