@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,13 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bnlab.server.testing import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +105,7 @@ def test_bnlab_serve_from_an_installed_wheel_serves_the_dashboard(venv: Path, tm
     )
     assert found.stdout.startswith(str(venv)), found.stdout  # not this checkout
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     env = {**os.environ, "BNLAB_DATA_DIR": str(tmp_path / "mnist")}
     server = subprocess.Popen(
