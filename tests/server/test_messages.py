@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ from bnlab.server.schemas import (
     RunEventMessage,
     server_message,
 )
+from bnlab.server.status import Outcome, RunStatus
 from bnlab.server.store import Store
 from bnlab.server.stream import Hub
 
@@ -67,10 +69,10 @@ class ScriptedExecutor:
         ]
         for event in script:
             self.queue.put_nowait(TrainingEvent(run_id, event, sent_at=1_700_000_000.5))
-        self.queue.put_nowait(RunEnded(run_id, "completed"))
+        self.queue.put_nowait(RunEnded(run_id, Outcome.COMPLETED))
 
     def cancel(self, run_id: str) -> None:
-        self.queue.put_nowait(RunEnded(run_id, "cancelled"))
+        self.queue.put_nowait(RunEnded(run_id, Outcome.CANCELLED))
 
     def discard_checkpoint(self, run_id: str) -> None:
         pass
@@ -100,7 +102,9 @@ def published_frames(db: Path) -> dict[str, list[str]]:
         await service.start()
         _, runs = service.create_comparison(RunConfig(steps=10, eval_every=5), "pair")
         first = hub.subscribe(run_topic(runs[0].id))
-        while service.get(runs[1].id).status != "completed":
+        deadline = time.monotonic() + 30  # the script takes milliseconds
+        while service.get(runs[1].id).status != RunStatus.COMPLETED:
+            assert time.monotonic() < deadline, service.get(runs[1].id)
             await asyncio.sleep(0.01)
         service.delete(runs[0].id)
         await service.stop()
