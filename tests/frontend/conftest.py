@@ -59,7 +59,9 @@ def token_server(
         yield running
 
 
-@pytest.fixture(scope="session")
+# Package, not session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, and async tests after this package (anyio) cannot run theirs.
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`; see the Makefile)")

@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -114,9 +113,7 @@ def published_frames(db: Path) -> dict[str, list[str]]:
                 frames[name].append(subscriber.queue.get_nowait()[1])
         return frames
 
-    # A thread of its own: the browser tests' Playwright keeps a loop in this one.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, scenario()).result()
+    return asyncio.run(scenario())
 
 
 def test_every_published_frame_is_a_message_of_the_union(tmp_path):
