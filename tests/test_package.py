@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import site
 import subprocess
 import sys
 import sysconfig
@@ -56,10 +55,12 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(root), "platbase": str(root)}))
-    # The dev venv's site-packages as a plain path entry: its dependencies are
-    # importable, but its own .pth files (the editable finder of this checkout)
-    # are not processed, so `bnlab` can only come from the wheel.
-    (purelib / "zz-dev-dependencies.pth").write_text(site.getsitepackages()[0] + "\n")
+    # The dev interpreter's site-packages directories (its own, and any a .pth of it
+    # chains, where the dependencies may really be) as plain path entries: the
+    # dependencies are importable, but their .pth files (the editable finder of this
+    # checkout) are not processed, so `bnlab` can only come from the wheel.
+    site_dirs = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    (purelib / "zz-dev-dependencies.pth").write_text("".join(f"{d}\n" for d in site_dirs))
     subprocess.run(
         [
             sys.executable,
@@ -135,5 +136,6 @@ def test_bnlab_serve_from_an_installed_wheel_serves_the_dashboard(venv: Path, tm
             bundle = http.get("/vendor/plotly.min.js")
             assert bundle.status_code == 200 and len(bundle.content) > 1_000_000
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        if server.poll() is None:  # one that died already has its log in the failure
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
