@@ -15,8 +15,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies first, heaviest first, so that editing the code never rebuilds
 # them. Versions are pinned to the ones the test suite passes with; pyproject.toml
 # only gives ranges, and tests/test_container.py checks these pins stay inside them.
-# 1. TensorFlow and its CUDA/cuDNN wheels: the big layer.
-RUN pip install --no-cache-dir "tensorflow[and-cuda]==2.21.0" "numpy==2.4.6"
+# 1. TensorFlow and its CUDA/cuDNN wheels, numpy, and scipy (the experiment
+#    statistics): the big layer.
+RUN pip install --no-cache-dir "tensorflow[and-cuda]==2.21.0" "numpy==2.4.6" "scipy==1.17.1"
 # 2. The web stack (its own layer on purpose: bumping it keeps layer 1 cached).
 # hadolint ignore=DL3059
 RUN pip install --no-cache-dir \

@@ -41,8 +41,8 @@ class RunConfig(BaseModel):
     the form's label, `description` the help of the flag and of the form field, and
     `json_schema_extra` (published in the JSON schema, hence in /openapi.json) holds
     `flag` (when not `--` + the name with dashes), `flag_help` (a negating flag's own
-    help), `options` (a choice's label and hover text in the form), `advanced` (the
-    form's folded section) and `placeholder`.
+    help), `options` (a choice's label and hover text in the form; the "" entry labels
+    an optional choice's None), `advanced` (the form's folded section) and `placeholder`.
     """
 
     # strict: `"steps": true` or `"seed": "7"` is a mistake to report, not to coerce.
@@ -145,6 +145,7 @@ class RunConfig(BaseModel):
         description="Hidden nonlinearity (none: the network's own, CNN relu, MLP sigmoid)",
         json_schema_extra={
             "options": {
+                "": ["Network's own", "CNN: ReLU, MLP: sigmoid, as published"],
                 "relu": ["ReLU"],
                 "sigmoid": ["Sigmoid"],
                 "tanh": ["Tanh"],

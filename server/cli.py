@@ -87,14 +87,24 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError) ->
     return "; ".join(lines)
 
 
-# -- bnlab train ----------------------------------------------------------------------
-
-
 def _directory(value: str) -> str:
     # An empty value would silently mean "the default directory" further down.
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return value
+
+
+def add_data_dir_flag(p: argparse.ArgumentParser) -> None:
+    """`--data-dir`, as every subcommand that reads MNIST takes it."""
+    p.add_argument(
+        "--data-dir",
+        type=_directory,
+        default=None,
+        help="MNIST directory (default: $BNLAB_DATA_DIR, else the per-user cache)",
+    )
+
+
+# -- bnlab train ----------------------------------------------------------------------
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,12 +117,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "(--max-shift 0: the recipe as published).",
     )
     add_model_flags(p, RunConfig)
-    p.add_argument(
-        "--data-dir",
-        type=_directory,
-        default=None,
-        help="MNIST directory (default: $BNLAB_DATA_DIR, else ~/.cache/bnlab/mnist)",
-    )
+    add_data_dir_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON event per line")
     p.set_defaults(handler=train)
 
@@ -280,12 +285,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=_bounded_int(1, 64), default=2, help="runs at once (default %(default)s)"
     )
-    p.add_argument(
-        "--data-dir",
-        type=_directory,
-        default=None,
-        help="MNIST directory (default: $BNLAB_DATA_DIR, else ~/.cache/bnlab/mnist)",
-    )
+    add_data_dir_flag(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(handler=experiment)
 

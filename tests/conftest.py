@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,11 +44,14 @@ def mnist_small_eval(data_dir: Path):
     return load_mnist(data_dir, download=False, eval_subset=EVAL_SUBSET)
 
 
-@pytest.fixture(scope="package")
-def small_evaluations():
-    """Servers started from now on evaluate on EVAL_SUBSET images ($BNLAB_EVAL_SUBSET,
-    which they inherit). For the packages that check the service and the page, not
-    the accuracy; each requests it from an autouse fixture of its own conftest."""
+@contextmanager
+def small_evaluations() -> Iterator[None]:
+    """Servers started inside evaluate on EVAL_SUBSET images ($BNLAB_EVAL_SUBSET, which
+    they inherit). For the packages that check the service and the page, not the
+    accuracy: each enters it in a package-scoped autouse fixture of its own conftest.
+    Not a fixture here: a package-scoped fixture of this conftest would belong to the
+    whole `tests` package and leave the variable set for tests/model, whose accuracy
+    and split-size checks then read 500 images."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv(EVAL_SUBSET_ENV_VAR, str(EVAL_SUBSET))
         yield

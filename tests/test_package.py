@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import site
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,13 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bnlab.server.testing import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +55,12 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(root), "platbase": str(root)}))
-    # The dev venv's site-packages as a plain path entry: its dependencies are
-    # importable, but its own .pth files (the editable finder of this checkout)
-    # are not processed, so `bnlab` can only come from the wheel.
-    (purelib / "zz-dev-dependencies.pth").write_text(site.getsitepackages()[0] + "\n")
+    # The dev interpreter's site-packages directories (its own, and any a .pth of it
+    # chains, where the dependencies may really be) as plain path entries: the
+    # dependencies are importable, but their .pth files (the editable finder of this
+    # checkout) are not processed, so `bnlab` can only come from the wheel.
+    site_dirs = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    (purelib / "zz-dev-dependencies.pth").write_text("".join(f"{d}\n" for d in site_dirs))
     subprocess.run(
         [
             sys.executable,
@@ -110,7 +106,7 @@ def test_bnlab_serve_from_an_installed_wheel_serves_the_dashboard(venv: Path, tm
     )
     assert found.stdout.startswith(str(venv)), found.stdout  # not this checkout
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     env = {**os.environ, "BNLAB_DATA_DIR": str(tmp_path / "mnist")}
     server = subprocess.Popen(
@@ -140,5 +136,6 @@ def test_bnlab_serve_from_an_installed_wheel_serves_the_dashboard(venv: Path, tm
             bundle = http.get("/vendor/plotly.min.js")
             assert bundle.status_code == 200 and len(bundle.content) > 1_000_000
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        if server.poll() is None:  # one that died already has its log in the failure
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

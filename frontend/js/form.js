@@ -26,11 +26,15 @@ function fieldSpec(name, property) {
   };
   if (base.enum) {
     const labels = property.options ?? {};
-    spec.kind = "choice";
-    spec.options = base.enum.map((value) => {
-      const [label = value, help = ""] = labels[value] ?? [];
+    const option = (value) => {
+      const [label = value || "(none)", help = ""] = labels[value] ?? [];
       return { value, label, help };
-    });
+    };
+    spec.kind = "choice";
+    spec.options = base.enum.map(option);
+    // An optional choice (`Literal[...] | None`) offers its null as the empty value, labelled
+    // by the options' "" entry; choosing it sends nothing, so the server's default holds.
+    if (spec.optional) spec.options.unshift(option(""));
   } else {
     spec.kind = { integer: "int", number: "float", string: "text", boolean: "bool" }[base.type];
   }
@@ -80,7 +84,8 @@ export function parseField(spec, raw, badInput = false) {
   const text = String(raw ?? "").trim();
   if (spec.kind === "choice") {
     const values = spec.options.map((o) => o.value);
-    return values.includes(text) ? [text, null] : [null, `choose one of ${values.join(", ")}`];
+    if (!values.includes(text)) return [null, `choose one of ${values.filter(Boolean).join(", ")}`];
+    return [text || null, null];
   }
   if (spec.kind === "text") {
     if (spec.maxLength && text.length > spec.maxLength) return [null, `at most ${spec.maxLength} characters`];

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bnlab.server.testing import ServerProcess
+from tests.conftest import small_evaluations
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "frontend"
@@ -31,11 +32,15 @@ VIEWPORT = {"width": 1440, "height": 900}
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _service_tests_evaluate_on_a_small_split(small_evaluations):
+def _service_tests_evaluate_on_a_small_split() -> Iterator[None]:
     """The service is under test here, not the accuracy (tests/conftest.py)."""
+    with small_evaluations():
+        yield
 
 
-@pytest.fixture(scope="session")
+# Package, not session: a session fixture is set up before the package's autouse one,
+# so the server would start without $BNLAB_EVAL_SUBSET; this package is its only user.
+@pytest.fixture(scope="package")
 def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The server most tests use: no access token (loopback only)."""
     db = tmp_path_factory.mktemp("server") / "bnlab.db"
@@ -54,7 +59,9 @@ def token_server(
         yield running
 
 
-@pytest.fixture(scope="session")
+# Package, not session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, and async tests after this package (anyio) cannot run theirs.
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`; see the Makefile)")

@@ -181,7 +181,7 @@ def test_the_runs_table_scrolls_by_whole_rows(page, server):
     for _ in range(4):
         for run in _post(page, server, "/api/comparisons", {**TINY, "steps": 1000})["runs"]:
             server.post(f"/api/runs/{run['id']}/cancel")
-    total = server.get("/api/runs?limit=1")["total"]
+    total = server.http.get("/api/runs", params={"limit": 1}).json()["total"]
     expect(page.get_by_test_id("run-row")).to_have_count(min(total, 200))
     wrap = page.locator("[data-testid=runs-panel] .table-wrap")
     page.wait_for_function(

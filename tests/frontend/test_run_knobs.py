@@ -8,7 +8,10 @@ from tests.frontend.dashboard import start
 
 
 def test_the_knobs_reach_the_runs_and_default_to_the_networks_own(page, server):
-    expect(page.get_by_test_id("field-activation")).to_have_value("")
+    activation = page.get_by_test_id("field-activation")
+    expect(activation).to_have_value("")
+    # None is a choice of its own, named, before the schema's values.
+    expect(activation.locator("option")).to_have_text(["Network's own", "ReLU", "Sigmoid", "Tanh"])
     expect(page.get_by_test_id("field-init_scale")).to_have_value("1")
     runs = start(page, arch="mlp", activation="tanh", init_scale=0.5)
     assert [(r["config"]["activation"], r["config"]["init_scale"]) for r in runs] == [
@@ -17,7 +20,7 @@ def test_the_knobs_reach_the_runs_and_default_to_the_networks_own(page, server):
     ]
     server.cancel_active()
     page.get_by_test_id("preset-seed").click()  # a preset is the whole recipe again
-    expect(page.get_by_test_id("field-activation")).to_have_value("")
+    expect(activation).to_have_value("")
     (run,) = start(page, single=True, init_scale=1)
     assert (run["config"]["activation"], run["config"]["init_scale"]) == (None, 1.0)
     server.cancel_active()

@@ -94,13 +94,12 @@ def test_bad_values_are_refused_naming_the_flag(args, flag):
 
 
 def test_the_knob_flags_reach_the_run_config():
-    from bnlab.model.cli import config_from_args
-    from bnlab.server.cli import build_parser
+    from bnlab.server.cli import build_parser, model_from_args
 
     args = build_parser().parse_args(["train", "--activation", "tanh", "--init-scale", "0.05"])
-    config = config_from_args(args)
+    config = model_from_args(RunConfig, args)
     assert (config.activation, config.init_scale) == ("tanh", 0.05)
-    defaults = config_from_args(build_parser().parse_args(["train"]))
+    defaults = model_from_args(RunConfig, build_parser().parse_args(["train"]))
     assert (defaults.activation, defaults.init_scale) == (None, 1.0)
 
 

@@ -4,11 +4,13 @@ and real worker processes training on the real MNIST."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bnlab.server.testing import ServerProcess
+from tests.conftest import small_evaluations
 
 # Real training, kept small: an MLP trains and evaluates in a few seconds.
 # Unshifted images (max_shift 0): 20 steps are too few for the MLP to learn
@@ -28,8 +30,10 @@ LONG = {**TINY, "steps": 100_000, "eval_every": 1000}  # runs until cancelled or
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _service_tests_evaluate_on_a_small_split(small_evaluations):
+def _service_tests_evaluate_on_a_small_split() -> Iterator[None]:
     """The service is under test here, not the accuracy (tests/conftest.py)."""
+    with small_evaluations():
+        yield
 
 
 @pytest.fixture

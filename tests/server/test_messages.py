@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from bnlab.server.schemas import (
     RunEventMessage,
     server_message,
 )
-from bnlab.server.status import Outcome
+from bnlab.server.status import Outcome, RunStatus
 from bnlab.server.store import Store
 from bnlab.server.stream import Hub
 
@@ -101,7 +101,9 @@ def published_frames(db: Path) -> dict[str, list[str]]:
         await service.start()
         _, runs = service.create_comparison(RunConfig(steps=10, eval_every=5), "pair")
         first = hub.subscribe(run_topic(runs[0].id))
-        while service.get(runs[1].id).status != "completed":
+        deadline = time.monotonic() + 30  # the script takes milliseconds
+        while service.get(runs[1].id).status != RunStatus.COMPLETED:
+            assert time.monotonic() < deadline, service.get(runs[1].id)
             await asyncio.sleep(0.01)
         service.delete(runs[0].id)
         await service.stop()
@@ -111,9 +113,7 @@ def published_frames(db: Path) -> dict[str, list[str]]:
                 frames[name].append(subscriber.queue.get_nowait()[1])
         return frames
 
-    # A thread of its own: the browser tests' Playwright keeps a loop in this one.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, scenario()).result()
+    return asyncio.run(scenario())
 
 
 def test_every_published_frame_is_a_message_of_the_union(tmp_path):

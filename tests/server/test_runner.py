@@ -14,21 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlab.server.experiment import PRESETS
+from bnlab.server.experiment import PAPER_MLP, PRESETS
 from bnlab.server.runner import DesignError, load_design, print_table
 from bnlab.server.statistics import RunResult, summarize_cells
 
-TINY_MLP = {
-    "arch": "mlp",
-    "optimizer": "sgd",
-    "learning_rate": 0.5,
-    "batch_size": 60,
-    "dropout": 0.0,
-    "max_shift": 0,
-    "steps": 60,
-    "eval_every": 20,
-    "train_subset": 1000,
-}
+TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000}
 
 
 def bnlab(*args, timeout=600):
