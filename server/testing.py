@@ -34,6 +34,14 @@ START_TIMEOUT = 60.0  # seconds for the server to answer /api/health
 SCRUBBED_ENV = ("BNLAB_TOKEN", "BNLAB_ALLOWED_ORIGINS", "BNLAB_MAX_QUEUED", "BNLAB_WORKERS")
 
 
+def session_pids(process: subprocess.Popen | None) -> list[int]:
+    """Every process in the session `process` leads (started with start_new_session)."""
+    if process is None:
+        return []
+    out = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,12 +122,7 @@ class ServerProcess:
 
     def pids(self) -> list[int]:
         """The server and every process it started (workers, resource tracker)."""
-        if self.process is None:
-            return []
-        out = subprocess.run(
-            ["pgrep", "-s", str(self.process.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(p) for p in out.split()]
+        return session_pids(self.process)
 
     def worker_pids(self) -> list[int]:
         pids = []
@@ -248,12 +251,8 @@ class RayCluster:
         return (self.temp_dir / "head.log").read_text(errors="replace")[-3000:]
 
     def pids(self) -> list[int]:
-        if self.process is None:
-            return []
-        out = subprocess.run(
-            ["pgrep", "-s", str(self.process.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(p) for p in out.split()]
+        """The head and every process of its session (raylets, workers, actors)."""
+        return session_pids(self.process)
 
     def actor_pids(self) -> list[int]:
         """Processes running a run's actor (Ray titles them after the actor class)."""
