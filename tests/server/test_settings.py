@@ -19,7 +19,7 @@ def clean_env(monkeypatch, tmp_path):
 
 def test_defaults_without_environment(tmp_path):
     settings = load_settings()
-    assert (settings.host, settings.port, settings.max_queued) == ("127.0.0.1", 8000, 100)
+    assert (settings.host, settings.port, settings.max_queued) == ("127.0.0.1", 8000, 300)
     assert settings.token is None and settings.workers is None and settings.allowed_origins == []
     # platformdirs honours XDG_DATA_HOME: existing databases are found where they were
     assert settings.db_path == tmp_path / "data" / "bnlab" / "bnlab.db"
