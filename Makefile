@@ -21,10 +21,10 @@ run: $(STAMP)
 	$(BIN)/bnlab serve --host $(HOST) --port $(PORT)
 
 ## make test: install (with dev extras and system test tools), lint, fetch MNIST, run every test
+# Two pytest workers, a whole file each: most tests wait on servers, workers and the
+# browser, so two files at once fit 2 cores; a file's fixtures (a Ray cluster, a
+# browser) stay in one worker.
 test: $(STAMP) system-deps lint mnist
-	# Two workers, a whole file each: most tests wait on servers, workers and the browser,
-	# so two files at once fit 2 cores; a file's fixtures (a Ray cluster, a browser) stay
-	# in one worker.
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The tests read the real MNIST and never download it themselves: fetch it here,
