@@ -213,13 +213,19 @@ async def test_each_outcome_becomes_its_status(make_service):
         assert (run.status, run.error) == (outcome.status, f"{outcome} here")
 
 
-async def test_a_failed_run_resumes_from_its_checkpoint(make_service):
+async def failed_after_two_evaluations(make_service, reason: str):
+    """A run that reported the evaluations at steps 0 and 10, then failed: resumable."""
     service, executor = await make_service(capacity=1)
     run_id = service.create_run(CONFIG).id
     for step in (0, 10):
         executor.report(run_id, evaluation(step))
-    executor.end(run_id, Outcome.FAILED, "killed")
+    executor.end(run_id, Outcome.FAILED, reason)
     await executor.settled()
+    return service, executor, run_id
+
+
+async def test_a_failed_run_resumes_from_its_checkpoint(make_service):
+    service, executor, run_id = await failed_after_two_evaluations(make_service, "killed")
 
     resumed = service.resume(run_id)
     assert resumed.status == "running" and resumed.error is None
@@ -242,13 +248,7 @@ async def test_a_resumed_runs_repeated_evaluation_fills_a_lost_point_and_is_drop
     # The worker saves its checkpoint after sending an evaluation, so a killed server
     # may have a checkpoint at step 20 without the point; a resumed run repeats the
     # checkpoint's evaluation (model/training.py).
-    service, executor = await make_service(capacity=1)
-    run_id = service.create_run(CONFIG).id
-    for step in (0, 10):
-        executor.report(run_id, evaluation(step))
-    executor.end(run_id, Outcome.FAILED, "killed")
-    await executor.settled()
-    kept = {row["step"]: row["seq"] for row in service.store.points(run_id)}
+    service, executor, run_id = await failed_after_two_evaluations(make_service, "killed")
 
     service.resume(run_id)  # from a checkpoint at 20 whose point never arrived
     executor.report(run_id, StartEvent(total_steps=30, device="CPU:0", parameters=1, first_step=20))
@@ -398,12 +398,7 @@ async def test_only_finished_runs_can_be_deleted(make_service):
 
 async def test_a_resumed_run_that_finds_no_checkpoint_starts_over_without_old_points(make_service):
     # A Ray node that cannot see the checkpoint directory trains the run again from 0.
-    service, executor = await make_service(capacity=1)
-    run_id = service.create_run(CONFIG).id
-    for step in (0, 10):
-        executor.report(run_id, evaluation(step))
-    executor.end(run_id, Outcome.FAILED, "node lost")
-    await executor.settled()
+    service, executor, run_id = await failed_after_two_evaluations(make_service, "node lost")
     service.resume(run_id)
     executor.report(run_id, StartEvent(total_steps=20, device="CPU:0", parameters=1, first_step=0))
     await executor.settled()
