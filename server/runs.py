@@ -167,7 +167,7 @@ class RunService:
         self._queue.append(run_id)
         run = self.public(row)
         self._publish_runs(run)
-        self._schedule()
+        self._settle()
         return self.get(run_id)
 
     def queue_stored(self, run_ids: list[str]) -> list[RunPublic]:
@@ -178,7 +178,7 @@ class RunService:
             self._queue.append(run_id)
         for run_id in run_ids:
             self._publish_runs(self.get(run_id))
-        self._schedule()
+        self._settle()
         return [self.get(run_id) for run_id in run_ids]
 
     def create_comparison(
@@ -216,7 +216,7 @@ class RunService:
         self.check_room(1)
         self._set_status(run_id, RunStatus.QUEUED)
         self._queue.append(run_id)
-        self._schedule()
+        self._settle()
         return self.get(run_id)
 
     def delete(self, run_id: str) -> None:
@@ -244,8 +244,8 @@ class RunService:
     def _schedule(self) -> None:
         while self._queue and self.executor.busy() < self.executor.capacity:
             run_id = self._queue[0]
-            row = self.store.get_run(run_id)
             try:
+                row = self.store.get_run(run_id)
                 self._set_status(run_id, RunStatus.RUNNING)
             except StoreError:
                 # Stays first in the queue; the retry tick tries again.
@@ -256,7 +256,11 @@ class RunService:
                 self.executor.submit(run_id, RunConfig.from_stored(row["config"]))
             except Exception as exc:  # could not even start a process
                 log.exception("could not start run %s", run_id)
-                self._set_status(run_id, RunStatus.FAILED, f"could not start a worker: {exc}")
+                # Ended like any other run, so a database that refuses this write too
+                # leaves it pending for the retry tick instead of "running" forever.
+                self._pending_ends.append(
+                    RunEnded(run_id, Outcome.FAILED, f"could not start a worker: {exc}")
+                )
 
     # -- what workers report ----------------------------------------------
 
@@ -281,19 +285,27 @@ class RunService:
             self._settle()
 
     def _settle(self) -> None:
-        while self._pending_ends:
+        # Loops because starting queued runs can end one (a worker that would not start),
+        # whose end frees its slot for the next.
+        while True:
+            while self._pending_ends:
+                try:
+                    self._on_end(self._pending_ends[0])
+                except StoreError:
+                    log.exception(
+                        "could not record the end of run %s", self._pending_ends[0].run_id
+                    )
+                    return
+                except Exception:
+                    log.exception("error ending run %s", self._pending_ends[0].run_id)
+                self._pending_ends.pop(0)
             try:
-                self._on_end(self._pending_ends[0])
-            except StoreError:
-                log.exception("could not record the end of run %s", self._pending_ends[0].run_id)
+                self._schedule()
+            except Exception:  # whatever it is, the consumer task must live on
+                log.exception("could not start queued runs")
                 return
-            except Exception:
-                log.exception("error ending run %s", self._pending_ends[0].run_id)
-            self._pending_ends.pop(0)
-        try:
-            self._schedule()
-        except StoreError:
-            log.exception("could not start queued runs")
+            if not self._pending_ends:
+                return
 
     def _live_state(self, run_id: str) -> _Live:
         live = self._live.get(run_id)

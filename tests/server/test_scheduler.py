@@ -347,6 +347,39 @@ async def test_a_run_the_database_cannot_start_stays_first_in_line(make_service,
     assert status(service, a) == "running" and status(service, b) == "queued"
 
 
+async def test_a_run_whose_worker_cannot_start_fails_even_if_the_database_balks_once(
+    make_service, monkeypatch
+):
+    monkeypatch.setattr(runs, "RETRY_INTERVAL", 0.01)
+    service, executor = await make_service(capacity=1)
+    submit, write_status = executor.submit, service.store.set_status
+    refusals = {"failed": 1}
+
+    def no_process(run_id, config):
+        raise OSError("fork: resource temporarily unavailable")
+
+    def set_status(run_id, status, **kwargs):
+        if status == RunStatus.FAILED and refusals["failed"]:
+            refusals["failed"] -= 1
+            raise StoreError("database write failed: database is locked")
+        write_status(run_id, status, **kwargs)
+
+    monkeypatch.setattr(executor, "submit", no_process)
+    monkeypatch.setattr(service.store, "set_status", set_status)
+    doomed = service.create_run(CONFIG).id
+    monkeypatch.setattr(executor, "submit", submit)
+    after = service.create_run(CONFIG).id
+
+    # Not left "running" with no worker: it fails once the database takes the write,
+    # and the run behind it starts.
+    await eventually(lambda: status(service, doomed) == "failed")
+    assert "could not start a worker: fork" in service.get(doomed).error
+    await eventually(lambda: executor.submitted == [after])
+    # The service still handles what workers report.
+    executor.complete(after)
+    await eventually(lambda: status(service, after) == "completed")
+
+
 async def test_every_change_of_a_run_is_published_with_a_growing_sequence_number(
     make_service,
 ):
