@@ -94,6 +94,10 @@ def _directory(value: str) -> str:
     return value
 
 
+def _path(value: str) -> Path:
+    return Path(_directory(value))
+
+
 def add_data_dir_flag(p: argparse.ArgumentParser) -> None:
     """`--data-dir`, as every subcommand that reads MNIST takes it."""
     p.add_argument(
@@ -196,10 +200,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--db",
         dest="db_path",
         metavar="PATH",
-        type=Path,
+        type=_path,
         help="SQLite database file ($BNLAB_DB; default: per-user data directory)",
     )
-    p.add_argument("--data-dir", help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)")
+    p.add_argument(
+        "--data-dir",
+        type=_directory,
+        help="MNIST directory ($BNLAB_DATA_DIR; default: per-user cache)",
+    )
     p.add_argument(
         "--workers",
         type=_setting("workers"),

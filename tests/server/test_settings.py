@@ -108,6 +108,15 @@ def test_serve_reports_a_bad_flag_by_name(tmp_path):
     assert "argument --workers: '65': Input should be less than or equal to 64" in out.stderr
 
 
+@pytest.mark.parametrize("flag", ["--data-dir", "--db"])
+def test_serve_refuses_an_empty_path_flag_instead_of_using_the_default(tmp_path, flag):
+    # An empty value would silently fall back to the per-user directory.
+    args = ["--db", str(tmp_path / "x.db"), flag, " "]
+    out = serve(*args, env={})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"argument {flag}: must not be empty" in out.stderr
+
+
 def test_a_network_host_from_the_environment_still_needs_a_token(tmp_path):
     out = serve("--port", "1", "--db", str(tmp_path / "x.db"), env={"BNLAB_HOST": "0.0.0.0"})
     assert out.returncode == 2 and "--host 0.0.0.0" in out.stderr and "BNLAB_TOKEN" in out.stderr
