@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -24,11 +25,17 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from bnlab.model.data import DataError, RawMnist, read_raw_mnist
 from bnlab.server.executor import CANCEL_GRACE
-from bnlab.server.ray_executor import CPUS_PER_RUN, DriverCommand, DriverMessage
+from bnlab.server.ray_executor import (
+    CPUS_PER_RUN,
+    NODE_HEALTH_CHECKS,
+    NODE_LOSS_TARGET,
+    DriverCommand,
+    DriverMessage,
+)
 from bnlab.server.schemas import ClusterPublic, RayNodePublic, ResourcePublic
 from bnlab.server.status import Outcome
 from bnlab.server.worker import WorkerMessage, train_and_report
@@ -58,6 +65,10 @@ class RunActor:
 
         self._stop = threading.Event()
 
+    def node(self) -> str:
+        """The address of the node this actor lives on, for a failure's reason."""
+        return ray.util.get_node_ip_address()
+
     def cancel(self) -> None:
         self._stop.set()
 
@@ -78,19 +89,59 @@ class RunActor:
                 return
 
 
+async def where(node: ray.ObjectRef | None) -> str | None:
+    """The actor's node address, if it answered before it was lost."""
+    if node is None:
+        return None
+    try:
+        return await asyncio.wait_for(node, 0.5)
+    except (RayError, TimeoutError):
+        return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
 
-def death_reason(exc: RayActorError) -> str:
+def death_reason(exc: RayActorError, node: str | None = None) -> str:
     """A dead actor's error, in one sentence: Ray's message spans a screen."""
     text = " ".join(str(exc).split())
-    for marker in ("exit_detail=", "Exit detail:", "The actor died because of an error"):
+    for marker in (
+        "exit_detail=",
+        "Exit detail:",
+        "The actor died because of an error",
+        "The actor died because its node has died",
+    ):
         if marker in text:
             text = text[text.index(marker) :]
             break
-    return f"the Ray actor training this run died: {text[:400]}"
+    where = f" on node {node}" if node else ""
+    if isinstance(exc, ActorUnavailableError):
+        # Ray's word for a broken connection to the actor (its process or its whole
+        # node killed). It says "temporarily", but actors are never restarted here:
+        # the run is lost all the same. Its RPC error alone says what broke.
+        if "RpcError:" in text:
+            text = text[text.index("RpcError:") :].split(". ")[0]
+        gone = "its process or node went away"
+        return f"lost the Ray actor training this run{where} ({gone}): {text[:400]}"
+    return f"the Ray actor training this run{where} died: {text[:400]}"
+
+
+def slow_node_checks() -> str | None:
+    """Why this cluster would notice a lost node too late, with the fix, or None."""
+    config = ray._config
+    worst = config.health_check_failure_threshold() * (
+        config.health_check_period_ms() + config.health_check_timeout_ms()
+    )
+    if worst / 1000 <= NODE_LOSS_TARGET:
+        return None
+    return (
+        f"this Ray cluster's node health checks take up to {worst / 1000:.0f} s to notice a node "
+        f"that stops answering, and its runs fail only then; for under "
+        f"{NODE_LOSS_TARGET:.0f} s start the head with "
+        f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}' (README, Failures)"
+    )
 
 
 def snapshot(address: str) -> ClusterPublic:
@@ -162,6 +213,8 @@ class Driver:
             self.gpu_cluster = cluster.gpus is not None and cluster.gpus.total > 0
             self.send(DriverMessage(cluster=cluster))
             if first:
+                if (warning := slow_node_checks()) is not None:
+                    self.send(DriverMessage(warning=warning))
                 asyncio.get_running_loop().add_reader(self.conn.fileno(), self.on_command)
                 first = False
             await asyncio.sleep(WATCH_INTERVAL)
@@ -195,11 +248,13 @@ class Driver:
             if self.gpu_cluster
             else {"num_cpus": CPUS_PER_RUN}
         )
-        job = None
+        job, node = None, None
         outcome, error = Outcome.FAILED, "the Ray actor ended without saying how the run ended"
         try:
             actor = RunActor.options(max_concurrency=2, **resources).remote()
             job = self.jobs[run_id] = _Job(actor)
+            # Answered while the actor lives, so still known once it (or its node) is gone.
+            node = actor.node.remote()
             stream = actor.train.options(num_returns="streaming").remote(
                 command.config, self.data, command.checkpoint_dir
             )
@@ -216,7 +271,8 @@ class Driver:
                 # The actor alone, or the whole cluster? The user's next move differs.
                 cluster = await self.cluster_answers()
                 lost = isinstance(cluster, BaseException)
-                outcome, error = Outcome.FAILED, self.lost(cluster) if lost else death_reason(exc)
+                reason = self.lost(cluster) if lost else death_reason(exc, await where(node))
+                outcome, error = Outcome.FAILED, reason
         except Exception as exc:  # Ray refused the actor, or lost it some other way
             outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
         finally:

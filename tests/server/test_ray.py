@@ -5,6 +5,7 @@ end. Token authentication is off on both sides (RAY_AUTH_MODE=disabled)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -121,7 +122,9 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
 
 
-def test_a_crashed_server_leaves_no_actor_training_for_nobody(ray_server, cluster):
+def test_a_crashed_server_leaves_no_actor_behind_and_its_restart_marks_the_run_interrupted(
+    ray_server, cluster
+):
     server = ray_server()
     flying = server.post("/api/runs", LONG).json()
     server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
@@ -132,6 +135,10 @@ def test_a_crashed_server_leaves_no_actor_training_for_nobody(ray_server, cluste
     while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in driver):
         assert time.monotonic() < deadline, "the actor outlived its server"
         time.sleep(0.2)
+    # The restarted server: the run is interrupted, exactly as with worker processes.
+    again = ray_server()  # the same database file
+    interrupted = again.run(flying["id"])
+    assert interrupted["status"] == "interrupted" and "running" in interrupted["error"]
 
 
 def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(ray_server, cluster):
@@ -153,3 +160,49 @@ def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(r
     late = server.post("/api/runs", TINY).json()
     error = server.wait_status(late["id"], "failed", timeout=60)["error"]
     assert f"cannot connect to the Ray cluster at {cluster.address}" in error
+
+
+# -- the driver's words for what went wrong (no cluster needed) -------------------
+
+
+def test_a_lost_actor_or_node_is_named_in_one_line_with_the_node():
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    from bnlab.server.ray_driver import death_reason
+
+    # Ray's messages as Ray 2.60 words them: a killed node's closed connection, and
+    # the GCS giving up on a node that stopped answering.
+    unavailable = ActorUnavailableError(
+        "The actor 60e5 is unavailable: The actor is temporarily unavailable: RpcError: "
+        "RPC error: Socket closed rpc_code: 14. The task may or may not have been executed "
+        "on the actor.",
+        b"\0" * 16,
+    )
+    assert death_reason(unavailable, "10.0.0.7") == (
+        "lost the Ray actor training this run on node 10.0.0.7 (its process or node went "
+        "away): RpcError: RPC error: Socket closed rpc_code: 14"
+    )
+    node_died = ActorDiedError()
+    node_died.error_msg = (  # what str() gives; Ray builds it from the GCS's death cause
+        "The actor died unexpectedly before finishing this task.\n\tclass_name: RunActor\n"
+        "The actor died because its node has died. Node Id: b488 the actor's node was "
+        "terminated unexpectedly: health check failed due to missing too many heartbeats"
+    )
+    assert death_reason(node_died) == (
+        "the Ray actor training this run died: The actor died because its node has died. "
+        "Node Id: b488 the actor's node was terminated unexpectedly: health check failed "
+        "due to missing too many heartbeats"
+    )
+
+
+def test_the_server_log_recommends_node_health_checks_when_ray_s_would_be_too_slow():
+    import ray
+
+    from bnlab.server.ray_driver import slow_node_checks
+    from bnlab.server.ray_executor import NODE_HEALTH_CHECKS
+
+    # Ray's defaults, as a driver not yet connected sees them: 5 x (10 s + 3 s).
+    assert ray._config.health_check_period_ms() == 3000
+    warning = slow_node_checks()
+    assert "up to 65 s" in warning
+    assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in warning
