@@ -295,13 +295,33 @@ class Driver:
         job.kill_timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, ray.kill, job.actor)
 
 
+def auth_hint() -> str:
+    """What to check when a cluster does not let this driver in. Ray only logs the
+    refusal (InvalidAuthToken) and retries, so the hint names this side's settings."""
+    # Ray's own resolution: RAY_AUTH_MODE, which ray.init sets to `token` itself when
+    # the address is `auto` and it finds a token (~/.ray/auth_token or the variables).
+    if os.environ.get("RAY_AUTH_MODE", "disabled").lower() == "token":
+        return (
+            "if it is up, check that it uses token authentication with the same token as "
+            "this server (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); "
+            "README, Authentication"
+        )
+    return (
+        "if it is up, it may require token authentication, which is off for this server: "
+        "set RAY_AUTH_MODE=token for it (README, Authentication)"
+    )
+
+
 def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: str | None) -> None:
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides when the driver ends (by closing the pipe).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def give_up() -> None:
-        reason = f"cannot connect to the Ray cluster at {address} within {CONNECT_TIMEOUT:.0f} s"
+        reason = (
+            f"cannot connect to the Ray cluster at {address} within {CONNECT_TIMEOUT:.0f} s; "
+            f"{auth_hint()}"
+        )
         with contextlib.suppress(OSError):
             conn.send_bytes(DriverMessage(fatal=reason).model_dump_json().encode())
         os._exit(1)

@@ -1,12 +1,16 @@
 """The Ray executor on a real local Ray cluster: `ray start --head` with 2 CPUs and
 one *logical* GPU (Ray schedules logical GPUs on a machine without any, which is
 what lets packing be tested here), shared by this module's tests and stopped at the
-end. Token authentication is off on both sides (RAY_AUTH_MODE=disabled)."""
+end. With Ray's token authentication, as a careful user runs it: the cluster and
+every server under test share a token through Ray's own settings (RAY_AUTH_MODE,
+RAY_AUTH_TOKEN_PATH), and the server's address is explicit, where Ray finds no
+token by itself. The benchmarks run theirs without (RAY_AUTH_MODE=disabled)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -21,9 +25,13 @@ pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def ray_env():
+def ray_env(tmp_path_factory):
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_AUTH_MODE", "token")
+        mp.setenv("RAY_AUTH_TOKEN_PATH", str(token))  # never the user's ~/.ray/auth_token
+        mp.delenv("RAY_AUTH_TOKEN", raising=False)
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         yield
 
@@ -206,3 +214,24 @@ def test_the_server_log_recommends_node_health_checks_when_ray_s_would_be_too_sl
     warning = slow_node_checks()
     assert "up to 65 s" in warning
     assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in warning
+
+
+@pytest.mark.parametrize(
+    ("mode", "hint"),
+    [
+        (None, "set RAY_AUTH_MODE=token"),  # unset is Ray's `disabled`
+        ("disabled", "set RAY_AUTH_MODE=token"),
+        ("token", "the same token as this server"),
+    ],
+)
+def test_a_cluster_that_refuses_the_server_is_met_with_a_hint_about_authentication(
+    monkeypatch, mode, hint
+):
+    from bnlab.server.ray_driver import auth_hint
+
+    # Ray only logs a refused token and retries; the hint is all the run's error can say.
+    if mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    assert hint in auth_hint()
