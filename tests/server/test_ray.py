@@ -130,19 +130,32 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
 
 
-def test_a_crashed_server_leaves_no_actor_behind_and_its_restart_marks_the_run_interrupted(
+def test_no_actor_outlives_its_driver_or_its_server_and_a_restart_interrupts_the_run(
     ray_server, cluster
 ):
+    def gone(pids: list[int]) -> None:
+        deadline = time.monotonic() + 15
+        while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in pids):
+            assert time.monotonic() < deadline, "an actor outlived its driver"
+            time.sleep(0.2)
+
     server = ray_server()
+    # The driver alone dies (the OOM killer's pick): Ray ends the actors it owned,
+    # the run fails saying so, and the next run gets a new driver.
+    lost = server.post("/api/runs", LONG).json()
+    server.wait_for(lost["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    (driver,) = server.worker_pids()
+    os.kill(driver, signal.SIGKILL)
+    failed = server.wait_status(lost["id"], "failed", timeout=10)
+    assert "the Ray driver process was killed by SIGKILL" in failed["error"]
+    gone([driver])
+
     flying = server.post("/api/runs", LONG).json()
     server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     assert len(cluster.actor_pids()) == 1
     driver = [pid for pid in server.pids() if pid != server.process.pid]
     os.kill(server.process.pid, signal.SIGKILL)  # the server alone, as a crash would
-    deadline = time.monotonic() + 15
-    while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in driver):
-        assert time.monotonic() < deadline, "the actor outlived its server"
-        time.sleep(0.2)
+    gone(driver)  # it sees its pipe close and ends, and its actors with it
     # The restarted server: the run is interrupted, exactly as with worker processes.
     again = ray_server()  # the same database file
     interrupted = again.run(flying["id"])
