@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from bnlab.server.status import Outcome
 from bnlab.server.worker import WorkerMessage, train_and_report
 
 NAMESPACE = "bnlab"
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the names in its messages
 WATCH_INTERVAL = 1.0  # seconds between looks at the cluster (health, capacity, liveness)
 WATCH_TIMEOUT = 4.0  # a look that takes longer than this means the cluster is gone
 # ray.init keeps retrying an address nobody answers at; a run waits this long at most.
@@ -106,17 +108,28 @@ def _first_line(exc: BaseException) -> str:
 
 def death_reason(exc: RayActorError, node: str | None = None) -> str:
     """A dead actor's error, in one sentence: Ray's message spans a screen."""
-    text = " ".join(str(exc).split())
+    raw = ANSI_CODES.sub("", str(exc))
+    if node is None and (ip := re.search(r"\bip=([\w.:-]+)", raw)):
+        node = ip.group(1).rstrip(",")  # an actor that never started says where it tried
+    where = f" on node {node}" if node else ""
+    if "error raised in its creation task" in raw:
+        # The actor never started; the traceback's last line says why.
+        last = [line.strip() for line in raw.splitlines() if line.strip()][-1]
+        if "failed to import on the worker" in raw:
+            return (
+                f"the Ray actor for this run could not load BN Lab's code{where}: install "
+                f"BN Lab on every node (README, Workers on other hosts): {last[:300]}"
+            )
+        return f"the Ray actor for this run failed to start{where}: {last[:400]}"
+    text = " ".join(raw.split())
     for marker in (
         "exit_detail=",
         "Exit detail:",
-        "The actor died because of an error",
         "The actor died because its node has died",
     ):
         if marker in text:
             text = text[text.index(marker) :]
             break
-    where = f" on node {node}" if node else ""
     if isinstance(exc, ActorUnavailableError):
         # Ray's word for a broken connection to the actor (its process or its whole
         # node killed). It says "temporarily", but actors are never restarted here:

@@ -214,6 +214,22 @@ def test_a_lost_actor_or_node_is_named_in_one_line_with_the_node():
         "Node Id: b488 the actor's node was terminated unexpectedly: health check failed "
         "due to missing too many heartbeats"
     )
+    # A node without BN Lab installed: the actor's class cannot be loaded there.
+    not_installed = ActorDiedError()
+    not_installed.error_msg = (
+        "The actor died because of an error raised in its creation task, "
+        "\x1b[36mray::RunActor.__init__()\x1b[39m (pid=11406, ip=10.0.0.9, actor_id=827d, "
+        "repr=<TemporaryActor object at 0x7f8e>)\nRuntimeError: The actor with name RunActor "
+        "failed to import on the worker. This may be because needed library dependencies "
+        "are not installed in the worker environment:\n\nTraceback (most recent call last):\n"
+        '  File "function_manager.py", line 580, in _load_actor_class_from_gcs\n'
+        "ModuleNotFoundError: No module named 'bnlab'\n"
+    )
+    assert death_reason(not_installed) == (
+        "the Ray actor for this run could not load BN Lab's code on node 10.0.0.9: install "
+        "BN Lab on every node (README, Workers on other hosts): "
+        "ModuleNotFoundError: No module named 'bnlab'"
+    )
 
 
 def test_the_server_log_recommends_node_health_checks_when_ray_s_would_be_too_slow():
