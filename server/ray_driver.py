@@ -224,10 +224,10 @@ class Driver:
                 self.send(DriverMessage(fatal=self.lost(cluster)))
                 os._exit(1)  # a clean ray.shutdown() would wait for the lost cluster
             self.gpu_cluster = cluster.gpus is not None and cluster.gpus.total > 0
+            if first and (warning := slow_node_checks()) is not None:
+                self.send(DriverMessage(warning=warning))  # logged before "connected"
             self.send(DriverMessage(cluster=cluster))
             if first:
-                if (warning := slow_node_checks()) is not None:
-                    self.send(DriverMessage(warning=warning))
                 asyncio.get_running_loop().add_reader(self.conn.fileno(), self.on_command)
                 first = False
             await asyncio.sleep(WATCH_INTERVAL)

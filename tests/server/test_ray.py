@@ -71,6 +71,8 @@ def test_health_reports_the_executor_and_the_clusters_nodes_and_resources(ray_se
     assert health["workers"]["total"] == 2  # one GPU / 0.5 per run
     # Ray lives in the driver child: losing the cluster cannot take the server down.
     assert "_raylet" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+    # This cluster keeps Ray's node health checks: the log says how to tighten them.
+    assert "node health checks take up to 65 s" in server.log.read_text()
 
 
 def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
