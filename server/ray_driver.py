@@ -91,7 +91,7 @@ class RunActor:
                 return
 
 
-async def where(node: ray.ObjectRef | None) -> str | None:
+async def node_address(node: ray.ObjectRef | None) -> str | None:
     """The actor's node address, if it answered before it was lost."""
     if node is None:
         return None
@@ -143,6 +143,8 @@ def death_reason(exc: RayActorError, node: str | None = None) -> str:
 
 def slow_node_checks() -> str | None:
     """Why this cluster would notice a lost node too late, with the fix, or None."""
+    # The head's --system-config reaches a driver only as its RayConfig, after
+    # ray.init; Ray has no public API for it.
     config = ray._config
     worst = config.health_check_failure_threshold() * (
         config.health_check_period_ms() + config.health_check_timeout_ms()
@@ -284,7 +286,7 @@ class Driver:
                 # The actor alone, or the whole cluster? The user's next move differs.
                 cluster = await self.cluster_answers()
                 lost = isinstance(cluster, BaseException)
-                reason = self.lost(cluster) if lost else death_reason(exc, await where(node))
+                reason = self.lost(cluster) if lost else death_reason(exc, await node_address(node))
                 outcome, error = Outcome.FAILED, reason
         except Exception as exc:  # Ray refused the actor, or lost it some other way
             outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
