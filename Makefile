@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.reproduce
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.ray
+	$(BIN)/python -m bench.ray_node_loss
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,16 +26,23 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from bnlab.model.data import DataError, RawMnist, read_raw_mnist
 from bnlab.server.executor import CANCEL_GRACE
-from bnlab.server.ray_executor import CPUS_PER_RUN, DriverCommand, DriverMessage
+from bnlab.server.ray_executor import (
+    CPUS_PER_RUN,
+    NODE_HEALTH_CHECKS,
+    NODE_LOSS_TARGET,
+    DriverCommand,
+    DriverMessage,
+)
 from bnlab.server.schemas import ClusterPublic, RayNodePublic, ResourcePublic
 from bnlab.server.status import Outcome
 from bnlab.server.worker import WorkerMessage, train_and_report
 
 NAMESPACE = "bnlab"
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the names in its messages
 WATCH_INTERVAL = 1.0  # seconds between looks at the cluster (health, capacity, liveness)
 WATCH_TIMEOUT = 4.0  # a look that takes longer than this means the cluster is gone
 # ray.init keeps retrying an address nobody answers at; a run waits this long at most.
@@ -58,6 +67,10 @@ class RunActor:
 
         self._stop = threading.Event()
 
+    def node(self) -> str:
+        """The address of the node this actor lives on, for a failure's reason."""
+        return ray.util.get_node_ip_address()
+
     def cancel(self) -> None:
         self._stop.set()
 
@@ -78,19 +91,72 @@ class RunActor:
                 return
 
 
+async def node_address(node: ray.ObjectRef | None) -> str | None:
+    """The actor's node address, if it answered before it was lost."""
+    if node is None:
+        return None
+    try:
+        return await asyncio.wait_for(node, 0.5)
+    except (RayError, TimeoutError):
+        return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
 
-def death_reason(exc: RayActorError) -> str:
+def death_reason(exc: RayActorError, node: str | None = None) -> str:
     """A dead actor's error, in one sentence: Ray's message spans a screen."""
-    text = " ".join(str(exc).split())
-    for marker in ("exit_detail=", "Exit detail:", "The actor died because of an error"):
+    raw = ANSI_CODES.sub("", str(exc))
+    if node is None and (ip := re.search(r"\bip=([\w.:-]+)", raw)):
+        node = ip.group(1).rstrip(",")  # an actor that never started says where it tried
+    where = f" on node {node}" if node else ""
+    if "error raised in its creation task" in raw:
+        # The actor never started; the traceback's last line says why.
+        last = [line.strip() for line in raw.splitlines() if line.strip()][-1]
+        if "failed to import on the worker" in raw:
+            return (
+                f"the Ray actor for this run could not load BN Lab's code{where}: install "
+                f"BN Lab on every node (README, Workers on other hosts): {last[:300]}"
+            )
+        return f"the Ray actor for this run failed to start{where}: {last[:400]}"
+    text = " ".join(raw.split())
+    for marker in (
+        "exit_detail=",
+        "Exit detail:",
+        "The actor died because its node has died",
+    ):
         if marker in text:
             text = text[text.index(marker) :]
             break
-    return f"the Ray actor training this run died: {text[:400]}"
+    if isinstance(exc, ActorUnavailableError):
+        # Ray's word for a broken connection to the actor (its process or its whole
+        # node killed). It says "temporarily", but actors are never restarted here:
+        # the run is lost all the same. Its RPC error alone says what broke.
+        if "RpcError:" in text:
+            text = text[text.index("RpcError:") :].split(". ")[0]
+        gone = "its process or node went away"
+        return f"lost the Ray actor training this run{where} ({gone}): {text[:400]}"
+    return f"the Ray actor training this run{where} died: {text[:400]}"
+
+
+def slow_node_checks() -> str | None:
+    """Why this cluster would notice a lost node too late, with the fix, or None."""
+    # The head's --system-config reaches a driver only as its RayConfig, after
+    # ray.init; Ray has no public API for it.
+    config = ray._config
+    worst = config.health_check_failure_threshold() * (
+        config.health_check_period_ms() + config.health_check_timeout_ms()
+    )
+    if worst / 1000 <= NODE_LOSS_TARGET:
+        return None
+    return (
+        f"this Ray cluster's node health checks take up to {worst / 1000:.0f} s to notice a node "
+        f"that stops answering, and its runs fail only then; for under "
+        f"{NODE_LOSS_TARGET:.0f} s start the head with "
+        f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}' (README, Failures)"
+    )
 
 
 def snapshot(address: str) -> ClusterPublic:
@@ -160,6 +226,8 @@ class Driver:
                 self.send(DriverMessage(fatal=self.lost(cluster)))
                 os._exit(1)  # a clean ray.shutdown() would wait for the lost cluster
             self.gpu_cluster = cluster.gpus is not None and cluster.gpus.total > 0
+            if first and (warning := slow_node_checks()) is not None:
+                self.send(DriverMessage(warning=warning))  # logged before "connected"
             self.send(DriverMessage(cluster=cluster))
             if first:
                 asyncio.get_running_loop().add_reader(self.conn.fileno(), self.on_command)
@@ -195,11 +263,13 @@ class Driver:
             if self.gpu_cluster
             else {"num_cpus": CPUS_PER_RUN}
         )
-        job = None
+        job, node = None, None
         outcome, error = Outcome.FAILED, "the Ray actor ended without saying how the run ended"
         try:
             actor = RunActor.options(max_concurrency=2, **resources).remote()
             job = self.jobs[run_id] = _Job(actor)
+            # Answered while the actor lives, so still known once it (or its node) is gone.
+            node = actor.node.remote()
             stream = actor.train.options(num_returns="streaming").remote(
                 command.config, self.data, command.checkpoint_dir
             )
@@ -216,7 +286,8 @@ class Driver:
                 # The actor alone, or the whole cluster? The user's next move differs.
                 cluster = await self.cluster_answers()
                 lost = isinstance(cluster, BaseException)
-                outcome, error = Outcome.FAILED, self.lost(cluster) if lost else death_reason(exc)
+                reason = self.lost(cluster) if lost else death_reason(exc, await node_address(node))
+                outcome, error = Outcome.FAILED, reason
         except Exception as exc:  # Ray refused the actor, or lost it some other way
             outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
         finally:
@@ -239,13 +310,33 @@ class Driver:
         job.kill_timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, ray.kill, job.actor)
 
 
+def auth_hint() -> str:
+    """What to check when a cluster does not let this driver in. Ray only logs the
+    refusal (InvalidAuthToken) and retries, so the hint names this side's settings."""
+    # Ray's own resolution: RAY_AUTH_MODE, which ray.init sets to `token` itself when
+    # the address is `auto` and it finds a token (~/.ray/auth_token or the variables).
+    if os.environ.get("RAY_AUTH_MODE", "disabled").lower() == "token":
+        return (
+            "if it is up, check that it uses token authentication with the same token as "
+            "this server (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); "
+            "README, Authentication"
+        )
+    return (
+        "if it is up, it may require token authentication, which is off for this server: "
+        "set RAY_AUTH_MODE=token for it (README, Authentication)"
+    )
+
+
 def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: str | None) -> None:
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides when the driver ends (by closing the pipe).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def give_up() -> None:
-        reason = f"cannot connect to the Ray cluster at {address} within {CONNECT_TIMEOUT:.0f} s"
+        reason = (
+            f"cannot connect to the Ray cluster at {address} within {CONNECT_TIMEOUT:.0f} s; "
+            f"{auth_hint()}"
+        )
         with contextlib.suppress(OSError):
             conn.send_bytes(DriverMessage(fatal=reason).model_dump_json().encode())
         os._exit(1)

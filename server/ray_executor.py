@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import multiprocessing
 import shutil
@@ -40,7 +41,20 @@ from bnlab.server.schemas import ClusterPublic
 from bnlab.server.status import Outcome
 from bnlab.server.worker import WorkerMessage
 
+log = logging.getLogger("bnlab.ray")
+
 CPUS_PER_RUN = 1  # a run's share of a CPU-only cluster: TensorFlow's threads on one CPU
+# The head's `ray start --system-config` that BN Lab recommends (README, "Failures").
+# Ray's GCS declares a node dead after `threshold` missed health checks, each waiting
+# `timeout` for an answer, then `period`: a host that stops answering without closing
+# its connections (power, network) is noticed after up to threshold x (timeout + period),
+# 65 s with Ray's defaults, 8 s with these (measured: bench.ray_node_loss).
+NODE_HEALTH_CHECKS = {
+    "health_check_period_ms": 1000,
+    "health_check_timeout_ms": 1000,
+    "health_check_failure_threshold": 4,
+}
+NODE_LOSS_TARGET = 10.0  # seconds: a run on a lost node must fail within this (issue 18)
 
 
 class DriverCommand(BaseModel):
@@ -59,6 +73,7 @@ class DriverMessage(BaseModel):
     worker: WorkerMessage | None = None  # an event or the outcome, as a worker sends it
     cluster: ClusterPublic | None = None
     fatal: str | None = None  # the driver is ending: every run on the cluster fails with it
+    warning: str | None = None  # for the server's log: the cluster works, but not as it should
 
 
 def run_slots(cluster: ClusterPublic, gpus_per_run: float) -> int:
@@ -140,6 +155,8 @@ class RayExecutor:
                 self._slots = min(slots, self.workers) if self.workers else slots
         if message.fatal is not None:
             self._fatal = message.fatal
+        if message.warning is not None:
+            log.warning("%s", message.warning)
         if message.run_id is None or message.worker is None:
             return
         worker = message.worker

@@ -199,59 +199,58 @@ class ServerProcess:
         return connect(f"{self.ws_url}{path}", open_timeout=10, close_timeout=5)
 
 
-RAY = Path(sys.executable).with_name("ray")
+# `ray` as a module of this interpreter, not the console script beside it: a venv
+# that borrows its packages (a .pth to another site-packages) has no script of its
+# own, and the script of the other venv would run Ray's workers on *its* Python.
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-class RayCluster:
-    """A real local Ray cluster (`ray start --head`) in a session of its own: `stop()`
-    kills exactly its processes. Logical GPUs: Ray schedules them on any machine,
-    which is what lets GPU packing be tested without a GPU. The caller sets
-    RAY_AUTH_MODE (tests and benchmarks: disabled) for it and its clients."""
+NODE_PORTS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
 
-    def __init__(self, cpus: int = 2, gpus: int = 1) -> None:
-        self.cpus, self.gpus = cpus, gpus
+
+def _ray_start(args: list[str], temp_dir: Path) -> subprocess.Popen:
+    """`ray start --block ARGS` in a session of its own, logging to TEMP_DIR/ray.log,
+    once its raylet's socket is there (the node has joined)."""
+    log = (temp_dir / "ray.log").open("wb")
+    # Free ports for what would otherwise take a fixed one (the dashboard agent's
+    # 52365): several nodes, and clusters of tests running side by side, on one host.
+    ports = [arg for flag in NODE_PORTS for arg in (flag, str(free_port()))]
+    command = [*RAY, "start", "--block", "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+    process = subprocess.Popen(
+        [*command, *ports, *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(temp_dir.glob("session_latest/sockets/raylet*")):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = (temp_dir / "ray.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"ray start failed:\n{tail}")
+        time.sleep(0.2)
+    return process
+
+
+class RayNode:
+    """One node of a `RayCluster` (its head or one that joined), in a session of its
+    own: `pids()` are exactly its processes, raylet, workers and actors included."""
+
+    def __init__(self) -> None:
         # Short: Ray's unix sockets live below it and their paths have a length limit.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="bnray-", dir="/tmp"))
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> RayCluster:
-        log = (self.temp_dir / "head.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                str(RAY),
-                "start",
-                "--head",
-                "--block",
-                "--port",
-                str(self.port),
-                "--num-cpus",
-                str(self.cpus),
-                "--num-gpus",
-                str(self.gpus),
-                "--temp-dir",
-                str(self.temp_dir),
-                "--include-dashboard",
-                "false",
-                "--disable-usage-stats",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while not list(self.temp_dir.glob("session_latest/sockets/raylet*")):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start failed:\n{self.log()}")
-            time.sleep(0.2)
-        return self
-
     def log(self) -> str:
-        return (self.temp_dir / "head.log").read_text(errors="replace")[-3000:]
+        return (self.temp_dir / "ray.log").read_text(errors="replace")[-3000:]
 
     def pids(self) -> list[int]:
-        """The head and every process of its session (raylets, workers, actors)."""
         return session_pids(self.process)
 
     def actor_pids(self) -> list[int]:
@@ -264,12 +263,63 @@ class RayCluster:
         return pids
 
     def stop(self) -> None:
+        """SIGKILL every process of the node at once: to the cluster, the host is gone."""
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self.process is not None:
             self.process.wait(timeout=30)
             self.process = None
+
+
+class RayCluster(RayNode):
+    """A real local Ray cluster (`ray start --head`), its head node being this object;
+    `add_node()` joins more nodes on this machine. Logical GPUs: Ray schedules them
+    on any machine, which is what lets GPU packing be tested without a GPU. The caller
+    sets RAY_AUTH_MODE (tests and benchmarks: disabled) for it and its clients.
+    `system_config` is Ray's `--system-config` (e.g. the GCS's node health checks)."""
+
+    def __init__(self, cpus: int = 2, gpus: int = 1, system_config: dict | None = None) -> None:
+        super().__init__()
+        self.cpus, self.gpus, self.system_config = cpus, gpus, system_config
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[RayNode] = []
+
+    def start(self) -> RayCluster:
+        config = ["--system-config", json.dumps(self.system_config)] if self.system_config else []
+        self.process = _ray_start(
+            [
+                "--head",
+                "--port",
+                str(self.port),
+                "--num-cpus",
+                str(self.cpus),
+                "--num-gpus",
+                str(self.gpus),
+                "--include-dashboard",
+                "false",
+                *config,
+            ],
+            self.temp_dir,
+        )
+        return self
+
+    def add_node(self, cpus: int, gpus: int) -> RayNode:
+        """One more node on this machine (`ray start --address`)."""
+        node = RayNode()
+        node.process = _ray_start(
+            ["--address", self.address, "--num-cpus", str(cpus), "--num-gpus", str(gpus)],
+            node.temp_dir,
+        )
+        self.nodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        """Every node, the joined ones first (a head gone first leaves them retrying)."""
+        for node in self.nodes:
+            node.stop()
+        super().stop()
 
 
 def receive(ws: ClientConnection, timeout: float = 60) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from bnlab.server.ray_executor import NODE_HEALTH_CHECKS
 from bnlab.server.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,6 +277,8 @@ def test_ray_profile_head_serves_bnlab_on_ray_and_workers_join_it(tmp_path):
     assert worker["image"] == head["image"] != services["bnlab"]["image"]
     head_command, worker_command = head["command"][-1], worker["command"][-1]
     assert "ray start --head --port=6379" in head_command and "exec bnlab serve" in head_command
+    # node health checks that notice a lost host in time (README, "Failures")
+    assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in head_command
     assert "ray start --address=ray-head:6379 --block" in worker_command
     assert head["environment"]["BNLAB_EXECUTOR"] == "ray"
     assert head["environment"]["BNLAB_RAY_ADDRESS"] == "auto"

@@ -1,11 +1,16 @@
 """The Ray executor on a real local Ray cluster: `ray start --head` with 2 CPUs and
 one *logical* GPU (Ray schedules logical GPUs on a machine without any, which is
 what lets packing be tested here), shared by this module's tests and stopped at the
-end. Token authentication is off on both sides (RAY_AUTH_MODE=disabled)."""
+end. With Ray's token authentication, as a careful user runs it: the cluster and
+every server under test share a token through Ray's own settings (RAY_AUTH_MODE,
+RAY_AUTH_TOKEN_PATH), and the server's address is explicit, where Ray finds no
+token by itself. The benchmarks run theirs without (RAY_AUTH_MODE=disabled)."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -20,9 +25,13 @@ pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def ray_env():
+def ray_env(tmp_path_factory):
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_AUTH_MODE", "token")
+        mp.setenv("RAY_AUTH_TOKEN_PATH", str(token))  # never the user's ~/.ray/auth_token
+        mp.delenv("RAY_AUTH_TOKEN", raising=False)
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         yield
 
@@ -62,6 +71,8 @@ def test_health_reports_the_executor_and_the_clusters_nodes_and_resources(ray_se
     assert health["workers"]["total"] == 2  # one GPU / 0.5 per run
     # Ray lives in the driver child: losing the cluster cannot take the server down.
     assert "_raylet" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+    # This cluster keeps Ray's node health checks: the log says how to tighten them.
+    assert "node health checks take up to 65 s" in server.log.read_text()
 
 
 def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
@@ -121,17 +132,36 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
 
 
-def test_a_crashed_server_leaves_no_actor_training_for_nobody(ray_server, cluster):
+def test_no_actor_outlives_its_driver_or_its_server_and_a_restart_interrupts_the_run(
+    ray_server, cluster
+):
+    def gone(pids: list[int]) -> None:
+        deadline = time.monotonic() + 15
+        while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in pids):
+            assert time.monotonic() < deadline, "an actor outlived its driver"
+            time.sleep(0.2)
+
     server = ray_server()
+    # The driver alone dies (the OOM killer's pick): Ray ends the actors it owned,
+    # the run fails saying so, and the next run gets a new driver.
+    lost = server.post("/api/runs", LONG).json()
+    server.wait_for(lost["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    (driver,) = server.worker_pids()
+    os.kill(driver, signal.SIGKILL)
+    failed = server.wait_status(lost["id"], "failed", timeout=10)
+    assert "the Ray driver process was killed by SIGKILL" in failed["error"]
+    gone([driver])
+
     flying = server.post("/api/runs", LONG).json()
     server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     assert len(cluster.actor_pids()) == 1
     driver = [pid for pid in server.pids() if pid != server.process.pid]
     os.kill(server.process.pid, signal.SIGKILL)  # the server alone, as a crash would
-    deadline = time.monotonic() + 15
-    while cluster.actor_pids() or any(Path(f"/proc/{pid}").exists() for pid in driver):
-        assert time.monotonic() < deadline, "the actor outlived its server"
-        time.sleep(0.2)
+    gone(driver)  # it sees its pipe close and ends, and its actors with it
+    # The restarted server: the run is interrupted, exactly as with worker processes.
+    again = ray_server()  # the same database file
+    interrupted = again.run(flying["id"])
+    assert interrupted["status"] == "interrupted" and "running" in interrupted["error"]
 
 
 def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(ray_server, cluster):
@@ -153,3 +183,86 @@ def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(r
     late = server.post("/api/runs", TINY).json()
     error = server.wait_status(late["id"], "failed", timeout=60)["error"]
     assert f"cannot connect to the Ray cluster at {cluster.address}" in error
+
+
+# -- the driver's words for what went wrong (no cluster needed) -------------------
+
+
+def test_a_lost_actor_or_node_is_named_in_one_line_with_the_node():
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    from bnlab.server.ray_driver import death_reason
+
+    # Ray's messages as Ray 2.60 words them: a killed node's closed connection, and
+    # the GCS giving up on a node that stopped answering.
+    unavailable = ActorUnavailableError(
+        "The actor 60e5 is unavailable: The actor is temporarily unavailable: RpcError: "
+        "RPC error: Socket closed rpc_code: 14. The task may or may not have been executed "
+        "on the actor.",
+        b"\0" * 16,
+    )
+    assert death_reason(unavailable, "10.0.0.7") == (
+        "lost the Ray actor training this run on node 10.0.0.7 (its process or node went "
+        "away): RpcError: RPC error: Socket closed rpc_code: 14"
+    )
+    node_died = ActorDiedError()
+    node_died.error_msg = (  # what str() gives; Ray builds it from the GCS's death cause
+        "The actor died unexpectedly before finishing this task.\n\tclass_name: RunActor\n"
+        "The actor died because its node has died. Node Id: b488 the actor's node was "
+        "terminated unexpectedly: health check failed due to missing too many heartbeats"
+    )
+    assert death_reason(node_died) == (
+        "the Ray actor training this run died: The actor died because its node has died. "
+        "Node Id: b488 the actor's node was terminated unexpectedly: health check failed "
+        "due to missing too many heartbeats"
+    )
+    # A node without BN Lab installed: the actor's class cannot be loaded there.
+    not_installed = ActorDiedError()
+    not_installed.error_msg = (
+        "The actor died because of an error raised in its creation task, "
+        "\x1b[36mray::RunActor.__init__()\x1b[39m (pid=11406, ip=10.0.0.9, actor_id=827d, "
+        "repr=<TemporaryActor object at 0x7f8e>)\nRuntimeError: The actor with name RunActor "
+        "failed to import on the worker. This may be because needed library dependencies "
+        "are not installed in the worker environment:\n\nTraceback (most recent call last):\n"
+        '  File "function_manager.py", line 580, in _load_actor_class_from_gcs\n'
+        "ModuleNotFoundError: No module named 'bnlab'\n"
+    )
+    assert death_reason(not_installed) == (
+        "the Ray actor for this run could not load BN Lab's code on node 10.0.0.9: install "
+        "BN Lab on every node (README, Workers on other hosts): "
+        "ModuleNotFoundError: No module named 'bnlab'"
+    )
+
+
+def test_the_server_log_recommends_node_health_checks_when_ray_s_would_be_too_slow():
+    import ray
+
+    from bnlab.server.ray_driver import slow_node_checks
+    from bnlab.server.ray_executor import NODE_HEALTH_CHECKS
+
+    # Ray's defaults, as a driver not yet connected sees them: 5 x (10 s + 3 s).
+    assert ray._config.health_check_period_ms() == 3000
+    warning = slow_node_checks()
+    assert "up to 65 s" in warning
+    assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in warning
+
+
+@pytest.mark.parametrize(
+    ("mode", "hint"),
+    [
+        (None, "set RAY_AUTH_MODE=token"),  # unset is Ray's `disabled`
+        ("disabled", "set RAY_AUTH_MODE=token"),
+        ("token", "the same token as this server"),
+    ],
+)
+def test_a_cluster_that_refuses_the_server_is_met_with_a_hint_about_authentication(
+    monkeypatch, mode, hint
+):
+    from bnlab.server.ray_driver import auth_hint
+
+    # Ray only logs a refused token and retries; the hint is all the run's error can say.
+    if mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    assert hint in auth_hint()
