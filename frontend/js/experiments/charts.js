@@ -50,11 +50,24 @@ function baseLayout(title, extra = {}) {
     margin: { l: 58, r: 12, t: 36, b: 44 },
     paper_bgcolor: "#fff",
     plot_bgcolor: "#fff",
-    legend: { orientation: "h", y: -0.22, font: { size: 11 } },
+    legend: { orientation: "h", x: 0, y: -0.1, yanchor: "top", font: { size: 11 } },
     hovermode: "closest",
     uirevision: "keep", // zoom and legend clicks survive every update
     ...extra,
   };
+}
+
+/**
+ * A y range around `values` within [floor, ceiling]: an interval over two seeds can
+ * reach far past 0 % or 100 %, and the axis should not follow it out there.
+ */
+function clampedRange(values, floor, ceiling = Infinity) {
+  const finite = values.filter(isNum);
+  if (!finite.length) return undefined;
+  const low = Math.max(floor, Math.min(...finite));
+  const high = Math.min(ceiling, Math.max(...finite));
+  const pad = (high - low || Math.abs(high) || 1) * 0.05;
+  return [Math.max(floor, low - pad), Math.min(ceiling, high + pad)];
 }
 
 function note(text) {
@@ -156,9 +169,11 @@ export class BandChart extends Chart {
       }
     });
     const empty = !experiment.cells.some((c) => ARMS.some((a) => c.arms[a].curve.length));
+    const accuracy = this.metric === "val_acc";
+    const range = clampedRange(data.flatMap((t) => t.y), 0, accuracy ? 1 : Infinity);
     const layout = baseLayout(this.title, {
-      xaxis: { title: { text: "step" }, gridcolor: GRID, zeroline: false },
-      yaxis: { title: { text: this.yTitle }, gridcolor: GRID, tickformat: this.tickformat ?? "" },
+      xaxis: { gridcolor: GRID, zeroline: false, hoverformat: "d" },
+      yaxis: { title: { text: this.yTitle }, gridcolor: GRID, tickformat: this.tickformat ?? "", range },
       annotations: empty ? [note("no evaluations yet: the curves appear as runs report")] : [],
     });
     return { data, layout };
@@ -237,7 +252,12 @@ export class FactorPlot extends Chart {
         title: { text: field ?? "" }, gridcolor: GRID, type: log ? "log" : numeric ? "linear" : "category",
         ...(numeric ? { tickvals: values, ticktext: values.map(String) } : {}),
       },
-      yaxis: { title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%" },
+      yaxis: {
+        title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%",
+        range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => [
+          y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)])), 0, 1),
+      },
+      legend: { orientation: "h", x: 0, y: -0.18, yanchor: "top", font: { size: 11 } },
       annotations: experiment.cells.every((c) => ARMS.every((a) => !c.arms[a].n_finished))
         ? [note("no finished runs yet")] : [],
     });

@@ -12,6 +12,10 @@ const PROGRESS_KEYS = [
   ["failed", "failed"], ["cancelled", "cancelled"], ["interrupted", "interrupted"],
 ];
 const ACTIVE = new Set(["queued", "running"]);
+const VERDICT_WORDS = {
+  bn_better: "BN better", bn_worse: "BN worse", no_difference: "no difference shown",
+  not_enough_seeds: "not enough seeds to tell",
+};
 const RATE_WINDOW_MS = 60_000; // the ETA's speed: steps over the last minute
 const SEEDS_REFRESH_MS = 2000;
 
@@ -31,6 +35,7 @@ function td(text, attrs = {}) {
 function meanCell(iv, format = pct, extra = "") {
   const cell = td("", { class: "num" });
   cell.append(`${iv.mean === null ? "—" : format(iv.mean)}${extra}`);
+  if (iv.mean === null) return cell;
   const ci = document.createElement("span");
   ci.className = "ci";
   ci.textContent = interval(iv.ci_low, iv.ci_high, format);
@@ -56,10 +61,10 @@ export class ExperimentView {
     };
     this.charts = {
       acc: new BandChart($("exp-chart-acc"), this.painter, {
-        metric: "val_acc", title: "Validation accuracy (mean and 95 % band)", yTitle: "accuracy", tickformat: ".1%",
+        metric: "val_acc", title: "Validation accuracy against step (mean and 95 % band)", yTitle: "accuracy", tickformat: ".1%",
       }),
       loss: new BandChart($("exp-chart-loss"), this.painter, {
-        metric: "val_loss", title: "Validation loss (mean and 95 % band)", yTitle: "cross-entropy",
+        metric: "val_loss", title: "Validation loss against step (mean and 95 % band)", yTitle: "cross-entropy",
       }),
       factor: new FactorPlot($("factor-plot"), this.painter),
       heatmap: new Heatmap(this.el.heatmap, this.painter),
@@ -174,24 +179,28 @@ export class ExperimentView {
 
   renderTable() {
     const body = this.el.table.querySelector("tbody");
-    const rows = this.experiment.cells.map((cell, index) => {
+    const rows = this.experiment.cells.flatMap((cell, index) => {
       const { bn, no_bn: noBn } = cell.arms;
       const effect = cell.effect;
       const tr = document.createElement("tr");
+      tr.className = "verdict-row";
       tr.dataset.testid = "verdict-row";
       tr.dataset.verdict = effect.verdict;
       const name = document.createElement("span");
       name.className = "cell-name";
-      name.innerHTML = `<span class="swatch" style="--c:${cellColour(index)}"></span>`;
-      name.append(cellName(cell.factors));
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.setProperty("--c", cellColour(index));
+      name.append(swatch, cellName(cell.factors));
+      const diverged = (arm) => (cell.arms[arm].n_diverged ? ` (${cell.arms[arm].n_diverged} diverged)` : "");
       tr.append(
         td(name),
         td(`${effect.n_pairs}`, { class: "num", title: `${bn.n_finished} + ${noBn.n_finished} of ${bn.n + noBn.n} runs finished` }),
-        ...ARMS.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, cell.arms[arm].n_diverged ? ` (${cell.arms[arm].n_diverged} diverged)` : "")),
+        ...ARMS.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, diverged(arm))),
         meanCell(effect.difference, signed),
-        td(isNum(effect.p_value) ? `${effect.p_value.toPrecision(2)} (${effect.test})` : `— (${effect.test})`, { class: "num" }),
+        td(isNum(effect.p_value) ? effect.p_value.toPrecision(2) : "—", { class: "num", title: effect.test }),
         meanCell({ mean: effect.speedup.estimate, ci_low: effect.speedup.ci_low, ci_high: effect.speedup.ci_high }, ratio),
-        td(effect.sentence, { class: `verdict verdict-${effect.verdict}`, "data-testid": "verdict-sentence" }),
+        td(VERDICT_WORDS[effect.verdict] ?? effect.verdict, { class: `verdict verdict-${effect.verdict}` }),
       );
       const open = document.createElement("button");
       open.type = "button";
@@ -201,10 +210,19 @@ export class ExperimentView {
       open.dataset.testid = "open-cell-runs";
       open.addEventListener("click", () => this.openCell(cell));
       tr.append(td(open));
-      tr.addEventListener("click", (ev) => {
-        if (!ev.target.closest("button, a")) this.openCell(cell);
+      // The verdict in words, under its figures, across the whole table.
+      const sentence = document.createElement("tr");
+      sentence.className = "sentence-row";
+      const text = td(`${effect.sentence} (${effect.test} test)`, {
+        colspan: "9", class: `verdict-${effect.verdict}`, "data-testid": "verdict-sentence",
       });
-      return tr;
+      sentence.append(text);
+      for (const row of [tr, sentence]) {
+        row.addEventListener("click", (ev) => {
+          if (!ev.target.closest("button, a")) this.openCell(cell);
+        });
+      }
+      return [tr, sentence];
     });
     body.replaceChildren(...rows);
   }
