@@ -163,18 +163,23 @@ def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
     table = page.get_by_test_id("verdict-table")
     rows = table.get_by_test_id("verdict-row")
     expect(rows).to_have_count(2)
+    sentences = table.get_by_test_id("verdict-sentence")
     for i, cell in enumerate(final["cells"]):
         row = rows.nth(i)
         effect = cell["effect"]
         assert effect["verdict"] == "not_enough_seeds"  # two seeds can never show p < 0.05
         expect(row).to_have_attribute("data-verdict", "not_enough_seeds")
-        expect(row.get_by_test_id("verdict-sentence")).to_have_text(effect["sentence"])
-        expect(row.get_by_test_id("verdict-sentence")).to_contain_text("Not enough seeds to tell")
+        expect(row).to_contain_text("not enough seeds to tell")
+        # The sentence, under the cell's figures, with the test's name.
+        expect(sentences.nth(i)).to_have_text(f"{effect['sentence']} (Wilcoxon signed-rank test)")
+        expect(sentences.nth(i)).to_contain_text("Not enough seeds to tell")
         text = row.inner_text()
         assert f"learning_rate {cell['factors']['learning_rate']}" in text
-        bn = cell["arms"]["bn"]["test_accuracy"]["mean"]
-        assert f"{bn * 100:.2f} %" in text
-        assert "Wilcoxon signed-rank" in text
+        for arm in ("bn", "no_bn"):
+            accuracy = cell["arms"][arm]["test_accuracy"]
+            assert f"{accuracy['mean'] * 100:.2f} %" in text
+            assert f"{accuracy['ci_low'] * 100:.2f} % to {accuracy['ci_high'] * 100:.2f} %" in text
+        assert f"{effect['p_value']:.2g}" in text
     headers = table.locator("thead th").all_inner_texts()
     assert headers[:8] == [
         "CELL",
