@@ -16,6 +16,8 @@ from tests.frontend.dashboard import save_screenshot
 
 # The learning-rate preset (the paper's MLP), cut down: 2 cells x 2 seeds x 2 arms = 8
 # runs of 60 steps on 1,000 images. BN's moving averages must catch up within 60 steps.
+# Dropout is varied too, with one value: a second varied field brings the heatmap, and
+# no more runs.
 TINY_DESIGN = {
     "steps": "60",
     "eval_every": "20",
@@ -73,6 +75,8 @@ def finished(browser, server) -> dict[str, Any]:
     )
     open_experiments(page, server.url + "/#experiments")
     open_tiny_design(page)
+    page.get_by_test_id("exp-vary-field-1").select_option("dropout")
+    page.get_by_test_id("exp-vary-values-1").fill("0")
     plan = page.get_by_test_id("exp-plan")
     expect(plan).to_contain_text(f"{RUNS} runs")
     with page.expect_response(
@@ -206,7 +210,20 @@ def test_the_factor_plot_puts_each_arm_against_the_learning_rate_on_a_log_axis(f
         means = [c["arms"][arm]["test_accuracy"] for c in final["cells"]]
         assert trace["y"] == pytest.approx([m["mean"] for m in means])
         assert trace["error_y"]["array"] == pytest.approx([m["ci_high"] - m["mean"] for m in means])
-    expect(page.get_by_test_id("heatmap")).to_be_hidden()  # one varied field
+
+
+def test_two_varied_fields_add_a_heatmap_of_the_difference_per_cell(finished):
+    page, final = finished["page"], finished["final"]
+    expect(page.get_by_test_id("heatmap")).to_be_visible()
+    (trace,) = page.evaluate(
+        """() => document.querySelector('[data-testid=heatmap]').data
+            .map(t => ({x: t.x, y: t.y, z: t.z, text: t.text}))"""
+    )
+    assert (trace["x"], trace["y"]) == (["0.05", "0.5"], ["0"])
+    differences = [c["effect"]["difference"]["mean"] * 100 for c in final["cells"]]
+    assert trace["z"] == [pytest.approx(differences)]
+    for text, difference in zip(trace["text"][0], differences, strict=True):
+        assert text.startswith(f"{difference:+.2f} %")
 
 
 def test_the_seed_toggle_draws_every_run_as_a_thin_line(finished):
