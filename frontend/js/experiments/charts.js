@@ -249,7 +249,7 @@ export class FactorPlot extends Chart {
     });
     const layout = baseLayout(field ? `Final test accuracy against ${field}` : "Final test accuracy", {
       xaxis: {
-        title: { text: field ?? "" }, gridcolor: GRID, type: log ? "log" : numeric ? "linear" : "category",
+        gridcolor: GRID, type: log ? "log" : numeric ? "linear" : "category",
         ...(numeric ? { tickvals: values, ticktext: values.map(String) } : {}),
       },
       yaxis: {

@@ -41,6 +41,7 @@ export class ExperimentsPage {
       const [presets] = await Promise.all([api.presets(), this.designer.load()]);
       this.presets = presets;
       this.view.presets = presets;
+      if (this.view.experiment) this.view.renderHead(); // its hypothesis, now known
       this.renderPresets();
       this.root.dataset.state = "ready";
     })().catch((err) => {
