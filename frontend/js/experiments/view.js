@@ -145,7 +145,8 @@ export class ExperimentView {
     this.el.title.textContent = experiment.label ? `${experiment.label}` : `Experiment ${experiment.id}`;
     this.el.status.textContent = experiment.status;
     this.el.status.className = `badge badge-${experiment.status}`;
-    const preset = this.presets.find((p) => p.name === experiment.label);
+    // A preset's design carries its name as the label; an edited copy may add to it.
+    const preset = this.presets.find((p) => experiment.label === p.name || experiment.label?.startsWith(`${p.name} `));
     const vary = Object.entries(experiment.design.vary).map(([f, v]) => `${f} ∈ {${v.join(", ")}}`);
     const base = experiment.design.base;
     const design = [`${base.arch} · ${base.optimizer}${"learning_rate" in base ? ` ${base.learning_rate}` : ""} · ${base.steps} steps`,
@@ -199,7 +200,9 @@ export class ExperimentView {
         ...ARMS.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, diverged(arm))),
         meanCell(effect.difference, signed),
         td(isNum(effect.p_value) ? effect.p_value.toPrecision(2) : "—", { class: "num", title: effect.test }),
-        meanCell({ mean: effect.speedup.estimate, ci_low: effect.speedup.ci_low, ci_high: effect.speedup.ci_high }, ratio),
+        effect.n_pairs && effect.speedup.estimate === null
+          ? td("not reached", { class: "num muted", title: "an arm's median run never reached 98 % validation accuracy" })
+          : meanCell({ mean: effect.speedup.estimate, ci_low: effect.speedup.ci_low, ci_high: effect.speedup.ci_high }, ratio),
         td(VERDICT_WORDS[effect.verdict] ?? effect.verdict, { class: `verdict verdict-${effect.verdict}` }),
       );
       const open = document.createElement("button");
