@@ -358,7 +358,14 @@ showView();
 
 // ---- start -------------------------------------------------------------------------
 
-new RunsFeed({ onList, onRun: (run) => upsertRun(run, "feed"), onDeleted: removeRun }).start();
+new RunsFeed({
+  onList,
+  onRun: (run) => {
+    upsertRun(run, "feed");
+    if (run.experiment_id) experiments.runChanged();
+  },
+  onDeleted: removeRun,
+}).start();
 loadHealth();
 replot();
 compare.setRuns([]);

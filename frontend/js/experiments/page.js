@@ -7,7 +7,9 @@ import { api } from "../api.js";
 import { Designer } from "./designer.js";
 import { ExperimentView } from "./view.js";
 
-const LIST_REFRESH_MS = 5000;
+// The list follows the runs feed: a run of an experiment changed, so its row may have.
+// At most one reload per interval however many runs report.
+const LIST_REFRESH_MS = 2000;
 
 /** What the address asks for: {experiment: id} or {experiments: true}, or null (the runs). */
 export function route(hash = location.hash) {
@@ -54,18 +56,25 @@ export class ExperimentsPage {
   /** Shows what `where` (from route()) asks for; null hides the area. */
   async show(where) {
     this.root.hidden = !where;
-    clearInterval(this.listTimer);
     if (!where) {
       this.view.close();
       return;
     }
     this.refreshList();
-    this.listTimer = setInterval(() => this.refreshList(), LIST_REFRESH_MS);
     const viewSection = this.root.querySelector("[data-testid=experiment-view]");
     viewSection.hidden = !where.experiment;
     if (where.experiment) this.view.show(where.experiment);
     else this.view.close();
     await this.load();
+  }
+
+  /** A run of some experiment changed (runs feed): reload the list soon, if it is shown. */
+  runChanged() {
+    if (this.root.hidden || this.listTimer) return;
+    this.listTimer = setTimeout(() => {
+      this.listTimer = null;
+      this.refreshList();
+    }, LIST_REFRESH_MS);
   }
 
   renderPresets() {
@@ -110,10 +119,10 @@ export class ExperimentsPage {
       link.textContent = e.label || e.id;
       const runs = e.progress.runs;
       const total = Object.values(runs).reduce((a, b) => a + b, 0);
-      const done = total - (runs.queued ?? 0) - (runs.running ?? 0);
+      const finished = (runs.completed ?? 0) + (runs.diverged ?? 0); // the runs with a result
       const meta = document.createElement("span");
       meta.className = "muted small";
-      meta.textContent = ` ${done}/${total} runs · ${new Date(e.created_at).toLocaleString()}`;
+      meta.textContent = ` ${finished} of ${total} runs finished · ${new Date(e.created_at).toLocaleString()}`;
       const badge = document.createElement("span");
       badge.className = `badge badge-${e.status}`;
       badge.textContent = e.status;
