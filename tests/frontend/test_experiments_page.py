@@ -332,3 +332,15 @@ def test_a_bad_design_shows_the_fields_error_and_starts_nothing(open_page, page_
     expect(page.get_by_test_id("exp-error-base.steps")).to_contain_text("greater than")
     assert "#experiment=" not in page.url
     assert server.http.get("/api/experiments").json()["items"] == before
+
+
+def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
+    page = finished["page"]
+    page.goto(server_root(page) + "/#experiments")
+    page.get_by_test_id("exp-preset-learning-rate").click()
+    plan = page.get_by_test_id("exp-plan")
+    # The preset as it is: 4 rates x 8 seeds x 2 arms, timed by this server's MLP runs
+    # (the experiment above finished 8 of them).
+    expect(plan).to_contain_text("64 runs (4 cells")
+    expect(plan).to_contain_text("about ")
+    expect(plan).to_contain_text("MLP runs finished here")
