@@ -43,6 +43,16 @@ function meanCell(iv, format = pct, extra = "") {
   return cell;
 }
 
+/** The speed-up and its bootstrap interval, whose ends may be unbounded (null). */
+function speedupCell(speedup) {
+  const cell = meanCell({ mean: speedup.estimate, ci_low: null, ci_high: null }, ratio);
+  const ci = cell.querySelector(".ci");
+  if (ci && (isNum(speedup.ci_low) || isNum(speedup.ci_high))) {
+    ci.textContent = `${isNum(speedup.ci_low) ? ratio(speedup.ci_low) : "0×"} to ${isNum(speedup.ci_high) ? ratio(speedup.ci_high) : "∞"}`;
+  }
+  return cell;
+}
+
 export class ExperimentView {
   /**
    * @param {HTMLElement} root  the view's section
@@ -202,7 +212,7 @@ export class ExperimentView {
         td(isNum(effect.p_value) ? effect.p_value.toPrecision(2) : "—", { class: "num", title: effect.test }),
         effect.n_pairs && effect.speedup.estimate === null
           ? td("not reached", { class: "num muted", title: "an arm's median run never reached 98 % validation accuracy" })
-          : meanCell({ mean: effect.speedup.estimate, ci_low: effect.speedup.ci_low, ci_high: effect.speedup.ci_high }, ratio),
+          : speedupCell(effect.speedup),
         td(VERDICT_WORDS[effect.verdict] ?? effect.verdict, { class: `verdict verdict-${effect.verdict}` }),
       );
       const open = document.createElement("button");
