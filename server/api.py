@@ -20,6 +20,7 @@ from bnlab.server.schemas import (
     ComparisonPublic,
     ExperimentExport,
     ExperimentList,
+    ExperimentPlan,
     ExperimentPublic,
     Health,
     MetricsPublic,
@@ -185,6 +186,13 @@ async def create_experiment(
 @router.get("/experiments", response_model=ExperimentList)
 async def list_experiments(experiments: ExperimentsDep) -> ExperimentList:
     return ExperimentList(items=experiments.list())
+
+
+@router.post("/experiments/plan", response_model=ExperimentPlan)
+async def plan_experiment(design: ExperimentCreate, experiments: ExperimentsDep) -> ExperimentPlan:
+    """Check a design and say what it would start (runs, estimated time) without starting it:
+    a bad design gets the same 422 as `POST /api/experiments`."""
+    return experiments.plan(design)
 
 
 @router.get("/experiments/presets", response_model=PresetList)

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
+from bnlab.server.estimate import BASIS_RUNS, estimate
 from bnlab.server.experiment import (
     PRESETS,
     ExperimentCreate,
@@ -43,6 +44,7 @@ from bnlab.server.schemas import (
     ExperimentExport,
     ExperimentMessage,
     ExperimentOverview,
+    ExperimentPlan,
     ExperimentProgress,
     ExperimentProgressMessage,
     ExperimentPublic,
@@ -130,6 +132,21 @@ class ExperimentService:
 
     def presets(self) -> list[Preset]:
         return list(PRESETS.values())
+
+    def plan(self, design: ExperimentCreate) -> ExperimentPlan:
+        """The design's size and its estimated time here; nothing is stored or queued."""
+        configs = [run.config for run in design.runs()]
+        rows, _ = self.store.list_runs(RunStatus.COMPLETED, limit=BASIS_RUNS)
+        workers = self.runs.executor.capacity
+        guess = estimate(configs, (self.runs.public(row) for row in rows), workers)
+        return ExperimentPlan(
+            cells=len(design.cells()),
+            runs=len(configs),
+            total_steps=sum(config.steps for config in configs),
+            workers=workers,
+            estimated_seconds=guess.seconds,
+            basis=guess.basis,
+        )
 
     def _places(
         self, experiment_id: str, design: ExperimentCreate

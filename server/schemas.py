@@ -210,6 +210,20 @@ class PresetList(BaseModel):
     items: list[Preset]
 
 
+class ExperimentPlan(BaseModel):
+    """What a design would start, before it is started: `POST /api/experiments/plan`."""
+
+    cells: int
+    runs: int
+    total_steps: int
+    workers: int = Field(description="Runs this server trains at once")
+    estimated_seconds: float | None = Field(
+        description="From the speed of the runs this server finished; None: unknown "
+        "(no finished run of a planned architecture)"
+    )
+    basis: dict[str, int] = Field(description="Completed runs the estimate read, by architecture")
+
+
 class ExperimentRunRow(BaseModel):
     """One run in an experiment's export: its place in the design and its summary."""
 

@@ -88,7 +88,9 @@ def test_the_wheel_installs_one_namespace_with_the_dashboard_inside(wheel: Path)
     for shipped in (
         "bnlab/frontend/index.html",
         "bnlab/frontend/js/main.js",
+        "bnlab/frontend/js/experiments/page.js",
         "bnlab/frontend/css/style.css",
+        "bnlab/frontend/css/experiments.css",
         "bnlab/model/training.py",
         "bnlab/server/app.py",
     ):

@@ -4,11 +4,12 @@ import { UNAUTHORIZED_EVENT, token } from "./auth.js";
 
 /** An HTTP error with the server's message and, for 422, the per-field messages. */
 export class ApiError extends Error {
-  constructor(status, message, fieldErrors = {}) {
+  constructor(status, message, fieldErrors = {}, detail = null) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.fieldErrors = fieldErrors; // {field: message}; "" holds errors not tied to a field
+    this.detail = detail; // the body's `detail`: for a 422, [{loc, field, msg, type}…]
   }
 }
 
@@ -60,7 +61,7 @@ async function request(method, path, body) {
     let message = data?.message ?? (typeof detail === "string" ? detail : null);
     if (!message) message = Object.values(fieldErrors).join("; ") || `${response.status} ${response.statusText}`;
     if (response.status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT, { detail: message }));
-    throw new ApiError(response.status, message, fieldErrors);
+    throw new ApiError(response.status, message, fieldErrors, detail);
   }
   return data;
 }
@@ -79,6 +80,16 @@ export const api = {
   compare: (ids) => request("GET", `/api/compare?runs=${ids.map(enc).join(",")}`),
   exportUrl: (ids, format) => `/api/export?runs=${ids.map(enc).join(",")}&format=${format}`,
   metricsCsvUrl: (id) => `/api/runs/${enc(id)}/metrics.csv`,
+  // Experiments (frontend/js/experiments/).
+  presets: async () => (await request("GET", "/api/experiments/presets")).items,
+  experiments: async () => (await request("GET", "/api/experiments")).items,
+  planExperiment: (design) => request("POST", "/api/experiments/plan", design),
+  startExperiment: (design) => request("POST", "/api/experiments", design),
+  cancelExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/cancel`),
+  resumeExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/resume`),
+  experimentExport: (id) => request("GET", `/api/experiments/${enc(id)}/export?format=json`),
+  experimentExportUrl: (id, format, part = "runs") =>
+    `/api/experiments/${enc(id)}/export?format=${format}${format === "csv" ? `&part=${part}` : ""}`,
 };
 
 /** ws:// or wss:// URL for a path on this server (with the access token, if any). */

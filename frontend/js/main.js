@@ -5,6 +5,7 @@ import { api } from "./api.js";
 import { TOKEN_EVENT, UNAUTHORIZED_EVENT, captureTokenFromUrl, setToken, token } from "./auth.js";
 import { CurveChart, ProbeChart, chartRun } from "./charts.js";
 import { ComparePanel } from "./compare.js";
+import { ExperimentsPage, route } from "./experiments/page.js";
 import { Colours, duration } from "./format.js";
 import { RunForm } from "./form.js";
 import { RunStream, RunsFeed, connections } from "./livesocket.js";
@@ -329,9 +330,42 @@ window.addEventListener(UNAUTHORIZED_EVENT, (ev) => openTokenForm(ev.detail));
 window.addEventListener(TOKEN_EVENT, renderTokenButton);
 renderTokenButton();
 
+// ---- views: the runs, or the Experiments area (its address is its state) ------------
+
+const experiments = new ExperimentsPage($("[data-testid=experiments-page]"), {
+  notice,
+  // A cell's runs, in the runs view: plotted and compared as a selection of their own.
+  openRuns: (cellRuns) => {
+    for (const run of cellRuns) upsertRun(run);
+    location.hash = "runs";
+    setSelected(cellRuns.map((r) => r.id));
+  },
+});
+function showView() {
+  const where = route();
+  $("[data-testid=runs-page]").hidden = Boolean(where);
+  for (const link of document.querySelectorAll("[data-view]")) {
+    const current = (link.dataset.view === "experiments") === Boolean(where);
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  experiments.show(where);
+  // Charts drawn while hidden have no size: let Plotly measure them again.
+  window.dispatchEvent(new Event("resize"));
+}
+window.addEventListener("hashchange", showView);
+showView();
+
 // ---- start -------------------------------------------------------------------------
 
-new RunsFeed({ onList, onRun: (run) => upsertRun(run, "feed"), onDeleted: removeRun }).start();
+new RunsFeed({
+  onList,
+  onRun: (run) => {
+    upsertRun(run, "feed");
+    if (run.experiment_id) experiments.runChanged();
+  },
+  onDeleted: removeRun,
+}).start();
 loadHealth();
 replot();
 compare.setRuns([]);
@@ -344,5 +378,10 @@ window.bnlab = Object.freeze({
   socket: Object.freeze({
     drop: (offlineMs = 0) => connections.dropAll(offlineMs),
     connected: () => !connections.trouble(),
+  }),
+  // The open experiment: every stream seq it applied, in order, and its charts' draws.
+  experiment: Object.freeze({
+    appliedSeqs: () => [...(experiments.view.stream?.applied ?? [])],
+    draws: () => experiments.view.painter.draws,
   }),
 });

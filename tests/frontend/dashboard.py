@@ -60,9 +60,11 @@ def acc_trace_lengths(page, run_ids: list[str]) -> list[int]:
     )
 
 
-def save_screenshot(page, output_dir: Path, name: str) -> Path:
+def save_screenshot(page, output_dir: Path, name: str, docs_name: str = "screenshot.png") -> Path:
+    """The page as a PNG in the test output; with $BNLAB_SAVE_SCREENSHOT also as
+    docs/<docs_name>, the README's picture."""
     path = output_dir / name
     page.screenshot(path=path, full_page=True)
     if os.environ.get("BNLAB_SAVE_SCREENSHOT"):
-        shutil.copyfile(path, ROOT / "docs" / "screenshot.png")
+        shutil.copyfile(path, ROOT / "docs" / docs_name)
     return path

@@ -146,6 +146,19 @@ async def test_cells_are_computed_from_the_finished_runs_and_complete_at_the_end
     assert done.progress.steps == done.progress.total_steps == 8 * 20
 
 
+async def test_a_plan_counts_the_runs_stores_nothing_and_learns_the_speed(make_service):
+    experiments, executor = await make_service(capacity=2)
+    first = experiments.plan(DESIGN)
+    assert (first.cells, first.runs, first.total_steps, first.workers) == (2, 8, 160, 2)
+    assert first.estimated_seconds is None and first.basis == {}  # nothing finished here yet
+    assert experiments.list() == [] and experiments.runs.queue_length() == 0
+    eid = experiments.create(DESIGN).id
+    await finish_all(experiments, executor, eid)
+    second = experiments.plan(DESIGN)
+    assert second.basis == {"mlp": 8}
+    assert second.estimated_seconds is not None and second.estimated_seconds >= 0
+
+
 async def test_a_finished_experiment_is_completed_whatever_its_runs_outcomes(make_service):
     experiments, executor = await make_service(capacity=8)
     experiment = experiments.create(DESIGN)

@@ -201,6 +201,27 @@ def test_a_bad_design_is_refused_naming_the_field_and_nothing_is_stored(server, 
     assert len(server.http.get("/api/experiments").json()["items"]) == experiments
 
 
+@pytest.mark.parametrize(("body", "loc", "words"), BAD_DESIGNS[::4])
+def test_a_plan_refuses_a_bad_design_as_creating_it_would(server, body, loc, words):
+    planned = server.post("/api/experiments/plan", body)
+    created = server.post("/api/experiments", body)
+    assert planned.status_code == created.status_code == 422
+    assert planned.json() == created.json()
+
+
+def test_a_plan_says_what_a_design_would_start_and_starts_nothing(server):
+    before = server.http.get("/api/experiments").json()["items"]
+    plan = server.post("/api/experiments/plan", DESIGN)
+    assert plan.status_code == 200, plan.text
+    assert {k: plan.json()[k] for k in ("cells", "runs", "total_steps", "workers")} == {
+        "cells": 2,
+        "runs": RUNS,
+        "total_steps": RUNS * 60,
+        "workers": 2,
+    }
+    assert server.http.get("/api/experiments").json()["items"] == before
+
+
 def test_more_than_200_runs_is_refused_with_the_count(server):
     body = {"vary": {"learning_rate": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, "seeds": 17}
     response = server.post("/api/experiments", body)

@@ -1,0 +1,308 @@
+// The experiment's charts: curves with 95 % bands per arm, the factor plot and the
+// BN − no-BN heatmap. Each chart is drawn from the latest state with one Plotly.react,
+// and the painter draws at most one chart per animation frame: a burst of updates
+// (200 runs ending) costs one draw per chart, never one per event.
+
+/* global Plotly */
+
+import { isNum } from "../format.js";
+
+// Okabe & Ito's palette: told apart with each common colour-vision deficiency. Yellow
+// (faint on white) and black (reads as "axis") come last.
+export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
+// Arms on the factor plot, where x tells the cells apart: blue and vermillion.
+const ARM_COLOUR = { bn: "#0072B2", no_bn: "#D55E00" };
+export const ARMS = ["bn", "no_bn"];
+export const ARM_NAME = { bn: "BN", no_bn: "no BN" };
+const DASH = { bn: "solid", no_bn: "dash" };
+// Fields whose values are spread by factors: a log axis shows them evenly.
+const LOG_FIELDS = new Set(["learning_rate", "init_scale"]);
+const LOG_SPAN = 20;
+const CHANCE = 0.1; // a diverged run's test accuracy in the statistics (ten classes)
+
+const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 12, color: "#1f2933" };
+const GRID = "#e9edf2";
+
+export const cellColour = (index) => PALETTE[index % PALETTE.length];
+
+function withAlpha(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+}
+
+/** "learning_rate 0.05 · activation relu", or "every run" for a design without factors. */
+export function cellName(factors) {
+  const parts = Object.entries(factors).map(([k, v]) => `${k} ${v}`);
+  return parts.length ? parts.join(" · ") : "every run";
+}
+
+/** Whether a varied field's values are best read on a log axis. */
+export function logAxis(field, values) {
+  if (!values.every((v) => isNum(v) && v > 0)) return false;
+  return LOG_FIELDS.has(field) || Math.max(...values) / Math.min(...values) > LOG_SPAN;
+}
+
+function baseLayout(title, extra = {}) {
+  return {
+    title: { text: title, font: { size: 13 }, x: 0, xanchor: "left" },
+    font: FONT,
+    margin: { l: 58, r: 12, t: 36, b: 44 },
+    paper_bgcolor: "#fff",
+    plot_bgcolor: "#fff",
+    legend: { orientation: "h", x: 0, y: -0.1, yanchor: "top", font: { size: 11 } },
+    hovermode: "closest",
+    uirevision: "keep", // zoom and legend clicks survive every update
+    ...extra,
+  };
+}
+
+/**
+ * A y range around `values` within [floor, ceiling]: an interval over two seeds can
+ * reach far past 0 % or 100 %, and the axis should not follow it out there.
+ */
+function clampedRange(values, floor, ceiling = Infinity) {
+  const finite = values.filter(isNum);
+  if (!finite.length) return undefined;
+  const low = Math.max(floor, Math.min(...finite));
+  const high = Math.min(ceiling, Math.max(...finite));
+  const pad = (high - low || Math.abs(high) || 1) * 0.05;
+  return [Math.max(floor, low - pad), Math.min(ceiling, high + pad)];
+}
+
+function note(text) {
+  return {
+    text, xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
+    font: { size: 13, color: "#7b8794" },
+  };
+}
+
+/** Draws dirty charts, one per animation frame, each from the state it reads then. */
+export class Painter {
+  constructor() {
+    this.dirty = new Set();
+    this.frame = null;
+    this.draws = 0; // Plotly draws made (the test hook reads it)
+  }
+
+  request(chart) {
+    this.dirty.add(chart);
+    this.frame ??= requestAnimationFrame(() => this.paint());
+  }
+
+  async paint() {
+    this.frame = null;
+    const chart = [...this.dirty].find((c) => !c.drawing);
+    if (chart) {
+      this.dirty.delete(chart);
+      chart.drawing = true;
+      this.draws += 1;
+      try {
+        await chart.draw();
+      } catch (err) {
+        console.error("experiment chart update failed:", err);
+      } finally {
+        chart.drawing = false;
+      }
+    }
+    if (this.dirty.size) this.frame ??= requestAnimationFrame(() => this.paint());
+  }
+}
+
+class Chart {
+  constructor(el, painter) {
+    this.el = el;
+    this.painter = painter;
+    this.drawing = false;
+  }
+
+  /** Redraw from `state` at the next free animation frame. */
+  update(state) {
+    this.state = state;
+    this.painter.request(this);
+  }
+
+  draw() {
+    const { data, layout } = this.figure(this.state);
+    return Plotly.react(this.el, data, layout, CONFIG);
+  }
+}
+
+/**
+ * Validation accuracy or loss against step: per cell and arm, the mean line over a
+ * shaded 95 % band (one colour per cell; BN solid, no-BN dashed), and, when asked, each
+ * seed as a thin line, a diverged seed marked with an x where its curve ends.
+ */
+export class BandChart extends Chart {
+  constructor(el, painter, { metric, title, yTitle, tickformat }) {
+    super(el, painter);
+    Object.assign(this, { metric, title, yTitle, tickformat });
+  }
+
+  figure({ experiment, seeds }) {
+    const data = [];
+    experiment.cells.forEach((cell, index) => {
+      const colour = cellColour(index);
+      for (const arm of ARMS) {
+        const summary = cell.arms[arm];
+        const curve = summary.curve.filter((p) => isNum(p[this.metric].mean));
+        const x = curve.map((p) => p.step);
+        const mean = curve.map((p) => p[this.metric].mean);
+        // An interval of one run is unknown: the band closes on the mean there.
+        const high = curve.map((p) => p[this.metric].ci_high ?? p[this.metric].mean);
+        const low = curve.map((p) => p[this.metric].ci_low ?? p[this.metric].mean);
+        const name = `${cellName(cell.factors)} · ${ARM_NAME[arm]}`;
+        const diverged = summary.n_diverged ? ` (${summary.n_diverged} diverged)` : "";
+        data.push({
+          type: "scatter", mode: "lines", x: [...x, ...[...x].reverse()], y: [...high, ...[...low].reverse()],
+          fill: "toself", fillcolor: withAlpha(colour, arm === "bn" ? 0.18 : 0.1), line: { width: 0 },
+          hoverinfo: "skip", showlegend: false, legendgroup: name,
+          meta: { cell: index, arm, kind: "band" },
+        });
+        data.push({
+          type: "scatter", mode: "lines", x, y: mean, name: `${name}${diverged}`, legendgroup: name,
+          line: { color: colour, width: 2, dash: DASH[arm] },
+          hovertemplate: `${name}<br>mean %{y:${this.tickformat ? ".2%" : ".4f"}} at step %{x}<extra></extra>`,
+          meta: { cell: index, arm, kind: "mean" },
+        });
+        for (const run of seeds?.get(index)?.[arm] ?? []) data.push(...this.seedTraces(run, colour, arm, name));
+      }
+    });
+    const empty = !experiment.cells.some((c) => ARMS.some((a) => c.arms[a].curve.length));
+    const accuracy = this.metric === "val_acc";
+    const range = clampedRange(data.flatMap((t) => t.y), 0, accuracy ? 1 : Infinity);
+    const layout = baseLayout(this.title, {
+      xaxis: { gridcolor: GRID, zeroline: false, hoverformat: "d" },
+      yaxis: { title: { text: this.yTitle }, gridcolor: GRID, tickformat: this.tickformat ?? "", range },
+      annotations: empty ? [note("no evaluations yet: the curves appear as runs report")] : [],
+    });
+    return { data, layout };
+  }
+
+  seedTraces(run, colour, arm, name) {
+    const points = run.points.filter((p) => isNum(p[this.metric]));
+    const x = points.map((p) => p.step);
+    const y = points.map((p) => p[this.metric]);
+    const meta = { kind: "seed", arm, runId: run.runId };
+    const traces = [{
+      type: "scatter", mode: "lines", x, y, legendgroup: name, showlegend: false, opacity: 0.55,
+      line: { color: colour, width: 0.8, dash: DASH[arm] }, meta,
+      hovertemplate: `${name} · seed ${run.seed}<br>%{y} at step %{x}<extra></extra>`,
+    }];
+    if (run.status === "diverged" && x.length) {
+      traces.push({
+        type: "scatter", mode: "markers", x: [x.at(-1)], y: [y.at(-1)], legendgroup: name, showlegend: false,
+        marker: { symbol: "x", size: 9, color: colour }, meta: { ...meta, kind: "diverged" },
+        hovertemplate: `${name} · seed ${run.seed} diverged after step %{x}<extra></extra>`,
+      });
+    }
+    return traces;
+  }
+}
+
+/**
+ * Final test accuracy of each arm (mean with its 95 % interval) against the first varied
+ * field; with a second one, one line per value of it. Arms with diverged runs are marked
+ * at chance, where the statistics count them, with how many.
+ */
+export class FactorPlot extends Chart {
+  figure({ experiment }) {
+    const fields = Object.keys(experiment.design.vary);
+    const [field, other] = fields;
+    const values = field ? experiment.design.vary[field] : ["every run"];
+    const log = field ? logAxis(field, values) : false;
+    const numeric = field && values.every(isNum);
+    const groups = other ? experiment.design.vary[other] : [null];
+    const data = [];
+    groups.forEach((group, g) => {
+      const cells = experiment.cells.filter((c) => !other || c.factors[other] === group);
+      for (const arm of ARMS) {
+        const colour = other ? cellColour(g) : ARM_COLOUR[arm];
+        const armOffset = arm === "bn" ? -1 : 1;
+        const x = cells.map((c) => this.place(field ? c.factors[field] : "every run", { log, numeric, values, armOffset }));
+        const acc = cells.map((c) => c.arms[arm].test_accuracy);
+        const name = other ? `${other} ${group} · ${ARM_NAME[arm]}` : ARM_NAME[arm];
+        data.push({
+          type: "scatter", mode: "lines+markers", x, y: acc.map((a) => a.mean), name, legendgroup: name,
+          line: { color: colour, width: 1.5, dash: DASH[arm] },
+          marker: { color: colour, size: 8, symbol: arm === "bn" ? "circle" : "square" },
+          error_y: {
+            type: "data", symmetric: false, color: colour, thickness: 1.5, width: 4,
+            array: acc.map((a) => (isNum(a.ci_high) ? a.ci_high - a.mean : 0)),
+            arrayminus: acc.map((a) => (isNum(a.ci_low) ? a.mean - a.ci_low : 0)),
+          },
+          hovertemplate: `${name}<br>${field ?? ""} %{x}: %{y:.2%}<extra></extra>`,
+          meta: { arm, group, kind: "arm" },
+        });
+        const diverged = cells.map((c, i) => [c, x[i]]).filter(([c]) => c.arms[arm].n_diverged);
+        if (diverged.length) {
+          data.push({
+            type: "scatter", mode: "markers+text", x: diverged.map(([, xi]) => xi), y: diverged.map(() => CHANCE),
+            text: diverged.map(([c]) => `${c.arms[arm].n_diverged}/${c.arms[arm].n} diverged`),
+            textposition: "top center", textfont: { size: 10, color: colour },
+            marker: { symbol: "x", size: 11, color: colour }, name: `${name}: diverged runs (at chance)`,
+            legendgroup: name, meta: { arm, group, kind: "diverged" },
+            hovertemplate: "%{text}<extra></extra>",
+          });
+        }
+      }
+    });
+    const layout = baseLayout(field ? `Final test accuracy against ${field}` : "Final test accuracy", {
+      xaxis: {
+        gridcolor: GRID, type: log ? "log" : numeric ? "linear" : "category",
+        ...(numeric ? { tickvals: values, ticktext: values.map(String) } : {}),
+      },
+      yaxis: {
+        title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%",
+        range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => [
+          y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)])), 0, 1),
+      },
+      legend: { orientation: "h", x: 0, y: -0.18, yanchor: "top", font: { size: 11 } },
+      annotations: experiment.cells.every((c) => ARMS.every((a) => !c.arms[a].n_finished))
+        ? [note("no finished runs yet")] : [],
+    });
+    return { data, layout };
+  }
+
+  /** The x of a cell's marker: BN a little left of no-BN so the interval bars never overlap. */
+  place(value, { log, numeric, values, armOffset }) {
+    if (!numeric) return String(value);
+    if (log) return value * 1.04 ** armOffset;
+    const span = Math.max(...values) - Math.min(...values) || 1;
+    return value + armOffset * 0.01 * span;
+  }
+}
+
+/** With two varied fields: BN − no-BN test accuracy per cell, annotated with its value. */
+export class Heatmap extends Chart {
+  figure({ experiment }) {
+    const [field, other] = Object.keys(experiment.design.vary);
+    const columns = experiment.design.vary[field].map(String);
+    const rows = experiment.design.vary[other].map(String);
+    const z = rows.map(() => columns.map(() => null));
+    const text = rows.map(() => columns.map(() => "not finished"));
+    for (const cell of experiment.cells) {
+      const r = rows.indexOf(String(cell.factors[other]));
+      const c = columns.indexOf(String(cell.factors[field]));
+      const d = cell.effect.difference.mean;
+      if (!isNum(d)) continue;
+      z[r][c] = d * 100;
+      const p = isNum(cell.effect.p_value) ? `p ${cell.effect.p_value.toPrecision(2)}` : "";
+      text[r][c] = `${d >= 0 ? "+" : ""}${(d * 100).toFixed(2)} %<br>${p}`;
+    }
+    const reach = Math.max(0.01, ...z.flat().filter(isNum).map(Math.abs));
+    const data = [{
+      type: "heatmap", x: columns, y: rows, z, text, texttemplate: "%{text}", textfont: { size: 11 },
+      // Purple–orange: a diverging scale read the same with the common deficiencies.
+      colorscale: [[0, "#b35806"], [0.5, "#f7f7f7"], [1, "#542788"]], zmin: -reach, zmax: reach,
+      colorbar: { title: { text: "BN − no BN<br>(% points)", side: "right" }, thickness: 12 },
+      hovertemplate: `${field} %{x}, ${other} %{y}<br>%{text}<extra></extra>`,
+      meta: { kind: "heatmap" },
+    }];
+    const layout = baseLayout("BN − no-BN test accuracy per cell (paired by seed)", {
+      xaxis: { title: { text: field }, type: "category" },
+      yaxis: { title: { text: other }, type: "category" },
+    });
+    return { data, layout };
+  }
+}

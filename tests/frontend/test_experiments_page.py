@@ -1,0 +1,346 @@
+"""The Experiments page in a real browser against a real server: a person opens the
+learning-rate preset, shrinks it to a tiny design, starts it and reads the answer.
+One experiment, run once per module with a dropped connection in the middle, backs
+every assertion but the bad design's."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.frontend.conftest import OUTPUT, VIEWPORT, PageErrors, wait_until_ready
+from tests.frontend.dashboard import save_screenshot
+
+# The learning-rate preset (the paper's MLP), cut down: 2 cells x 2 seeds x 2 arms = 8
+# runs of 60 steps on 1,000 images. BN's moving averages must catch up within 60 steps.
+# Dropout is varied too, with one value: a second varied field brings the heatmap, and
+# no more runs.
+TINY_DESIGN = {
+    "steps": "60",
+    "eval_every": "20",
+    "train_subset": "1000",
+    "batch_size": "32",
+    "bn_decay": "0.5",
+}
+LEARNING_RATES = "0.05, 0.5"
+RUNS = 8
+TIMEOUT_S = 240  # a tiny run takes seconds alone, much longer on a loaded machine
+
+
+def open_experiments(page, url: str) -> None:
+    page.goto(url)
+    wait_until_ready(page)
+    page.wait_for_selector("[data-testid=experiments-page][data-state=ready]", state="attached")
+
+
+def open_tiny_design(page, **changes: str) -> None:
+    """Open the learning-rate preset and shrink it, as a person would in the designer."""
+    page.get_by_test_id("exp-preset-learning-rate").click()
+    expect(page.get_by_test_id("exp-vary-field-0")).to_have_value("learning_rate")
+    page.get_by_test_id("exp-vary-values-0").fill(changes.pop("values", LEARNING_RATES))
+    page.get_by_test_id("exp-seeds").fill(changes.pop("seeds", "2"))
+    for name, value in {**TINY_DESIGN, **changes}.items():
+        page.get_by_test_id(f"exp-base-{name}").fill(value)
+
+
+def trace(traces: list[dict[str, Any]], cell: int, arm: str, kind: str) -> dict[str, Any]:
+    (found,) = [t for t in traces if t["meta"] == {"cell": cell, "arm": arm, "kind": kind}]
+    return found
+
+
+def chart_traces(page, testid: str) -> list[dict[str, Any]]:
+    return page.evaluate(
+        """id => (document.querySelector(`[data-testid=${id}]`).data || []).map(t => ({
+            meta: t.meta, x: t.x, y: t.y, fill: t.fill || null, dash: t.line && t.line.dash,
+            color: t.line && t.line.color, error_y: t.error_y || null, name: t.name}))""",
+        testid,
+    )
+
+
+def count_chart_draws(page) -> None:
+    """From now on, note the animation frame (its timestamp, the same for every callback
+    of one frame) of every Plotly.react on an experiment chart."""
+    page.evaluate(
+        """() => {
+            window.__frame = null;
+            window.__draws = [];
+            const raf = window.requestAnimationFrame.bind(window);
+            window.requestAnimationFrame = (cb) => raf((t) => { window.__frame = t; cb(t); });
+            const react = Plotly.react;
+            Plotly.react = function (el, ...rest) {
+                const chart = el.closest('[data-testid=experiment-view]');
+                if (chart) window.__draws.push(window.__frame);
+                return react.call(this, el, ...rest);
+            };
+        }"""
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(browser, server) -> dict[str, Any]:
+    """The tiny design started from the page and watched to the end, its live socket
+    dropped (and reconnected) while runs were still ending."""
+    errors = PageErrors()
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.on("pageerror", lambda exc: errors.errors.append(f"pageerror: {exc}"))
+    page.on(
+        "console",
+        lambda m: m.type == "error" and errors.errors.append(f"console.error: {m.text}"),
+    )
+    open_experiments(page, server.url + "/#experiments")
+    count_chart_draws(page)
+    open_tiny_design(page)
+    page.get_by_test_id("exp-vary-field-1").select_option("dropout")
+    page.get_by_test_id("exp-vary-values-1").fill("0")
+    plan = page.get_by_test_id("exp-plan")
+    expect(plan).to_contain_text(f"{RUNS} runs")
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/experiments") and r.request.method == "POST"
+    ) as info:
+        page.get_by_test_id("exp-start").click()
+    assert info.value.status == 201, info.value.text()
+    experiment_id = info.value.json()["id"]
+    page.wait_for_url(f"**/#experiment={experiment_id}")
+
+    # Drop the connection once some runs have ended and others have not.
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        progress = server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]
+        if progress["runs"].get("completed", 0) >= 2:
+            break
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.2)
+    seqs_before_drop = page.evaluate("window.bnlab.experiment.appliedSeqs()")
+    page.evaluate("window.bnlab.socket.drop(1000)")
+    expect(page.get_by_test_id("exp-status")).to_have_text("completed", timeout=TIMEOUT_S * 1000)
+    final = server.http.get(f"/api/experiments/{experiment_id}").json()
+    # The page has drawn the final state (one chart per animation frame).
+    page.wait_for_function(
+        "seq => window.bnlab.experiment.appliedSeqs().at(-1) === seq", arg=final["last_seq"]
+    )
+    page.wait_for_timeout(300)
+    yield {
+        "page": page,
+        "id": experiment_id,
+        "final": final,
+        "seqs_before_drop": seqs_before_drop,
+        "errors": errors,
+    }
+    context.close()
+    assert not errors.unexpected(), errors.errors
+
+
+def test_curves_show_each_arm_as_a_mean_line_over_a_95_percent_band(finished):
+    page, final = finished["page"], finished["final"]
+    traces = chart_traces(page, "exp-chart-acc")
+    colours = set()
+    for index, cell in enumerate(final["cells"]):
+        for arm in ("bn", "no_bn"):
+            curve = cell["arms"][arm]["curve"]
+            steps = [p["step"] for p in curve]
+            assert steps == [0, 20, 40, 60]
+            band = trace(traces, index, arm, "band")
+            mean = trace(traces, index, arm, "mean")
+            # The band runs along the upper ends and back along the lower ends, filled.
+            assert band["fill"] == "toself"
+            assert band["x"] == steps + steps[::-1]
+            high = [p["val_acc"]["ci_high"] for p in curve]
+            low = [p["val_acc"]["ci_low"] for p in curve]
+            assert band["y"] == pytest.approx(high + low[::-1])
+            assert all(h >= lo for h, lo in zip(high, low, strict=True))
+            assert mean["x"] == steps
+            assert mean["y"] == pytest.approx([p["val_acc"]["mean"] for p in curve])
+            assert mean["dash"] == ("solid" if arm == "bn" else "dash")
+            colours.add((index, mean["color"]))
+    # One colour per cell, shared by its two arms.
+    assert len({c for _, c in colours}) == len(final["cells"]) == 2
+    assert len(colours) == 2
+    loss = chart_traces(page, "exp-chart-loss")
+    assert sum(t["meta"]["kind"] == "band" and t["fill"] == "toself" for t in loss) == 4
+
+
+def test_a_dropped_connection_resumes_with_nothing_doubled_or_missing(finished):
+    page, final = finished["page"], finished["final"]
+    seqs = page.evaluate("window.bnlab.experiment.appliedSeqs()")
+    before = finished["seqs_before_drop"]
+    assert seqs[: len(before)] == before  # the same stream, resumed
+    assert len(seqs) > len(before), "no update arrived after the reconnect"
+    assert seqs == sorted(set(seqs)), f"an update was applied twice: {seqs}"
+    assert seqs[-1] == final["last_seq"]
+    # What the page draws is exactly the server's final answer: every point once.
+    traces = chart_traces(page, "exp-chart-loss")
+    for index, cell in enumerate(final["cells"]):
+        for arm in ("bn", "no_bn"):
+            mean = trace(traces, index, arm, "mean")
+            curve = cell["arms"][arm]["curve"]
+            assert mean["x"] == [p["step"] for p in curve]
+            assert mean["y"] == pytest.approx([p["val_loss"]["mean"] for p in curve])
+
+
+def test_charts_update_at_most_once_per_animation_frame(finished):
+    page = finished["page"]
+    draws = page.evaluate("window.__draws")
+    updates = len(page.evaluate("window.bnlab.experiment.appliedSeqs()"))
+    assert draws, "the charts were never drawn"
+    assert len(draws) == len(set(draws)), f"two chart draws in one frame: {draws}"
+    # Four charts, redrawn only when the answer changed (a run ended), never per message.
+    assert len(draws) <= 4 * updates
+
+
+def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
+    page, final = finished["page"], finished["final"]
+    table = page.get_by_test_id("verdict-table")
+    rows = table.get_by_test_id("verdict-row")
+    expect(rows).to_have_count(2)
+    sentences = table.get_by_test_id("verdict-sentence")
+    for i, cell in enumerate(final["cells"]):
+        row = rows.nth(i)
+        effect = cell["effect"]
+        assert effect["verdict"] == "not_enough_seeds"  # two seeds can never show p < 0.05
+        expect(row).to_have_attribute("data-verdict", "not_enough_seeds")
+        expect(row).to_contain_text("not enough seeds to tell")
+        # The sentence, under the cell's figures, with the test's name.
+        expect(sentences.nth(i)).to_have_text(f"{effect['sentence']} (Wilcoxon signed-rank test)")
+        expect(sentences.nth(i)).to_contain_text("Not enough seeds to tell")
+        text = row.inner_text()
+        assert f"learning_rate {cell['factors']['learning_rate']}" in text
+        for arm in ("bn", "no_bn"):
+            accuracy = cell["arms"][arm]["test_accuracy"]
+            assert f"{accuracy['mean'] * 100:.2f} %" in text
+            assert f"{accuracy['ci_low'] * 100:.2f} % to {accuracy['ci_high'] * 100:.2f} %" in text
+        assert f"{effect['p_value']:.2g}" in text
+    headers = table.locator("thead th").all_inner_texts()
+    assert headers[:8] == [
+        "CELL",
+        "N PAIRS",
+        "BN",
+        "NO BN",
+        "BN \N{MINUS SIGN} NO BN",
+        "P",
+        "SPEED-UP TO 98 %",
+        "VERDICT",
+    ]
+
+
+def test_the_factor_plot_puts_each_arm_against_the_learning_rate_on_a_log_axis(finished):
+    page, final = finished["page"], finished["final"]
+    axis = page.evaluate(
+        "() => document.querySelector('[data-testid=factor-plot]').layout.xaxis.type"
+    )
+    assert axis == "log"
+    traces = [t for t in chart_traces(page, "factor-plot") if t["meta"]["kind"] == "arm"]
+    assert [t["meta"]["arm"] for t in traces] == ["bn", "no_bn"]
+    for trace in traces:
+        arm = trace["meta"]["arm"]
+        means = [c["arms"][arm]["test_accuracy"] for c in final["cells"]]
+        assert trace["y"] == pytest.approx([m["mean"] for m in means])
+        assert trace["error_y"]["array"] == pytest.approx([m["ci_high"] - m["mean"] for m in means])
+
+
+def test_two_varied_fields_add_a_heatmap_of_the_difference_per_cell(finished):
+    page, final = finished["page"], finished["final"]
+    expect(page.get_by_test_id("heatmap")).to_be_visible()
+    (trace,) = page.evaluate(
+        """() => document.querySelector('[data-testid=heatmap]').data
+            .map(t => ({x: t.x, y: t.y, z: t.z, text: t.text}))"""
+    )
+    assert (trace["x"], trace["y"]) == (["0.05", "0.5"], ["0"])
+    differences = [c["effect"]["difference"]["mean"] * 100 for c in final["cells"]]
+    assert trace["z"] == [pytest.approx(differences)]
+    for text, difference in zip(trace["text"][0], differences, strict=True):
+        assert text.startswith(f"{difference:+.2f} %")
+
+
+def test_the_seed_toggle_draws_every_run_as_a_thin_line(finished):
+    page = finished["page"]
+    toggle = page.get_by_label("Show individual seeds")
+    toggle.check()
+    page.wait_for_function(
+        """n => (document.querySelector('[data-testid=exp-chart-acc]').data || [])
+            .filter(t => t.meta.kind === 'seed').length === n""",
+        arg=RUNS,
+    )
+    seeds = [t for t in chart_traces(page, "exp-chart-acc") if t["meta"]["kind"] == "seed"]
+    assert all(t["x"] == [0, 20, 40, 60] for t in seeds)
+    toggle.uncheck()
+    page.wait_for_function(
+        """() => !(document.querySelector('[data-testid=exp-chart-acc]').data || [])
+            .some(t => t.meta.kind === 'seed')"""
+    )
+
+
+def test_the_deep_link_reopens_the_same_view_after_a_reload(finished):
+    page, final = finished["page"], finished["final"]
+    page.reload()
+    wait_until_ready(page)
+    assert page.url.endswith(f"#experiment={finished['id']}")
+    expect(page.get_by_test_id("exp-status")).to_have_text("completed")
+    expect(page.get_by_test_id("verdict-table").get_by_test_id("verdict-row")).to_have_count(2)
+    page.wait_for_function(
+        """() => (document.querySelector('[data-testid=exp-chart-acc]').data || [])
+            .filter(t => t.meta.kind === 'band').length === 4"""
+    )
+    listed = page.get_by_test_id("experiments-list").get_by_test_id("experiment-item")
+    expect(listed.filter(has=page.locator(f'a[href="#experiment={final["id"]}"]'))).to_have_count(1)
+    # Exports: the experiment's JSON and CSV, as the API serves them.
+    for testid, kind in [("exp-export-json", "json"), ("exp-export-csv", "csv")]:
+        href = page.get_by_test_id(testid).get_attribute("href")
+        exported = page.request.get(server_root(page) + href)
+        assert exported.ok and kind in exported.headers["content-type"]
+    assert len(page.request.get(server_root(page) + href).text().splitlines()) == RUNS + 1
+    page.wait_for_timeout(500)  # the last chart's frame
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    save_screenshot(page, OUTPUT, "experiment.png", "experiment.png")
+
+
+def server_root(page) -> str:
+    return page.url.split("#")[0].rstrip("/")
+
+
+def test_a_cell_opens_its_runs_in_the_runs_view(finished):
+    page, final = finished["page"], finished["final"]
+    page.goto(page.url.split("#")[0] + f"#experiment={final['id']}")
+    rows = page.get_by_test_id("verdict-row")
+    expect(rows).to_have_count(2)
+    rows.nth(1).get_by_test_id("open-cell-runs").click()
+    expect(page.get_by_test_id("runs-page")).to_be_visible()
+    expected = {r["id"] for r in final["runs"] if r["config"]["learning_rate"] == 0.5}
+    page.wait_for_function("n => window.bnlab.selected().length === n", arg=len(expected))
+    assert set(page.evaluate("window.bnlab.selected()")) == expected
+
+
+def test_a_bad_design_shows_the_fields_error_and_starts_nothing(open_page, page_errors, server):
+    page_errors.allow(r"status of 422")  # Chromium logs the refused request itself
+    before = server.http.get("/api/experiments").json()["items"]
+    page = open_page(server.url + "/#experiments")
+    page.wait_for_selector("[data-testid=experiments-page][data-state=ready]", state="attached")
+    open_tiny_design(page, values="0.05, 0.05", steps="-5")
+    vary_error = page.get_by_test_id("exp-error-vary")
+    expect(vary_error).to_contain_text("learning_rate: 0.05 is listed twice")
+    expect(page.get_by_test_id("exp-vary-values-0")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("exp-plan")).to_contain_text("Fix the fields")
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/experiments") and r.request.method == "POST"
+    ) as info:
+        page.get_by_test_id("exp-start").click()
+    assert info.value.status == 422
+    expect(page.get_by_test_id("exp-error-base.steps")).to_contain_text("greater than")
+    assert "#experiment=" not in page.url
+    assert server.http.get("/api/experiments").json()["items"] == before
+
+
+def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
+    page = finished["page"]
+    page.goto(server_root(page) + "/#experiments")
+    page.get_by_test_id("exp-preset-learning-rate").click()
+    plan = page.get_by_test_id("exp-plan")
+    # The preset as it is: 4 rates x 8 seeds x 2 arms, timed by this server's MLP runs
+    # (the experiment above finished 8 of them).
+    expect(plan).to_contain_text("64 runs (4 cells")
+    expect(plan).to_contain_text("about ")
+    expect(plan).to_contain_text("MLP runs finished here")
