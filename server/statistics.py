@@ -312,7 +312,10 @@ def _percent(x: float) -> str:
     return f"{x * 100:+.2f} %"
 
 
-def _sentence(verdict: Verdict, n: int, difference: Interval, p: float | None, test: str) -> str:
+def _sentence(
+    verdict: Verdict, differences: Sequence[float], difference: Interval, p: float | None, test: str
+) -> str:
+    n = len(differences)
     pairs = f"n = {n} seed pair{'s' * (n != 1)}"
     if difference.mean is None:
         return "Not enough seeds to tell: no seed has finished with and without BN yet."
@@ -328,10 +331,22 @@ def _sentence(verdict: Verdict, n: int, difference: Interval, p: float | None, t
                 f"Not enough seeds to tell: test accuracy {figures}; the {test} test needs "
                 f"at least {MIN_PAIRS} pairs to ever reach p < {ALPHA}."
             )
-        case Verdict.BN_BETTER:
-            return f"BN better: test accuracy {figures}."
-        case Verdict.BN_WORSE:
-            return f"BN worse: test accuracy {figures}."
+        case Verdict.BN_BETTER | Verdict.BN_WORSE:
+            better = verdict == Verdict.BN_BETTER
+            ahead = sum(1 for d in differences if (d > 0 if better else d < 0))
+            sentence = (
+                f"BN {'better' if better else 'worse'} in {ahead} of {n} seed pairs: "
+                f"test accuracy {figures}."
+            )
+            if difference.ci_low is not None and difference.ci_low <= 0 <= difference.ci_high:
+                # The rank test weighs each pair's side; the mean's t interval also its
+                # size. Pairs that agree in sign but not in size (a diverged twin beside
+                # a small gain) leave the mean's interval across 0: say so, not hide it.
+                sentence += (
+                    " The size of the difference varies so much between seeds that the "
+                    "mean's interval includes 0."
+                )
+            return sentence
     return f"No difference shown: test accuracy {figures}."
 
 
@@ -371,7 +386,7 @@ def compare_arms(bn: Sequence[RunResult], no_bn: Sequence[RunResult]) -> Effect:
             _steps_to([no_bn_by_seed[s] for s in seeds], milestone),
         ),
         verdict=verdict,
-        sentence=_sentence(verdict, len(seeds), difference, p, TEST_NAME),
+        sentence=_sentence(verdict, differences, difference, p, TEST_NAME),
     )
 
 

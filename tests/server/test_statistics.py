@@ -208,7 +208,20 @@ def test_effect_is_paired_by_seed():
     assert effect.p_value == pytest.approx(exact_signed_rank_p(d))
     assert effect.test == "Wilcoxon signed-rank"
     assert effect.verdict == Verdict.BN_BETTER
-    assert "n = 7 seed pairs" in effect.sentence and "BN better" in effect.sentence
+    assert "n = 7 seed pairs" in effect.sentence
+    assert effect.sentence.startswith("BN better in 6 of 7 seed pairs: test accuracy +0.32 %")
+    assert "interval includes 0" not in effect.sentence
+
+
+def test_a_verdict_whose_mean_interval_spans_zero_says_so():
+    # Every pair favours BN (the rank test's smallest p at n = 6), but one pair by far
+    # more than the others: the mean's t interval reaches below 0.
+    d = [0.20, 0.001, 0.002, 0.001, 0.003, 0.002]
+    effect = compare_arms(*twins(d))
+    assert effect.verdict == Verdict.BN_BETTER and effect.p_value == pytest.approx(2 / 64)
+    assert effect.difference.ci_low < 0 < effect.difference.ci_high
+    assert effect.sentence.startswith("BN better in 6 of 6 seed pairs")
+    assert "varies so much between seeds that the mean's interval includes 0" in effect.sentence
 
 
 def test_bn_worse_and_no_difference():
