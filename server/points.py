@@ -20,6 +20,7 @@ import sqlite3
 import types
 import typing
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -103,34 +104,49 @@ def _is_list(annotation: Any) -> bool:
     return typing.get_origin(annotation) is list
 
 
-def _paths(model: type[BaseModel], names: dict[Path, list[str]], at: Path) -> Iterator[Path]:
+def _paths(model: type[BaseModel], seen: _Seen, at: Path, named: bool = False) -> Iterator[Path]:
     """The path to every single value of `model`, field by field. A list of models (the
-    layers) goes by its items' `name`s, as found in the exported points (`names`); a
-    list of numbers (bin edges, histogram counts, the landscape's values per step size)
-    has no CSV column: it is in the JSON export."""
-    for field_name, field in model.model_fields.items():
+    layers) goes by its items' `name`s, as found in the exported points, which are then
+    in the path and not columns of their own; a part that may be absent has columns only
+    when an exported point has it (no `pre_bn` columns for runs without BN); a list of
+    numbers (bin edges, histogram counts, the landscape's values per step size) has no
+    CSV column: it is in the JSON export."""
+    for field_name, info in model.model_fields.items():
+        if named and field_name == "name":
+            continue
         path = (*at, field_name)
-        if nested := _model(field.annotation) or _optional_model(field.annotation):
-            yield from _paths(nested, names, path)
-        elif item := _list_item_model(field.annotation):
-            for name in names.get(path, []):
-                yield from _paths(item, names, (*path, name))
-        elif not _is_list(field.annotation):
+        if nested := _model(info.annotation):
+            yield from _paths(nested, seen, path)
+        elif nested := _optional_model(info.annotation):
+            if path in seen.parts:
+                yield from _paths(nested, seen, path)
+        elif item := _list_item_model(info.annotation):
+            for name in seen.names.get(path, []):
+                yield from _paths(item, seen, (*path, name), named=True)
+        elif not _is_list(info.annotation):
             yield path
 
 
-def _names(value: Any, at: Path, into: dict[Path, list[str]]) -> None:
-    """Every list of named items in a dumped document (`into`: its path -> names, in the
-    order they first appear)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _names(item, (*at, key), into)
-    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        seen = into.setdefault(at, [])
-        for item in value:
-            if item.get("name") not in seen:
-                seen.append(item["name"])
-            _names(item, (*at, item["name"]), into)
+@dataclass
+class _Seen:
+    """What the exported points have of a document: the paths of its parts that are
+    there in at least one, and the names of the items of each list of named items (in
+    the order they first appear)."""
+
+    parts: set[Path] = field(default_factory=set)
+    names: dict[Path, list[str]] = field(default_factory=dict)
+
+    def add(self, value: Any, at: Path = ()) -> None:
+        if isinstance(value, dict):
+            self.parts.add(at)
+            for key, item in value.items():
+                self.add(item, (*at, key))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            names = self.names.setdefault(at, [])
+            for item in value:
+                if item["name"] not in names:
+                    names.append(item["name"])
+                self.add(item, (*at, item["name"]))
 
 
 def _lookup(document: dict[str, Any], path: Path) -> Any:
@@ -160,11 +176,12 @@ class PointCsv:
             if column not in _DOCUMENTS:
                 self._paths.append((column, ()))
                 continue
-            names: dict[Path, list[str]] = {}
+            seen = _Seen()
             for dump in self._dumped:
-                if dump.get(column) is not None:
-                    _names(dump[column], (), names)
-            self._paths += [(column, p) for p in _paths(_DOCUMENTS[column], names, ())]
+                if dump[column] is not None:
+                    seen.add(dump[column])
+            if () in seen.parts:  # no columns for a document none of the points has
+                self._paths += [(column, p) for p in _paths(_DOCUMENTS[column], seen, ())]
         self.columns: list[str] = [".".join((column, *path)) for column, path in self._paths]
 
     @staticmethod
