@@ -30,7 +30,7 @@ def streamed(server) -> dict[str, tuple[dict, list[dict]]]:
     streamed = {}
     for level, run in runs.items():
         with server.ws(f"/ws/runs/{run['id']}") as ws:
-            messages = follow(ws)
+            messages = follow(ws, timeout=300)  # compiling the measures takes a while
         assert messages[-1]["run"]["status"] == "completed", messages[-1]["run"]["error"]
         streamed[level] = (messages[-1]["run"], points_of(messages))
     return streamed
@@ -47,7 +47,7 @@ def test_the_stream_carries_each_levels_diagnostics_and_the_api_stores_them(serv
             assert [x["name"] for x in diagnostics["layers"]] == ["fc1", "fc2", "fc3"]
             for layer in diagnostics["layers"]:
                 assert len(layer["pre_activation"]["counts"]) == len(layer["edges"]) - 1
-                assert layer["grad_norm"] > 0 and layer["weight_norm"] > 0
+                assert layer["grad_norm"] >= 0 and layer["weight_norm"] > 0
 
     _, basic = streamed["basic"]
     assert all(p["diagnostics"]["landscape"] is None for p in basic)
@@ -64,6 +64,10 @@ def test_the_stream_carries_each_levels_diagnostics_and_the_api_stores_them(serv
     landscape = full[-1]["diagnostics"]["landscape"]
     assert len(landscape["losses"]) == len(landscape["step_multiples"])
     assert landscape["grad_predictiveness"] == pytest.approx(max(landscape["grad_changes"]))
+
+
+def number(cell: str) -> float | None:
+    return float(cell) if cell else None
 
 
 def test_the_exports_carry_the_diagnostics(server, streamed):
@@ -90,9 +94,11 @@ def test_the_exports_carry_the_diagnostics(server, streamed):
         fc1 = point["diagnostics"]["layers"][0]
         landscape = point["diagnostics"]["landscape"]
         assert row["diagnostics.layers.fc1.pre_bn.p15"] == ""  # no BN
-        assert float(row["diagnostics.layers.fc1.ics_cosine"]) == fc1["ics_cosine"]
-        cell = row["diagnostics.landscape.beta_smoothness"]
-        assert (float(cell) if cell else None) == (landscape and landscape["beta_smoothness"])
+        # ICS and the landscape on sampled evaluations only: empty cells between them.
+        assert number(row["diagnostics.layers.fc1.ics_cosine"]) == fc1["ics_cosine"]
+        beta = number(row["diagnostics.landscape.beta_smoothness"])
+        assert beta == (landscape and landscape["beta_smoothness"])
+    assert any(number(r["diagnostics.landscape.beta_smoothness"]) for r in by_run[full_run["id"]])
     # Lists stay in the JSON: no column holds a histogram.
     assert not any(c.endswith(("counts", "edges", "losses")) for c in rows[0])
 
