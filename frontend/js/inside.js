@@ -77,7 +77,10 @@ class LayerChart extends LiveChart {
     this.panels.forEach((panel, i) => {
       if (!this.runsOf(panel, [run]).length) return;
       for (const s of panel.series(run)) {
-        const value = (p) => s.value(p, this.layer());
+        // A log axis cannot show zero (a gradient that is exactly 0): a gap, not a cliff.
+        const value = panel.log
+          ? (p) => ((v) => (v > 0 ? v : null))(s.value(p, this.layer()))
+          : (p) => s.value(p, this.layer());
         const common = {
           xaxis: panel.x, yaxis: panel.y, legendgroup: run.id, showlegend: false,
           hovertemplate: `${s.hover ?? "%{y:.4g}"}<extra>${label}</extra>`,

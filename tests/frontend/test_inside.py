@@ -15,8 +15,8 @@ RECIPE = {**TINY, "arch": "mlp", "max_shift": 0}
 
 @pytest.fixture(scope="module")
 def finished(server: ServerProcess) -> dict[str, list[str]]:
-    """A comparison with basic diagnostics and a single run with them off, finished."""
-    comparison = server.post("/api/comparisons", {**RECIPE, "diagnostics": "basic"})
+    """A comparison with full diagnostics and a single run with them off, finished."""
+    comparison = server.post("/api/comparisons", {**RECIPE, "diagnostics": "full"})
     assert comparison.status_code == 201, comparison.text
     off = server.post("/api/runs", {**RECIPE, "batch_norm": False, "diagnostics": "off"})
     assert off.status_code == 201, off.text
@@ -49,7 +49,9 @@ def layer(point: dict, name: str) -> dict:
     return next(x for x in point["diagnostics"]["layers"] if x["name"] == name)
 
 
-def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(page, server, finished):
+def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
+    page, server, finished, output_dir
+):
     bn, no_bn = finished["comparison"]
     points = {i: server.http.get(f"/api/runs/{i}/metrics").json()["points"] for i in (bn, no_bn)}
     names = [x["name"] for x in points[bn][0]["diagnostics"]["layers"]]
@@ -112,12 +114,22 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(page, se
     expect_layer(names[0])
     picker.select_option(names[2])
     expect_layer(names[2])
-    # Basic diagnostics: the full-only charts say what would fill them.
-    assert "diagnostics = full" in panel.text_content()
+    panel.screenshot(path=output_dir / "inside-the-network.png")
+
+    # Full diagnostics: ICS for the picked layer, the landscape for the whole network.
+    ics = {(t["run"], t["kind"]): t for t in traces(page, "ics")}
+    assert ics[(no_bn, "ics_cosine")]["y"] == [
+        layer(p, names[2])["ics_cosine"] for p in points[no_bn]
+    ]
+    smooth = {(t["run"], t["kind"]): t for t in traces(page, "smoothness")}
+    assert smooth[(bn, "loss_range")]["y"] == [
+        p["diagnostics"]["landscape"]["loss_range"] for p in points[bn]
+    ]
 
 
 def test_a_run_without_diagnostics_says_not_recorded(page, finished):
     show(page, finished["off"])
+    assert page.get_by_test_id("inside-panel").is_visible()
     page.wait_for_function(
         "document.querySelector('[data-testid=inside-panel]').dataset.state === 'not-recorded'"
     )
