@@ -374,7 +374,16 @@ export class InsidePanel {
   setRuns(runs) {
     this.flush();
     this.runs = runs;
-    this.learn(runs.map((r) => this.getPoints(r.id)));
+    // The picker offers the plotted runs' layers: start over (a deselected CNN's conv
+    // layers go), and keep the picked layer while a plotted run has it.
+    const chosen = this.chosen;
+    this.layers = [];
+    this.chosen = null;
+    this.learn(runs.map((r) => this.getPoints(r.id)), true);
+    if (this.layers.includes(chosen)) {
+      this.chosen = chosen;
+      this.select.value = chosen;
+    }
     this.render();
     for (const chart of this.charts) chart.setRuns(chart.pair ? this.pair() : runs);
   }
@@ -412,8 +421,8 @@ export class InsidePanel {
   }
 
   /** Adds the layers of these points (lists of points) to the picker, in network order. */
-  learn(pointLists) {
-    let added = false;
+  learn(pointLists, rebuilt = false) {
+    let added = rebuilt;
     for (const points of pointLists) {
       for (const p of points) {
         for (const [i, layer] of (p.diagnostics?.layers ?? []).entries()) {
@@ -427,7 +436,7 @@ export class InsidePanel {
     this.select.replaceChildren(
       ...this.layers.map((name) => Object.assign(document.createElement("option"), { value: name, textContent: name })),
     );
-    this.select.value = this.layer();
+    this.select.value = this.layer() ?? "";
   }
 
   /** What was recorded: the level of each run, or "not recorded". */
