@@ -107,8 +107,12 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
                 assert column == pytest.approx([c / sum(counts) for c in counts])
 
         norms = {(t["run"], t["kind"]): t for t in traces(page, "norms")}
+        # A log axis: a gradient of exactly 0 is a gap, not a plunge to the bottom.
         assert norms[(no_bn, "grad_norm")]["y"] == [
-            layer(p, name)["grad_norm"] for p in points[no_bn]
+            g if (g := layer(p, name)["grad_norm"]) else None for p in points[no_bn]
+        ]
+        assert norms[(bn, "weight_norm")]["y"] == [
+            layer(p, name)["weight_norm"] for p in points[bn]
         ]
 
     expect_layer(names[0])
