@@ -73,8 +73,8 @@ PERCENTILES = (15.0, 50.0, 85.0)  # the BN paper's Figure 1
 SAMPLED_UNITS = 32  # values per image and layer pooled into a distribution
 BINS = 40
 # Edges span ±L, L the 1-2-5 number at or above twice the 99th percentile of |value|
-# at initialisation and at least MIN_EDGE, where BN's unit normal output fits.
-MIN_EDGE = 4.0
+# at initialisation and at least MIN_EDGE, where BN's unit normal output fits with room.
+MIN_EDGE = 5.0
 EDGE_IMAGES = 1000  # validation images that set the edges
 BATCH_STATS_BATCHES = 8  # validation batches BN's gap and batch-statistics accuracy use
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # of the learning rate, for the landscape
