@@ -181,9 +181,10 @@ def test_bn_gap_and_batch_statistics_accuracy_by_hand(trained, mnist_small_eval)
     images, labels = diagnostician.val_batches.numpy(), diagnostician.val_labels.numpy()
     norms = [norm for _, norm in trainer.network.blocks()]
     correct, squared = 0, []
+    # training=True normalises with the batch's statistics (dropout is 0 here); the
+    # moving averages it moves are the copy's, which batch statistics do not read.
+    copy, _ = copy_of(trainer)
     for batch, batch_labels in zip(images, labels, strict=True):
-        # A copy trained on nothing: training=True normalises with the batch's statistics.
-        copy, _ = copy_of(trainer)
         taps: list[Tap] = []
         logits, _ = copy.forward(batch, training=True, taps=taps)
         correct += int((logits.numpy().argmax(1) == batch_labels).sum())
