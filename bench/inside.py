@@ -70,8 +70,9 @@ def summarise(evals: list[EvalEvent], accuracy: float) -> dict[str, float | None
         def over_time(measure: Callable[[LayerDiagnostics], float | None], i: int = i):
             return _median([measure(e.diagnostics.layers[i]) for e in later])
 
-        out[f"{name}: ICS ||G - G'|| / ||G||"] = over_time(_relative_ics)
-        out[f"{name}: ICS cos(G, G')"] = over_time(lambda layer: layer.ics_cosine)
+        if i > 0:  # the first layer has no earlier layers: no shift by definition
+            out[f"{name}: ICS ||G - G'|| / ||G||"] = over_time(_relative_ics)
+            out[f"{name}: ICS cos(G, G')"] = over_time(lambda layer: layer.ics_cosine)
         out[f"{name}: gradient norm"] = over_time(lambda layer: layer.grad_norm)
         out[f"{name}: effective step"] = over_time(lambda layer: layer.effective_step)
         # How far the input to the nonlinearity moved over training (the BN paper's
