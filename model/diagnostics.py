@@ -128,10 +128,6 @@ def _norm(tensors: list[tf.Tensor]) -> tf.Tensor:
     return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _distribution(stats: tuple[np.ndarray, np.ndarray]) -> Distribution:
     (p15, p50, p85), counts = stats
     return Distribution(p15=p15, p50=p50, p85=p85, counts=[int(c) for c in counts])
@@ -171,6 +167,7 @@ class Diagnostician:
             )
         ]
         self._summarize = tf.function(self._summarize_samples)
+        self._samples: list[tuple[np.ndarray, ...]] = []  # the last validation pass's
         # BN's gap and batch-statistics accuracy: validation batches of the training size.
         size = min(config.batch_size, len(validation))
         count = max(1, min(BATCH_STATS_BATCHES, len(validation) // size))
