@@ -73,8 +73,8 @@ PERCENTILES = (15.0, 50.0, 85.0)  # the BN paper's Figure 1
 SAMPLED_UNITS = 32  # values per image and layer pooled into a distribution
 BINS = 40
 # Edges span ±L, L the 1-2-5 number at or above twice the 99th percentile of |value|
-# at initialisation and at least MIN_EDGE, where BN's unit normal output fits.
-MIN_EDGE = 4.0
+# at initialisation and at least MIN_EDGE, where BN's unit normal output fits with room.
+MIN_EDGE = 5.0
 EDGE_IMAGES = 1000  # validation images that set the edges
 BATCH_STATS_BATCHES = 8  # validation batches BN's gap and batch-statistics accuracy use
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # of the learning rate, for the landscape
@@ -128,10 +128,6 @@ def _norm(tensors: list[tf.Tensor]) -> tf.Tensor:
     return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _distribution(stats: tuple[np.ndarray, np.ndarray]) -> Distribution:
     (p15, p50, p85), counts = stats
     return Distribution(p15=p15, p50=p50, p85=p85, counts=[int(c) for c in counts])
@@ -171,6 +167,7 @@ class Diagnostician:
             )
         ]
         self._summarize = tf.function(self._summarize_samples)
+        self._samples: list[tuple[np.ndarray, ...]] = []  # the last validation pass's
         # BN's gap and batch-statistics accuracy: validation batches of the training size.
         size = min(config.batch_size, len(validation))
         count = max(1, min(BATCH_STATS_BATCHES, len(validation) // size))
@@ -179,6 +176,7 @@ class Diagnostician:
         self.val_labels = tf.constant(validation.labels[: count * size].reshape(shape))
         self._batch_stats = tf.function(self._batch_stats_pass)
         batch = [tf.TensorSpec([config.batch_size], tf.int32), tf.TensorSpec([], tf.int32)]
+        self._gradients = tf.function(self._loss_and_gradients)
         self._basic = tf.function(self._basic_measures, input_signature=batch)
         self._full = tf.function(self._full_measures, input_signature=batch)
 
@@ -324,7 +322,11 @@ class Diagnostician:
         x = random_shift(tf.gather(trainer.images, indices), trainer.config.max_shift, seed)
         return x, tf.gather(trainer.labels, indices)
 
-    def _loss_and_gradients(self, x, y, variables):
+    def _loss_and_gradients(self, x: tf.Tensor, y: tf.Tensor):
+        """The batch's loss (BN on its statistics, no dropout) and its gradients for
+        every trainable variable. Compiled on its own (in __init__) so that the measures
+        that call it several times trace the network once."""
+        variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             logits, _ = self.network.forward(x, training=False, batch_stats=True)
             loss = tf.reduce_mean(
@@ -335,7 +337,7 @@ class Diagnostician:
     def _basic_measures(self, indices: tf.Tensor, step: tf.Tensor):
         x, y = self._batch(indices, step)
         variables = self.network.trainable_variables
-        loss, grads = self._loss_and_gradients(x, y, variables)
+        loss, grads = self._gradients(x, y)
         return (loss, *self._norms(dict(zip(map(id, variables), grads, strict=True))))
 
     def _norms(self, grad_of: dict[int, tf.Tensor]):
@@ -355,7 +357,7 @@ class Diagnostician:
         x, y = self._batch(indices, step)
         optimizer = self.trainer.optimizer
         variables = self.network.trainable_variables
-        loss, grads = self._loss_and_gradients(x, y, variables)
+        loss, grads = self._gradients(x, y)
         grad_of = dict(zip(map(id, variables), grads, strict=True))
         basic = self._norms(grad_of)
 
@@ -371,8 +373,9 @@ class Diagnostician:
                 for v in earlier
             ]
             kernel = self.blocks[i][0].kernel
-            _, (g_after,) = self._gradients_at(earlier, updated, x, y, [kernel])
+            _, grads_after = self._gradients_at(earlier, updated, x, y)
             g = grad_of[id(kernel)]
+            g_after = grads_after[[id(v) for v in variables].index(id(kernel))]
             distances.append(tf.norm(g - g_after))
             cosines.append(tf.reduce_sum(g * g_after) / (tf.norm(g) * tf.norm(g_after)))
 
@@ -384,7 +387,7 @@ class Diagnostician:
                 tf.convert_to_tensor(v) - multiple * lr * g
                 for v, g in zip(variables, grads, strict=True)
             ]
-            loss_m, grads_m = self._gradients_at(variables, moved, x, y, variables)
+            loss_m, grads_m = self._gradients_at(variables, moved, x, y)
             losses.append(loss_m)
             changes.append(_norm([a - b for a, b in zip(grads, grads_m, strict=True)]))
         return (
@@ -397,13 +400,13 @@ class Diagnostician:
             _norm(grads),
         )
 
-    def _gradients_at(self, variables, values, x, y, targets):
-        """The loss on (x, y) and its gradients for `targets` with `variables` set to
-        `values`; the variables are then set back to what they held, bit for bit."""
+    def _gradients_at(self, variables, values, x, y):
+        """The loss on (x, y) and its gradients with `variables` set to `values`;
+        the variables are then set back to what they held, bit for bit."""
         saved = [tf.identity(tf.convert_to_tensor(v)) for v in variables]
         for v, value in zip(variables, values, strict=True):
             v.assign(value)
-        loss, grads = self._loss_and_gradients(x, y, targets)
+        loss, grads = self._gradients(x, y)
         # Ops on one variable run in program order inside a tf.function; the
         # dependency also keeps the restore after the gradients that read the moved values.
         with tf.control_dependencies([loss, *grads]):
