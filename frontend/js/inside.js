@@ -183,10 +183,13 @@ class LayerChart extends LiveChart {
     return this.panels.flatMap((panel) => {
       const runs = this.runsOf(panel);
       const series = runs.length ? panel.series(runs[0]) : [];
-      // Something to draw: a finite number or a histogram, in any of the area's series.
-      const value = (p) => series.map((s) => s.value(p, this.layer())).find((v) => v != null) ?? null;
+      const values = (p) => series.map((s) => s.value(p, this.layer())).filter((v) => v != null);
+      // Something to draw: a finite number (above 0 on a log axis) or a histogram.
+      const value = (p) => values(p).find((v) => !panel.log || v > 0) ?? null;
       const none = panel.bn === undefined ? "no runs selected" : `no run ${panel.bn ? "with" : "without"} BN selected`;
-      const why = whyEmpty(runs, this.getPoints, value, { none, fullOnly: panel.fullOnly ? this.layer() : null });
+      let why = whyEmpty(runs, this.getPoints, value, { none, fullOnly: panel.fullOnly ? this.layer() : null });
+      const zeros = runs.some((r) => this.getPoints(r.id).some((p) => values(p).includes(0)));
+      if (why && panel.log && zeros) why = panel.zero ?? "0 throughout";
       return why ? [{ why, centre: panel.centre, axes: [`${panel.x.replace("x", "xaxis")}`, `${panel.y.replace("y", "yaxis")}`] }] : [];
     });
   }
@@ -311,7 +314,7 @@ const CHARTS = [
       "Santurkar et al.'s measure: how much the layer's gradient changes when only the layers " +
       "below it have updated; if BN reduced this shift, its distance would be lower and its cosine nearer 1.",
     panels: [
-      { title: "‖G − G′‖₂", log: true, fullOnly: true, series: () => [{ kind: "ics_distance", value: layerValue("ics_distance"), named: true, hover: "%{y:.3g}", mode: "lines+markers", connect: true }] },
+      { title: "‖G − G′‖₂", log: true, fullOnly: true, zero: "0 throughout:<br>no layer below this one shifts it", series: () => [{ kind: "ics_distance", value: layerValue("ics_distance"), named: true, hover: "%{y:.3g}", mode: "lines+markers", connect: true }] },
       { title: "cos(G, G′)", fullOnly: true, series: () => [{ kind: "ics_cosine", value: layerValue("ics_cosine"), named: true, hover: "%{y:.3f}", mode: "lines+markers", connect: true }] },
     ],
   },
