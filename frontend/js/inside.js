@@ -2,7 +2,7 @@
 // (a point's `diagnostics`, docs/api.md), for the plotted runs, one layer at a time.
 //
 // Same conventions as the curves: one colour per comparison, BN solid, no-BN dashed,
-// runs without BN on the left of a chart. Points reach the panel as they reach the other
+// and in the distribution charts, as in the probe's, runs without BN on the left. Points reach the panel as they reach the other
 // charts, but are drawn once per animation frame: everything that arrived since the last
 // frame goes into one Plotly.extendTraces per chart (a burst of points after a reconnect
 // is one update, not one per point). A full Plotly.react happens only when the plotted
@@ -25,8 +25,6 @@ function fractions(counts) {
   const total = counts.reduce((a, b) => a + b, 0);
   return counts.map((c) => (total > 0 ? c / total : null));
 }
-
-const NOTE_FONT = { size: 12.5, color: "#7b8794" };
 
 /** Why a plot area with these runs has nothing to draw, or null when it has something. */
 function whyEmpty(runs, getPoints, value, { none, fullOnly }) {
@@ -89,7 +87,7 @@ class LayerChart extends LiveChart {
           ? {
               ...common, type: "heatmap", transpose: true, y: [], colorscale: s.colorscale,
               showscale: false, zmin: 0, hoverongaps: false,
-              hovertemplate: `step %{x}, value %{y:.3g}: %{z:.1%}<extra>${label}</extra>`,
+              hovertemplate: `at %{x}: %{z:.1%} of the values near %{y:.3g}<extra>${label}</extra>`,
             }
           : {
               ...common, type: "scatter", mode: s.mode ?? "lines", connectgaps: Boolean(s.connect),
