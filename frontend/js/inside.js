@@ -27,7 +27,7 @@ function fractions(counts) {
 }
 
 /** Why a plot area with these runs has nothing to draw, or null when it has something. */
-function whyEmpty(runs, getPoints, value, { none, fullOnly }) {
+function whyEmpty(runs, getPoints, value, { none, fullOnly, layer, missing }) {
   if (!runs.length) return none;
   const points = runs.flatMap((r) => getPoints(r.id));
   if (points.some((p) => value(p) !== null)) return null;
@@ -44,6 +44,8 @@ function whyEmpty(runs, getPoints, value, { none, fullOnly }) {
   if (fullOnly && !recorded.some((p) => p.diagnostics.landscape || layerOf(p, fullOnly)?.ics_distance != null)) {
     return "not sampled yet";
   }
+  // The layer is there but has no such value (the seed CNN has no BN on its dense layer).
+  if (missing && recorded.some((p) => layerOf(p, layer))) return missing;
   return "no values for this layer<br>(or none finite: the run diverged)";
 }
 
@@ -185,7 +187,9 @@ class LayerChart extends LiveChart {
       // Something to draw: a finite number (above 0 on a log axis) or a histogram.
       const value = (p) => values(p).find((v) => !panel.log || v > 0) ?? null;
       const none = panel.bn === undefined ? "no runs selected" : `no run ${panel.bn ? "with" : "without"} BN selected`;
-      let why = whyEmpty(runs, this.getPoints, value, { none, fullOnly: panel.fullOnly ? this.layer() : null });
+      let why = whyEmpty(runs, this.getPoints, value, {
+        none, fullOnly: panel.fullOnly ? this.layer() : null, layer: this.layer(), missing: panel.missing,
+      });
       const zeros = runs.some((r) => this.getPoints(r.id).some((p) => values(p).includes(0)));
       if (why && panel.log && zeros) why = panel.zero ?? "0 throughout";
       return why ? [{ why, centre: panel.centre, axes: [`${panel.x.replace("x", "xaxis")}`, `${panel.y.replace("y", "yaxis")}`] }] : [];
@@ -259,7 +263,7 @@ const CHARTS = [
       "whatever the values before BN do.",
     panels: [
       { title: "Without BN: input to the nonlinearity", bn: false, series: band("pre_activation") },
-      { title: "With BN: before BN", bn: true, series: band("pre_bn") },
+      { title: "With BN: before BN", bn: true, missing: "no BN on this layer", series: band("pre_bn") },
       { title: "With BN: after BN (input to the nonlinearity)", bn: true, series: band("pre_activation") },
     ],
   },
@@ -272,7 +276,7 @@ const CHARTS = [
     pair: true,
     panels: [
       { title: "Without BN: input to the nonlinearity", bn: false, heat: true, series: heat("pre_activation"), yTitle: "value" },
-      { title: "With BN: before BN", bn: true, heat: true, series: heat("pre_bn") },
+      { title: "With BN: before BN", bn: true, heat: true, missing: "no BN on this layer", series: heat("pre_bn") },
       { title: "With BN: after BN", bn: true, heat: true, series: heat("pre_activation") },
     ],
   },
@@ -295,7 +299,7 @@ const CHARTS = [
       "Inference uses BN's moving averages, training the batch's own statistics: a growing " +
       "distance between the two, or a validation accuracy that differs between them, means the averages lag the network.",
     panels: [
-      { title: "distance: batch ↔ moving statistics", bn: true, series: line("bn_gap", "gap %{y:.3g}") },
+      { title: "distance: batch ↔ moving statistics", bn: true, missing: "no BN on this layer", series: line("bn_gap", "gap %{y:.3g}") },
       {
         title: "validation accuracy (whole network)", bn: true, yaxis: { tickformat: ".0%" },
         series: () => [
