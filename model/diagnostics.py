@@ -47,6 +47,7 @@ are written back bit for bit before the function returns.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -156,7 +157,10 @@ class Diagnostician:
             tf.constant(np.sort(rng.choice(size, min(SAMPLED_UNITS, size), replace=False)))
             for size in self._sizes()
         ]
-        self._inspect = tf.function(
+        # No AutoGraph: every branch and loop in these functions is over Python values
+        # fixed at tracing (layers, multiples), so there is nothing for it to convert.
+        compiled = functools.partial(tf.function, autograph=False)
+        self._inspect = compiled(
             self._inspect_step, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)]
         )
         first = self._inspect(validation.images[:EDGE_IMAGES])[2]
@@ -166,7 +170,7 @@ class Diagnostician:
                 edge_limit(np.concatenate([v.numpy().ravel() for v in layer])) for layer in first
             )
         ]
-        self._summarize = tf.function(self._summarize_samples)
+        self._summarize = compiled(self._summarize_samples)
         self._samples: list[tuple[np.ndarray, ...]] = []  # the last validation pass's
         # BN's gap and batch-statistics accuracy: validation batches of the training size.
         size = min(config.batch_size, len(validation))
@@ -174,11 +178,11 @@ class Diagnostician:
         shape = (count, size)
         self.val_batches = tf.constant(validation.images[: count * size].reshape(*shape, 28, 28, 1))
         self.val_labels = tf.constant(validation.labels[: count * size].reshape(shape))
-        self._batch_stats = tf.function(self._batch_stats_pass)
+        self._batch_stats = compiled(self._batch_stats_pass)
         batch = [tf.TensorSpec([config.batch_size], tf.int32), tf.TensorSpec([], tf.int32)]
-        self._gradients = tf.function(self._loss_and_gradients)
-        self._basic = tf.function(self._basic_measures, input_signature=batch)
-        self._full = tf.function(self._full_measures, input_signature=batch)
+        self._gradients = compiled(self._loss_and_gradients)
+        self._basic = compiled(self._basic_measures, input_signature=batch)
+        self._full = compiled(self._full_measures, input_signature=batch)
 
     def _sizes(self) -> list[int]:
         """How many values per image each hidden layer has (a forward pass on one zero image)."""
