@@ -37,13 +37,20 @@ class BatchNorm(keras.layers.Layer):
             name="moving_variance", shape=(channels,), initializer="ones", trainable=False
         )
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(
+        self, x: tf.Tensor, training: bool = False, batch_stats: bool | None = None
+    ) -> tf.Tensor:
+        """`batch_stats` (default: `training`) normalises with the batch's statistics;
+        only `training` moves the moving averages, so diagnostics can look at BN's
+        training-mode output without changing what inference uses."""
         gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
-        if not training:
+        if not (training if batch_stats is None else batch_stats):
             return tf.nn.batch_normalization(
                 x, self.moving_mean, self.moving_variance, beta, gamma, self.epsilon
             )
         y, mean, variance = self._normalize_batch(x, gamma, beta)
+        if not training:
+            return y
         keep = self.decay
         self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
         self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)

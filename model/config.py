@@ -12,18 +12,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from bnlab.model.events import DiagnosticsLevel
+
 MAX_STEPS = 100_000
 MAX_EVALS = 1_000
 TRAIN_SIZE = 55_000
 # Fields added after runs were first stored, each with the value that means what
 # a stored config without it meant (max_shift: those runs trained unshifted;
 # activation None: each network's own nonlinearity; init_scale 1: the weights
-# every run had before the knob existed).
-ADDED_FIELDS = {"max_shift": 0, "activation": None, "init_scale": 1.0}
+# every run had before the knob existed; diagnostics off: nothing was recorded).
+ADDED_FIELDS = {"max_shift": 0, "activation": None, "init_scale": 1.0, "diagnostics": "off"}
 
 Arch = Literal["cnn", "mlp"]
 OptimizerName = Literal["adagrad", "sgd", "momentum", "adam"]
 Activation = Literal["relu", "sigmoid", "tanh"]
+# The enum's members as a Literal: flags and the form offer a Literal's values as choices.
+Diagnostics = Literal[DiagnosticsLevel.OFF, DiagnosticsLevel.BASIC, DiagnosticsLevel.FULL]
 
 
 def _evaluations(steps: int, eval_every: int) -> int:
@@ -159,6 +163,29 @@ class RunConfig(BaseModel):
         allow_inf_nan=False,
         title="Init scale",
         description="Multiplies the standard deviation of every initial weight (1: as published)",
+    )
+    diagnostics: Diagnostics = Field(
+        DiagnosticsLevel.BASIC,
+        title="Diagnostics",
+        description="What each evaluation records inside the network: basic, per-layer "
+        "distributions, norms and BN's train/inference gap; full adds internal covariate "
+        "shift and loss-landscape probes (Santurkar et al. 2018)",
+        json_schema_extra={
+            "options": {
+                "off": ["Off", "record only the curves"],
+                "basic": ["Basic", "per-layer distributions, norms, effective step, BN gap"],
+                "full": ["Full", "basic, plus internal covariate shift and landscape probes"],
+            }
+        },
+    )
+    full_diagnostics_every: int = Field(
+        1,
+        ge=1,
+        le=MAX_EVALS,
+        title="Full diagnostics every",
+        description="With full diagnostics, measure ICS and the landscape at every Nth "
+        "evaluation only (1: at each)",
+        json_schema_extra={"advanced": True},
     )
     train_subset: int | None = Field(
         None,

@@ -7,6 +7,7 @@ Non-finite floats (a diverged run) serialise as JSON `null`.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -55,6 +56,106 @@ class ProbePercentiles(BaseModel):
         return finite_or_none(value)
 
 
+class DiagnosticsLevel(StrEnum):
+    """How much of the inside of the network each evaluation records (RunConfig.diagnostics)."""
+
+    OFF = "off"
+    BASIC = "basic"  # distributions, norms, effective step, BN gap
+    FULL = "full"  # and Santurkar et al.'s ICS and loss-landscape probes
+
+    # Pydantic names a Literal's allowed values by their repr: 'basic', as for
+    # the other choices, rather than <DiagnosticsLevel.BASIC: 'basic'>.
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class _Finite(BaseModel):
+    """A diagnostics record: frozen, and a non-finite float (a diverged run) is null."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite_or_null(cls, value: object) -> object:
+        if isinstance(value, float):
+            return finite_or_none(value)
+        if isinstance(value, list):
+            return [finite_or_none(v) if isinstance(v, float) else v for v in value]
+        return value
+
+
+class Distribution(_Finite):
+    """One layer's values over the validation set (all of it, or the eval subset):
+    percentiles as the BN paper's Figure 1 has them, and a histogram."""
+
+    p15: float | None
+    p50: float | None
+    p85: float | None
+    counts: list[int] = Field(
+        description="Histogram counts over LayerDiagnostics.edges; values outside "
+        "the edges go into the end bins"
+    )
+
+
+class LayerDiagnostics(_Finite):
+    """One hidden layer at one evaluation (bnlab.model.diagnostics says how each is measured)."""
+
+    name: str = Field(
+        description='The layer\'s linear part ("conv1", "conv2", "fc1"; MLP "fc1".."fc3"), '
+        "the same in a BN run and its no-BN twin"
+    )
+    edges: list[float] = Field(description="Histogram bin edges, the same for the whole run")
+    pre_bn: Distribution | None = Field(
+        description="The layer's linear output before BN; None without BN"
+    )
+    pre_activation: Distribution = Field(
+        description="The input to the nonlinearity (after BN when there is BN)"
+    )
+    grad_norm: float | None = Field(description="||dL/dW|| of the kernel on a training batch")
+    weight_norm: float | None = Field(description="||W|| of the kernel")
+    effective_step: float | None = Field(
+        description="Mean per-weight learning rate / ||W||^2 (Adagrad: lr / sqrt(accumulator))"
+    )
+    bn_gap: float | None = Field(
+        description="RMS distance between the batch-statistics and moving-statistics "
+        "normalisations, in units of the normalised output; None without BN"
+    )
+    ics_distance: float | None = Field(
+        None, description="full only: ||G - G'||_2 (Santurkar et al. 2018, Definition 2.1)"
+    )
+    ics_cosine: float | None = Field(None, description="full only: cos(G, G')")
+
+
+class Landscape(_Finite):
+    """Santurkar et al.'s loss-landscape probes along the gradient g at the weights x."""
+
+    step_multiples: list[float] = Field(description="Multiples m of the learning rate")
+    losses: list[float | None] = Field(description="Loss at x - m*lr*g for each multiple")
+    grad_changes: list[float | None] = Field(
+        description="||g(x) - g(x - m*lr*g)||_2 for each multiple"
+    )
+    loss_range: float | None = Field(
+        description="max(losses) - min(losses), the loss at x included"
+    )
+    grad_predictiveness: float | None = Field(description="The largest gradient change")
+    beta_smoothness: float | None = Field(
+        description="The largest gradient change divided by the distance moved"
+    )
+
+
+class Diagnostics(_Finite):
+    """What an evaluation saw inside the network (issue #17)."""
+
+    level: DiagnosticsLevel = Field(description="basic or full (off records no object)")
+    layers: list[LayerDiagnostics] = Field(description="The hidden layers in network order")
+    val_acc_batch_stats: float | None = Field(
+        description="Validation accuracy with BN on batch statistics; None without BN"
+    )
+    landscape: Landscape | None = Field(
+        None, description="full only, on the evaluations full measures sample"
+    )
+
+
 class EvalPoint(BaseModel):
     """One evaluation of the validation set: a point of the curves. The one
     definition of its fields: the server derives its stored columns, its public
@@ -70,6 +171,9 @@ class EvalPoint(BaseModel):
     examples_per_sec: float | None = Field(description="Training throughput since the last eval")
     elapsed: float = Field(description="Seconds since training started")
     probe: ProbePercentiles
+    diagnostics: Diagnostics | None = Field(
+        None, description="Inside the network; None when off, or for a run stored before #17"
+    )
 
 
 class EvalEvent(EvalPoint, _Event):

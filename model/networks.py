@@ -8,6 +8,7 @@ weights in every layer they share; only BN's own gamma/beta differ.
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -26,6 +27,14 @@ BIAS_INIT = 0.1
 # The nonlinearity `RunConfig.activation` names; None keeps each network's own.
 ACTIVATIONS = {"relu": tf.nn.relu, "sigmoid": tf.nn.sigmoid, "tanh": tf.nn.tanh}
 OWN_ACTIVATION = {"cnn": "relu", "mlp": "sigmoid"}
+
+
+class Tap(NamedTuple):
+    """One hidden layer's values in a forward pass: its linear output before BN
+    (None without BN), and the input to its nonlinearity (before pooling)."""
+
+    pre_bn: tf.Tensor | None
+    pre_activation: tf.Tensor
 
 
 def _layer_seed(seed: int, name: str) -> int:
@@ -221,14 +230,34 @@ class Network(keras.Model):
         if norm is not None:
             self.norms.append(norm)
 
-    def forward(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """(logits, probe) for a batch of (N, 28, 28, 1) images."""
+    def blocks(self) -> list[tuple[keras.layers.Layer, BatchNorm | None]]:
+        """The hidden layers in order, each a linear part and its BN (None without)."""
+        norms: list[BatchNorm | None] = list(self.norms) or [None] * len(self.linears)
+        return [*zip(self.linears, norms, strict=True), (self.hidden, self.hidden_norm)]
+
+    def forward(
+        self,
+        x: tf.Tensor,
+        training: bool = False,
+        *,
+        batch_stats: bool | None = None,
+        taps: list[Tap] | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """(logits, probe) for a batch of (N, 28, 28, 1) images.
+
+        `batch_stats` (default: `training`) makes BN normalise with the batch's
+        statistics without `training`'s dropout and moving-average updates;
+        `taps`, when given, receives a Tap per hidden layer (bnlab.model.diagnostics).
+        """
+        stats = {"training": training, "batch_stats": batch_stats}
         if self.arch == "mlp":
             x = self.flatten(x)
         for i, linear in enumerate(self.linears):
-            x = linear(x)
+            x = pre_bn = linear(x)
             if self.norms:
-                x = self.norms[i](x, training=training)
+                x = self.norms[i](x, **stats)
+            if taps is not None:
+                taps.append(Tap(pre_bn if self.norms else None, x))
             if self.pool is not None:
                 # Pooling before the nonlinearity gives the same values and
                 # gradients (relu, sigmoid and tanh are monotone, and a monotone
@@ -236,9 +265,11 @@ class Network(keras.Model):
                 # ReLU then pool is what the recipe wrote.
                 x = self.pool(x)
             x = self.activation(x)
-        x = self.hidden(self.flatten(x))
+        x = pre_bn = self.hidden(self.flatten(x))
         if self.hidden_norm is not None:
-            x = self.hidden_norm(x, training=training)
+            x = self.hidden_norm(x, **stats)
+        if taps is not None:
+            taps.append(Tap(pre_bn if self.hidden_norm is not None else None, x))
         probe = x[:, 0]
         x = self.dropout(self.activation(x), training=training)
         return self.logits(x), probe

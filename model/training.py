@@ -18,8 +18,10 @@ from bnlab.model import device, kernels
 from bnlab.model.augment import random_shift
 from bnlab.model.config import RunConfig
 from bnlab.model.data import BatchOrder, Mnist, load_mnist
+from bnlab.model.diagnostics import Diagnostician
 from bnlab.model.events import (
     Cancelled,
+    DiagnosticsLevel,
     Diverged,
     DivergedEvent,
     EvalEvent,
@@ -236,6 +238,12 @@ def train(
     with tf.device(f"/{device_name}"):
         trainer = Trainer(config, data)
         checkpointer = Checkpointer(trainer, Path(checkpoint_dir)) if checkpoint_dir else None
+        # Before the restore: the diagnostics' histogram edges come from the initial weights.
+        diagnostician = (
+            Diagnostician(trainer, data.validation)
+            if config.diagnostics != DiagnosticsLevel.OFF
+            else None
+        )
     first_step, elapsed_before = checkpointer.restore() if checkpointer else (0, 0.0)
     parameters = sum(int(np.prod(v.shape)) for v in trainer.network.trainable_variables)
     with kernels.recording() as chosen:
@@ -258,9 +266,13 @@ def train(
 
     def evaluate(step: int) -> None:
         nonlocal loss_sum, loss_count, train_seconds
-        logits, probe = trainer.predict(data.validation.images)
+        if diagnostician is None:
+            logits, probe = trainer.predict(data.validation.images)
+        else:
+            logits, probe = diagnostician.validation_pass(data.validation.images, EVAL_CHUNK)
         val_loss, val_acc, _ = _loss_and_accuracy(logits, data.validation.labels)
         p15, p50, p85 = np.percentile(probe, [15, 50, 85])
+        diagnostics = diagnostician.measure(step) if diagnostician is not None else None
         on_event(
             EvalEvent(
                 step=step,
@@ -272,6 +284,7 @@ def train(
                 ),
                 elapsed=time.perf_counter() - started,
                 probe=ProbePercentiles(p15=p15, p50=p50, p85=p85),
+                diagnostics=diagnostics,
             )
         )
         if not math.isfinite(val_loss):

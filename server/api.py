@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from bnlab.model.config import MAX_STEPS, RunConfig
 from bnlab.server.deps import ExperimentsDep, ServiceDep, SettingsDep
 from bnlab.server.experiment import ExperimentCreate
-from bnlab.server.points import POINT_COLUMNS, flatten_point, point_public
+from bnlab.server.points import PointCsv, point_public
 from bnlab.server.schemas import (
     CompareResult,
     ComparisonCreate,
@@ -96,8 +96,9 @@ async def get_metrics(
 async def get_metrics_csv(run_id: str, service: ServiceDep) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(POINT_COLUMNS)
-    writer.writerows(flatten_point(p).values() for p in _points(service, run_id))
+    table = PointCsv(_points(service, run_id))
+    writer.writerow(table.columns)
+    writer.writerows(table.rows())
     return Response(
         out.getvalue(),
         media_type="text/csv",
@@ -165,11 +166,14 @@ async def export(
         return Response(json.dumps(body), media_type="application/json", headers=headers)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["run_id", "label", *CONFIG_COLUMNS, *POINT_COLUMNS])
+    # One table for every run: the diagnostics' columns are those of all of them.
+    table = PointCsv(p for _, points in selected for p in points)
+    writer.writerow(["run_id", "label", *CONFIG_COLUMNS, *table.columns])
+    rows = table.rows()
     for run, points in selected:
         config = run.config.model_dump()
         prefix = [run.id, run.label, *(config[c] for c in CONFIG_COLUMNS)]
-        writer.writerows([*prefix, *flatten_point(p).values()] for p in points)
+        writer.writerows([*prefix, *next(rows)] for _ in points)
     return Response(out.getvalue(), media_type="text/csv", headers=headers)
 
 

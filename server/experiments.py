@@ -30,7 +30,7 @@ from bnlab.server.experiment import (
     Preset,
     experiment_status,
 )
-from bnlab.server.points import POINT_COLUMNS, flatten_point, point_public
+from bnlab.server.points import PointCsv, point_public
 from bnlab.server.runs import (
     PROGRESS_PUBLISH_INTERVAL,
     Conflict,
@@ -302,9 +302,9 @@ class ExperimentService:
                     ]
                 )
         else:
-            writer.writerow([*place, *POINT_COLUMNS])
-            for row in export.curves:
-                point = flatten_point(row).values()
+            table = PointCsv(export.curves)
+            writer.writerow([*place, *table.columns])
+            for row, point in zip(export.curves, table.rows(), strict=True):
                 where = [row.run_id, *(row.factors[f] for f in factors), row.seed, row.arm]
                 writer.writerow([*where, *point])
         return out.getvalue()

@@ -109,7 +109,15 @@ def _add_experiments(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX experiments_by_age ON experiments (created_at)")
 
 
-MIGRATIONS: list[Migration] = [_initial_schema, _add_experiments]
+def _add_diagnostics(db: sqlite3.Connection) -> None:
+    """Each point's diagnostics (issue #17; bnlab.model.events.Diagnostics) as one JSON
+    document, not columns: what it holds varies with the network (its layers, by name,
+    each with histograms), and no query looks inside it. NULL: not recorded (diagnostics
+    off, or a point stored before they existed), which every older row becomes."""
+    db.execute("ALTER TABLE points ADD COLUMN diagnostics TEXT")
+
+
+MIGRATIONS: list[Migration] = [_initial_schema, _add_experiments, _add_diagnostics]
 
 
 def schema_version(db: sqlite3.Connection) -> int:

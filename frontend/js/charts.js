@@ -27,7 +27,7 @@ const uidOf = (key) => `u-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
 
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
-function withAlpha(hex, alpha) {
+export function withAlpha(hex, alpha) {
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
 }
@@ -36,7 +36,7 @@ function withAlpha(hex, alpha) {
 // hover label has the whole name).
 const LEGEND_CHARS = 32;
 
-function runName(run) {
+export function runName(run) {
   const flag = TERMINAL.has(run.status) && run.status !== Status.COMPLETED ? ` (${run.status})` : "";
   const label = run.label.length > LEGEND_CHARS ? `${run.label.slice(0, LEGEND_CHARS - 1)}…` : run.label;
   return `${label}${flag}`;
@@ -84,7 +84,7 @@ export function chartRun(run, colour) {
   };
 }
 
-class LiveChart {
+export class LiveChart {
   constructor(el, getPoints) {
     this.el = el;
     this.getPoints = getPoints; // runId -> Point[] already received

@@ -8,6 +8,7 @@ import { ComparePanel } from "./compare.js";
 import { ExperimentsPage, route } from "./experiments/page.js";
 import { Colours, duration } from "./format.js";
 import { RunForm } from "./form.js";
+import { InsidePanel } from "./inside.js";
 import { RunStream, RunsFeed, connections } from "./livesocket.js";
 import { RunsTable } from "./runstable.js";
 import { RESUMABLE, Status, TERMINAL } from "./status.js";
@@ -46,6 +47,7 @@ const charts = [
 const lossChart = charts[0];
 const probeChart = new ProbeChart($("[data-testid=chart-probe]"), points);
 charts.push(probeChart);
+charts.push(new InsidePanel($("[data-testid=inside-panel]"), points));
 const compare = new ComparePanel($("[data-testid=compare-panel]"), colourOf);
 
 new RunForm($("[data-testid=run-form]"), (started) => {

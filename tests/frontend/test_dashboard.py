@@ -112,6 +112,18 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
     )
     assert sorted(probe_axes) == sorted([[bn["id"], "x2", 5], [no_bn["id"], "x", 5]])
 
+    # Inside the network filled live as well, by appends alone (no redraw counted above):
+    # every evaluation's histogram is a column of the heatmaps, over the run's bin edges.
+    page.wait_for_function(
+        """() => {
+            const maps = (document.querySelector('[data-testid=inside-heatmap]').data || [])
+                .filter(t => t.type === 'heatmap');
+            return maps.length === 3 && maps.every(t => t.z.length === 5
+                && t.y.length > 2 && t.z.every(column => column.length === t.y.length - 1));
+        }"""
+    )
+    assert page.evaluate("window.__calls.react") == 0
+
     # The compare panel fills with the test metrics, side by side.
     panel = page.get_by_test_id("compare-panel")
     expect(panel).to_have_attribute("data-state", "complete", timeout=20_000)

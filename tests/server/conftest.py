@@ -84,3 +84,41 @@ def release_dump() -> sqlite3.Connection:
 @pytest.fixture
 def release_db(tmp_path) -> Path:
     return load_release_db(tmp_path / "release.db")
+
+
+def sample_diagnostics(*, bn: bool = True, full: bool = False, layers=("fc1", "fc2")):
+    """Diagnostics as an evaluation records them (bnlab.model.events), with made-up values."""
+    from bnlab.model.events import Diagnostics, Distribution, Landscape, LayerDiagnostics
+
+    def distribution(shift: float) -> Distribution:
+        return Distribution(p15=shift - 1.0, p50=shift, p85=shift + 1.0, counts=[1, 5, 3, 1])
+
+    return Diagnostics(
+        level="full" if full else "basic",
+        layers=[
+            LayerDiagnostics(
+                name=name,
+                edges=[-2.0, -1.0, 0.0, 1.0, 2.0],
+                pre_bn=distribution(2.0 + i) if bn else None,
+                pre_activation=distribution(0.1 * i),
+                grad_norm=0.5 + i,
+                weight_norm=4.0 + i,
+                effective_step=0.01 / (4.0 + i) ** 2,
+                bn_gap=0.2 + i if bn else None,
+                ics_distance=0.3 + i if full else None,
+                ics_cosine=0.9 if full else None,
+            )
+            for i, name in enumerate(layers)
+        ],
+        val_acc_batch_stats=0.85 if bn else None,
+        landscape=Landscape(
+            step_multiples=[0.5, 1.0, 2.0, 4.0],
+            losses=[0.9, 0.8, 0.85, 1.2],
+            grad_changes=[0.1, 0.2, 0.5, 1.5],
+            loss_range=0.4,
+            grad_predictiveness=1.5,
+            beta_smoothness=3.0,
+        )
+        if full
+        else None,
+    )

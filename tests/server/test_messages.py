@@ -145,7 +145,7 @@ def test_the_wire_format_is_the_one_clients_parse():
     assert EvalMessage(seq=12, point=point, sent_at=None).text() == (
         '{"type": "eval", "seq": 12, "point": {"seq": 12, "step": 200, "val_loss": 0.1514, '
         '"val_acc": 0.9562, "train_loss": 0.31, "examples_per_sec": 1350.2, "elapsed": 12.4, '
-        '"probe": {"p15": -2.1, "p50": 0.3, "p85": 2.2}}, "sent_at": null}'
+        '"probe": {"p15": -2.1, "p50": 0.3, "p85": 2.2}, "diagnostics": null}, "sent_at": null}'
     )
 
 

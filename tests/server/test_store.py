@@ -4,6 +4,7 @@ run service relies on."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 
@@ -16,7 +17,7 @@ from bnlab.server.migrations import MIGRATIONS, SchemaError, migrate, schema_ver
 from bnlab.server.points import POINT_COLUMNS, point_public
 from bnlab.server.status import InvalidTransition, RunStatus
 from bnlab.server.store import Store, StoreError
-from tests.server.conftest import release_dump
+from tests.server.conftest import release_dump, sample_diagnostics
 
 CONFIG = RunConfig(arch="mlp", steps=20, eval_every=10)
 TABLES = ("runs", "points", "comparisons")
@@ -31,7 +32,9 @@ def columns(db: sqlite3.Connection, table: str) -> list[tuple]:
     return [tuple(c)[1:] for c in db.execute(f"PRAGMA table_info({table})")]
 
 
-def evaluation(step: int, val_loss: float = 0.5, p50: float | None = 0.1) -> EvalEvent:
+def evaluation(
+    step: int, val_loss: float = 0.5, p50: float | None = 0.1, diagnostics=None
+) -> EvalEvent:
     return EvalEvent(
         step=step,
         val_loss=val_loss,
@@ -40,6 +43,7 @@ def evaluation(step: int, val_loss: float = 0.5, p50: float | None = 0.1) -> Eva
         examples_per_sec=1000.0,
         elapsed=1.5,
         probe=ProbePercentiles(p15=-1.0, p50=p50, p85=1.0),
+        diagnostics=diagnostics,
     )
 
 
@@ -68,6 +72,9 @@ def test_an_empty_file_gets_the_release_schema_and_the_experiments(store):
         "design",
         "last_seq",
     ]
+    # Migration 3: each point's diagnostics, one JSON document.
+    added = columns(store.db, "points")[len(columns(release, "points")) :]
+    assert added == [("diagnostics", "TEXT", 0, None, 0)]
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
     assert {r[0] for r in store.db.execute(indexes)} == {r[0] for r in release.execute(indexes)} | {
         "runs_by_experiment",
@@ -116,9 +123,35 @@ def test_every_run_and_point_of_a_release_database_reads_back(release_db):
     assert nulls.probe == ProbePercentiles(p15=None, p50=None, p85=None)
     assert nulls.val_acc == 0.098
     assert [p.step for p in map(point_public, store.points("completed-bn"))] == [0, 10, 20]
+    # Diagnostics did not exist: every point says "not recorded".
+    points = [point_public(p) for run in runs for p in store.points(run["id"])]
+    assert len(points) > 5 and {p.diagnostics for p in points} == {None}
 
     comparison, twins = store.comparison_runs("cmp000000001")
     assert comparison is not None and [r["id"] for r in twins] == ["completed-bn", "completed-no"]
+    store.close()
+
+
+def test_a_database_at_version_2_keeps_its_points_and_they_say_not_recorded(tmp_path):
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    migrate(db, MIGRATIONS[:2])
+    db.execute(
+        "INSERT INTO runs (id, label, config, status, total_steps, created_at)"
+        " VALUES ('old', 'old', ?, 'completed', 20, '2026-01-01T00:00:00+00:00')",
+        (CONFIG.model_dump_json(),),
+    )
+    db.execute(
+        "INSERT INTO points VALUES ('old', 3, 10, 0.5, 0.9, 0.4, 1000.0, 1.5, -1.0, 0.1, 1.0)"
+    )
+    db.commit()
+    db.close()
+
+    store = Store(path)
+    assert schema_version(store.db) == len(MIGRATIONS)
+    [point] = map(point_public, store.points("old"))
+    assert point.model_dump(exclude={"seq"}) == evaluation(10).model_dump(exclude={"type"})
+    assert point.diagnostics is None
     store.close()
 
 
@@ -194,7 +227,8 @@ def test_a_failing_migration_is_rolled_back_and_the_version_stays(release_db, mi
     assert not db.in_transaction
     width = len(columns(release_dump(), "runs"))
     assert [row[:width] for row in rows(db, "runs")] == rows(release_dump(), "runs")
-    assert rows(db, "points") == rows(release_dump(), "points")
+    width = len(columns(release_dump(), "points"))
+    assert [row[:width] for row in rows(db, "points")] == rows(release_dump(), "points")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {*TABLES, "experiments"}
 
@@ -322,6 +356,32 @@ def test_a_point_reads_back_as_the_event_it_came_from(store):
     assert point.model_dump(exclude={"seq"}) == event.model_dump(exclude={"type"})
     row = store.get_run("a")
     assert (row["step"], row["last_seq"]) == (10, 7)  # progress moved with the point
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_point_with_diagnostics_reads_back_as_the_event_it_came_from(store, full):
+    store.insert_run("a", "a", CONFIG)
+    event = evaluation(10, diagnostics=sample_diagnostics(full=full))
+    store.add_point("a", 1, event)
+    point = point_public(store.points("a")[0])
+    assert point.model_dump(exclude={"seq"}) == event.model_dump(exclude={"type"})
+    assert point.diagnostics.level == ("full" if full else "basic")
+
+
+def test_non_finite_diagnostics_are_stored_as_null(store):
+    store.insert_run("a", "a", CONFIG)
+    diagnostics = sample_diagnostics(full=True)
+    layer = diagnostics.layers[0].model_copy(update={"grad_norm": math.inf})
+    landscape = diagnostics.landscape.model_copy(update={"losses": [0.9, math.nan, 1.0, 2.0]})
+    diverging = diagnostics.model_copy(update={"layers": [layer], "landscape": landscape})
+    store.add_point("a", 1, evaluation(0, diagnostics=diverging))
+    # Strict JSON: NaN or Infinity (which json.loads would take) fails the test.
+    stored = json.loads(store.points("a")[0]["diagnostics"], parse_constant=pytest.fail)
+    assert stored["layers"][0]["grad_norm"] is None
+    assert stored["landscape"]["losses"] == [0.9, None, 1.0, 2.0]
+    point = point_public(store.points("a")[0])
+    assert point.diagnostics.layers[0].grad_norm is None
+    assert point.diagnostics.layers[0].weight_norm == 4.0
 
 
 def test_non_finite_values_of_a_point_are_stored_as_null(store):

@@ -12,11 +12,14 @@ from bnlab.server.testing import receive
 from tests.server.conftest import TINY
 
 
-def follow(ws, until_status=("completed", "failed", "cancelled", "diverged")) -> list[dict]:
-    """Every message up to and including the run's terminal status."""
+def follow(
+    ws, until_status=("completed", "failed", "cancelled", "diverged"), timeout: float = 60
+) -> list[dict]:
+    """Every message up to and including the run's terminal status (`timeout`: seconds
+    to wait for each)."""
     messages = []
     while True:
-        message = receive(ws)
+        message = receive(ws, timeout)
         messages.append(message)
         run = message.get("run")
         if message["type"] in ("status", "snapshot") and run and run["status"] in until_status:

@@ -24,6 +24,7 @@ def point_json(row) -> dict:
     return {
         **{k: row[k] for k in keys},
         "probe": {k: row[k] for k in ("p15", "p50", "p85")},
+        "diagnostics": None,  # not recorded: the release had no diagnostics
     }
 
 

@@ -1,0 +1,478 @@
+// "Inside the network" (issue #17): the per-layer diagnostics each evaluation records
+// (a point's `diagnostics`, docs/api.md), for the plotted runs, one layer at a time.
+//
+// Same conventions as the curves: one colour per comparison, BN solid, no-BN dashed,
+// and in the distribution charts, as in the probe's, runs without BN on the left. Points reach the panel as they reach the other
+// charts, but are drawn once per animation frame: everything that arrived since the last
+// frame goes into one Plotly.extendTraces per chart (a burst of points after a reconnect
+// is one update, not one per point). A full Plotly.react happens only when the plotted
+// runs, the layer or a display option change.
+
+/* global Plotly */
+
+import { LiveChart, runName, withAlpha } from "./charts.js";
+import { Status } from "./status.js";
+
+const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+const escape = (text) => text.replace(/</g, "&lt;");
+
+/** The named layer's diagnostics in a point (undefined: not recorded, or no such layer). */
+const layerOf = (p, name) => p.diagnostics?.layers?.find((l) => l.name === name);
+
+/** Counts as fractions of the values, so a column's colours read the same at every step. */
+function fractions(counts) {
+  if (!Array.isArray(counts)) return null;
+  const total = counts.reduce((a, b) => a + b, 0);
+  return counts.map((c) => (total > 0 ? c / total : null));
+}
+
+/** Why a plot area with these runs has nothing to draw, or null when it has something. */
+function whyEmpty(runs, getPoints, value, { none, fullOnly, layer, missing }) {
+  if (!runs.length) return none;
+  const points = runs.flatMap((r) => getPoints(r.id));
+  if (points.some((p) => value(p) !== null)) return null;
+  if (!points.length) {
+    if (runs.some((r) => r.status === Status.RUNNING)) return "starting…<br>the first evaluation is on its way";
+    if (runs.some((r) => r.status === Status.QUEUED)) return "queued:<br>waiting for a free worker";
+    return "no evaluations:<br>the run ended before its first one";
+  }
+  const recorded = points.filter((p) => p.diagnostics);
+  if (!recorded.length) return "not recorded:<br>diagnostics were off, or the run predates them";
+  if (fullOnly && !recorded.some((p) => p.diagnostics.level === "full")) {
+    return "not recorded:<br>only runs with diagnostics = full measure this";
+  }
+  if (fullOnly && !recorded.some((p) => p.diagnostics.landscape || layerOf(p, fullOnly)?.ics_distance != null)) {
+    return "not sampled yet";
+  }
+  // The layer is there but has no such value (the seed CNN has no BN on its dense layer).
+  if (missing && recorded.some((p) => layerOf(p, layer))) return missing;
+  return "no values for this layer<br>(or none finite: the run diverged)";
+}
+
+/**
+ * Plot areas side by side, each for the runs with BN, without, or both; each run draws its
+ * series (from `series(run)`) into every area it belongs to. `layer()` is the picked layer.
+ */
+class LayerChart extends LiveChart {
+  constructor(el, getPoints, layer, panels) {
+    super(el, getPoints);
+    this.layer = layer;
+    this.panels = panels.map((panel, i) => {
+      const gap = 0.06;
+      const width = (1 - gap * (panels.length - 1)) / panels.length;
+      const start = i * (width + gap);
+      const n = i === 0 ? "" : String(i + 1);
+      return { ...panel, domain: [start, start + width], centre: start + width / 2, x: `x${n}`, y: `y${n}`, n };
+    });
+  }
+
+  runsOf(panel, runs = this.runs) {
+    return runs.filter((r) => panel.bn === undefined || r.bn === panel.bn);
+  }
+
+  tracesFor(run) {
+    const specs = [];
+    const label = escape(run.label);
+    const dash = run.bn ? "solid" : "dash";
+    this.panels.forEach((panel, i) => {
+      if (!this.runsOf(panel, [run]).length) return;
+      for (const s of panel.series(run)) {
+        // A log axis cannot show zero (a gradient that is exactly 0): a gap, not a cliff.
+        const value = panel.log
+          ? (p) => ((v) => (v > 0 ? v : null))(s.value(p, this.layer()))
+          : (p) => s.value(p, this.layer());
+        const common = {
+          xaxis: panel.x, yaxis: panel.y, legendgroup: run.id, showlegend: false,
+          hovertemplate: `${s.hover ?? "%{y:.4g}"}<extra>${label}</extra>`,
+        };
+        const trace = s.heat
+          ? {
+              ...common, type: "heatmap", transpose: true, y: [], colorscale: s.colorscale,
+              showscale: false, zmin: 0, hoverongaps: false,
+              hovertemplate: `at %{x}: %{z:.1%} of the values near %{y:.3g}<extra>${label}</extra>`,
+            }
+          : {
+              ...common, type: "scatter", mode: s.mode ?? "lines", connectgaps: Boolean(s.connect),
+              name: s.name ?? runName(run), line: { color: s.faint ? withAlpha(run.colour, 0.75) : run.colour, width: s.width ?? 2, dash: s.dash ?? dash },
+              marker: { size: 4, color: run.colour }, ...(s.trace ?? {}),
+            };
+        if (s.named) Object.assign(trace, { name: runName(run), showlegend: !specs.some((x) => x.named) });
+        specs.push({ key: `${run.id}|${i}|${s.kind}`, kind: s.kind, named: s.named, heat: s.heat, value, edges: s.edges, trace });
+      }
+    });
+    return specs;
+  }
+
+  /** A heatmap's columns are rows of z (transposed): one histogram per evaluation. */
+  columns(spec, points) {
+    if (!spec.heat) return super.columns(spec, points);
+    const shown = points.filter((p) => spec.value(p) !== null);
+    return { x: shown.map((p) => this.x(p)), z: shown.map((p) => fractions(spec.value(p))) };
+  }
+
+  /** The bin edges of a heatmap's run and layer (fixed for the run), once a point has them. */
+  edgesOf(spec) {
+    for (const p of this.getPoints(spec.runId)) {
+      const edges = spec.edges(p, this.layer());
+      if (edges) return edges;
+    }
+    return null;
+  }
+
+  redraw() {
+    this.drawn = true;
+    this.specs = [];
+    const traces = [];
+    for (const run of this.runs) {
+      const points = this.getPoints(run.id);
+      for (const spec of this.tracesFor(run)) {
+        spec.runId = run.id;
+        const trace = { ...spec.trace, uid: `u-${spec.key.replace(/[^A-Za-z0-9_-]/g, "_")}`, meta: { runId: run.id, kind: spec.kind }, ...this.columns(spec, points) };
+        if (spec.heat) trace.y = this.edgesOf(spec) ?? [];
+        spec.hasEdges = trace.y.length > 0;
+        traces.push(trace);
+        this.specs.push(spec);
+      }
+    }
+    traces.push(...this.frameTraces());
+    const layout = this.fullLayout();
+    return this.enqueue(() => Plotly.react(this.el, traces, layout, { displaylogo: false, responsive: true }));
+  }
+
+  /** Everything that arrived since the last frame, by run: one extendTraces for the chart. */
+  appendBatch(batch) {
+    const indices = [];
+    const columns = {};
+    const edges = [];
+    this.specs.forEach((spec, i) => {
+      const points = batch.get(spec.runId);
+      if (!points?.length) return;
+      const cols = this.columns(spec, points);
+      if (!cols.x.length) return;
+      indices.push(i);
+      for (const [k, v] of Object.entries(cols)) (columns[k] ??= []).push(v);
+      if (spec.heat && !spec.hasEdges) {
+        // The first histogram of the run: its bins (a heatmap drawn before had none).
+        const found = this.edgesOf(spec);
+        if (found) {
+          spec.hasEdges = true;
+          edges.push([i, found]);
+        }
+      }
+    });
+    if (!indices.length) return this.queue;
+    for (const [i, found] of edges) this.enqueue(() => Plotly.restyle(this.el, { y: [found] }, [i]));
+    this.enqueue(() => Plotly.extendTraces(this.el, columns, indices));
+    return this.redecorate();
+  }
+
+  append() {
+    // Points come through InsidePanel.flush (appendBatch), once per animation frame.
+    return this.queue;
+  }
+
+  /** One empty trace per plot area, so each always exists (see ProbeChart.frameTraces). */
+  frameTraces() {
+    return this.panels.map((panel) => ({
+      xaxis: panel.x, yaxis: panel.y, type: "scatter", mode: "lines", x: [], y: [], showlegend: false,
+      hoverinfo: "skip", uid: `frame-${panel.x}`, meta: { kind: "frame" },
+    }));
+  }
+
+  empties() {
+    return this.panels.flatMap((panel) => {
+      const runs = this.runsOf(panel);
+      const series = runs.length ? panel.series(runs[0]) : [];
+      const values = (p) => series.map((s) => s.value(p, this.layer())).filter((v) => v != null);
+      // Something to draw: a finite number (above 0 on a log axis) or a histogram.
+      const value = (p) => values(p).find((v) => !panel.log || v > 0) ?? null;
+      const none = panel.bn === undefined ? "no runs selected" : `no run ${panel.bn ? "with" : "without"} BN selected`;
+      let why = whyEmpty(runs, this.getPoints, value, {
+        none, fullOnly: panel.fullOnly ? this.layer() : null, layer: this.layer(), missing: panel.missing,
+      });
+      const zeros = runs.some((r) => this.getPoints(r.id).some((p) => values(p).includes(0)));
+      if (why && panel.log && zeros) why = panel.zero ?? "0 throughout";
+      return why ? [{ why, centre: panel.centre, axes: [`${panel.x.replace("x", "xaxis")}`, `${panel.y.replace("y", "yaxis")}`] }] : [];
+    });
+  }
+
+  layout() {
+    const layout = {
+      ...this.baseLayout(),
+      margin: { l: 58, r: 14, t: 30, b: 40 },
+      showlegend: this.panels.some((p) => !p.heat),
+      annotations: this.panels.map((panel) => ({
+        text: panel.title, x: panel.centre, y: 1.02, xref: "paper", yref: "paper", xanchor: "center",
+        yanchor: "bottom", showarrow: false, font: { size: 12.5 },
+      })),
+    };
+    for (const panel of this.panels) {
+      layout[`xaxis${panel.n}`] = this.axis({
+        domain: panel.domain, anchor: panel.y, title: { text: this.xTitle() }, uirevision: this.opts.xMode,
+        ...(panel.heat ? {} : { rangemode: "tozero" }),
+      });
+      layout[`yaxis${panel.n}`] = this.axis({
+        anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
+        ...(panel.yaxis ?? {}),
+      });
+    }
+    return layout;
+  }
+}
+
+// ---- what each chart draws ----------------------------------------------------------
+
+/** p15–p85 band and median of one of a layer's distributions ("pre_bn" or "pre_activation"). */
+function band(which) {
+  const at = (key) => (p, layer) => finite(layerOf(p, layer)?.[which]?.[key]);
+  return (run) => [
+    { kind: `${which}-p15`, value: at("p15"), faint: true, width: 1, hover: "p15 %{y:.3f}" },
+    {
+      kind: `${which}-p85`, value: at("p85"), faint: true, width: 1, hover: "p85 %{y:.3f}",
+      trace: { fill: "tonexty", fillcolor: withAlpha(run.colour, 0.13) },
+    },
+    { kind: `${which}-p50`, value: at("p50"), named: true, width: 2.4, hover: "median %{y:.3f}" },
+  ];
+}
+
+function heat(which) {
+  // White (no values) to the comparison's colour (the most).
+  return (run) => [
+    {
+      kind: `${which}-heat`, heat: true, colorscale: [[0, "#ffffff"], [1, run.colour]],
+      value: (p, layer) => layerOf(p, layer)?.[which]?.counts ?? null,
+      edges: (p, layer) => layerOf(p, layer)?.edges ?? null,
+    },
+  ];
+}
+
+const layerValue = (key) => (p, layer) => finite(layerOf(p, layer)?.[key]);
+const line = (key, hover) => () => [{ kind: key, value: layerValue(key), named: true, hover }];
+const landscape = (key, hover) => () => [
+  // Only sampled evaluations probe the landscape: the line joins the samples.
+  { kind: key, value: (p) => finite(p.diagnostics?.landscape?.[key]), named: true, hover, mode: "lines+markers", connect: true },
+];
+
+const CHARTS = [
+  {
+    name: "bands",
+    title: "Distributions over training",
+    caption:
+      "15th–85th percentile band and median over the validation set: without BN the input to " +
+      "the nonlinearity drifts and spreads as training goes on; after BN it should stay put, " +
+      "whatever the values before BN do.",
+    panels: [
+      { title: "Without BN: input to the nonlinearity", bn: false, series: band("pre_activation") },
+      { title: "With BN: before BN", bn: true, missing: "no BN on this layer", series: band("pre_bn") },
+      { title: "With BN: after BN (input to the nonlinearity)", bn: true, series: band("pre_activation") },
+    ],
+  },
+  {
+    name: "heatmap",
+    title: "Histogram over time",
+    caption:
+      "Each column is one evaluation's histogram (darker: more of the values) for the first " +
+      "BN and no-BN run plotted: look for mass piling into the end bins, where a sigmoid saturates.",
+    pair: true,
+    panels: [
+      { title: "Without BN: input to the nonlinearity", bn: false, heat: true, series: heat("pre_activation"), yTitle: "value" },
+      { title: "With BN: before BN", bn: true, heat: true, missing: "no BN on this layer", series: heat("pre_bn") },
+      { title: "With BN: after BN", bn: true, heat: true, series: heat("pre_activation") },
+    ],
+  },
+  {
+    name: "norms",
+    title: "Gradient, weights and effective step",
+    caption:
+      "BN makes a layer blind to the scale of its weights, so growing weights shrink its " +
+      "effective step lr/‖W‖² (Adagrad's accumulator included): compare how fast it decays with and without BN.",
+    panels: [
+      { title: "‖dL/dW‖ on a training batch", log: true, series: line("grad_norm", "‖g‖ %{y:.3g}") },
+      { title: "‖W‖", series: line("weight_norm", "‖W‖ %{y:.4g}") },
+      { title: "effective step", log: true, series: line("effective_step", "step %{y:.3g}") },
+    ],
+  },
+  {
+    name: "bn",
+    title: "BN's train/inference gap",
+    caption:
+      "Inference uses BN's moving averages, training the batch's own statistics: a growing " +
+      "distance between the two, or a validation accuracy that differs between them, means the averages lag the network.",
+    panels: [
+      { title: "distance: batch ↔ moving statistics", bn: true, missing: "no BN on this layer", series: line("bn_gap", "gap %{y:.3g}") },
+      {
+        title: "validation accuracy (whole network)", bn: true, yaxis: { tickformat: ".0%" },
+        series: () => [
+          { kind: "val_acc", value: (p) => (p.diagnostics ? finite(p.val_acc) : null), named: true, hover: "moving stats %{y:.2%}" },
+          { kind: "val_acc_batch_stats", value: (p) => finite(p.diagnostics?.val_acc_batch_stats), dash: "dot", hover: "batch stats %{y:.2%}", name: "batch statistics" },
+        ],
+      },
+    ],
+  },
+  {
+    name: "ics",
+    title: "Internal covariate shift (diagnostics = full)",
+    caption:
+      "Santurkar et al.'s measure: how much the layer's gradient changes when only the layers " +
+      "below it have updated; if BN reduced this shift, its distance would be lower and its cosine nearer 1.",
+    panels: [
+      { title: "‖G − G′‖₂", log: true, fullOnly: true, zero: "0 throughout:<br>no layer below this one shifts it", series: () => [{ kind: "ics_distance", value: layerValue("ics_distance"), named: true, hover: "%{y:.3g}", mode: "lines+markers", connect: true }] },
+      { title: "cos(G, G′)", fullOnly: true, series: () => [{ kind: "ics_cosine", value: layerValue("ics_cosine"), named: true, hover: "%{y:.3f}", mode: "lines+markers", connect: true }] },
+    ],
+  },
+  {
+    name: "smoothness",
+    title: "Loss landscape along the gradient (diagnostics = full; whole network)",
+    caption:
+      "Steps of ½× to 4× the learning rate along the gradient: a smaller loss range, gradient " +
+      "change and β-smoothness mean a smoother landscape and more predictive gradients, Santurkar et al.'s account of BN.",
+    panels: [
+      { title: "loss range", log: true, fullOnly: true, series: landscape("loss_range", "%{y:.3g}") },
+      { title: "gradient predictiveness", log: true, fullOnly: true, series: landscape("grad_predictiveness", "%{y:.3g}") },
+      { title: "β-smoothness", log: true, fullOnly: true, series: landscape("beta_smoothness", "%{y:.3g}") },
+    ],
+  },
+];
+
+/**
+ * The panel: a layer picker, a line on what was recorded, and the charts with a caption
+ * each. Same interface as a chart for main.js: setRuns, append, redraw and `opts`.
+ */
+export class InsidePanel {
+  constructor(root, getPoints) {
+    this.root = root;
+    this.getPoints = getPoints;
+    this.runs = [];
+    this.layers = []; // every layer name seen, in network order
+    this.chosen = null;
+    this.pending = new Map(); // runId -> points not drawn yet
+    this.frame = null;
+    this.opts = { xMode: "step" };
+    this.select = root.querySelector("[data-testid=inside-layer]");
+    this.status = root.querySelector("[data-testid=inside-status]");
+    this.select.addEventListener("change", () => {
+      this.chosen = this.select.value;
+      this.redraw();
+    });
+    const grid = root.querySelector("[data-testid=inside-charts]");
+    this.charts = CHARTS.map((spec) => {
+      const figure = document.createElement("figure");
+      figure.className = "inside-chart";
+      const el = Object.assign(document.createElement("div"), { className: "chart chart-inside" });
+      el.dataset.testid = `inside-${spec.name}`;
+      const caption = document.createElement("figcaption");
+      const title = Object.assign(document.createElement("strong"), { textContent: `${spec.title}. ` });
+      caption.append(title, spec.caption);
+      caption.className = "hint muted";
+      figure.append(caption, el);
+      grid.append(figure);
+      const chart = new LayerChart(el, getPoints, () => this.layer(), spec.panels);
+      chart.pair = Boolean(spec.pair);
+      return chart;
+    });
+  }
+
+  layer() {
+    return this.chosen ?? this.layers[0] ?? null;
+  }
+
+  setRuns(runs) {
+    this.flush();
+    this.runs = runs;
+    // The picker offers the plotted runs' layers: start over (a deselected CNN's conv
+    // layers go), and keep the picked layer while a plotted run has it.
+    const chosen = this.chosen;
+    this.layers = [];
+    this.chosen = null;
+    this.learn(runs.map((r) => this.getPoints(r.id)), true);
+    if (this.layers.includes(chosen)) {
+      this.chosen = chosen;
+      this.select.value = chosen;
+    }
+    this.render();
+    for (const chart of this.charts) chart.setRuns(chart.pair ? this.pair() : runs);
+  }
+
+  /** The heatmaps' runs: the first plotted run without BN and the first with. */
+  pair() {
+    return [this.runs.find((r) => !r.bn), this.runs.find((r) => r.bn)].filter(Boolean);
+  }
+
+  append(runId, points) {
+    if (!this.runs.some((r) => r.id === runId)) return;
+    this.pending.set(runId, [...(this.pending.get(runId) ?? []), ...points]);
+    this.frame ??= requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    if (!this.pending.size) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    // The first diagnostics of all may pick the default layer: the traces need no redraw,
+    // as they read the layer when a point is drawn and had nothing to show for any before.
+    this.learn(batch.values());
+    this.render();
+    for (const chart of this.charts) chart.appendBatch(batch);
+  }
+
+  redraw() {
+    this.flush();
+    for (const chart of this.charts) {
+      chart.opts.xMode = this.opts.xMode;
+      chart.redraw();
+    }
+  }
+
+  /** Adds the layers of these points (lists of points) to the picker, in network order. */
+  learn(pointLists, rebuilt = false) {
+    let added = rebuilt;
+    for (const points of pointLists) {
+      for (const p of points) {
+        for (const [i, layer] of (p.diagnostics?.layers ?? []).entries()) {
+          if (this.layers.includes(layer.name)) continue;
+          this.layers.splice(Math.min(i, this.layers.length), 0, layer.name);
+          added = true;
+        }
+      }
+    }
+    if (!added) return;
+    this.select.replaceChildren(
+      ...this.layers.map((name) => Object.assign(document.createElement("option"), { value: name, textContent: name })),
+    );
+    this.select.value = this.layer() ?? "";
+  }
+
+  /** What was recorded: the level of each run, or "not recorded". */
+  render() {
+    const parts = this.runs.map((run) => {
+      const points = this.getPoints(run.id);
+      const level = points.find((p) => p.diagnostics)?.diagnostics.level;
+      return { run, level, evaluated: points.length > 0 };
+    });
+    const missing = parts.filter((x) => x.evaluated && !x.level);
+    const recorded = parts.filter((x) => x.level);
+    this.root.dataset.state = !this.runs.length
+      ? "empty"
+      : recorded.length
+        ? "recorded"
+        : missing.length
+          ? "not-recorded"
+          : "waiting";
+    this.select.disabled = !this.layers.length;
+    const text = [];
+    if (recorded.length) {
+      text.push(`Recorded: ${recorded.map((x) => `${x.run.label} (${x.level})`).join(", ")}.`);
+    }
+    if (missing.length) {
+      text.push(
+        `Not recorded for ${missing.map((x) => x.run.label).join(", ")}: ` +
+          "trained with diagnostics off, or before BN Lab recorded them.",
+      );
+    }
+    if (!this.runs.length) text.push("Select runs in the table to look inside them.");
+    else if (!recorded.length && !missing.length) text.push("Waiting for the first evaluation…");
+    this.status.textContent = text.join(" ");
+  }
+}

@@ -1,0 +1,419 @@
+"""What an evaluation records inside the network (issue #17), measured in compiled functions.
+
+Two explanations of why Batch Normalization helps meet here. Ioffe & Szegedy (2015):
+BN keeps each layer's input distribution steady (their Figure 1). Santurkar, Tsipras,
+Ilyas & Madry (2018): it does not reduce that "internal covariate shift" but makes the
+loss landscape smoother and the gradients more predictive. Per hidden layer, at every
+evaluation (`basic`):
+
+- **Distributions** of the layer's linear output before BN and of the input to its
+  nonlinearity, over the validation pass that the evaluation makes anyway: the 15th,
+  50th and 85th percentiles (NumPy's linear interpolation) and a histogram over bin
+  edges fixed for the whole run. They pool SAMPLED_UNITS units (for a convolution:
+  positions x channels) per image, drawn once per run from the seed: a layer's
+  distribution without sorting millions of values at each evaluation.
+- **Gradient norm, weight norm and effective step** of the layer's kernel W on the
+  training batch of the next update (its shifts included, without dropout, BN on the
+  batch's statistics). The effective step is ``mean(η) / ||W||²``, η being the
+  per-weight learning rate the optimizer would use now (bnlab.model.optimizers.
+  proposed_update): lr for SGD, ``lr / √accumulator`` for Adagrad. For a weight that BN
+  makes scale-invariant the gradient shrinks as 1/||W|| and the step that matters is
+  the angle, ``η ||g|| / ||W|| = (η / ||W||²) · ||g at unit norm||``: a weight that
+  grows slows its own learning (van Laarhoven 2017).
+- **BN's train/inference gap** per BN layer, on the first BATCH_STATS_BATCHES
+  validation batches of the training batch size: per batch,
+  ``sqrt(mean over channels of (1 - s_B/s_m)² + ((mean_B - mean_m)/s_m)²)``, s the std with
+  BN's epsilon; the root mean square of the normalised output's difference between the
+  batch statistics (B, training) and the moving ones (m, inference), in units of the
+  normalised output; the run's value is the root mean square over the batches. The same
+  batches give the validation accuracy with batch statistics.
+
+`full` adds, on the same training batch, at every `full_diagnostics_every`-th evaluation:
+
+- **ICS** (Santurkar et al., Definition 2.1): G, the gradient of a layer's kernel, and
+  G', the same gradient after the *earlier* layers (their kernels, biases and BN
+  scales and shifts) took the update the optimizer would make for this batch;
+  ``||G - G'||₂`` and ``cos(G, G')``. The first layer has no earlier layers: 0 and 1.
+- **The landscape along the gradient** g of all weights x: the loss and gradient at
+  ``x - m·lr·g`` for m in STEP_MULTIPLES; loss range (the loss at x included), gradient
+  predictiveness ``max ||g(x) - g(x - m·lr·g)||₂`` and the effective β-smoothness, that
+  change divided by the distance moved ``m·lr·||g||``, maximised over m.
+
+None of this changes training: the passes use no random numbers (no dropout; the
+shifts are the stateless ones of the next update), BN's moving averages do not move,
+the optimizer's slots are only read, and the weights moved for ICS and the landscape
+are written back bit for bit before the function returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bnlab.model.augment import random_shift
+from bnlab.model.events import (
+    Diagnostics,
+    DiagnosticsLevel,
+    Distribution,
+    Landscape,
+    LayerDiagnostics,
+)
+from bnlab.model.networks import Network, Tap
+from bnlab.model.optimizers import proposed_update
+
+if TYPE_CHECKING:
+    from bnlab.model.data import Split
+    from bnlab.model.training import Trainer
+
+PERCENTILES = (15.0, 50.0, 85.0)  # the BN paper's Figure 1
+SAMPLED_UNITS = 32  # values per image and layer pooled into a distribution
+BINS = 40
+# Edges span ±L, L the 1-2-5 number at or above twice the 99th percentile of |value|
+# at initialisation and at least MIN_EDGE, where BN's unit normal output fits with room.
+MIN_EDGE = 5.0
+EDGE_IMAGES = 1000  # validation images that set the edges
+BATCH_STATS_BATCHES = 8  # validation batches BN's gap and batch-statistics accuracy use
+STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # of the learning rate, for the landscape
+
+
+def percentiles(values: tf.Tensor, qs: tuple[float, ...] = PERCENTILES) -> tf.Tensor:
+    """`qs` percentiles of the 1-D `values` in float64, as `numpy.percentile`'s
+    default (linear) method; NaN when any value is NaN (a diverging run)."""
+    ordered = tf.cast(tf.sort(values), tf.float64)
+    last = tf.cast(tf.size(values) - 1, tf.float64)
+    position = tf.constant(qs, tf.float64) / 100.0 * last
+    below = tf.floor(position)
+    low = tf.gather(ordered, tf.cast(below, tf.int32))
+    high = tf.gather(ordered, tf.cast(tf.math.ceil(position), tf.int32))
+    result = low + (high - low) * (position - below)
+    nan = tf.fill(tf.shape(result), tf.constant(math.nan, tf.float64))
+    return tf.where(tf.reduce_any(tf.math.is_nan(values)), nan, result)
+
+
+def histogram(values: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
+    """Counts of the 1-D `values` in the bins [e_i, e_i+1) of the float64 `edges`
+    (the last bin closed, as NumPy's); values outside go into the end bins."""
+    bins = tf.size(edges) - 1
+    index = tf.searchsorted(edges, tf.cast(values, tf.float64), side="right") - 1
+    index = tf.clip_by_value(index, 0, bins - 1)
+    return tf.math.bincount(tf.cast(index, tf.int32), minlength=bins, maxlength=bins)
+
+
+def bn_gap(pre_bn: tf.Tensor, norm: keras.layers.Layer) -> tf.Tensor:
+    """The distance between the normalisation with `pre_bn`'s batch statistics and
+    the one with `norm`'s moving statistics (the module's docstring has the formula)."""
+    axes = list(range(pre_bn.shape.rank - 1))
+    mean, variance = tf.nn.moments(pre_bn, axes)
+    batch_std = tf.sqrt(variance + norm.epsilon)
+    moving_std = tf.sqrt(tf.convert_to_tensor(norm.moving_variance) + norm.epsilon)
+    moving_mean = tf.convert_to_tensor(norm.moving_mean)
+    scale = tf.square(1.0 - batch_std / moving_std)
+    shift = tf.square((mean - moving_mean) / moving_std)
+    return tf.sqrt(tf.reduce_mean(scale + shift))
+
+
+def edge_limit(values: np.ndarray) -> float:
+    """±L for a layer's histogram edges: the 1-2-5 number at or above
+    max(MIN_EDGE, twice the 99th percentile of |values|)."""
+    target = max(MIN_EDGE, 2.0 * float(np.percentile(np.abs(values), 99)))
+    decade = 10.0 ** math.floor(math.log10(target))
+    return next(m * decade for m in (1, 2, 5, 10) if m * decade >= target)
+
+
+def _norm(tensors: list[tf.Tensor]) -> tf.Tensor:
+    return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
+
+
+def _distribution(stats: tuple[np.ndarray, np.ndarray]) -> Distribution:
+    (p15, p50, p85), counts = stats
+    return Distribution(p15=p15, p50=p50, p85=p85, counts=[int(c) for c in counts])
+
+
+class Diagnostician:
+    """The compiled measures of one run; `measure` assembles an evaluation's Diagnostics.
+
+    Build it before a checkpoint is restored: the histogram edges come from the
+    initial weights, so a resumed run keeps the edges it started with.
+    """
+
+    def __init__(self, trainer: Trainer, validation: Split) -> None:
+        config = trainer.config
+        self.level = DiagnosticsLevel(config.diagnostics)
+        self.full_every = config.full_diagnostics_every
+        self.eval_steps = config.eval_steps()
+        self.trainer = trainer
+        self.network: Network = trainer.network
+        self.blocks = self.network.blocks()
+        self.names = [linear.name for linear, _ in self.blocks]
+        self.has_bn = config.batch_norm
+        rng = np.random.default_rng(config.seed)
+        # Which units (flat indices into a layer's values per image) the distributions pool.
+        self.units = [
+            tf.constant(np.sort(rng.choice(size, min(SAMPLED_UNITS, size), replace=False)))
+            for size in self._sizes()
+        ]
+        # No AutoGraph: every branch and loop in these functions is over Python values
+        # fixed at tracing (layers, multiples), so there is nothing for it to convert.
+        compiled = functools.partial(tf.function, autograph=False)
+        self._inspect = compiled(
+            self._inspect_step, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)]
+        )
+        first = self._inspect(validation.images[:EDGE_IMAGES])[2]
+        self.edges = [
+            np.linspace(-limit, limit, BINS + 1)
+            for limit in (
+                edge_limit(np.concatenate([v.numpy().ravel() for v in layer])) for layer in first
+            )
+        ]
+        self._summarize = compiled(self._summarize_samples)
+        self._samples: list[tuple[np.ndarray, ...]] = []  # the last validation pass's
+        # BN's gap and batch-statistics accuracy: validation batches of the training size.
+        size = min(config.batch_size, len(validation))
+        count = max(1, min(BATCH_STATS_BATCHES, len(validation) // size))
+        shape = (count, size)
+        self.val_batches = tf.constant(validation.images[: count * size].reshape(*shape, 28, 28, 1))
+        self.val_labels = tf.constant(validation.labels[: count * size].reshape(shape))
+        self._batch_stats = compiled(self._batch_stats_pass)
+        batch = [tf.TensorSpec([config.batch_size], tf.int32), tf.TensorSpec([], tf.int32)]
+        self._gradients = compiled(self._loss_and_gradients)
+        self._basic = compiled(self._basic_measures, input_signature=batch)
+        self._full = compiled(self._full_measures, input_signature=batch)
+
+    def _sizes(self) -> list[int]:
+        """How many values per image each hidden layer has (a forward pass on one zero image)."""
+        taps: list[Tap] = []
+        self.network.forward(tf.zeros((1, 28, 28, 1)), taps=taps)
+        return [int(np.prod(tap.pre_activation.shape[1:])) for tap in taps]
+
+    def measure(self, step: int) -> Diagnostics:
+        """The diagnostics of the evaluation at `step`, after its `validation_pass`."""
+        distributions = [
+            [_distribution((p.numpy(), c.numpy())) for p, c in layer]
+            for layer in self._summarize(tuple(self._samples))
+        ]
+        val_acc_batch_stats, gaps = None, iter(())
+        if self.has_bn:
+            accuracy, gap_values = self._batch_stats()
+            val_acc_batch_stats, gaps = float(accuracy), iter(gap_values.numpy().tolist())
+        indices = tf.constant(self.trainer.order.indices(step))
+        step_tensor = tf.constant(step, tf.int32)
+        index = self.eval_steps.index(step) if step in self.eval_steps else 0
+        full = self.level is DiagnosticsLevel.FULL and index % self.full_every == 0
+        landscape = None
+        ics: list[tuple[float | None, float | None]] = [(None, None)] * len(self.blocks)
+        if full:
+            loss, grad_norms, weight_norms, steps, distances, cosines, losses, changes, gnorm = (
+                t.numpy() for t in self._full(indices, step_tensor)
+            )
+            ics = list(zip(distances.tolist(), cosines.tolist(), strict=True))
+            landscape = self._landscape(float(loss), losses.tolist(), changes.tolist(), gnorm)
+        else:
+            loss, grad_norms, weight_norms, steps = (
+                t.numpy() for t in self._basic(indices, step_tensor)
+            )
+        layers = []
+        for i, (_, norm) in enumerate(self.blocks):
+            pre_bn, pre_activation = (
+                distributions[i] if norm is not None else (None, *distributions[i])
+            )
+            layers.append(
+                LayerDiagnostics(
+                    name=self.names[i],
+                    edges=self.edges[i].tolist(),
+                    pre_bn=pre_bn,
+                    pre_activation=pre_activation,
+                    grad_norm=float(grad_norms[i]),
+                    weight_norm=float(weight_norms[i]),
+                    effective_step=float(steps[i]),
+                    bn_gap=next(gaps) if norm is not None else None,
+                    ics_distance=ics[i][0],
+                    ics_cosine=ics[i][1],
+                )
+            )
+        return Diagnostics(
+            level=self.level,
+            layers=layers,
+            val_acc_batch_stats=val_acc_batch_stats,
+            landscape=landscape,
+        )
+
+    def _landscape(
+        self, loss: float, losses: list[float], changes: list[float], grad_norm: float
+    ) -> Landscape:
+        lr = self.trainer.config.learning_rate
+        distances = [m * lr * float(grad_norm) for m in STEP_MULTIPLES]
+        return Landscape(
+            step_multiples=list(STEP_MULTIPLES),
+            losses=losses,
+            grad_changes=changes,
+            loss_range=max([loss, *losses]) - min([loss, *losses]),
+            grad_predictiveness=max(changes),
+            beta_smoothness=max(
+                c / d if d > 0 else math.inf for c, d in zip(changes, distances, strict=True)
+            ),
+        )
+
+    # -- the validation pass ----------------------------------------------------------
+
+    def _inspect_step(self, x: tf.Tensor):
+        taps: list[Tap] = []
+        logits, probe = self.network.forward(x, training=False, taps=taps)
+        samples = []
+        for tap, units in zip(taps, self.units, strict=True):
+            values = [t for t in (tap.pre_bn, tap.pre_activation) if t is not None]
+            flat = [tf.reshape(t, [tf.shape(t)[0], -1]) for t in values]
+            samples.append(tuple(tf.gather(f, units, axis=1) for f in flat))
+        return logits, probe, tuple(samples)
+
+    def validation_pass(self, images: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and probe values of `images`, as Trainer.predict, keeping the
+        sampled values of every layer for the next `measure`."""
+        logits, probes, samples = [], [], []
+        for start in range(0, len(images), chunk):
+            chunk_logits, chunk_probe, chunk_samples = self._inspect(images[start : start + chunk])
+            logits.append(chunk_logits.numpy())
+            probes.append(chunk_probe.numpy())
+            samples.append([[t.numpy() for t in layer] for layer in chunk_samples])
+        self._samples = [
+            tuple(np.concatenate([s[i][j] for s in samples]) for j in range(len(samples[0][i])))
+            for i in range(len(self.blocks))
+        ]
+        return np.concatenate(logits), np.concatenate(probes)
+
+    def _summarize_samples(self, samples):
+        out = []
+        for layer, edges in zip(samples, self.edges, strict=True):
+            edges = tf.constant(edges, tf.float64)
+            flat = [tf.reshape(v, [-1]) for v in layer]
+            out.append(tuple((percentiles(v), histogram(v, edges)) for v in flat))
+        return tuple(out)
+
+    # -- BN with batch statistics on validation batches -------------------------------
+
+    def _batch_stats_pass(self):
+        def one(batch):
+            images, labels = batch
+            taps: list[Tap] = []
+            logits, _ = self.network.forward(images, training=False, batch_stats=True, taps=taps)
+            correct = tf.reduce_sum(
+                tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), labels), tf.float64)
+            )
+            gaps = [
+                tf.square(bn_gap(tap.pre_bn, norm))
+                for tap, (_, norm) in zip(taps, self.blocks, strict=True)
+                if norm is not None
+            ]
+            return correct, tf.stack(gaps)
+
+        correct, squared_gaps = tf.map_fn(
+            one,
+            (self.val_batches, self.val_labels),
+            fn_output_signature=(tf.float64, tf.float32),
+        )
+        accuracy = tf.reduce_sum(correct) / tf.cast(tf.size(self.val_labels), tf.float64)
+        return accuracy, tf.sqrt(tf.reduce_mean(squared_gaps, axis=0))
+
+    # -- the training batch of the next update ----------------------------------------
+
+    def _batch(self, indices: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        trainer = self.trainer
+        seed = tf.stack([tf.constant(trainer.config.seed, tf.int32), step])
+        x = random_shift(tf.gather(trainer.images, indices), trainer.config.max_shift, seed)
+        return x, tf.gather(trainer.labels, indices)
+
+    def _loss_and_gradients(self, x: tf.Tensor, y: tf.Tensor):
+        """The batch's loss (BN on its statistics, no dropout) and its gradients for
+        every trainable variable. Compiled on its own (in __init__) so that the measures
+        that call it several times trace the network once."""
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            logits, _ = self.network.forward(x, training=False, batch_stats=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            )
+        return loss, tape.gradient(loss, variables)
+
+    def _basic_measures(self, indices: tf.Tensor, step: tf.Tensor):
+        x, y = self._batch(indices, step)
+        variables = self.network.trainable_variables
+        loss, grads = self._gradients(x, y)
+        return (loss, *self._norms(dict(zip(map(id, variables), grads, strict=True))))
+
+    def _norms(self, grad_of: dict[int, tf.Tensor]):
+        grad_norms, weight_norms, steps = [], [], []
+        optimizer = self.trainer.optimizer
+        for linear, _ in self.blocks:
+            kernel = linear.kernel
+            grad = grad_of[id(kernel)]
+            weight_norm = tf.norm(tf.convert_to_tensor(kernel))
+            _, rate = proposed_update(optimizer, kernel, grad)
+            grad_norms.append(tf.norm(grad))
+            weight_norms.append(weight_norm)
+            steps.append(tf.reduce_mean(rate) / tf.square(weight_norm))
+        return tf.stack(grad_norms), tf.stack(weight_norms), tf.stack(steps)
+
+    def _full_measures(self, indices: tf.Tensor, step: tf.Tensor):
+        x, y = self._batch(indices, step)
+        optimizer = self.trainer.optimizer
+        variables = self.network.trainable_variables
+        loss, grads = self._gradients(x, y)
+        grad_of = dict(zip(map(id, variables), grads, strict=True))
+        basic = self._norms(grad_of)
+
+        # ICS: each layer's kernel gradient again, after the earlier layers' update.
+        distances, cosines = [tf.constant(0.0)], [tf.constant(1.0)]
+        earlier: list[keras.Variable] = []
+        for i in range(1, len(self.blocks)):
+            earlier += [
+                v for layer in self.blocks[i - 1] if layer for v in layer.trainable_variables
+            ]
+            updated = [
+                tf.convert_to_tensor(v) + proposed_update(optimizer, v, grad_of[id(v)])[0]
+                for v in earlier
+            ]
+            kernel = self.blocks[i][0].kernel
+            _, grads_after = self._gradients_at(earlier, updated, x, y)
+            g = grad_of[id(kernel)]
+            g_after = grads_after[[id(v) for v in variables].index(id(kernel))]
+            distances.append(tf.norm(g - g_after))
+            cosines.append(tf.reduce_sum(g * g_after) / (tf.norm(g) * tf.norm(g_after)))
+
+        # The landscape along the gradient.
+        lr = tf.cast(self.trainer.config.learning_rate, tf.float32)
+        losses, changes = [], []
+        for multiple in STEP_MULTIPLES:
+            moved = [
+                tf.convert_to_tensor(v) - multiple * lr * g
+                for v, g in zip(variables, grads, strict=True)
+            ]
+            loss_m, grads_m = self._gradients_at(variables, moved, x, y)
+            losses.append(loss_m)
+            changes.append(_norm([a - b for a, b in zip(grads, grads_m, strict=True)]))
+        return (
+            loss,
+            *basic,
+            tf.stack(distances),
+            tf.stack(cosines),
+            tf.stack(losses),
+            tf.stack(changes),
+            _norm(grads),
+        )
+
+    def _gradients_at(self, variables, values, x, y):
+        """The loss on (x, y) and its gradients with `variables` set to `values`;
+        the variables are then set back to what they held, bit for bit."""
+        saved = [tf.identity(tf.convert_to_tensor(v)) for v in variables]
+        for v, value in zip(variables, values, strict=True):
+            v.assign(value)
+        loss, grads = self._gradients(x, y)
+        # Ops on one variable run in program order inside a tf.function; the
+        # dependency also keeps the restore after the gradients that read the moved values.
+        with tf.control_dependencies([loss, *grads]):
+            for v, value in zip(variables, saved, strict=True):
+                v.assign(value)
+        return loss, grads

@@ -1,0 +1,147 @@
+"""The "Inside the network" panel (frontend/js/inside.js) on runs a real server trained
+with diagnostics: the bands and the heatmap show the API's values for the picked
+layer, the picker switches layers, and a run without diagnostics says "not recorded"."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnlab.server.testing import ServerProcess
+from tests.frontend.conftest import wait_until_ready
+from tests.frontend.dashboard import TINY
+
+RECIPE = {**TINY, "arch": "mlp", "max_shift": 0}
+
+
+@pytest.fixture(scope="module")
+def finished(server: ServerProcess) -> dict[str, list[str]]:
+    """A comparison with full diagnostics and a single run with them off, finished."""
+    comparison = server.post("/api/comparisons", {**RECIPE, "diagnostics": "full"})
+    assert comparison.status_code == 201, comparison.text
+    off = server.post("/api/runs", {**RECIPE, "batch_norm": False, "diagnostics": "off"})
+    assert off.status_code == 201, off.text
+    ids = {"comparison": [r["id"] for r in comparison.json()["runs"]], "off": [off.json()["id"]]}
+    for run_id in ids["comparison"] + ids["off"]:
+        assert server.wait_status(run_id, "completed", "failed", timeout=300)["status"] == (
+            "completed"
+        )
+    return ids
+
+
+def show(page, run_ids: list[str]) -> None:
+    """Reload the page with exactly these runs plotted (the selection it remembers)."""
+    page.evaluate("ids => localStorage.setItem('bnlab.selected', JSON.stringify(ids))", run_ids)
+    page.reload()
+    wait_until_ready(page)
+
+
+def traces(page, chart: str) -> list[dict]:
+    return page.evaluate(
+        """name => (document.querySelector(`[data-testid=inside-${name}]`).data || [])
+            .filter(t => t.meta && t.meta.runId)
+            .map(t => ({run: t.meta.runId, kind: t.meta.kind, type: t.type, x: t.x,
+                        y: Array.from(t.y || []), z: t.z}))""",
+        chart,
+    )
+
+
+def layer(point: dict, name: str) -> dict:
+    return next(x for x in point["diagnostics"]["layers"] if x["name"] == name)
+
+
+def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
+    page, server, finished, output_dir
+):
+    bn, no_bn = finished["comparison"]
+    points = {i: server.http.get(f"/api/runs/{i}/metrics").json()["points"] for i in (bn, no_bn)}
+    names = [x["name"] for x in points[bn][0]["diagnostics"]["layers"]]
+    assert len(names) == 3  # the MLP's three hidden layers
+    show(page, [bn, no_bn])
+
+    panel = page.get_by_test_id("inside-panel")
+    picker = page.get_by_test_id("inside-layer")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=inside-panel]').dataset.state === 'recorded'"
+    )
+    assert picker.evaluate("s => [...s.options].map(o => o.value)") == names
+    assert "Recorded" in page.get_by_test_id("inside-status").text_content()
+
+    def expect_layer(name: str) -> None:
+        steps = [p["step"] for p in points[bn]]
+
+        # Redrawn for the layer: the BN run's median after BN is the API's.
+        want = [layer(p, name)["pre_activation"]["p50"] for p in points[bn]]
+        page.wait_for_function(
+            """([run, want]) => (document.querySelector('[data-testid=inside-bands]').data || [])
+                .some(t => t.meta && t.meta.runId === run && t.meta.kind === 'pre_activation-p50'
+                      && JSON.stringify(Array.from(t.y)) === JSON.stringify(want))""",
+            arg=[bn, want],
+        )
+        bands = {(t["run"], t["kind"]): t for t in traces(page, "bands")}
+        # BN: the band before BN and after it; no BN: the input to the nonlinearity.
+        assert bands[(bn, "pre_bn-p15")]["y"] == [
+            layer(p, name)["pre_bn"]["p15"] for p in points[bn]
+        ]
+        assert bands[(bn, "pre_activation-p50")]["y"] == [
+            layer(p, name)["pre_activation"]["p50"] for p in points[bn]
+        ]
+        assert bands[(no_bn, "pre_activation-p85")]["y"] == [
+            layer(p, name)["pre_activation"]["p85"] for p in points[no_bn]
+        ]
+        assert (no_bn, "pre_bn-p50") not in bands and bands[(bn, "pre_bn-p50")]["x"] == steps
+
+        # The heatmaps: one column per evaluation, each the histogram as fractions, binned
+        # by the layer's edges.
+        heat = {(t["run"], t["kind"]): t for t in traces(page, "heatmap")}
+        assert set(heat) == {
+            (no_bn, "pre_activation-heat"),
+            (bn, "pre_bn-heat"),
+            (bn, "pre_activation-heat"),
+        }
+        for (run_id, kind), trace in heat.items():
+            which = kind.removesuffix("-heat")
+            assert trace["type"] == "heatmap" and trace["x"] == steps
+            assert trace["y"] == layer(points[run_id][0], name)["edges"]
+            for column, point in zip(trace["z"], points[run_id], strict=True):
+                counts = layer(point, name)[which]["counts"]
+                assert column == pytest.approx([c / sum(counts) for c in counts])
+
+        norms = {(t["run"], t["kind"]): t for t in traces(page, "norms")}
+        # A log axis: a gradient of exactly 0 is a gap, not a plunge to the bottom.
+        assert norms[(no_bn, "grad_norm")]["y"] == [
+            g if (g := layer(p, name)["grad_norm"]) else None for p in points[no_bn]
+        ]
+        assert norms[(bn, "weight_norm")]["y"] == [
+            layer(p, name)["weight_norm"] for p in points[bn]
+        ]
+
+    expect_layer(names[0])
+    picker.select_option(names[2])
+    expect_layer(names[2])
+    panel.screenshot(path=output_dir / "inside-the-network.png")
+
+    # Full diagnostics: ICS for the picked layer, the landscape for the whole network.
+    ics = {(t["run"], t["kind"]): t for t in traces(page, "ics")}
+    assert ics[(no_bn, "ics_cosine")]["y"] == [
+        layer(p, names[2])["ics_cosine"] for p in points[no_bn]
+    ]
+    smooth = {(t["run"], t["kind"]): t for t in traces(page, "smoothness")}
+    assert smooth[(bn, "loss_range")]["y"] == [
+        p["diagnostics"]["landscape"]["loss_range"] for p in points[bn]
+    ]
+
+
+def test_a_run_without_diagnostics_says_not_recorded(page, finished):
+    show(page, finished["off"])
+    assert page.get_by_test_id("inside-panel").is_visible()
+    page.wait_for_function(
+        "document.querySelector('[data-testid=inside-panel]').dataset.state === 'not-recorded'"
+    )
+    assert "Not recorded" in page.get_by_test_id("inside-status").text_content()
+    assert page.get_by_test_id("inside-layer").is_disabled()
+    notes = page.evaluate(
+        """() => (document.querySelector('[data-testid=inside-bands]').layout.annotations || [])
+            .map(a => a.text)"""
+    )
+    assert any(n.startswith("not recorded") for n in notes), notes
+    assert not any(t["y"] and any(v is not None for v in t["y"]) for t in traces(page, "bands"))
