@@ -135,15 +135,28 @@ def _run_ids(runs: str) -> list[str]:
 RunsQuery = Annotated[str, Query(description="Comma-separated run ids", max_length=2000)]
 
 
+# A CNN point's diagnostics are ~7.5 KB; the page polls compare while runs train
+# and reads only the summaries, so they come only when asked for.
+_WITHOUT_DIAGNOSTICS = {"runs": {"__all__": {"points": {"__all__": {"diagnostics"}}}}}
+
+
 @router.get("/compare", response_model=CompareResult)
-async def compare(runs: RunsQuery, service: ServiceDep) -> CompareResult:
+async def compare(
+    runs: RunsQuery,
+    service: ServiceDep,
+    diagnostics: Annotated[
+        bool, Query(description="Include each point's per-layer diagnostics (large)")
+    ] = False,
+) -> Response:
     items, summaries = [], {}
     for run_id in _run_ids(runs):
         run = service.get(run_id)
         points = _points(service, run_id)
         summaries[run_id] = summarize(run, points)
         items.append(RunComparison(run=run, points=points, summary=summaries[run_id]))
-    return CompareResult(runs=items, pairs=pair_speedups([i.run for i in items], summaries))
+    result = CompareResult(runs=items, pairs=pair_speedups([i.run for i in items], summaries))
+    exclude = None if diagnostics else _WITHOUT_DIAGNOSTICS
+    return Response(result.model_dump_json(exclude=exclude), media_type="application/json")
 
 
 @router.get("/export", response_class=Response)

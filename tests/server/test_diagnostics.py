@@ -107,3 +107,18 @@ def test_the_exports_carry_the_diagnostics(server, streamed):
     header = next(csv.reader(io.StringIO(single)))
     assert "diagnostics.layers.fc3.ics_distance" in header
     assert not any(".pre_bn." in c for c in header)
+
+
+def test_compare_leaves_the_diagnostics_out_unless_asked(server, streamed):
+    ids = ",".join(run["id"] for run, _ in streamed.values())
+    lean = server.http.get(f"/api/compare?runs={ids}").json()
+    full = server.http.get(f"/api/compare?runs={ids}&diagnostics=true").json()
+    for lean_run, full_run, (_, points) in zip(
+        lean["runs"], full["runs"], streamed.values(), strict=True
+    ):
+        assert all("diagnostics" not in p for p in lean_run["points"])
+        assert full_run["points"] == points
+        assert [{k: v for k, v in p.items() if k != "diagnostics"} for p in points] == lean_run[
+            "points"
+        ]
+    assert lean["pairs"] == full["pairs"]
