@@ -17,6 +17,7 @@ from bnlab.model.diagnostics import (
     histogram,
     percentiles,
 )
+from bnlab.model.events import Cancelled
 from bnlab.model.networks import Network, Tap, build_network
 from bnlab.model.optimizers import make_optimizer, proposed_update
 from bnlab.model.training import EVAL_CHUNK, Trainer, train
@@ -305,3 +306,26 @@ def test_full_measures_every_kth_evaluation_and_without_bn(mnist_small_eval):
         assert d.val_acc_batch_stats is None
         assert all(layer.pre_bn is None and layer.bn_gap is None for layer in d.layers)
         assert all(sum(layer.pre_activation.counts) == 500 * 32 for layer in d.layers)
+
+
+def test_a_resumed_run_keeps_its_histogram_edges(mnist_small_eval, tmp_path):
+    """The edges come from the initial weights, not from wherever a run resumes."""
+    # A large step that grows the weights (BN makes them scale-invariant) by the checkpoint.
+    config = tiny(diagnostics="basic", optimizer="sgd", learning_rate=5.0)
+    first: list = []
+
+    def stop() -> bool:  # right after the step-10 evaluation (and its checkpoint)
+        return any(e.type == "eval" and e.step == 10 for e in first)
+
+    with pytest.raises(Cancelled):
+        train(config, first.append, stop, data=mnist_small_eval, checkpoint_dir=tmp_path)
+    second: list = []
+    train(config, second.append, data=mnist_small_eval, checkpoint_dir=tmp_path)
+    before = [e for e in first if e.type == "eval"]
+    after = [e for e in second if e.type == "eval"]
+    assert after[0].step == before[-1].step == 10  # the checkpoint's evaluation, repeated
+    edges = [layer.edges for layer in before[0].diagnostics.layers]
+    assert all([layer.edges for layer in e.diagnostics.layers] == edges for e in after)
+    # Same weights, same numbers: the repeated evaluation's histograms are the first's.
+    for a, b in zip(before[-1].diagnostics.layers, after[0].diagnostics.layers, strict=True):
+        assert a.pre_activation.counts == b.pre_activation.counts
