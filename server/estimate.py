@@ -5,15 +5,20 @@ Rough on purpose, and says so by returning None ("unknown") rather than guess:
 the only evidence is this server's own completed runs of the same architecture
 (the CNN is ~50x slower per step than the paper's MLP, so one cannot stand in
 for the other). A run's wall time, start to finish, already holds its start-up,
-its evaluations and the sharing of the CPU with the runs beside it, so the
-rate is total seconds over total steps of those runs, and the planned runs
-share the workers evenly.
+its evaluations and the sharing of the CPU with the runs beside it. Start-up is
+a fixed cost (seconds of TensorFlow's import and tracing, whatever the length),
+so where the finished runs have different lengths a straight line, wall =
+fixed + steps x per step, is fitted to them: a few 20-step runs must not make a
+4,000-step run look like hours. With one length only, the rate is total seconds
+over total steps. The planned runs share the workers evenly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from scipy import stats
 
 from bnlab.model.config import RunConfig
 from bnlab.server.schemas import RunPublic
@@ -30,30 +35,51 @@ class Estimate:
     basis: dict[str, int]  # completed runs measured, by architecture
 
 
-def seconds_per_step(finished: Iterable[RunPublic]) -> dict[str, tuple[float, int]]:
-    """Per architecture: wall seconds per step over the completed runs, and how many."""
-    seconds: dict[str, float] = {}
-    steps: dict[str, int] = {}
-    runs: dict[str, int] = {}
+@dataclass(frozen=True)
+class RunTime:
+    """Wall seconds of one run of an architecture: `fixed` + steps x `per_step`."""
+
+    fixed: float
+    per_step: float
+    runs: int  # completed runs it was measured on
+
+    def seconds(self, steps: int) -> float:
+        return self.fixed + steps * self.per_step
+
+
+def run_times(finished: Iterable[RunPublic]) -> dict[str, RunTime]:
+    """Per architecture, how a run's wall time grows with its steps, from the completed runs."""
+    samples: dict[str, list[tuple[int, float]]] = {}
     for run in finished:
         if run.status != RunStatus.COMPLETED or not (run.started_at and run.finished_at):
             continue
         wall = (run.finished_at - run.started_at).total_seconds()
         if wall <= 0 or run.step <= 0:
             continue
-        arch = run.config.arch
-        seconds[arch] = seconds.get(arch, 0.0) + wall
-        steps[arch] = steps.get(arch, 0) + run.step
-        runs[arch] = runs.get(arch, 0) + 1
-    return {arch: (seconds[arch] / steps[arch], runs[arch]) for arch in seconds}
+        samples.setdefault(run.config.arch, []).append((run.step, wall))
+    return {arch: _fit(points) for arch, points in samples.items()}
+
+
+def _fit(points: list[tuple[int, float]]) -> RunTime:
+    steps = [s for s, _ in points]
+    walls = [w for _, w in points]
+    if len(set(steps)) > 1:
+        line = stats.linregress(steps, walls)
+        # A line that says a run costs nothing to start, or that longer runs are quicker,
+        # is noise over too narrow a range of lengths: fall back to the plain rate.
+        if line.slope > 0 and line.intercept >= 0:
+            return RunTime(
+                fixed=float(line.intercept), per_step=float(line.slope), runs=len(points)
+            )
+    return RunTime(fixed=0.0, per_step=sum(walls) / sum(steps), runs=len(points))
 
 
 def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], workers: int) -> Estimate:
     """Wall seconds for `planned` on `workers` workers, or None when an
     architecture they use has never finished a run here."""
-    rates = seconds_per_step(finished)
-    basis = {arch: runs for arch, (_, runs) in rates.items()}
-    if any(config.arch not in rates for config in planned):
+    times = run_times(finished)
+    basis = {arch: time.runs for arch, time in times.items()}
+    if any(config.arch not in times for config in planned):
         return Estimate(seconds=None, basis=basis)
-    total = sum(config.steps * rates[config.arch][0] for config in planned)
+    total = sum(times[config.arch].seconds(config.steps) for config in planned)
     return Estimate(seconds=total / max(1, min(workers, len(planned))), basis=basis)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from bnlab.model.config import RunConfig
-from bnlab.server.estimate import estimate, seconds_per_step
+from bnlab.server.estimate import RunTime, estimate, run_times
 from bnlab.server.schemas import RunPublic
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -28,16 +29,43 @@ def finished(arch: str, steps: int, seconds: float, status: str = "completed") -
     )
 
 
-def test_the_rate_is_total_seconds_over_total_steps_per_architecture():
-    runs = [finished("mlp", 1000, 4.0), finished("mlp", 3000, 8.0), finished("cnn", 100, 10.0)]
-    rates = seconds_per_step(runs)
-    assert rates["mlp"] == (pytest.approx(12.0 / 4000), 2)
-    assert rates["cnn"] == (pytest.approx(0.1), 1)
+def test_runs_of_one_length_give_total_seconds_over_total_steps():
+    runs = [finished("mlp", 1000, 4.0), finished("mlp", 1000, 6.0), finished("cnn", 100, 10.0)]
+    times = run_times(runs)
+    assert times["mlp"] == RunTime(fixed=0.0, per_step=pytest.approx(10.0 / 2000), runs=2)
+    assert times["cnn"] == RunTime(fixed=0.0, per_step=pytest.approx(0.1), runs=1)
+
+
+def test_runs_of_several_lengths_separate_start_up_from_the_steps():
+    # 5 s to start, then 2 ms a step; as numpy's least squares line has it
+    runs = [
+        finished("mlp", steps, 5.0 + 0.002 * steps + noise)
+        for steps, noise in [(20, 0.1), (20, -0.1), (1000, 0.05), (4000, -0.05)]
+    ]
+    slope, intercept = np.polyfit([20, 20, 1000, 4000], [r_wall(r) for r in runs], 1)
+    time = run_times(runs)["mlp"]
+    assert (time.fixed, time.per_step, time.runs) == (
+        pytest.approx(intercept),
+        pytest.approx(slope),
+        4,
+    )
+    # tiny test-sized runs must not make a long run look like hours
+    assert time.seconds(4000) == pytest.approx(13.0, rel=0.02)
+
+
+def test_a_line_that_makes_no_sense_falls_back_to_the_plain_rate():
+    # the longer run was quicker: load noise, not a negative cost per step
+    runs = [finished("mlp", 100, 10.0), finished("mlp", 200, 8.0)]
+    assert run_times(runs)["mlp"] == RunTime(fixed=0.0, per_step=pytest.approx(18.0 / 300), runs=2)
+
+
+def r_wall(run) -> float:
+    return (run.finished_at - run.started_at).total_seconds()
 
 
 def test_runs_that_did_not_complete_say_nothing_about_speed():
     runs = [finished("mlp", 1000, 1.0, status) for status in ("failed", "cancelled", "diverged")]
-    assert seconds_per_step(runs) == {}
+    assert run_times(runs) == {}
 
 
 def test_planned_runs_share_the_workers():
