@@ -356,7 +356,7 @@ def inside_traces(page, chart: str) -> dict[tuple[str, str], dict[str, Any]]:
         """name => (document.querySelector(`[data-testid=exp-inside-${name}]`).data || [])
             .filter(t => t.meta && t.meta.runId)
             .map(t => ({run: t.meta.runId, kind: t.meta.kind, x: Array.from(t.x),
-                        y: Array.from(t.y || []), dash: t.line && t.line.dash,
+                        y: Array.from(t.y || []), z: t.z || null, dash: t.line && t.line.dash,
                         color: t.line && t.line.color}))""",
         chart,
     )
@@ -374,8 +374,9 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
         panel.locator("summary").click()
     exported = info.value.json()
     page.wait_for_function(
-        """() => [...document.querySelectorAll('[data-testid=exp-inside-charts] .chart')]
-            .every(el => (el.data || []).some(t => t.meta && t.meta.runId))"""
+        """() => window.bnlab.experiment.painted()
+            && [...document.querySelectorAll('[data-testid=exp-inside-charts] .chart')]
+                .every(el => (el.data || []).some(t => t.meta && t.meta.runId))"""
     )
     expect(panel).to_have_attribute("data-state", "recorded")
 
@@ -406,15 +407,8 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
 
     acc = chart_traces(page, "exp-chart-acc")
     for name in (names[0], names[-1]):
-        picker.select_option(name)
-        want = means(0, "bn", of(name, "pre_activation", "p50"))
-        page.wait_for_function(
-            """want => (document.querySelector('[data-testid=exp-inside-bands]').data || [])
-                .some(t => t.meta && t.meta.runId === 'cell0-bn'
-                      && t.meta.kind === 'pre_activation-p50'
-                      && Array.from(t.y).every((y, i) => Math.abs(y - want[i]) < 1e-9))""",
-            arg=want,
-        )
+        picker.select_option(name)  # each chart redraws, one per animation frame
+        page.wait_for_function("window.bnlab.experiment.painted()")
         bands, norms = inside_traces(page, "bands"), inside_traces(page, "norms")
         bn_gap = inside_traces(page, "bn")
         for cell in range(len(cells)):
@@ -450,6 +444,18 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
             assert bn_gap[(run, "val_acc_batch_stats")]["y"] == pytest.approx(
                 means(cell, "bn", lambda d: d["val_acc_batch_stats"])
             )
+    # The heatmap: the first cell's histograms, as fractions averaged over its seeds (each
+    # run fixes its bins from its initial weights; averaged only where the seeds' agree).
+    heat = inside_traces(page, "heatmap")[("cell0-bn", "pre_activation-heat")]
+    layers = [of(names[-1])(d) for step in seeds[(0, "bn")].values() for d in step]
+    if all(x["edges"] == layers[0]["edges"] for x in layers):
+        assert heat["y"] == pytest.approx(layers[0]["edges"])
+        for row, step in zip(heat["z"], sorted(seeds[(0, "bn")]), strict=True):
+            counts = [of(names[-1], "pre_activation", "counts")(d) for d in seeds[(0, "bn")][step]]
+            shares = [[c / sum(seed) for c in seed] for seed in counts]
+            assert row == pytest.approx([fmean(column) for column in zip(*shares, strict=True)])
+    else:
+        assert heat["y"] == [] and not heat["z"]
     # basic diagnostics: the full-only charts say so instead of drawing.
     ics = page.evaluate(
         """() => document.querySelector('[data-testid=exp-inside-ics]').layout.annotations
