@@ -83,7 +83,7 @@ export class ExperimentView {
     this.inside = $("exp-inside-panel");
     this.insidePanel = new CellMeansPanel(this.inside, this.painter);
     this.el.seeds.addEventListener("change", () => this.loadExport());
-    this.inside.addEventListener("toggle", () => this.loadExport());
+    this.inside.addEventListener("toggle", () => this.inside.open && this.loadExport());
     this.el.cancel.addEventListener("click", () => this.act(api.cancelExperiment, "cancel"));
     this.el.resume.addEventListener("click", () => this.act(api.resumeExperiment, "resume"));
     this.presets = [];
