@@ -337,9 +337,11 @@ const CHARTS = [
 /**
  * The panel: a layer picker, a line on what was recorded, and the charts with a caption
  * each. Same interface as a chart for main.js: setRuns, append, redraw and `opts`.
+ * `testid` prefixes its elements' data-testid (a second panel lives in the experiment
+ * view); `captions` replaces a chart's caption by its name.
  */
 export class InsidePanel {
-  constructor(root, getPoints) {
+  constructor(root, getPoints, { testid = "inside", captions = {} } = {}) {
     this.root = root;
     this.getPoints = getPoints;
     this.runs = [];
@@ -348,21 +350,21 @@ export class InsidePanel {
     this.pending = new Map(); // runId -> points not drawn yet
     this.frame = null;
     this.opts = { xMode: "step" };
-    this.select = root.querySelector("[data-testid=inside-layer]");
-    this.status = root.querySelector("[data-testid=inside-status]");
+    this.select = root.querySelector(`[data-testid=${testid}-layer]`);
+    this.status = root.querySelector(`[data-testid=${testid}-status]`);
     this.select.addEventListener("change", () => {
       this.chosen = this.select.value;
       this.redraw();
     });
-    const grid = root.querySelector("[data-testid=inside-charts]");
+    const grid = root.querySelector(`[data-testid=${testid}-charts]`);
     this.charts = CHARTS.map((spec) => {
       const figure = document.createElement("figure");
       figure.className = "inside-chart";
       const el = Object.assign(document.createElement("div"), { className: "chart chart-inside" });
-      el.dataset.testid = `inside-${spec.name}`;
+      el.dataset.testid = `${testid}-${spec.name}`;
       const caption = document.createElement("figcaption");
       const title = Object.assign(document.createElement("strong"), { textContent: `${spec.title}. ` });
-      caption.append(title, spec.caption);
+      caption.append(title, captions[spec.name] ?? spec.caption);
       caption.className = "hint muted";
       figure.append(caption, el);
       grid.append(figure);
@@ -390,7 +392,17 @@ export class InsidePanel {
       this.select.value = chosen;
     }
     this.render();
-    for (const chart of this.charts) chart.setRuns(chart.pair ? this.pair() : runs);
+    for (const chart of this.charts) this.show(chart, chart.pair ? this.pair() : runs);
+  }
+
+  /** Hands a chart its runs; it redraws at once if they changed. */
+  show(chart, runs) {
+    chart.setRuns(runs);
+  }
+
+  /** Redraws a chart (at once here; the experiment's panel waits for a free frame). */
+  paint(chart) {
+    chart.redraw();
   }
 
   /** The heatmaps' runs: the first plotted run without BN and the first with. */
@@ -421,7 +433,7 @@ export class InsidePanel {
     this.flush();
     for (const chart of this.charts) {
       chart.opts.xMode = this.opts.xMode;
-      chart.redraw();
+      this.paint(chart);
     }
   }
 

@@ -381,9 +381,11 @@ window.bnlab = Object.freeze({
     drop: (offlineMs = 0) => connections.dropAll(offlineMs),
     connected: () => !connections.trouble(),
   }),
-  // The open experiment: every stream seq it applied, in order, and its charts' draws.
+  // The open experiment: every stream seq it applied, in order, its charts' draws, and
+  // whether every chart asked for has been drawn.
   experiment: Object.freeze({
     appliedSeqs: () => [...(experiments.view.stream?.applied ?? [])],
     draws: () => experiments.view.painter.draws,
+    painted: () => experiments.view.painter.idle(),
   }),
 });

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections import defaultdict
+from statistics import fmean
 from typing import Any
 
 import pytest
@@ -63,11 +65,13 @@ def chart_traces(page, testid: str) -> list[dict[str, Any]]:
 
 def count_chart_draws(page) -> None:
     """From now on, note the animation frame (its timestamp, the same for every callback
-    of one frame) of every Plotly.react on an experiment chart."""
+    of one frame) of every Plotly.react on an experiment chart. Once per page load: hooked
+    twice, every draw would count twice."""
     page.evaluate(
         """() => {
-            window.__frame = null;
             window.__draws = [];
+            if (window.__frame !== undefined) return;
+            window.__frame = null;
             const raf = window.requestAnimationFrame.bind(window);
             window.requestAnimationFrame = (cb) => raf((t) => { window.__frame = t; cb(t); });
             const react = Plotly.react;
@@ -346,3 +350,119 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     expect(plan).to_contain_text("about ")
     # (other test files share this server: CNN runs of theirs may be counted too)
     expect(plan).to_contain_text(re.compile(r"from the speed of (\d+ CNN runs?, )?\d+ MLP runs"))
+
+
+def inside_traces(page, chart: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The cell-means panel's traces of one chart, by (synthetic run, kind)."""
+    traces = page.evaluate(
+        """name => (document.querySelector(`[data-testid=exp-inside-${name}]`).data || [])
+            .filter(t => t.meta && t.meta.runId)
+            .map(t => ({run: t.meta.runId, kind: t.meta.kind, x: Array.from(t.x),
+                        y: Array.from(t.y || []), z: t.z || null, dash: t.line && t.line.dash,
+                        color: t.line && t.line.color}))""",
+        chart,
+    )
+    return {(t["run"], t["kind"]): t for t in traces}
+
+
+def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
+    page, final = finished["page"], finished["final"]
+    page.goto(server_root(page) + f"/#experiment={final['id']}")
+    expect(page.get_by_test_id("verdict-row")).to_have_count(2)
+    count_chart_draws(page)
+    panel = page.get_by_test_id("exp-inside-panel")
+    # Closed until asked for (it loads every run's diagnostics): opening it loads the export.
+    with page.expect_response(lambda r: "/export?format=json" in r.url) as info:
+        panel.locator("summary").click()
+    exported = info.value.json()
+    page.wait_for_function(
+        """() => window.bnlab.experiment.painted()
+            && [...document.querySelectorAll('[data-testid=exp-inside-charts] .chart')]
+                .every(el => (el.data || []).some(t => t.meta && t.meta.runId))"""
+    )
+    expect(panel).to_have_attribute("data-state", "recorded")
+
+    # The test's own seed means, from the export: (cell, arm) -> step -> the seeds' points.
+    cells = [c["factors"] for c in final["cells"]]
+    place = {r["run_id"]: (cells.index(r["factors"]), r["arm"]) for r in exported["runs"]}
+    seeds: dict[tuple[int, str], dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for point in exported["curves"]:
+        assert point["diagnostics"] is not None, "the design records diagnostics (basic)"
+        seeds[place[point["run_id"]]][point["step"]].append(point["diagnostics"])
+    assert len(seeds) == 4 and all(len(s[60]) == 2 for s in seeds.values())
+    names = [x["name"] for x in exported["curves"][0]["diagnostics"]["layers"]]
+    picker = page.get_by_test_id("exp-inside-layer")
+    assert picker.evaluate("s => [...s.options].map(o => o.value)") == names
+
+    def means(cell: int, arm: str, value) -> list[float]:
+        by_step = seeds[(cell, arm)]
+        return [fmean(value(d) for d in by_step[step]) for step in sorted(by_step)]
+
+    def of(name: str, *path: str):
+        def value(diagnostics: dict) -> float:
+            found: Any = next(x for x in diagnostics["layers"] if x["name"] == name)
+            for key in path:
+                found = found[key]
+            return found
+
+        return value
+
+    acc = chart_traces(page, "exp-chart-acc")
+    for name in (names[0], names[-1]):
+        picker.select_option(name)  # each chart redraws, one per animation frame
+        page.wait_for_function("window.bnlab.experiment.painted()")
+        bands, norms = inside_traces(page, "bands"), inside_traces(page, "norms")
+        bn_gap = inside_traces(page, "bn")
+        for cell in range(len(cells)):
+            colour = trace(acc, cell, "bn", "mean")["color"]
+            for arm in ("bn", "no_bn"):
+                run = f"cell{cell}-{arm}"
+                median = bands[(run, "pre_activation-p50")]
+                assert median["x"] == [0, 20, 40, 60]
+                assert median["dash"] == ("solid" if arm == "bn" else "dash")
+                assert median["color"] == colour  # the cell's colour, as on its curves
+                for key in ("p15", "p50", "p85"):
+                    assert bands[(run, f"pre_activation-{key}")]["y"] == pytest.approx(
+                        means(cell, arm, of(name, "pre_activation", key))
+                    )
+                assert norms[(run, "weight_norm")]["y"] == pytest.approx(
+                    means(cell, arm, of(name, "weight_norm"))
+                )
+                for key in ("grad_norm", "effective_step"):
+                    # Log axes: a 0 (no gradient yet at step 0) is a gap, not a cliff.
+                    want = [m if m > 0 else None for m in means(cell, arm, of(name, key))]
+                    got = norms[(run, key)]["y"]
+                    assert [y is None for y in got] == [m is None for m in want]
+                    assert [y for y in got if y is not None] == pytest.approx(
+                        [m for m in want if m is not None]
+                    )
+            run = f"cell{cell}-bn"
+            assert bands[(run, "pre_bn-p50")]["y"] == pytest.approx(
+                means(cell, "bn", of(name, "pre_bn", "p50"))
+            )
+            assert bn_gap[(run, "bn_gap")]["y"] == pytest.approx(
+                means(cell, "bn", of(name, "bn_gap"))
+            )
+            assert bn_gap[(run, "val_acc_batch_stats")]["y"] == pytest.approx(
+                means(cell, "bn", lambda d: d["val_acc_batch_stats"])
+            )
+    # The heatmap: the first cell's histograms, as fractions averaged over its seeds (each
+    # run fixes its bins from its initial weights; averaged only where the seeds' agree).
+    heat = inside_traces(page, "heatmap")[("cell0-bn", "pre_activation-heat")]
+    layers = [of(names[-1])(d) for step in seeds[(0, "bn")].values() for d in step]
+    if all(x["edges"] == layers[0]["edges"] for x in layers):
+        assert heat["y"] == pytest.approx(layers[0]["edges"])
+        for row, step in zip(heat["z"], sorted(seeds[(0, "bn")]), strict=True):
+            counts = [of(names[-1], "pre_activation", "counts")(d) for d in seeds[(0, "bn")][step]]
+            shares = [[c / sum(seed) for c in seed] for seed in counts]
+            assert row == pytest.approx([fmean(column) for column in zip(*shares, strict=True)])
+    else:
+        assert heat["y"] == [] and not heat["z"]
+    # basic diagnostics: the full-only charts say so instead of drawing.
+    ics = page.evaluate(
+        """() => document.querySelector('[data-testid=exp-inside-ics]').layout.annotations
+            .map(a => a.text).join(' ')"""
+    )
+    assert "not recorded" in ics
+    draws = page.evaluate("window.__draws")
+    assert draws and len(draws) == len(set(draws)), f"two chart draws in one frame: {draws}"

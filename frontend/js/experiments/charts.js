@@ -83,6 +83,12 @@ export class Painter {
     this.dirty = new Set();
     this.frame = null;
     this.draws = 0; // Plotly draws made (the test hook reads it)
+    this.underway = 0; // draws started and not finished
+  }
+
+  /** Nothing left to draw, and no draw under way. */
+  idle() {
+    return this.frame === null && !this.dirty.size && !this.underway;
   }
 
   request(chart) {
@@ -96,6 +102,7 @@ export class Painter {
     if (chart) {
       this.dirty.delete(chart);
       chart.drawing = true;
+      this.underway += 1;
       this.draws += 1;
       try {
         await chart.draw();
@@ -103,6 +110,7 @@ export class Painter {
         console.error("experiment chart update failed:", err);
       } finally {
         chart.drawing = false;
+        this.underway -= 1;
       }
     }
     if (this.dirty.size) this.frame ??= requestAnimationFrame(() => this.paint());

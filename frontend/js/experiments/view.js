@@ -5,6 +5,7 @@
 import { api } from "../api.js";
 import { duration, isNum, pct } from "../format.js";
 import { ARMS, BandChart, FactorPlot, Heatmap, Painter, cellColour, cellName } from "./charts.js";
+import { CellMeansPanel } from "./inside.js";
 import { ExperimentStream } from "./stream.js";
 
 const PROGRESS_KEYS = [
@@ -17,7 +18,7 @@ const VERDICT_WORDS = {
   not_enough_seeds: "not enough seeds to tell",
 };
 const RATE_WINDOW_MS = 60_000; // the ETA's speed: steps over the last minute
-const SEEDS_REFRESH_MS = 2000;
+const EXPORT_REFRESH_MS = 2000; // the export (seeds, cell means): at most one load per interval
 
 const signed = (x) => (isNum(x) ? `${x >= 0 ? "+" : ""}${(x * 100).toFixed(2)} %` : "—");
 const interval = (low, high, f) => (isNum(low) && isNum(high) ? `${f(low)} to ${f(high)}` : "—");
@@ -79,7 +80,10 @@ export class ExperimentView {
       factor: new FactorPlot($("factor-plot"), this.painter),
       heatmap: new Heatmap(this.el.heatmap, this.painter),
     };
-    this.el.seeds.addEventListener("change", () => this.loadSeeds());
+    this.inside = $("exp-inside-panel");
+    this.insidePanel = new CellMeansPanel(this.inside, this.painter);
+    this.el.seeds.addEventListener("change", () => this.loadExport());
+    this.inside.addEventListener("toggle", () => this.inside.open && this.loadExport());
     this.el.cancel.addEventListener("click", () => this.act(api.cancelExperiment, "cancel"));
     this.el.resume.addEventListener("click", () => this.act(api.resumeExperiment, "resume"));
     this.presets = [];
@@ -94,6 +98,7 @@ export class ExperimentView {
     this.samples = [];
     this.seedRuns = null;
     this.cellsKey = "";
+    this.inside.open = false; // another experiment's means: reopening loads this one's
     this.el.gone.hidden = true;
     this.el.body.hidden = true;
     this.el.title.textContent = `Experiment ${id}`;
@@ -133,7 +138,7 @@ export class ExperimentView {
       this.cellsKey = key;
       this.renderTable();
       this.redraw();
-      if (this.el.seeds.checked) this.loadSeedsSoon();
+      if (this.el.seeds.checked || this.inside.open) this.loadExportSoon();
     }
   }
 
@@ -247,30 +252,37 @@ export class ExperimentView {
     this.host.openRuns(runs);
   }
 
-  // ---- individual seeds: from the experiment's export (one request for every run) ----
+  // ---- individual seeds and the cell means inside the network: from the experiment's
+  // export (one request for every run), loaded only while the toggle or the panel asks ----
 
-  loadSeedsSoon() {
-    if (this.seedsTimer) return;
-    this.seedsTimer = setTimeout(() => {
-      this.seedsTimer = null;
-      this.loadSeeds();
-    }, SEEDS_REFRESH_MS);
+  loadExportSoon() {
+    if (this.exportTimer) return;
+    this.exportTimer = setTimeout(() => {
+      this.exportTimer = null;
+      this.loadExport();
+    }, EXPORT_REFRESH_MS);
   }
 
-  async loadSeeds() {
-    if (!this.el.seeds.checked) {
+  async loadExport() {
+    const seeds = this.el.seeds.checked;
+    if (!seeds && this.seedRuns) {
       this.seedRuns = null;
       if (this.experiment) this.redraw();
-      return;
     }
+    if (!seeds && !this.inside.open) return;
     const id = this.id;
     try {
       const exported = await api.experimentExport(id);
-      if (id !== this.id || !this.el.seeds.checked) return;
-      this.seedRuns = seedCurves(this.experiment ?? exported.experiment, exported);
-      this.redraw();
+      // Before the stream's first state there are no cells yet: that state loads again.
+      const { experiment } = this;
+      if (id !== this.id || !experiment) return;
+      if (this.el.seeds.checked) {
+        this.seedRuns = seedCurves(experiment, exported);
+        this.redraw();
+      }
+      if (this.inside.open) this.insidePanel.update(experiment, exported);
     } catch (err) {
-      this.host.notice(`Could not load the individual seeds: ${err.message}`, "error");
+      this.host.notice(`Could not load the experiment's runs: ${err.message}`, "error");
     }
   }
 
