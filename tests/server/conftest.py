@@ -25,6 +25,9 @@ TINY = {
     "optimizer": "adam",
     "learning_rate": 0.01,
     "max_shift": 0,
+    # Measuring costs each worker seconds of tracing; the service tests are about the
+    # service, and test_diagnostics turns it on where it is the subject.
+    "diagnostics": "off",
 }
 LONG = {**TINY, "steps": 100_000, "eval_every": 1000}  # runs until cancelled or killed
 

@@ -31,6 +31,7 @@ DESIGN = {
         "max_shift": 0,
         # BN's moving averages must catch up within 60 steps for the test set.
         "bn_decay": 0.5,
+        "diagnostics": "off",  # as in TINY: the service is the subject here
     },
     "vary": {"learning_rate": [0.01, 0.02]},
     "seeds": 2,

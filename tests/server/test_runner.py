@@ -18,7 +18,7 @@ from bnlab.server.experiment import PAPER_MLP, PRESETS
 from bnlab.server.runner import DesignError, load_design, print_table
 from bnlab.server.statistics import RunResult, summarize_cells
 
-TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000}
+TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000, "diagnostics": "off"}
 
 
 def bnlab(*args, timeout=600):
