@@ -13,6 +13,12 @@
 import { LiveChart, runName, withAlpha } from "./charts.js";
 import { Status } from "./status.js";
 
+// Plotly labels a log axis's in-between ticks with their first digit alone ("5" for 0.5):
+// whole numbers instead, and few enough ticks that they do not pile up on a narrow panel.
+const LOG_AXIS = { tickformat: "~g", nticks: 5 };
+// More plotted runs than this: the "Recorded" line counts them instead of naming each.
+const NAMED_RUNS = 4;
+
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const escape = (text) => text.replace(/</g, "&lt;");
 
@@ -213,6 +219,7 @@ class LayerChart extends LiveChart {
       });
       layout[`yaxis${panel.n}`] = this.axis({
         anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
+        ...(panel.log ? LOG_AXIS : {}),
         ...(panel.yaxis ?? {}),
       });
     }
@@ -366,10 +373,19 @@ export class InsidePanel {
       const title = Object.assign(document.createElement("strong"), { textContent: `${spec.title}. ` });
       caption.append(title, captions[spec.name] ?? spec.caption);
       caption.className = "hint muted";
-      figure.append(caption, el);
+      // Charts only runs with full diagnostics fill: one line instead when none of them has.
+      const collapsed = Object.assign(document.createElement("p"), {
+        className: "hint muted inside-collapsed",
+        textContent: "Not recorded: only runs with diagnostics = full measure this.",
+        hidden: true,
+      });
+      figure.append(caption, collapsed, el);
       grid.append(figure);
       const chart = new LayerChart(el, getPoints, () => this.layer(), spec.panels);
       chart.pair = Boolean(spec.pair);
+      chart.fullOnly = spec.panels.every((p) => p.fullOnly);
+      chart.figure = figure;
+      chart.collapsed = collapsed;
       return chart;
     });
   }
@@ -473,15 +489,27 @@ export class InsidePanel {
           ? "not-recorded"
           : "waiting";
     this.select.disabled = !this.layers.length;
+    const full = recorded.some((x) => x.level === "full");
+    for (const chart of this.charts.filter((c) => c.fullOnly)) {
+      const collapse = recorded.length > 0 && !full;
+      if (chart.collapsed.hidden === !collapse) continue;
+      chart.collapsed.hidden = !collapse;
+      chart.el.hidden = collapse;
+      // Drawn while hidden, it has the width of nothing: size it to its column again.
+      if (!collapse && chart.drawn) chart.enqueue(() => Plotly.Plots.resize(chart.el));
+    }
     const text = [];
     if (recorded.length) {
-      text.push(`Recorded: ${recorded.map((x) => `${x.run.label} (${x.level})`).join(", ")}.`);
+      const levels = [...new Set(recorded.map((x) => x.level))];
+      text.push(
+        recorded.length <= NAMED_RUNS
+          ? `Recorded: ${recorded.map((x) => `${x.run.label} (${x.level})`).join(", ")}.`
+          : `Recorded: ${levels.map((level) => `${level} for ${recorded.filter((x) => x.level === level).length} runs`).join(", ")}.`,
+      );
     }
     if (missing.length) {
-      text.push(
-        `Not recorded for ${missing.map((x) => x.run.label).join(", ")}: ` +
-          "trained with diagnostics off, or before BN Lab recorded them.",
-      );
+      const names = missing.length <= NAMED_RUNS ? missing.map((x) => x.run.label).join(", ") : `${missing.length} runs`;
+      text.push(`Not recorded for ${names}: trained with diagnostics off, or before BN Lab recorded them.`);
     }
     if (!this.runs.length) text.push("Select runs in the table to look inside them.");
     else if (!recorded.length && !missing.length) text.push("Waiting for the first evaluation…");
