@@ -379,7 +379,7 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     plan = page.get_by_test_id("exp-plan")
     # The preset as it is: 4 rates x 8 seeds x 2 arms, timed by this server's MLP runs
     # (the experiment above finished 8 of them).
-    expect(plan).to_contain_text("64 runs (4 cells × 8 seeds × with and without BN)")
+    expect(plan).to_contain_text("64 runs (4 cells \N{MULTIPLICATION SIGN} 8 seeds")
     # Its values show whole in their box, not cut off at its edge.
     values = page.get_by_test_id("exp-vary-values-0")
     expect(values).to_have_value(re.compile(r"(, [\d.e-]+){3}"))
@@ -502,5 +502,10 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
             .map(a => a.text).join(' ')"""
     )
     assert "not recorded" in ics
+    # ... and, as no run records them, fold to one line instead of two empty charts.
+    for name in ("ics", "smoothness"):
+        expect(page.get_by_test_id(f"exp-inside-{name}")).to_be_hidden()
+        folded = page.locator(f"figure:has([data-testid=exp-inside-{name}]) .inside-collapsed")
+        expect(folded).to_have_text(re.compile("only runs with diagnostics = full"))
     draws = page.evaluate("window.__draws")
     assert draws and len(draws) == len(set(draws)), f"two chart draws in one frame: {draws}"
