@@ -51,7 +51,7 @@ export function runName(run) {
 // makes room for it), and scrolls past a few rows instead of squeezing the plot.
 export const LEGEND = {
   orientation: "h", x: 0, xanchor: "left", yref: "container", y: 0, yanchor: "bottom",
-  font: { size: 11 }, maxheight: 46,
+  font: { size: 11 }, maxheight: 52,
 };
 
 const NOTE_FONT = { size: 13, color: "#7b8794" };

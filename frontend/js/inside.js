@@ -13,9 +13,17 @@
 import { LiveChart, runName, withAlpha } from "./charts.js";
 import { Status } from "./status.js";
 
-// Plotly labels a log axis's in-between ticks with their first digit alone ("5" for 0.5):
-// whole numbers instead, and few enough ticks that they do not pile up on a narrow panel.
-const LOG_AXIS = { tickformat: "~g", nticks: 5 };
+// Over a decade or more Plotly labels a log axis's in-between ticks with their first digit
+// alone ("5" for 0.5), and its 1-to-9 ticks pile up at the top of each decade: there, ticks
+// at 1, 2 and 5 (or whole decades, a few of them, over a wide span) with whole numbers.
+// Over less it picks ticks as precise as the range needs, written out (not "406.8μ").
+function logTicks(span) {
+  if (span < 3) return { tickmode: "auto", dtick: null, tickformat: "" };
+  const decades = Math.log10(span);
+  const dtick = decades < 2.5 ? "D2" : Math.max(1, Math.ceil(decades / 4));
+  return { tickmode: "linear", dtick, tickformat: "~g" };
+}
+
 // More plotted runs than this: the "Recorded" line counts them instead of naming each.
 const NAMED_RUNS = 4;
 
@@ -202,6 +210,25 @@ class LayerChart extends LiveChart {
     });
   }
 
+  /** The log axes' ticks follow their span as points arrive (see logTicks). */
+  decorations(layout) {
+    const update = super.decorations(layout);
+    for (const panel of this.panels.filter((p) => p.log)) {
+      const axis = layout[`yaxis${panel.n}`];
+      for (const key of ["tickmode", "dtick", "tickformat"]) update[`yaxis${panel.n}.${key}`] = axis[key];
+    }
+    return update;
+  }
+
+  /** max / min of a log panel's values drawn now (1 when it has none). */
+  span(panel) {
+    const values = this.runsOf(panel).flatMap((run) => {
+      const series = panel.series(run);
+      return this.getPoints(run.id).flatMap((p) => series.map((s) => s.value(p, this.layer())));
+    }).filter((v) => typeof v === "number" && v > 0);
+    return values.length ? Math.max(...values) / Math.min(...values) : 1;
+  }
+
   layout() {
     const layout = {
       ...this.baseLayout(),
@@ -219,7 +246,7 @@ class LayerChart extends LiveChart {
       });
       layout[`yaxis${panel.n}`] = this.axis({
         anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
-        ...(panel.log ? LOG_AXIS : {}),
+        ...(panel.log ? { exponentformat: "none", ...logTicks(this.span(panel)) } : {}),
         ...(panel.yaxis ?? {}),
       });
     }

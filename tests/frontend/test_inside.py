@@ -123,12 +123,13 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
 
     # Log axes (gradient, effective step) label every tick with its whole value, never a
     # bare digit ("5" for 0.5): read bottom to top, each axis's labels rise.
-    ticks = page.evaluate(
-        """() => [...document.querySelectorAll('[data-testid=inside-norms] .subplot')]
-            .map(s => [...s.querySelectorAll('.yaxislayer-above .ytick text')]
-                .map(t => t.textContent.replace('\u2212', '-')))"""
-    )
-    for labels in (ticks[0], ticks[2]):
+    for axis in ("y", "y3"):  # the gradient's and the effective step's
+        labels = page.evaluate(
+            """axis => [...document.querySelectorAll(
+                `[data-testid=inside-norms] g.${axis}tick text`)]
+                .map(t => t.textContent.replace('\u2212', '-'))""",
+            axis,
+        )
         values = [float(t) for t in labels]
         assert len(values) >= 2 and values == sorted(set(values)), labels
     # The legend sits below the x axis' title, not over it.

@@ -237,8 +237,16 @@ export class FactorPlot extends Chart {
         const x = cells.map((c) => this.place(field ? c.factors[field] : "every run", { log, numeric, values, armOffset }));
         const acc = cells.map((c) => c.arms[arm].test_accuracy);
         const name = other ? `${other} ${group} · ${ARM_NAME[arm]}` : ARM_NAME[arm];
+        // The legend's key is the arm's line and marker in grey: a cell's colour there
+        // would read as that cell alone.
         data.push({
-          type: "scatter", mode: "lines+markers", x, y: acc.map((a) => a.mean), name, legendgroup: name,
+          type: "scatter", mode: "lines+markers", x: [null], y: [null], name, legendgroup: name, hoverinfo: "skip",
+          line: { color: NEUTRAL, width: 1.5, dash: DASH[arm] },
+          marker: { color: NEUTRAL, size: 9, symbol: symbol + ARM_SYMBOL_SUFFIX[arm], line: { width: 2, color: NEUTRAL } },
+          meta: { arm, group, kind: "key" },
+        });
+        data.push({
+          type: "scatter", mode: "lines+markers", x, y: acc.map((a) => a.mean), name, legendgroup: name, showlegend: false,
           line: { color: NEUTRAL, width: 1.5, dash: DASH[arm] },
           marker: { color: colours, size: 9, symbol: symbol + ARM_SYMBOL_SUFFIX[arm], line: { width: 2, color: colours } },
           error_y: {
