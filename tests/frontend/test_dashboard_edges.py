@@ -257,7 +257,7 @@ def test_a_long_label_does_not_widen_the_page(page, server):
             .filter(t => t.showlegend !== false).map(t => t.name)"""
     )
     assert len(names) == 2 and all(len(n) <= 32 and "…" in n for n in names), names
-    assert [n.rsplit("L", 1)[1] for n in names] == [" (BN)", " (no BN)"], names
+    assert [n.rsplit("L", 1)[1] for n in names] == [" (BN)", " (no-BN)"], names
     for width in (1440, 1280, 800):
         page.set_viewport_size({"width": width, "height": 800})
         page.wait_for_timeout(300)  # Plotly's resize

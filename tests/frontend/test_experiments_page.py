@@ -250,7 +250,7 @@ def test_the_factor_plot_puts_each_arm_against_the_learning_rate_on_a_log_axis(f
         assert trace["error_y"]["array"] == pytest.approx([m["ci_high"] - m["mean"] for m in means])
     # Colour means cell, as on the curves; the arms differ by line and marker fill.
     acc = chart_traces(page, "exp-chart-acc")
-    curves = [trace(acc, cell, "bn", "mean")["color"] for cell in range(len(final["cells"]))]
+    curves = [t["color"] for t in acc if t["meta"]["kind"] == "mean" and t["meta"]["arm"] == "bn"]
     markers = page.evaluate(
         """() => document.querySelector('[data-testid=factor-plot]').data
             .filter(t => t.meta.kind === 'arm')
