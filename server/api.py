@@ -138,15 +138,19 @@ RunsQuery = Annotated[str, Query(description="Comma-separated run ids", max_leng
 # A CNN point's diagnostics are ~7.5 KB; the page polls compare while runs train
 # and reads only the summaries, so they come only when asked for.
 _WITHOUT_DIAGNOSTICS = {"runs": {"__all__": {"points": {"__all__": {"diagnostics"}}}}}
+# Likewise the experiment's export: the page reloads it every few seconds while runs end
+# for the seeds' curves, which need no diagnostics; the cell-means panel asks for them.
+_CURVES_WITHOUT_DIAGNOSTICS = {"curves": {"__all__": {"diagnostics"}}}
+DiagnosticsFlag = Annotated[
+    bool, Query(description="Include each point's per-layer diagnostics (large)")
+]
 
 
 @router.get("/compare", response_model=CompareResult)
 async def compare(
     runs: RunsQuery,
     service: ServiceDep,
-    diagnostics: Annotated[
-        bool, Query(description="Include each point's per-layer diagnostics (large)")
-    ] = False,
+    diagnostics: DiagnosticsFlag = False,
 ) -> Response:
     items, summaries = [], {}
     for run_id in _run_ids(runs):
@@ -249,12 +253,14 @@ async def export_experiment(
     experiments: ExperimentsDep,
     format: Literal["csv", "json"] = "json",
     part: Literal["runs", "curves"] = "runs",
+    diagnostics: DiagnosticsFlag = False,
 ) -> Response:
-    """JSON: the experiment, one row per run and the curves in long form. CSV: one of
-    the two tables, chosen by `part`."""
+    """JSON: the experiment, one row per run and the curves in long form (their points'
+    diagnostics only when asked for). CSV: one of the two tables, chosen by `part`."""
     name = f"bnlab-experiment-{experiment_id}"
     if format == "json":
-        body = experiments.export(experiment_id).model_dump_json()
+        exclude = None if diagnostics else _CURVES_WITHOUT_DIAGNOSTICS
+        body = experiments.export(experiment_id).model_dump_json(exclude=exclude)
         headers = {"Content-Disposition": f'attachment; filename="{name}.json"'}
         return Response(body, media_type="application/json", headers=headers)
     body = experiments.export_csv(experiment_id, part)

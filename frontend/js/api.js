@@ -87,9 +87,12 @@ export const api = {
   startExperiment: (design) => request("POST", "/api/experiments", design),
   cancelExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/cancel`),
   resumeExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/resume`),
-  experimentExport: (id) => request("GET", `/api/experiments/${enc(id)}/export?format=json`),
+  // The seeds' curves need no diagnostics (~7.5 KB a CNN point); the cell means do.
+  experimentExport: (id, { diagnostics = false } = {}) =>
+    request("GET", `/api/experiments/${enc(id)}/export?format=json${diagnostics ? "&diagnostics=true" : ""}`),
+  // The download is the whole record, diagnostics included.
   experimentExportUrl: (id, format, part = "runs") =>
-    `/api/experiments/${enc(id)}/export?format=${format}${format === "csv" ? `&part=${part}` : ""}`,
+    `/api/experiments/${enc(id)}/export?format=${format}${format === "csv" ? `&part=${part}` : "&diagnostics=true"}`,
 };
 
 /** ws:// or wss:// URL for a path on this server (with the access token, if any). */

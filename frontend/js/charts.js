@@ -33,14 +33,26 @@ export function withAlpha(hex, alpha) {
 }
 
 // A legend entry longer than this is cut with "…": Plotly clips, not wraps, long ones (the
-// hover label has the whole name).
+// hover label has the whole name). The cut is in the middle: runs of one experiment or
+// comparison share the start of their labels and differ at the end (seed, arm).
 const LEGEND_CHARS = 32;
+const LEGEND_HEAD = 12;
 
 export function runName(run) {
   const flag = TERMINAL.has(run.status) && run.status !== Status.COMPLETED ? ` (${run.status})` : "";
-  const label = run.label.length > LEGEND_CHARS ? `${run.label.slice(0, LEGEND_CHARS - 1)}…` : run.label;
-  return `${label}${flag}`;
+  const { label } = run;
+  const cut = label.length > LEGEND_CHARS
+    ? `${label.slice(0, LEGEND_HEAD)}…${label.slice(label.length - (LEGEND_CHARS - LEGEND_HEAD - 1))}`
+    : label;
+  return `${cut}${flag}`;
 }
+
+// Many runs: the legend sits at the bottom of the figure, below the x title (the plot area
+// makes room for it), and scrolls past a few rows instead of squeezing the plot.
+export const LEGEND = {
+  orientation: "h", x: 0, xanchor: "left", yref: "container", y: 0, yanchor: "bottom",
+  font: { size: 11 }, maxheight: 52,
+};
 
 const NOTE_FONT = { size: 13, color: "#7b8794" };
 
@@ -247,7 +259,7 @@ export class LiveChart {
       margin: { l: 58, r: 14, t: 34, b: 30 },
       hovermode: "closest",
       hoverlabel: { font: { size: 12 } },
-      legend: { orientation: "h", x: 0, y: -0.26, yanchor: "top", font: { size: 11 } },
+      legend: LEGEND,
       showlegend: true,
     };
   }

@@ -127,7 +127,13 @@ function renderField(slot, spec) {
   let control;
   if (spec.kind === "choice") {
     control = element("select", { id, name: spec.name, "data-testid": testid });
-    for (const o of spec.options) control.append(element("option", { value: o.value, title: o.help }, o.label));
+    for (const o of spec.options) {
+      // The property, not element()'s attribute: an option without a value attribute takes
+      // its text as its value, so the empty value ("the network's own") must be set as such.
+      const option = element("option", { title: o.help }, o.label);
+      option.value = o.value;
+      control.append(option);
+    }
   } else {
     const numeric = spec.kind !== "text";
     control = element("input", {

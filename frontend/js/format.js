@@ -23,6 +23,11 @@ export function rate(x) {
   return x >= 100 ? x.toFixed(0) : x.toFixed(1);
 }
 
+/** A p-value as the verdict's sentence writes it (Python's `{p:.3g}`): 0.0312, 1, 2.5e-7. */
+export function pValue(p) {
+  return isNum(p) ? String(Number(p.toPrecision(3))) : DASH;
+}
+
 /** 75 -> "1m 15s", 4000 -> "1h 6m". */
 export function duration(seconds) {
   if (!isNum(seconds) || seconds < 0) return DASH;

@@ -13,6 +13,20 @@
 import { LiveChart, runName, withAlpha } from "./charts.js";
 import { Status } from "./status.js";
 
+// Over a decade or more Plotly labels a log axis's in-between ticks with their first digit
+// alone ("5" for 0.5), and its 1-to-9 ticks pile up at the top of each decade: there, ticks
+// at 1, 2 and 5 (or whole decades, a few of them, over a wide span) with whole numbers.
+// Over less it picks ticks as precise as the range needs, written out (not "406.8μ").
+function logTicks(span) {
+  if (span < 3) return { tickmode: "auto", dtick: null, tickformat: "" };
+  const decades = Math.log10(span);
+  const dtick = decades < 2.5 ? "D2" : Math.max(1, Math.ceil(decades / 4));
+  return { tickmode: "linear", dtick, tickformat: "~g" };
+}
+
+// More plotted runs than this: the "Recorded" line counts them instead of naming each.
+const NAMED_RUNS = 4;
+
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const escape = (text) => text.replace(/</g, "&lt;");
 
@@ -196,6 +210,25 @@ class LayerChart extends LiveChart {
     });
   }
 
+  /** The log axes' ticks follow their span as points arrive (see logTicks). */
+  decorations(layout) {
+    const update = super.decorations(layout);
+    for (const panel of this.panels.filter((p) => p.log)) {
+      const axis = layout[`yaxis${panel.n}`];
+      for (const key of ["tickmode", "dtick", "tickformat"]) update[`yaxis${panel.n}.${key}`] = axis[key];
+    }
+    return update;
+  }
+
+  /** max / min of a log panel's values drawn now (1 when it has none). */
+  span(panel) {
+    const values = this.runsOf(panel).flatMap((run) => {
+      const series = panel.series(run);
+      return this.getPoints(run.id).flatMap((p) => series.map((s) => s.value(p, this.layer())));
+    }).filter((v) => typeof v === "number" && v > 0);
+    return values.length ? Math.max(...values) / Math.min(...values) : 1;
+  }
+
   layout() {
     const layout = {
       ...this.baseLayout(),
@@ -213,6 +246,7 @@ class LayerChart extends LiveChart {
       });
       layout[`yaxis${panel.n}`] = this.axis({
         anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
+        ...(panel.log ? { exponentformat: "none", ...logTicks(this.span(panel)) } : {}),
         ...(panel.yaxis ?? {}),
       });
     }
@@ -366,10 +400,19 @@ export class InsidePanel {
       const title = Object.assign(document.createElement("strong"), { textContent: `${spec.title}. ` });
       caption.append(title, captions[spec.name] ?? spec.caption);
       caption.className = "hint muted";
-      figure.append(caption, el);
+      // Charts only runs with full diagnostics fill: one line instead when none of them has.
+      const collapsed = Object.assign(document.createElement("p"), {
+        className: "hint muted inside-collapsed",
+        textContent: "Not recorded: only runs with diagnostics = full measure this.",
+        hidden: true,
+      });
+      figure.append(caption, collapsed, el);
       grid.append(figure);
       const chart = new LayerChart(el, getPoints, () => this.layer(), spec.panels);
       chart.pair = Boolean(spec.pair);
+      chart.fullOnly = spec.panels.every((p) => p.fullOnly);
+      chart.figure = figure;
+      chart.collapsed = collapsed;
       return chart;
     });
   }
@@ -473,15 +516,27 @@ export class InsidePanel {
           ? "not-recorded"
           : "waiting";
     this.select.disabled = !this.layers.length;
+    const full = recorded.some((x) => x.level === "full");
+    for (const chart of this.charts.filter((c) => c.fullOnly)) {
+      const collapse = recorded.length > 0 && !full;
+      if (chart.collapsed.hidden === !collapse) continue;
+      chart.collapsed.hidden = !collapse;
+      chart.el.hidden = collapse;
+      // Drawn while hidden, it has the width of nothing: size it to its column again.
+      if (!collapse && chart.drawn) chart.enqueue(() => Plotly.Plots.resize(chart.el));
+    }
     const text = [];
     if (recorded.length) {
-      text.push(`Recorded: ${recorded.map((x) => `${x.run.label} (${x.level})`).join(", ")}.`);
+      const levels = [...new Set(recorded.map((x) => x.level))];
+      text.push(
+        recorded.length <= NAMED_RUNS
+          ? `Recorded: ${recorded.map((x) => `${x.run.label} (${x.level})`).join(", ")}.`
+          : `Recorded: ${levels.map((level) => `${level} for ${recorded.filter((x) => x.level === level).length} runs`).join(", ")}.`,
+      );
     }
     if (missing.length) {
-      text.push(
-        `Not recorded for ${missing.map((x) => x.run.label).join(", ")}: ` +
-          "trained with diagnostics off, or before BN Lab recorded them.",
-      );
+      const names = missing.length <= NAMED_RUNS ? missing.map((x) => x.run.label).join(", ") : `${missing.length} runs`;
+      text.push(`Not recorded for ${names}: trained with diagnostics off, or before BN Lab recorded them.`);
     }
     if (!this.runs.length) text.push("Select runs in the table to look inside them.");
     else if (!recorded.length && !missing.length) text.push("Waiting for the first evaluation…");

@@ -218,7 +218,10 @@ def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
             accuracy = cell["arms"][arm]["test_accuracy"]
             assert f"{accuracy['mean'] * 100:.2f} %" in text
             assert f"{accuracy['ci_low'] * 100:.2f} % to {accuracy['ci_high'] * 100:.2f} %" in text
-        assert f"{effect['p_value']:.2g}" in text
+        # The table's p is the sentence's (three significant digits in both).
+        p_cell = row.locator("td").nth(5)
+        expect(p_cell).to_have_text(f"{effect['p_value']:.3g}")
+        assert f"p = {p_cell.inner_text()}," in effect["sentence"]
     headers = table.locator("thead th").all_inner_texts()
     assert headers[:8] == [
         "CELL",
@@ -245,6 +248,19 @@ def test_the_factor_plot_puts_each_arm_against_the_learning_rate_on_a_log_axis(f
         means = [c["arms"][arm]["test_accuracy"] for c in final["cells"]]
         assert trace["y"] == pytest.approx([m["mean"] for m in means])
         assert trace["error_y"]["array"] == pytest.approx([m["ci_high"] - m["mean"] for m in means])
+    # Colour means cell, as on the curves; the arms differ by line and marker fill.
+    acc = chart_traces(page, "exp-chart-acc")
+    curves = [t["color"] for t in acc if t["meta"]["kind"] == "mean" and t["meta"]["arm"] == "bn"]
+    markers = page.evaluate(
+        """() => document.querySelector('[data-testid=factor-plot]').data
+            .filter(t => t.meta.kind === 'arm')
+            .map(t => ({colors: t.marker.color, symbol: t.marker.symbol, dash: t.line.dash}))"""
+    )
+    assert [m["colors"] for m in markers] == [curves, curves]
+    assert [(m["symbol"], m["dash"]) for m in markers] == [
+        ("circle", "solid"),
+        ("circle-open", "dash"),
+    ]
 
 
 def test_two_varied_fields_add_a_heatmap_of_the_difference_per_cell(finished):
@@ -264,7 +280,11 @@ def test_two_varied_fields_add_a_heatmap_of_the_difference_per_cell(finished):
 def test_the_seed_toggle_draws_every_run_as_a_thin_line(finished):
     page = finished["page"]
     toggle = page.get_by_label("Show individual seeds")
-    toggle.check()
+    with page.expect_response(lambda r: "/export?format=json" in r.url) as info:
+        toggle.check()
+    # The seeds' curves poll the export without the points' diagnostics (~7.5 KB each).
+    assert "diagnostics" not in info.value.url
+    assert not any("diagnostics" in point for point in info.value.json()["curves"])
     page.wait_for_function(
         """n => (document.querySelector('[data-testid=exp-chart-acc]').data || [])
             .filter(t => t.meta.kind === 'seed').length === n""",
@@ -301,6 +321,19 @@ def test_the_deep_link_reopens_the_same_view_after_a_reload(finished):
     page.wait_for_timeout(500)  # the last chart's frame
     OUTPUT.mkdir(parents=True, exist_ok=True)
     save_screenshot(page, OUTPUT, "experiment.png", "experiment.png")
+
+
+def test_a_missing_experiment_keeps_nothing_of_the_one_shown_before(finished):
+    page = finished["page"]
+    page.goto(server_root(page) + f"/#experiment={finished['id']}")
+    expect(page.get_by_test_id("exp-hypothesis")).not_to_be_empty()
+    expect(page.get_by_test_id("exp-export-json")).to_be_visible()
+    page.goto(server_root(page) + "/#experiment=doesnotexist")
+    expect(page.get_by_test_id("exp-gone")).to_be_visible()
+    expect(page.get_by_test_id("exp-status")).to_have_text("not found")
+    expect(page.get_by_test_id("exp-hypothesis")).to_be_empty()
+    for testid in ("exp-export-json", "exp-export-csv", "exp-export-curves"):
+        expect(page.get_by_test_id(testid)).to_be_hidden()  # they would answer 404
 
 
 def server_root(page) -> str:
@@ -346,7 +379,11 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     plan = page.get_by_test_id("exp-plan")
     # The preset as it is: 4 rates x 8 seeds x 2 arms, timed by this server's MLP runs
     # (the experiment above finished 8 of them).
-    expect(plan).to_contain_text("64 runs (4 cells")
+    expect(plan).to_contain_text("64 runs (4 cells \N{MULTIPLICATION SIGN} 8 seeds")
+    # Its values show whole in their box, not cut off at its edge.
+    values = page.get_by_test_id("exp-vary-values-0")
+    expect(values).to_have_value(re.compile(r"(, [\d.e-]+){3}"))
+    assert values.evaluate("el => el.scrollWidth <= el.clientWidth")
     expect(plan).to_contain_text("about ")
     # (other test files share this server: CNN runs of theirs may be counted too)
     expect(plan).to_contain_text(re.compile(r"from the speed of (\d+ CNN runs?, )?\d+ MLP runs"))
@@ -374,6 +411,7 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
     # Closed until asked for (it loads every run's diagnostics): opening it loads the export.
     with page.expect_response(lambda r: "/export?format=json" in r.url) as info:
         panel.locator("summary").click()
+    assert "diagnostics=true" in info.value.url  # the panel's load asks for them
     exported = info.value.json()
     page.wait_for_function(
         """() => window.bnlab.experiment.painted()
@@ -464,5 +502,10 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
             .map(a => a.text).join(' ')"""
     )
     assert "not recorded" in ics
+    # ... and, as no run records them, fold to one line instead of two empty charts.
+    for name in ("ics", "smoothness"):
+        expect(page.get_by_test_id(f"exp-inside-{name}")).to_be_hidden()
+        folded = page.locator(f"figure:has([data-testid=exp-inside-{name}]) .inside-collapsed")
+        expect(folded).to_have_text(re.compile("only runs with diagnostics = full"))
     draws = page.evaluate("window.__draws")
     assert draws and len(draws) == len(set(draws)), f"two chart draws in one frame: {draws}"

@@ -5,6 +5,7 @@ layer, the picker switches layers, and a run without diagnostics says "not recor
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from bnlab.server.testing import ServerProcess
 from tests.frontend.conftest import wait_until_ready
@@ -120,6 +121,24 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
     expect_layer(names[2])
     panel.screenshot(path=output_dir / "inside-the-network.png")
 
+    # Log axes (gradient, effective step) label every tick with its whole value, never a
+    # bare digit ("5" for 0.5): read bottom to top, each axis's labels rise.
+    for axis in ("y", "y3"):  # the gradient's and the effective step's
+        labels = page.evaluate(
+            """axis => [...document.querySelectorAll(
+                `[data-testid=inside-norms] g.${axis}tick text`)]
+                .map(t => t.textContent.replace('\u2212', '-'))""",
+            axis,
+        )
+        values = [float(t) for t in labels]
+        assert len(values) >= 2 and values == sorted(set(values)), labels
+    # The legend sits below the x axis' title, not over it.
+    legend, title = page.evaluate(
+        """() => ['.legend', '.xtitle'].map(sel => document
+            .querySelector(`[data-testid=inside-norms] ${sel}`).getBoundingClientRect().toJSON())"""
+    )
+    assert legend["top"] >= title["bottom"] - 1, (legend, title)
+
     # Full diagnostics: ICS for the picked layer, the landscape for the whole network.
     ics = {(t["run"], t["kind"]): t for t in traces(page, "ics")}
     assert ics[(no_bn, "ics_cosine")]["y"] == [
@@ -129,6 +148,14 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
     assert smooth[(bn, "loss_range")]["y"] == [
         p["diagnostics"]["landscape"]["loss_range"] for p in points[bn]
     ]
+
+
+def test_with_nothing_selected_the_panel_is_one_hint(page):
+    show(page, [])
+    expect(page.get_by_test_id("inside-status")).to_have_text(
+        "Select runs in the table to look inside them."
+    )
+    expect(page.get_by_test_id("inside-charts")).to_be_hidden()
 
 
 def test_a_run_without_diagnostics_says_not_recorded(page, finished):

@@ -10,6 +10,8 @@ from tests.frontend.dashboard import start
 def test_the_knobs_reach_the_runs_and_default_to_the_networks_own(page, server):
     activation = page.get_by_test_id("field-activation")
     expect(activation).to_have_value("")
+    # The default is shown by name, not as a blank select.
+    expect(activation.locator("option:checked")).to_have_text("Network's own")
     # None is a choice of its own, named, before the schema's values.
     expect(activation.locator("option")).to_have_text(["Network's own", "ReLU", "Sigmoid", "Tanh"])
     expect(page.get_by_test_id("field-init_scale")).to_have_value("1")
@@ -19,11 +21,14 @@ def test_the_knobs_reach_the_runs_and_default_to_the_networks_own(page, server):
         ("tanh", 0.5),
     ]
     server.cancel_active()
-    page.get_by_test_id("preset-seed").click()  # a preset is the whole recipe again
-    expect(activation).to_have_value("")
+    # Chosen back by hand, the network's own starts (it is not the option's text).
+    activation.select_option(label="Network's own")
     (run,) = start(page, single=True, init_scale=1)
     assert (run["config"]["activation"], run["config"]["init_scale"]) == (None, 1.0)
     server.cancel_active()
+    activation.select_option("sigmoid")
+    page.get_by_test_id("preset-seed").click()  # a preset is the whole recipe again
+    expect(activation.locator("option:checked")).to_have_text("Network's own")
 
 
 def test_an_init_scale_out_of_range_is_shown_next_to_it(page):

@@ -5,13 +5,18 @@
 
 /* global Plotly */
 
-import { isNum } from "../format.js";
+import { isNum, pValue } from "../format.js";
 
 // Okabe & Ito's palette: told apart with each common colour-vision deficiency. Yellow
 // (faint on white) and black (reads as "axis") come last.
 export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
-// Arms on the factor plot, where x tells the cells apart: blue and vermillion.
-const ARM_COLOUR = { bn: "#0072B2", no_bn: "#D55E00" };
+// The factor plot keeps the curves' code, colour = cell: its arms are told apart by line
+// (solid BN, dashed no-BN, as on the curves) and marker fill (filled BN, open no-BN); the
+// lines and interval bars, which join or span cells, are a neutral grey.
+const NEUTRAL = "#52606d";
+const ARM_SYMBOL_SUFFIX = { bn: "", no_bn: "-open" };
+// With a second varied field, one line per value of it, told apart by marker shape.
+const GROUP_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "pentagon", "star"];
 export const ARMS = ["bn", "no_bn"];
 export const ARM_NAME = { bn: "BN", no_bn: "no BN" };
 const DASH = { bn: "solid", no_bn: "dash" };
@@ -178,7 +183,8 @@ export class BandChart extends Chart {
     });
     const empty = !experiment.cells.some((c) => ARMS.some((a) => c.arms[a].curve.length));
     const accuracy = this.metric === "val_acc";
-    const range = clampedRange(data.flatMap((t) => t.y), 0, accuracy ? 1 : Infinity);
+    // Before any data Plotly's own range (-1..4) would read -100 %..400 %.
+    const range = clampedRange(data.flatMap((t) => t.y), 0, accuracy ? 1 : Infinity) ?? (accuracy ? [0, 1] : undefined);
     const layout = baseLayout(this.title, {
       xaxis: { gridcolor: GRID, zeroline: false, hoverformat: "d" },
       yaxis: { title: { text: this.yTitle }, gridcolor: GRID, tickformat: this.tickformat ?? "", range },
@@ -224,31 +230,40 @@ export class FactorPlot extends Chart {
     const data = [];
     groups.forEach((group, g) => {
       const cells = experiment.cells.filter((c) => !other || c.factors[other] === group);
+      const colours = cells.map((c) => cellColour(experiment.cells.indexOf(c)));
+      const symbol = GROUP_SYMBOLS[g % GROUP_SYMBOLS.length];
       for (const arm of ARMS) {
-        const colour = other ? cellColour(g) : ARM_COLOUR[arm];
         const armOffset = arm === "bn" ? -1 : 1;
         const x = cells.map((c) => this.place(field ? c.factors[field] : "every run", { log, numeric, values, armOffset }));
         const acc = cells.map((c) => c.arms[arm].test_accuracy);
         const name = other ? `${other} ${group} · ${ARM_NAME[arm]}` : ARM_NAME[arm];
+        // The legend's key is the arm's line and marker in grey: a cell's colour there
+        // would read as that cell alone.
         data.push({
-          type: "scatter", mode: "lines+markers", x, y: acc.map((a) => a.mean), name, legendgroup: name,
-          line: { color: colour, width: 1.5, dash: DASH[arm] },
-          marker: { color: colour, size: 8, symbol: arm === "bn" ? "circle" : "square" },
+          type: "scatter", mode: "lines+markers", x: [null], y: [null], name, legendgroup: name, hoverinfo: "skip",
+          line: { color: NEUTRAL, width: 1.5, dash: DASH[arm] },
+          marker: { color: NEUTRAL, size: 9, symbol: symbol + ARM_SYMBOL_SUFFIX[arm], line: { width: 2, color: NEUTRAL } },
+          meta: { arm, group, kind: "key" },
+        });
+        data.push({
+          type: "scatter", mode: "lines+markers", x, y: acc.map((a) => a.mean), name, legendgroup: name, showlegend: false,
+          line: { color: NEUTRAL, width: 1.5, dash: DASH[arm] },
+          marker: { color: colours, size: 9, symbol: symbol + ARM_SYMBOL_SUFFIX[arm], line: { width: 2, color: colours } },
           error_y: {
-            type: "data", symmetric: false, color: colour, thickness: 1.5, width: 4,
+            type: "data", symmetric: false, color: NEUTRAL, thickness: 1.2, width: 4,
             array: acc.map((a) => (isNum(a.ci_high) ? a.ci_high - a.mean : 0)),
             arrayminus: acc.map((a) => (isNum(a.ci_low) ? a.mean - a.ci_low : 0)),
           },
           hovertemplate: `${name}<br>${field ?? ""} %{x}: %{y:.2%}<extra></extra>`,
           meta: { arm, group, kind: "arm" },
         });
-        const diverged = cells.map((c, i) => [c, x[i]]).filter(([c]) => c.arms[arm].n_diverged);
+        const diverged = cells.map((c, i) => [c, x[i], colours[i]]).filter(([c]) => c.arms[arm].n_diverged);
         if (diverged.length) {
           data.push({
             type: "scatter", mode: "markers+text", x: diverged.map(([, xi]) => xi), y: diverged.map(() => CHANCE),
             text: diverged.map(([c]) => `${c.arms[arm].n_diverged}/${c.arms[arm].n} diverged`),
-            textposition: "top center", textfont: { size: 10, color: colour },
-            marker: { symbol: "x", size: 11, color: colour }, name: `${name}: diverged runs (at chance)`,
+            textposition: "top center", textfont: { size: 10, color: NEUTRAL },
+            marker: { symbol: "x", size: 11, color: diverged.map(([, , colour]) => colour) }, name: `${name}: diverged runs (at chance)`,
             legendgroup: name, meta: { arm, group, kind: "diverged" },
             hovertemplate: "%{text}<extra></extra>",
           });
@@ -295,7 +310,7 @@ export class Heatmap extends Chart {
       const d = cell.effect.difference.mean;
       if (!isNum(d)) continue;
       z[r][c] = d * 100;
-      const p = isNum(cell.effect.p_value) ? `p ${cell.effect.p_value.toPrecision(2)}` : "";
+      const p = isNum(cell.effect.p_value) ? `p ${pValue(cell.effect.p_value)}` : "";
       text[r][c] = `${d >= 0 ? "+" : ""}${(d * 100).toFixed(2)} %<br>${p}`;
     }
     const reach = Math.max(0.01, ...z.flat().filter(isNum).map(Math.abs));

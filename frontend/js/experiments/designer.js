@@ -242,7 +242,8 @@ export class Designer {
 }
 
 function describePlan(plan) {
-  const runs = `${plan.runs} runs (${plan.cells} cell${plan.cells === 1 ? "" : "s"} × seeds × with and without BN)`;
+  const seeds = plan.runs / (2 * plan.cells); // every cell: each seed with and without BN
+  const runs = `${plan.runs} runs (${plan.cells} cell${plan.cells === 1 ? "" : "s"} × ${seeds} seed${seeds === 1 ? "" : "s"} × with and without BN)`;
   if (plan.estimated_seconds === null) {
     return `${runs} · time unknown: this server has not finished a run of this architecture yet`;
   }

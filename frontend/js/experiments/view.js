@@ -3,7 +3,7 @@
 // Every update replaces the state; the charts redraw from it at the next free frame.
 
 import { api } from "../api.js";
-import { duration, isNum, pct } from "../format.js";
+import { duration, isNum, pct, pValue } from "../format.js";
 import { ARMS, BandChart, FactorPlot, Heatmap, Painter, cellColour, cellName } from "./charts.js";
 import { CellMeansPanel } from "./inside.js";
 import { ExperimentStream } from "./stream.js";
@@ -102,6 +102,11 @@ export class ExperimentView {
     this.el.gone.hidden = true;
     this.el.body.hidden = true;
     this.el.title.textContent = `Experiment ${id}`;
+    // Nothing of the experiment shown before stays: its hypothesis, its buttons, and the
+    // exports only once this one is known to exist (a missing one's would answer 404).
+    this.el.hypothesis.textContent = "";
+    this.el.cancel.hidden = this.el.resume.hidden = true;
+    this.showExports(false);
     this.el.status.textContent = "connecting…";
     this.el.status.className = "badge";
     this.el.json.href = api.experimentExportUrl(id, "json");
@@ -121,15 +126,23 @@ export class ExperimentView {
     this.id = null;
   }
 
+  showExports(shown) {
+    for (const link of [this.el.json, this.el.csvRuns, this.el.csvCurves]) link.hidden = !shown;
+  }
+
   onGone() {
     this.el.gone.hidden = false;
     this.el.body.hidden = true;
+    this.el.hypothesis.textContent = "";
+    this.el.cancel.hidden = this.el.resume.hidden = true;
+    this.showExports(false);
     this.el.status.textContent = "not found";
   }
 
   onExperiment(experiment) {
     this.experiment = experiment;
     this.el.body.hidden = false;
+    this.showExports(true);
     this.renderHead();
     this.renderProgress(experiment.status, experiment.progress);
     // Runs starting change the progress only; the answer changes when one ends.
@@ -214,7 +227,7 @@ export class ExperimentView {
         td(`${effect.n_pairs}`, { class: "num", title: `${bn.n_finished} + ${noBn.n_finished} of ${bn.n + noBn.n} runs finished` }),
         ...ARMS.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, diverged(arm))),
         meanCell(effect.difference, signed),
-        td(isNum(effect.p_value) ? effect.p_value.toPrecision(2) : "—", { class: "num", title: effect.test }),
+        td(pValue(effect.p_value), { class: "num", title: effect.test }),
         effect.n_pairs && effect.speedup.estimate === null
           ? td("not reached", { class: "num muted", title: "an arm's median run never reached 98 % validation accuracy" })
           : speedupCell(effect.speedup),
@@ -272,7 +285,8 @@ export class ExperimentView {
     if (!seeds && !this.inside.open) return;
     const id = this.id;
     try {
-      const exported = await api.experimentExport(id);
+      // The diagnostics only for the open panel: the seeds' curves poll without them.
+      const exported = await api.experimentExport(id, { diagnostics: this.inside.open });
       // Before the stream's first state there are no cells yet: that state loads again.
       const { experiment } = this;
       if (id !== this.id || !experiment) return;
