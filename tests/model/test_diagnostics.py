@@ -200,19 +200,25 @@ def test_norms_and_effective_step_by_hand(trained):
 
 
 def test_effective_step_is_the_relative_change_adam_then_makes(mnist_small_eval):
-    """At step 0 Adam's second moments are all 0: a per-weight rate a/(sqrt(v)+eps) is
-    then a/eps and its mean was thousands of times the step Adam actually takes."""
+    """The output layer starts at zero, so the hidden kernels get no gradient at step 0
+    and Adam's second moments v are still all 0 at step 1: a per-weight rate
+    a/(sqrt(v)+eps) is a/eps there, and its mean was thousands of times the step Adam
+    actually takes."""
     config = tiny(max_shift=0, dropout=0.0, optimizer="adam", learning_rate=1e-3)
     tf.keras.utils.set_random_seed(config.seed)
     trainer = Trainer(config, mnist_small_eval)
     diagnostician = Diagnostician(trainer, mnist_small_eval.validation)
-    diagnostician.validation_pass(mnist_small_eval.validation.images, EVAL_CHUNK)
-    diagnostics = diagnostician.measure(0)
+    trainer.run(0, 1)
     kernels = [linear.kernel for linear, _ in trainer.network.blocks()]
+    velocity = trainer.optimizer._velocities[trainer.optimizer._get_variable_index(kernels[1])]
+    assert not velocity.numpy().any()  # the regime the old measure failed in
+    diagnostician.validation_pass(mnist_small_eval.validation.images, EVAL_CHUNK)
+    diagnostics = diagnostician.measure(1)
     before = [k.numpy() for k in kernels]
-    trainer.run(0, 1)  # the update the measure was about
+    trainer.run(1, 1)  # the update the measure was about
     for layer, kernel, w in zip(diagnostics.layers, kernels, before, strict=True):
         change = np.linalg.norm(kernel.numpy() - w) / np.linalg.norm(w)
+        assert change > 1e-6
         assert layer.effective_step == pytest.approx(change, rel=1e-3)
 
 
