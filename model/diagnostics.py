@@ -10,7 +10,8 @@ evaluation (`basic`):
   nonlinearity, over the validation pass that the evaluation makes anyway: the 15th,
   50th and 85th percentiles (NumPy's linear interpolation) and a histogram over bin
   edges of its own (each distribution's: a layer's values before BN may be a hundred
-  times smaller than after), fixed for the whole run. They pool SAMPLED_UNITS units
+  times smaller than after), around its median at initialisation (histogram_edges),
+  fixed for the whole run. They pool SAMPLED_UNITS units
   (for a convolution: positions x channels) per image, drawn once per run from the seed:
   a layer's distribution without sorting millions of values at each evaluation.
 - **Gradient norm, weight norm and effective step** of the layer's kernel W on the
@@ -80,9 +81,10 @@ if TYPE_CHECKING:
 PERCENTILES = (15.0, 50.0, 85.0)  # the BN paper's Figure 1
 SAMPLED_UNITS = 32  # values per image and layer pooled into a distribution
 BINS = 40
-# Each distribution's edges span ±L, L the 1-2-5 number at or above twice the 99th
-# percentile of its |values| at initialisation: no floor, so that a layer of small values
-# (a small init_scale) spreads over the bins instead of filling the one at 0.
+# Each distribution's edges span its median ± L at initialisation, L the 1-2-5 number at
+# or above twice the 99th percentile of |value - median|: no floor and not centred on 0,
+# so that small values (a small init_scale; a narrow spread around the biases' 0.1)
+# spread over the bins instead of filling one or two.
 EDGE_IMAGES = 1000  # validation images that set the edges
 BATCH_STATS_BATCHES = 8  # validation batches BN's gap and batch-statistics accuracy use
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # of the learning rate, for the landscape
@@ -125,13 +127,26 @@ def bn_gap(pre_bn: tf.Tensor, norm: keras.layers.Layer) -> tf.Tensor:
 
 
 def edge_limit(values: np.ndarray) -> float:
-    """±L for a distribution's histogram edges: the 1-2-5 number at or above twice the
-    99th percentile of |values| (1 when that is 0 or not finite: nothing to scale by)."""
+    """L, the half-width of histogram edges around 0: the 1-2-5 number at or above twice
+    the 99th percentile of |values| (1 when that is 0 or not finite: nothing to scale by)."""
     target = 2.0 * float(np.percentile(np.abs(values), 99))
     if not (math.isfinite(target) and target > 0):
         return 1.0
     decade = 10.0 ** math.floor(math.log10(target))
     return next(m * decade for m in (1, 2, 5, 10) if m * decade >= target)
+
+
+def histogram_edges(values: np.ndarray) -> np.ndarray:
+    """BINS + 1 edges for a distribution whose initial values are `values`: its median,
+    rounded to a multiple of L/4, ± L = edge_limit of the values' distances from the
+    median. Rounded so that runs of other seeds mostly get the same edges (the experiment
+    view averages their histograms only then)."""
+    median = float(np.median(values))
+    if not math.isfinite(median):
+        median = 0.0
+    limit = edge_limit(values - median)
+    centre = round(median / (limit / 4)) * (limit / 4)
+    return np.linspace(centre - limit, centre + limit, BINS + 1)
 
 
 def _norm(tensors: list[tf.Tensor]) -> tf.Tensor:
@@ -190,10 +205,7 @@ class Diagnostician:
         )
         first = self._inspect(validation.images[:EDGE_IMAGES])[2]
         # Per layer, one set of edges per distribution (before BN, after it).
-        self.edges = [
-            tuple(np.linspace(-(e := edge_limit(v.numpy())), e, BINS + 1) for v in layer)
-            for layer in first
-        ]
+        self.edges = [tuple(histogram_edges(v.numpy()) for v in layer) for layer in first]
         self._summarize = compiled(self._summarize_samples)
         self._samples: list[tuple[np.ndarray, ...]] = []  # the last validation pass's
         # BN's gap and batch-statistics accuracy: validation batches of the training size.

@@ -17,6 +17,7 @@ from bnlab.model.diagnostics import (
     Diagnostician,
     edge_limit,
     histogram,
+    histogram_edges,
     landscape_summary,
     percentiles,
 )
@@ -75,6 +76,14 @@ def test_edges_span_a_round_number_at_least_twice_the_bulk(q99, limit):
 
 def test_edges_of_values_that_are_all_zero_are_still_edges():
     assert edge_limit(np.zeros(100)) == 1.0
+
+
+def test_edges_centre_on_the_median_of_a_narrow_offset_distribution():
+    # Sigmoid MLP at init_scale 0.01: values near the biases' 0.1, a spread of 0.01.
+    values = 0.1 + np.linspace(-0.01, 0.01, 10_001) / 0.99
+    edges = histogram_edges(values)
+    assert len(edges) == BINS + 1
+    assert edges[0] == pytest.approx(0.1 - 0.02) and edges[-1] == pytest.approx(0.1 + 0.02)
 
 
 def test_landscape_summary_with_a_nan_probe_is_none_wherever_it_stands():
@@ -400,3 +409,19 @@ def test_points_stored_with_one_edges_per_layer_still_load():
     )
     assert layer.pre_bn.edges == layer.pre_activation.edges == [-5.0, 0.0, 5.0]
     assert "edges" not in layer.model_dump()
+
+
+def test_small_values_spread_over_their_own_bins(mnist_small_eval):
+    """init_scale 0.01 without BN: each layer's values are about 100 times smaller than
+    usual, around the biases' 0.1; the old ±5 edges put them all in one or two bins."""
+    config = tiny(batch_norm=False, init_scale=0.01, diagnostics="basic")
+    trainer = Trainer(config, mnist_small_eval)
+    diagnostician = Diagnostician(trainer, mnist_small_eval.validation)
+    diagnostician.validation_pass(mnist_small_eval.validation.images, EVAL_CHUNK)
+    for layer in diagnostician.measure(0).layers:
+        values = layer.pre_activation
+        assert values.edges[-1] - values.edges[0] < 1.0
+        # Spread over several bins: the ±5 edges left 55-60 % of them in one bin and the
+        # rest in one to three more (32 units, each nearly constant over the images).
+        assert sum(c > 0 for c in values.counts) >= 5
+        assert max(values.counts) < sum(values.counts) / 2
