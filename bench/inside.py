@@ -94,7 +94,10 @@ def summarise(evals: list[EvalEvent], accuracy: float) -> dict[str, float | None
         [s.grad_predictiveness for s in landscapes]
     )
     out["β-smoothness"] = _median([s.beta_smoothness for s in landscapes])
-    out["val. accuracy with batch statistics (last)"] = later[-1].diagnostics.val_acc_batch_stats
+    last = later[-1].diagnostics
+    out["val. accuracy with batch statistics (last)"] = last.val_acc_batch_stats
+    # On the same images as the batch-statistics one: val_acc below is on all of them.
+    out["val. accuracy with moving statistics, same images (last)"] = last.val_acc_moving_stats
     out["val. accuracy (last)"] = later[-1].val_acc
     return out
 

@@ -9,24 +9,30 @@ evaluation (`basic`):
 - **Distributions** of the layer's linear output before BN and of the input to its
   nonlinearity, over the validation pass that the evaluation makes anyway: the 15th,
   50th and 85th percentiles (NumPy's linear interpolation) and a histogram over bin
-  edges fixed for the whole run. They pool SAMPLED_UNITS units (for a convolution:
-  positions x channels) per image, drawn once per run from the seed: a layer's
-  distribution without sorting millions of values at each evaluation.
+  edges of its own (each distribution's: a layer's values before BN may be a hundred
+  times smaller than after), around its median at initialisation (histogram_edges),
+  fixed for the whole run. They pool SAMPLED_UNITS units
+  (for a convolution: positions x channels) per image, drawn once per run from the seed:
+  a layer's distribution without sorting millions of values at each evaluation.
 - **Gradient norm, weight norm and effective step** of the layer's kernel W on the
   training batch of the next update (its shifts included, without dropout, BN on the
-  batch's statistics). The effective step is ``mean(η) / ||W||²``, η being the
-  per-weight learning rate the optimizer would use now (bnlab.model.optimizers.
-  proposed_update): lr for SGD, ``lr / √accumulator`` for Adagrad. For a weight that BN
-  makes scale-invariant the gradient shrinks as 1/||W|| and the step that matters is
-  the angle, ``η ||g|| / ||W|| = (η / ||W||²) · ||g at unit norm||``: a weight that
-  grows slows its own learning (van Laarhoven 2017).
+  batch's statistics). The effective step is the relative step ``||ΔW|| / ||W||``, ΔW
+  the update the optimizer would make now for this batch (bnlab.model.optimizers.
+  proposed_update, its slots included: Adagrad's accumulator, momentum, Adam's moments).
+  For a weight that BN makes scale-invariant this is the angle the update turns W by,
+  the step that matters: the gradient shrinks as 1/||W||, so with SGD it is
+  ``lr ||g at unit norm|| / ||W||²`` and a weight that grows slows its own learning
+  (van Laarhoven 2017). It is the same measure for every optimizer and stays finite
+  where a per-weight rate does not (Adam's ``a / (√v + ε)`` is a/ε wherever v is 0:
+  every weight before the first update, the weights of pixels that are always blank).
 - **BN's train/inference gap** per BN layer, on the first BATCH_STATS_BATCHES
   validation batches of the training batch size: per batch,
   ``sqrt(mean over channels of (1 - s_B/s_m)² + ((mean_B - mean_m)/s_m)²)``, s the std with
   BN's epsilon; the root mean square of the normalised output's difference between the
   batch statistics (B, training) and the moving ones (m, inference), in units of the
   normalised output; the run's value is the root mean square over the batches. The same
-  batches give the validation accuracy with batch statistics.
+  batches give the validation accuracy with batch statistics and, to compare it with, the
+  one with the moving statistics on exactly those images (not val_acc: the whole set).
 
 `full` adds, on the same training batch, at every `full_diagnostics_every`-th evaluation:
 
@@ -37,7 +43,9 @@ evaluation (`basic`):
 - **The landscape along the gradient** g of all weights x: the loss and gradient at
   ``x - m·lr·g`` for m in STEP_MULTIPLES; loss range (the loss at x included), gradient
   predictiveness ``max ||g(x) - g(x - m·lr·g)||₂`` and the effective β-smoothness, that
-  change divided by the distance moved ``m·lr·||g||``, maximised over m.
+  change divided by the distance moved ``m·lr·||g||``, maximised over m. A probe that is
+  not finite (the step blew the loss up) makes all three None rather than dropping out of
+  the max and min: the lists keep its null.
 
 None of this changes training: the passes use no random numbers (no dropout; the
 shifts are the stateless ones of the next update), BN's moving averages do not move,
@@ -73,9 +81,10 @@ if TYPE_CHECKING:
 PERCENTILES = (15.0, 50.0, 85.0)  # the BN paper's Figure 1
 SAMPLED_UNITS = 32  # values per image and layer pooled into a distribution
 BINS = 40
-# Edges span ±L, L the 1-2-5 number at or above twice the 99th percentile of |value|
-# at initialisation and at least MIN_EDGE, where BN's unit normal output fits with room.
-MIN_EDGE = 5.0
+# Each distribution's edges span its median ± L at initialisation, L the 1-2-5 number at
+# or above twice the 99th percentile of |value - median|: no floor and not centred on 0,
+# so that small values (a small init_scale; a narrow spread around the biases' 0.1)
+# spread over the bins instead of filling one or two.
 EDGE_IMAGES = 1000  # validation images that set the edges
 BATCH_STATS_BATCHES = 8  # validation batches BN's gap and batch-statistics accuracy use
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # of the learning rate, for the landscape
@@ -118,20 +127,51 @@ def bn_gap(pre_bn: tf.Tensor, norm: keras.layers.Layer) -> tf.Tensor:
 
 
 def edge_limit(values: np.ndarray) -> float:
-    """±L for a layer's histogram edges: the 1-2-5 number at or above
-    max(MIN_EDGE, twice the 99th percentile of |values|)."""
-    target = max(MIN_EDGE, 2.0 * float(np.percentile(np.abs(values), 99)))
+    """L, the half-width of histogram edges around 0: the 1-2-5 number at or above twice
+    the 99th percentile of |values| (1 when that is 0 or not finite: nothing to scale by)."""
+    target = 2.0 * float(np.percentile(np.abs(values), 99))
+    if not (math.isfinite(target) and target > 0):
+        return 1.0
     decade = 10.0 ** math.floor(math.log10(target))
     return next(m * decade for m in (1, 2, 5, 10) if m * decade >= target)
+
+
+def histogram_edges(values: np.ndarray) -> np.ndarray:
+    """BINS + 1 edges for a distribution whose initial values are `values`: its median,
+    rounded to a multiple of L/4, ± L = edge_limit of the values' distances from the
+    median. Rounded so that runs of other seeds mostly get the same edges (the experiment
+    view averages their histograms only then)."""
+    median = float(np.median(values))
+    if not math.isfinite(median):
+        median = 0.0
+    limit = edge_limit(values - median)
+    centre = round(median / (limit / 4)) * (limit / 4)
+    return np.linspace(centre - limit, centre + limit, BINS + 1)
 
 
 def _norm(tensors: list[tf.Tensor]) -> tf.Tensor:
     return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
-def _distribution(stats: tuple[np.ndarray, np.ndarray]) -> Distribution:
+def _distribution(stats: tuple[np.ndarray, np.ndarray], edges: np.ndarray) -> Distribution:
     (p15, p50, p85), counts = stats
-    return Distribution(p15=p15, p50=p50, p85=p85, counts=[int(c) for c in counts])
+    return Distribution(
+        p15=p15, p50=p50, p85=p85, edges=edges.tolist(), counts=[int(c) for c in counts]
+    )
+
+
+def landscape_summary(
+    loss: float, losses: list[float], changes: list[float], distances: list[float]
+) -> tuple[float | None, float | None, float | None]:
+    """(loss range, gradient predictiveness, β-smoothness) of the probes, the loss at x
+    included in the range; all None when any probe is not finite. Python's max and min
+    with a NaN depend on where it stands ([0.9, 0.8, 2.0, nan] ranges over 1.2), which
+    would hide the very blow-up the probes are there to show."""
+    if not all(math.isfinite(v) for v in (loss, *losses, *changes)):
+        return None, None, None
+    probes = [loss, *losses]
+    beta = max(c / d if d > 0 else math.inf for c, d in zip(changes, distances, strict=True))
+    return max(probes) - min(probes), max(changes), beta
 
 
 class Diagnostician:
@@ -164,12 +204,8 @@ class Diagnostician:
             self._inspect_step, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)]
         )
         first = self._inspect(validation.images[:EDGE_IMAGES])[2]
-        self.edges = [
-            np.linspace(-limit, limit, BINS + 1)
-            for limit in (
-                edge_limit(np.concatenate([v.numpy().ravel() for v in layer])) for layer in first
-            )
-        ]
+        # Per layer, one set of edges per distribution (before BN, after it).
+        self.edges = [tuple(histogram_edges(v.numpy()) for v in layer) for layer in first]
         self._summarize = compiled(self._summarize_samples)
         self._samples: list[tuple[np.ndarray, ...]] = []  # the last validation pass's
         # BN's gap and batch-statistics accuracy: validation batches of the training size.
@@ -193,13 +229,18 @@ class Diagnostician:
     def measure(self, step: int) -> Diagnostics:
         """The diagnostics of the evaluation at `step`, after its `validation_pass`."""
         distributions = [
-            [_distribution((p.numpy(), c.numpy())) for p, c in layer]
-            for layer in self._summarize(tuple(self._samples))
+            [
+                _distribution((p.numpy(), c.numpy()), e)
+                for (p, c), e in zip(layer, edges, strict=True)
+            ]
+            for layer, edges in zip(self._summarize(tuple(self._samples)), self.edges, strict=True)
         ]
-        val_acc_batch_stats, gaps = None, iter(())
+        val_acc_batch_stats = val_acc_moving_stats = None
+        gaps = iter(())
         if self.has_bn:
-            accuracy, gap_values = self._batch_stats()
-            val_acc_batch_stats, gaps = float(accuracy), iter(gap_values.numpy().tolist())
+            accuracy, moving_accuracy, gap_values = self._batch_stats()
+            val_acc_batch_stats, val_acc_moving_stats = float(accuracy), float(moving_accuracy)
+            gaps = iter(gap_values.numpy().tolist())
         indices = tf.constant(self.trainer.order.indices(step))
         step_tensor = tf.constant(step, tf.int32)
         index = self.eval_steps.index(step) if step in self.eval_steps else 0
@@ -224,7 +265,6 @@ class Diagnostician:
             layers.append(
                 LayerDiagnostics(
                     name=self.names[i],
-                    edges=self.edges[i].tolist(),
                     pre_bn=pre_bn,
                     pre_activation=pre_activation,
                     grad_norm=float(grad_norms[i]),
@@ -239,6 +279,7 @@ class Diagnostician:
             level=self.level,
             layers=layers,
             val_acc_batch_stats=val_acc_batch_stats,
+            val_acc_moving_stats=val_acc_moving_stats,
             landscape=landscape,
         )
 
@@ -247,15 +288,14 @@ class Diagnostician:
     ) -> Landscape:
         lr = self.trainer.config.learning_rate
         distances = [m * lr * float(grad_norm) for m in STEP_MULTIPLES]
+        loss_range, predictiveness, beta = landscape_summary(loss, losses, changes, distances)
         return Landscape(
             step_multiples=list(STEP_MULTIPLES),
             losses=losses,
             grad_changes=changes,
-            loss_range=max([loss, *losses]) - min([loss, *losses]),
-            grad_predictiveness=max(changes),
-            beta_smoothness=max(
-                c / d if d > 0 else math.inf for c, d in zip(changes, distances, strict=True)
-            ),
+            loss_range=loss_range,
+            grad_predictiveness=predictiveness,
+            beta_smoothness=beta,
         )
 
     # -- the validation pass ----------------------------------------------------------
@@ -287,10 +327,14 @@ class Diagnostician:
 
     def _summarize_samples(self, samples):
         out = []
-        for layer, edges in zip(samples, self.edges, strict=True):
-            edges = tf.constant(edges, tf.float64)
+        for layer, layer_edges in zip(samples, self.edges, strict=True):
             flat = [tf.reshape(v, [-1]) for v in layer]
-            out.append(tuple((percentiles(v), histogram(v, edges)) for v in flat))
+            out.append(
+                tuple(
+                    (percentiles(v), histogram(v, tf.constant(e, tf.float64)))
+                    for v, e in zip(flat, layer_edges, strict=True)
+                )
+            )
         return tuple(out)
 
     # -- BN with batch statistics on validation batches -------------------------------
@@ -300,8 +344,14 @@ class Diagnostician:
             images, labels = batch
             taps: list[Tap] = []
             logits, _ = self.network.forward(images, training=False, batch_stats=True, taps=taps)
-            correct = tf.reduce_sum(
-                tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), labels), tf.float64)
+            moving_logits, _ = self.network.forward(images, training=False)
+            correct = tf.stack(
+                [
+                    tf.reduce_sum(
+                        tf.cast(tf.equal(tf.argmax(z, 1, output_type=tf.int32), labels), tf.float64)
+                    )
+                    for z in (logits, moving_logits)
+                ]
             )
             gaps = [
                 tf.square(bn_gap(tap.pre_bn, norm))
@@ -315,8 +365,9 @@ class Diagnostician:
             (self.val_batches, self.val_labels),
             fn_output_signature=(tf.float64, tf.float32),
         )
-        accuracy = tf.reduce_sum(correct) / tf.cast(tf.size(self.val_labels), tf.float64)
-        return accuracy, tf.sqrt(tf.reduce_mean(squared_gaps, axis=0))
+        # (batch statistics, moving statistics), on the same images.
+        accuracy = tf.reduce_sum(correct, axis=0) / tf.cast(tf.size(self.val_labels), tf.float64)
+        return accuracy[0], accuracy[1], tf.sqrt(tf.reduce_mean(squared_gaps, axis=0))
 
     # -- the training batch of the next update ----------------------------------------
 
@@ -351,10 +402,10 @@ class Diagnostician:
             kernel = linear.kernel
             grad = grad_of[id(kernel)]
             weight_norm = tf.norm(tf.convert_to_tensor(kernel))
-            _, rate = proposed_update(optimizer, kernel, grad)
+            update = proposed_update(optimizer, kernel, grad)
             grad_norms.append(tf.norm(grad))
             weight_norms.append(weight_norm)
-            steps.append(tf.reduce_mean(rate) / tf.square(weight_norm))
+            steps.append(tf.norm(update) / weight_norm)
         return tf.stack(grad_norms), tf.stack(weight_norms), tf.stack(steps)
 
     def _full_measures(self, indices: tf.Tensor, step: tf.Tensor):
@@ -373,7 +424,7 @@ class Diagnostician:
                 v for layer in self.blocks[i - 1] if layer for v in layer.trainable_variables
             ]
             updated = [
-                tf.convert_to_tensor(v) + proposed_update(optimizer, v, grad_of[id(v)])[0]
+                tf.convert_to_tensor(v) + proposed_update(optimizer, v, grad_of[id(v)])
                 for v in earlier
             ]
             kernel = self.blocks[i][0].kernel

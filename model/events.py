@@ -10,7 +10,7 @@ import math
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -91,9 +91,11 @@ class Distribution(_Finite):
     p15: float | None
     p50: float | None
     p85: float | None
+    edges: list[float] = Field(
+        description="Histogram bin edges, this distribution's own, the same for the whole run"
+    )
     counts: list[int] = Field(
-        description="Histogram counts over LayerDiagnostics.edges; values outside "
-        "the edges go into the end bins"
+        description="Histogram counts over `edges`; values outside the edges go into the end bins"
     )
 
 
@@ -104,7 +106,6 @@ class LayerDiagnostics(_Finite):
         description='The layer\'s linear part ("conv1", "conv2", "fc1"; MLP "fc1".."fc3"), '
         "the same in a BN run and its no-BN twin"
     )
-    edges: list[float] = Field(description="Histogram bin edges, the same for the whole run")
     pre_bn: Distribution | None = Field(
         description="The layer's linear output before BN; None without BN"
     )
@@ -114,7 +115,8 @@ class LayerDiagnostics(_Finite):
     grad_norm: float | None = Field(description="||dL/dW|| of the kernel on a training batch")
     weight_norm: float | None = Field(description="||W|| of the kernel")
     effective_step: float | None = Field(
-        description="Mean per-weight learning rate / ||W||^2 (Adagrad: lr / sqrt(accumulator))"
+        description="Relative step ||dW|| / ||W||, dW the update the optimizer would make "
+        "now (its slots included)"
     )
     bn_gap: float | None = Field(
         description="RMS distance between the batch-statistics and moving-statistics "
@@ -124,6 +126,19 @@ class LayerDiagnostics(_Finite):
         None, description="full only: ||G - G'||_2 (Santurkar et al. 2018, Definition 2.1)"
     )
     ics_cosine: float | None = Field(None, description="full only: cos(G, G')")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layer_edges(cls, data: object) -> object:
+        """Points stored before each distribution had its own edges kept one `edges`
+        per layer, shared by both: hand it to each distribution so they still load."""
+        if isinstance(data, dict) and "edges" in data:
+            data = dict(data)
+            edges = data.pop("edges")
+            for key in ("pre_bn", "pre_activation"):
+                if isinstance(data.get(key), dict) and "edges" not in data[key]:
+                    data[key] = {**data[key], "edges": edges}
+        return data
 
 
 class Landscape(_Finite):
@@ -135,11 +150,15 @@ class Landscape(_Finite):
         description="||g(x) - g(x - m*lr*g)||_2 for each multiple"
     )
     loss_range: float | None = Field(
-        description="max(losses) - min(losses), the loss at x included"
+        description="max(losses) - min(losses), the loss at x included; None when any "
+        "probe is not finite"
     )
-    grad_predictiveness: float | None = Field(description="The largest gradient change")
+    grad_predictiveness: float | None = Field(
+        description="The largest gradient change; None when any probe is not finite"
+    )
     beta_smoothness: float | None = Field(
-        description="The largest gradient change divided by the distance moved"
+        description="The largest gradient change divided by the distance moved; None when "
+        "any probe is not finite"
     )
 
 
@@ -149,7 +168,14 @@ class Diagnostics(_Finite):
     level: DiagnosticsLevel = Field(description="basic or full (off records no object)")
     layers: list[LayerDiagnostics] = Field(description="The hidden layers in network order")
     val_acc_batch_stats: float | None = Field(
-        description="Validation accuracy with BN on batch statistics; None without BN"
+        description="Validation accuracy with BN on batch statistics, on the first "
+        "BATCH_STATS_BATCHES validation batches of the training batch size; None without BN"
+    )
+    val_acc_moving_stats: float | None = Field(
+        None,
+        description="Validation accuracy with BN's moving statistics on exactly the images "
+        "of val_acc_batch_stats (val_acc is on the whole set); None without BN and in "
+        "points stored before it was recorded",
     )
     landscape: Landscape | None = Field(
         None, description="full only, on the evaluations full measures sample"

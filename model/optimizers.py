@@ -57,23 +57,24 @@ def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
 
 def proposed_update(
     optimizer: keras.optimizers.Optimizer, variable: keras.Variable, gradient: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """(the change `optimizer` would make to `variable` for `gradient`, the
-    per-weight learning rate it would use), from its current slots, changing none.
+) -> tf.Tensor:
+    """The change `optimizer` would make to `variable` for `gradient`, from its
+    current slots, changing none.
 
     The update rules of `make_optimizer`'s four optimizers, written out so that
     diagnostics can ask "what would this step do" without touching the
-    optimizer's state: Adagrad (TF1) ``-lr · g / √(accum + g²)`` at a rate of
-    ``lr / √accum``; SGD ``-lr · g``; momentum ``0.9 · m - lr · g`` (rate lr: the
-    momentum's amplification of a steady direction is not counted); Adam
-    ``-a · m' / (√v' + ε)`` with a its bias-corrected rate, at ``a / (√v + ε)``.
+    optimizer's state: Adagrad (TF1) ``-lr · g / √(accum + g²)``; SGD ``-lr · g``;
+    momentum ``0.9 · m - lr · g``; Adam ``-a · m' / (√v' + ε)`` with a its
+    bias-corrected rate. No per-weight rate is returned: Adam's, ``a / (√v + ε)``, is
+    a/ε wherever v is still 0, which made a mean of rates meaningless (diagnostics
+    measure the update itself).
     """
     g = tf.cast(gradient, variable.dtype)
     lr = tf.cast(optimizer.learning_rate, variable.dtype)
     index = optimizer._get_variable_index(variable)
     if isinstance(optimizer, keras.optimizers.Adagrad):
         accumulator = tf.convert_to_tensor(optimizer._accumulators[index])
-        return -lr * g * tf.math.rsqrt(accumulator + g * g), lr * tf.math.rsqrt(accumulator)
+        return -lr * g * tf.math.rsqrt(accumulator + g * g)
     if isinstance(optimizer, keras.optimizers.Adam):
         t = tf.cast(optimizer.iterations + 1, variable.dtype)
         beta_1, beta_2 = optimizer.beta_1, optimizer.beta_2
@@ -81,11 +82,8 @@ def proposed_update(
         m = tf.convert_to_tensor(optimizer._momentums[index])
         v = tf.convert_to_tensor(optimizer._velocities[index])
         m_next, v_next = m + (g - m) * (1 - beta_1), v + (g * g - v) * (1 - beta_2)
-        return (
-            -alpha * m_next / (tf.sqrt(v_next) + optimizer.epsilon),
-            alpha / (tf.sqrt(v) + optimizer.epsilon),
-        )
+        return -alpha * m_next / (tf.sqrt(v_next) + optimizer.epsilon)
     if isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum:
         m = tf.convert_to_tensor(optimizer.momentums[index])
-        return optimizer.momentum * m - lr * g, tf.fill(tf.shape(g), lr)
-    return -lr * g, tf.fill(tf.shape(g), lr)
+        return optimizer.momentum * m - lr * g
+    return -lr * g

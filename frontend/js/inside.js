@@ -275,7 +275,7 @@ function heat(which) {
     {
       kind: `${which}-heat`, heat: true, colorscale: [[0, "#ffffff"], [1, run.colour]],
       value: (p, layer) => layerOf(p, layer)?.[which]?.counts ?? null,
-      edges: (p, layer) => layerOf(p, layer)?.edges ?? null,
+      edges: (p, layer) => layerOf(p, layer)?.[which]?.edges ?? null,
     },
   ];
 }
@@ -319,7 +319,8 @@ const CHARTS = [
     title: "Gradient, weights and effective step",
     caption:
       "BN makes a layer blind to the scale of its weights, so growing weights shrink its " +
-      "effective step lr/‖W‖² (Adagrad's accumulator included): compare how fast it decays with and without BN.",
+      "effective step, the relative change ‖ΔW‖/‖W‖ of the update the optimizer would make now " +
+      "(its accumulator, momentum or moments included): compare how fast it decays with and without BN.",
     panels: [
       { title: "‖dL/dW‖ on a training batch", log: true, series: line("grad_norm", "‖g‖ %{y:.3g}") },
       { title: "‖W‖", series: line("weight_norm", "‖W‖ %{y:.4g}") },
@@ -331,14 +332,16 @@ const CHARTS = [
     title: "BN's train/inference gap",
     caption:
       "Inference uses BN's moving averages, training the batch's own statistics: a growing " +
-      "distance between the two, or a validation accuracy that differs between them, means the averages lag the network.",
+      "distance between the two, or a validation accuracy that differs between them, means the averages lag the network. " +
+      "Both accuracies are on the same first 8 validation batches of the training batch size (at most 8 × batch size images).",
     panels: [
       { title: "distance: batch ↔ moving statistics", bn: true, missing: "no BN on this layer", series: line("bn_gap", "gap %{y:.3g}") },
       {
         title: "validation accuracy (whole network)", bn: true, yaxis: { tickformat: ".0%" },
-        series: () => [
-          { kind: "val_acc", value: (p) => (p.diagnostics ? finite(p.val_acc) : null), named: true, hover: "moving stats %{y:.2%}" },
-          { kind: "val_acc_batch_stats", value: (p) => finite(p.diagnostics?.val_acc_batch_stats), dash: "dot", hover: "batch stats %{y:.2%}", name: "batch statistics" },
+        // Each line in the legend: which statistics is which is the point of this plot.
+        series: (run) => [
+          { kind: "val_acc_moving_stats", value: (p) => finite(p.diagnostics?.val_acc_moving_stats), hover: "moving stats %{y:.2%}", trace: { name: `${runName(run)}: moving statistics`, showlegend: true } },
+          { kind: "val_acc_batch_stats", value: (p) => finite(p.diagnostics?.val_acc_batch_stats), dash: "dot", hover: "batch stats %{y:.2%}", trace: { name: `${runName(run)}: batch statistics`, showlegend: true } },
         ],
       },
     ],

@@ -481,15 +481,17 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
             assert bn_gap[(run, "bn_gap")]["y"] == pytest.approx(
                 means(cell, "bn", of(name, "bn_gap"))
             )
-            assert bn_gap[(run, "val_acc_batch_stats")]["y"] == pytest.approx(
-                means(cell, "bn", lambda d: d["val_acc_batch_stats"])
-            )
+            for key in ("val_acc_batch_stats", "val_acc_moving_stats"):
+                assert bn_gap[(run, key)]["y"] == pytest.approx(
+                    means(cell, "bn", lambda d, key=key: d[key])
+                )
     # The heatmap: the first cell's histograms, as fractions averaged over its seeds (each
     # run fixes its bins from its initial weights; averaged only where the seeds' agree).
     heat = inside_traces(page, "heatmap")[("cell0-bn", "pre_activation-heat")]
     layers = [of(names[-1])(d) for step in seeds[(0, "bn")].values() for d in step]
-    if all(x["edges"] == layers[0]["edges"] for x in layers):
-        assert heat["y"] == pytest.approx(layers[0]["edges"])
+    edges = [x["pre_activation"]["edges"] for x in layers]
+    if all(e == edges[0] for e in edges):
+        assert heat["y"] == pytest.approx(edges[0])
         for row, step in zip(heat["z"], sorted(seeds[(0, "bn")]), strict=True):
             counts = [of(names[-1], "pre_activation", "counts")(d) for d in seeds[(0, "bn")][step]]
             shares = [[c / sum(seed) for c in seed] for seed in counts]

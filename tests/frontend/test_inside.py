@@ -41,7 +41,8 @@ def traces(page, chart: str) -> list[dict]:
         """name => (document.querySelector(`[data-testid=inside-${name}]`).data || [])
             .filter(t => t.meta && t.meta.runId)
             .map(t => ({run: t.meta.runId, kind: t.meta.kind, type: t.type, x: t.x,
-                        y: Array.from(t.y || []), z: t.z}))""",
+                        y: Array.from(t.y || []), z: t.z, name: t.name,
+                        legend: t.showlegend}))""",
         chart,
     )
 
@@ -92,7 +93,7 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
         assert (no_bn, "pre_bn-p50") not in bands and bands[(bn, "pre_bn-p50")]["x"] == steps
 
         # The heatmaps: one column per evaluation, each the histogram as fractions, binned
-        # by the layer's edges.
+        # by that distribution's own edges.
         heat = {(t["run"], t["kind"]): t for t in traces(page, "heatmap")}
         assert set(heat) == {
             (no_bn, "pre_activation-heat"),
@@ -102,7 +103,7 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
         for (run_id, kind), trace in heat.items():
             which = kind.removesuffix("-heat")
             assert trace["type"] == "heatmap" and trace["x"] == steps
-            assert trace["y"] == layer(points[run_id][0], name)["edges"]
+            assert trace["y"] == layer(points[run_id][0], name)[which]["edges"]
             for column, point in zip(trace["z"], points[run_id], strict=True):
                 counts = layer(point, name)[which]["counts"]
                 assert column == pytest.approx([c / sum(counts) for c in counts])
@@ -117,6 +118,13 @@ def test_the_panel_draws_a_comparisons_layers_and_switches_between_them(
         ]
 
     expect_layer(names[0])
+    # Batch against moving statistics on the same validation images, each in the legend.
+    accuracy = {(t["run"], t["kind"]): t for t in traces(page, "bn")}
+    for kind, words in (("val_acc_batch_stats", "batch"), ("val_acc_moving_stats", "moving")):
+        line = accuracy[(bn, kind)]
+        assert line["y"] == [p["diagnostics"][kind] for p in points[bn]]
+        assert line["legend"] and f"{words} statistics" in line["name"]
+    assert not any(run == no_bn for run, _ in accuracy)
     picker.select_option(names[2])
     expect_layer(names[2])
     panel.screenshot(path=output_dir / "inside-the-network.png")

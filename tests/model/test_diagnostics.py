@@ -3,6 +3,8 @@ the promise that measuring never changes training."""
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -15,9 +17,11 @@ from bnlab.model.diagnostics import (
     Diagnostician,
     edge_limit,
     histogram,
+    histogram_edges,
+    landscape_summary,
     percentiles,
 )
-from bnlab.model.events import Cancelled
+from bnlab.model.events import Cancelled, LayerDiagnostics
 from bnlab.model.networks import Network, Tap, build_network
 from bnlab.model.optimizers import make_optimizer, proposed_update
 from bnlab.model.training import EVAL_CHUNK, Trainer, train
@@ -61,11 +65,40 @@ def test_histogram_is_numpys_with_outside_values_in_the_end_bins():
 
 
 @pytest.mark.parametrize(
-    ("q99", "limit"), [(0.1, 5.0), (2.4, 5.0), (3.0, 10.0), (40.0, 100.0), (60.0, 200.0)]
+    ("q99", "limit"),
+    # No floor: values of a small init_scale get edges of their own size.
+    [(0.004, 0.01), (0.1, 0.2), (2.4, 5.0), (3.0, 10.0), (40.0, 100.0), (60.0, 200.0)],
 )
 def test_edges_span_a_round_number_at_least_twice_the_bulk(q99, limit):
     values = np.linspace(-q99, q99, 100_001)  # the 99th percentile of |v| is 0.99 q99
-    assert edge_limit(values / 0.99) == limit
+    assert edge_limit(values / 0.99) == pytest.approx(limit)
+
+
+def test_edges_of_values_that_are_all_zero_are_still_edges():
+    assert edge_limit(np.zeros(100)) == 1.0
+
+
+def test_edges_centre_on_the_median_of_a_narrow_offset_distribution():
+    # Sigmoid MLP at init_scale 0.01: values near the biases' 0.1, a spread of 0.01.
+    values = 0.1 + np.linspace(-0.01, 0.01, 10_001) / 0.99
+    edges = histogram_edges(values)
+    assert len(edges) == BINS + 1
+    assert edges[0] == pytest.approx(0.1 - 0.02) and edges[-1] == pytest.approx(0.1 + 0.02)
+
+
+def test_landscape_summary_with_a_nan_probe_is_none_wherever_it_stands():
+    # Python's max/min over [0.9, 0.8, 2.0, nan] give a range of 1.2 that hides the NaN.
+    for losses in ([0.8, 2.0, math.nan, 0.7], [math.nan, 0.8, 2.0, 0.7]):
+        assert landscape_summary(0.9, losses, [1, 2, 3, 4], [1, 2, 4, 8]) == (None, None, None)
+    assert landscape_summary(0.9, [0.8, 2.0, 0.7, 1.0], [1, math.inf, 3, 4], [1, 2, 4, 8]) == (
+        None,
+        None,
+        None,
+    )
+    loss_range, predictiveness, beta = landscape_summary(
+        0.9, [0.8, 2.0, 0.7, 1.0], [1, 2, 3, 4], [1, 2, 4, 8]
+    )
+    assert (loss_range, predictiveness, beta) == (pytest.approx(1.3), 4, 1.0)
 
 
 @pytest.mark.parametrize("name", ["adagrad", "sgd", "momentum", "adam"])
@@ -80,16 +113,11 @@ def test_proposed_update_is_the_step_the_optimizer_then_takes(name):
     gradient = tf.constant(rng.normal(size=12), tf.float32)
     before = variable.numpy()
     slots = [v.numpy() for v in optimizer.variables]
-    accumulated = accumulator(optimizer, variable) if name == "adagrad" else None
-    delta, rate = proposed_update(optimizer, variable, gradient)
+    delta = proposed_update(optimizer, variable, gradient)
     for slot, value in zip(optimizer.variables, slots, strict=True):  # nothing moved
         np.testing.assert_array_equal(slot.numpy(), value)
     optimizer.apply_gradients([(gradient, variable)])
     np.testing.assert_allclose(delta.numpy(), variable.numpy() - before, rtol=1e-5, atol=1e-7)
-    if name == "adagrad":  # TF1's lr / sqrt(accumulator), the accumulator before this step
-        np.testing.assert_allclose(rate.numpy(), 0.05 / np.sqrt(accumulated), rtol=1e-6)
-    if name in ("sgd", "momentum"):
-        np.testing.assert_allclose(rate.numpy(), 0.05)
 
 
 # -- the measures of a run against hand computations on a copy of its network --------
@@ -148,14 +176,16 @@ def test_distributions_are_numpys_on_the_sampled_units(trained, mnist_small_eval
     trainer, diagnostician, diagnostics, _, _, _ = trained
     taps: list[Tap] = []
     trainer.network.forward(mnist_small_eval.validation.images, training=False, taps=taps)
-    for layer, tap, units, edges in zip(
+    for layer, tap, units, layer_edges in zip(
         diagnostics.layers, taps, diagnostician.units, diagnostician.edges, strict=True
     ):
-        assert layer.edges == edges.tolist() and len(layer.edges) == BINS + 1
-        for recorded, values in (
-            (layer.pre_bn, tap.pre_bn),
-            (layer.pre_activation, tap.pre_activation),
+        for recorded, values, edges in zip(
+            (layer.pre_bn, layer.pre_activation),
+            (tap.pre_bn, tap.pre_activation),
+            layer_edges,
+            strict=True,
         ):
+            assert recorded.edges == edges.tolist() and len(edges) == BINS + 1
             sample = values.numpy()[:, units.numpy()].ravel()
             expected = np.percentile(sample, [15, 50, 85])
             assert [recorded.p15, recorded.p50, recorded.p85] == pytest.approx(expected, rel=1e-5)
@@ -172,16 +202,40 @@ def test_norms_and_effective_step_by_hand(trained):
         w = kernel.numpy()
         assert layer.grad_norm == pytest.approx(np.linalg.norm(grad), rel=1e-5)
         assert layer.weight_norm == pytest.approx(np.linalg.norm(w), rel=1e-6)
-        accumulated = accumulator(trainer.optimizer, kernel)
-        rate = np.mean(trainer.config.learning_rate / np.sqrt(accumulated))
-        assert layer.effective_step == pytest.approx(rate / np.sum(w**2), rel=1e-5)
+        accumulated = accumulator(trainer.optimizer, kernel)  # TF1 Adagrad's update
+        update = trainer.config.learning_rate * grad / np.sqrt(accumulated + grad**2)
+        relative = np.linalg.norm(update) / np.linalg.norm(w)
+        assert layer.effective_step == pytest.approx(relative, rel=1e-5)
+
+
+def test_effective_step_is_the_relative_change_adam_then_makes(mnist_small_eval):
+    """The output layer starts at zero, so the hidden kernels get no gradient at step 0
+    and Adam's second moments v are still all 0 at step 1: a per-weight rate
+    a/(sqrt(v)+eps) is a/eps there, and its mean was thousands of times the step Adam
+    actually takes."""
+    config = tiny(max_shift=0, dropout=0.0, optimizer="adam", learning_rate=1e-3)
+    tf.keras.utils.set_random_seed(config.seed)
+    trainer = Trainer(config, mnist_small_eval)
+    diagnostician = Diagnostician(trainer, mnist_small_eval.validation)
+    trainer.run(0, 1)
+    kernels = [linear.kernel for linear, _ in trainer.network.blocks()]
+    velocity = trainer.optimizer._velocities[trainer.optimizer._get_variable_index(kernels[1])]
+    assert not velocity.numpy().any()  # the regime the old measure failed in
+    diagnostician.validation_pass(mnist_small_eval.validation.images, EVAL_CHUNK)
+    diagnostics = diagnostician.measure(1)
+    before = [k.numpy() for k in kernels]
+    trainer.run(1, 1)  # the update the measure was about
+    for layer, kernel, w in zip(diagnostics.layers, kernels, before, strict=True):
+        change = np.linalg.norm(kernel.numpy() - w) / np.linalg.norm(w)
+        assert change > 1e-6
+        assert layer.effective_step == pytest.approx(change, rel=1e-3)
 
 
 def test_bn_gap_and_batch_statistics_accuracy_by_hand(trained, mnist_small_eval):
     trainer, diagnostician, diagnostics, _, _, _ = trained
     images, labels = diagnostician.val_batches.numpy(), diagnostician.val_labels.numpy()
     norms = [norm for _, norm in trainer.network.blocks()]
-    correct, squared = 0, []
+    correct, moving_correct, squared = 0, 0, []
     # training=True normalises with the batch's statistics (dropout is 0 here); the
     # moving averages it moves are the copy's, which batch statistics do not read.
     copy, _ = copy_of(trainer)
@@ -189,6 +243,8 @@ def test_bn_gap_and_batch_statistics_accuracy_by_hand(trained, mnist_small_eval)
         taps: list[Tap] = []
         logits, _ = copy.forward(batch, training=True, taps=taps)
         correct += int((logits.numpy().argmax(1) == batch_labels).sum())
+        moving, _ = trainer.network.forward(batch, training=False)
+        moving_correct += int((moving.numpy().argmax(1) == batch_labels).sum())
         gaps = []
         for tap, norm in zip(taps, norms, strict=True):
             x = tap.pre_bn.numpy().astype(np.float64)
@@ -198,6 +254,8 @@ def test_bn_gap_and_batch_statistics_accuracy_by_hand(trained, mnist_small_eval)
             gaps.append(np.mean((1 - batch_std / moving_std) ** 2 + shift**2))
         squared.append(gaps)
     assert diagnostics.val_acc_batch_stats == pytest.approx(correct / labels.size)
+    # The moving-statistics accuracy to compare it with: the same images, not val_acc's.
+    assert diagnostics.val_acc_moving_stats == pytest.approx(moving_correct / labels.size)
     expected = np.sqrt(np.mean(squared, axis=0))
     assert [layer.bn_gap for layer in diagnostics.layers] == pytest.approx(expected, rel=1e-4)
 
@@ -303,7 +361,7 @@ def test_full_measures_every_kth_evaluation_and_without_bn(mnist_small_eval):
     assert [d.landscape is not None for d in diagnostics] == [True, False, True, False]
     assert [d.layers[1].ics_distance is not None for d in diagnostics] == [True, False, True, False]
     for d in diagnostics:
-        assert d.val_acc_batch_stats is None
+        assert d.val_acc_batch_stats is None and d.val_acc_moving_stats is None
         assert all(layer.pre_bn is None and layer.bn_gap is None for layer in d.layers)
         assert all(sum(layer.pre_activation.counts) == 500 * 32 for layer in d.layers)
 
@@ -324,8 +382,46 @@ def test_a_resumed_run_keeps_its_histogram_edges(mnist_small_eval, tmp_path):
     before = [e for e in first if e.type == "eval"]
     after = [e for e in second if e.type == "eval"]
     assert after[0].step == before[-1].step == 10  # the checkpoint's evaluation, repeated
-    edges = [layer.edges for layer in before[0].diagnostics.layers]
-    assert all([layer.edges for layer in e.diagnostics.layers] == edges for e in after)
+
+    def edges(event) -> list:
+        return [(x.pre_bn.edges, x.pre_activation.edges) for x in event.diagnostics.layers]
+
+    assert all(edges(e) == edges(before[0]) for e in after)
     # Same weights, same numbers: the repeated evaluation's histograms are the first's.
     for a, b in zip(before[-1].diagnostics.layers, after[0].diagnostics.layers, strict=True):
         assert a.pre_activation.counts == b.pre_activation.counts
+
+
+def test_points_stored_with_one_edges_per_layer_still_load():
+    """Before each distribution had its own edges a layer kept one list for both."""
+    old = {"p15": -1.0, "p50": 0.0, "p85": 1.0, "counts": [3, 4]}
+    layer = LayerDiagnostics.model_validate(
+        {
+            "name": "fc1",
+            "edges": [-5.0, 0.0, 5.0],
+            "pre_bn": old,
+            "pre_activation": old,
+            "grad_norm": 0.4,
+            "weight_norm": 12.0,
+            "effective_step": 1e-4,
+            "bn_gap": 0.1,
+        }
+    )
+    assert layer.pre_bn.edges == layer.pre_activation.edges == [-5.0, 0.0, 5.0]
+    assert "edges" not in layer.model_dump()
+
+
+def test_small_values_spread_over_their_own_bins(mnist_small_eval):
+    """init_scale 0.01 without BN: each layer's values are about 100 times smaller than
+    usual, around the biases' 0.1; the old ±5 edges put them all in one or two bins."""
+    config = tiny(batch_norm=False, init_scale=0.01, diagnostics="basic")
+    trainer = Trainer(config, mnist_small_eval)
+    diagnostician = Diagnostician(trainer, mnist_small_eval.validation)
+    diagnostician.validation_pass(mnist_small_eval.validation.images, EVAL_CHUNK)
+    for layer in diagnostician.measure(0).layers:
+        values = layer.pre_activation
+        assert values.edges[-1] - values.edges[0] < 1.0
+        # Spread over several bins: the ±5 edges left 55-60 % of them in one bin and the
+        # rest in one to three more (32 units, each nearly constant over the images).
+        assert sum(c > 0 for c in values.counts) >= 5
+        assert max(values.counts) < sum(values.counts) / 2

@@ -46,7 +46,8 @@ def test_the_stream_carries_each_levels_diagnostics_and_the_api_stores_them(serv
             assert diagnostics["level"] == level
             assert [x["name"] for x in diagnostics["layers"]] == ["fc1", "fc2", "fc3"]
             for layer in diagnostics["layers"]:
-                assert len(layer["pre_activation"]["counts"]) == len(layer["edges"]) - 1
+                for dist in filter(None, (layer["pre_bn"], layer["pre_activation"])):
+                    assert len(dist["counts"]) == len(dist["edges"]) - 1  # its own edges
                 assert layer["grad_norm"] >= 0 and layer["weight_norm"] > 0
 
     _, basic = streamed["basic"]
@@ -90,6 +91,8 @@ def test_the_exports_carry_the_diagnostics(server, streamed):
         assert float(row["diagnostics.layers.fc2.pre_bn.p15"]) == fc2["pre_bn"]["p15"]
         assert float(row["diagnostics.layers.fc2.effective_step"]) == fc2["effective_step"]
         assert row["diagnostics.landscape.loss_range"] == ""
+        moving = point["diagnostics"]["val_acc_moving_stats"]
+        assert float(row["diagnostics.val_acc_moving_stats"]) == moving
     for point, row in zip(full, by_run[full_run["id"]], strict=True):
         fc1 = point["diagnostics"]["layers"][0]
         landscape = point["diagnostics"]["landscape"]

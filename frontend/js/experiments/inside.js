@@ -24,14 +24,16 @@ function fractions(counts) {
 }
 
 /**
- * The seed mean of a layer's distributions. Each run fixes its histogram's edges from its
- * own initial weights, so the seeds' histograms are averaged (as fractions) only when their
- * edges agree; otherwise the mean has no histogram.
+ * The seed mean of one of a layer's distributions. Each run fixes each distribution's
+ * histogram edges from its own initial weights, so the seeds' histograms are averaged (as
+ * fractions) only when their edges agree; otherwise the mean has no histogram.
  */
-function meanDistribution(dists, sameEdges) {
+function meanDistribution(dists) {
   const present = dists.filter(Boolean);
   if (!present.length) return null;
   const out = Object.fromEntries(["p15", "p50", "p85"].map((k) => [k, mean(present.map((d) => d[k]))]));
+  const sameEdges = present.every((d) => JSON.stringify(d.edges) === JSON.stringify(present[0].edges));
+  out.edges = sameEdges ? present[0].edges : null;
   const parts = sameEdges ? present.map((d) => fractions(d.counts)) : [];
   out.counts = parts.length && parts.every(Boolean) ? parts[0].map((_, i) => mean(parts.map((f) => f[i]))) : null;
   return out;
@@ -49,12 +51,10 @@ function meanPoint(step, points) {
   for (const d of recorded) for (const layer of d.layers) if (!names.includes(layer.name)) names.push(layer.name);
   const layers = names.map((name) => {
     const seeds = recorded.map((d) => d.layers.find((l) => l.name === name)).filter(Boolean);
-    const sameEdges = seeds.every((l) => JSON.stringify(l.edges) === JSON.stringify(seeds[0].edges));
     return {
       name,
-      edges: sameEdges ? seeds[0].edges : null,
-      pre_bn: meanDistribution(seeds.map((l) => l.pre_bn), sameEdges),
-      pre_activation: meanDistribution(seeds.map((l) => l.pre_activation), sameEdges),
+      pre_bn: meanDistribution(seeds.map((l) => l.pre_bn)),
+      pre_activation: meanDistribution(seeds.map((l) => l.pre_activation)),
       ...Object.fromEntries(LAYER_MEASURES.map((k) => [k, mean(seeds.map((l) => l[k]))])),
     };
   });
@@ -64,6 +64,7 @@ function meanPoint(step, points) {
     level: recorded.some((d) => d.level === "full") ? "full" : "basic",
     layers,
     val_acc_batch_stats: mean(recorded.map((d) => d.val_acc_batch_stats)),
+    val_acc_moving_stats: mean(recorded.map((d) => d.val_acc_moving_stats)),
     landscape: probes.length ? Object.fromEntries(LANDSCAPE_MEASURES.map((k) => [k, mean(probes.map((l) => l[k]))])) : null,
   };
   return point;
