@@ -94,14 +94,19 @@ def sample_diagnostics(*, bn: bool = True, full: bool = False, layers=("fc1", "f
     from bnlab.model.events import Diagnostics, Distribution, Landscape, LayerDiagnostics
 
     def distribution(shift: float) -> Distribution:
-        return Distribution(p15=shift - 1.0, p50=shift, p85=shift + 1.0, counts=[1, 5, 3, 1])
+        return Distribution(
+            p15=shift - 1.0,
+            p50=shift,
+            p85=shift + 1.0,
+            edges=[shift - 2.0, shift - 1.0, shift, shift + 1.0, shift + 2.0],
+            counts=[1, 5, 3, 1],
+        )
 
     return Diagnostics(
         level="full" if full else "basic",
         layers=[
             LayerDiagnostics(
                 name=name,
-                edges=[-2.0, -1.0, 0.0, 1.0, 2.0],
                 pre_bn=distribution(2.0 + i) if bn else None,
                 pre_activation=distribution(0.1 * i),
                 grad_norm=0.5 + i,
@@ -114,6 +119,7 @@ def sample_diagnostics(*, bn: bool = True, full: bool = False, layers=("fc1", "f
             for i, name in enumerate(layers)
         ],
         val_acc_batch_stats=0.85 if bn else None,
+        val_acc_moving_stats=0.84 if bn else None,
         landscape=Landscape(
             step_multiples=[0.5, 1.0, 2.0, 4.0],
             losses=[0.9, 0.8, 0.85, 1.2],

@@ -52,6 +52,7 @@ def test_every_single_value_of_the_diagnostics_has_a_column_named_by_its_path():
         *(f"diagnostics.layers.conv1.{c}" for c in layer),
         *(f"diagnostics.layers.fc1.{c}" for c in layer),
         "diagnostics.val_acc_batch_stats",
+        "diagnostics.val_acc_moving_stats",
         "diagnostics.landscape.loss_range",
         "diagnostics.landscape.grad_predictiveness",
         "diagnostics.landscape.beta_smoothness",
