@@ -158,6 +158,12 @@ export class LiveSocket {
   }
 }
 
+/** A resumable stream's path: `base`, or after a drop `base?after_seq=N` with the
+ *  highest seq already applied (null: nothing yet, so the whole snapshot). */
+export function resumePath(base, lastSeq) {
+  return lastSeq === null ? base : `${base}?after_seq=${lastSeq}`;
+}
+
 /** WS /ws/runs: the list of runs, then one message per change. */
 export class RunsFeed {
   constructor({ onList, onRun, onDeleted }) {
@@ -190,10 +196,7 @@ export class RunStream {
     this.finished = false;
     this.socket = new LiveSocket({
       name: `run ${runId}`,
-      path: () => {
-        const base = `/ws/runs/${encodeURIComponent(runId)}`;
-        return this.lastSeq === null ? base : `${base}?after_seq=${this.lastSeq}`;
-      },
+      path: () => resumePath(`/ws/runs/${encodeURIComponent(runId)}`, this.lastSeq),
       onMessage: (msg) => this.handle(msg),
       shouldReconnect: (ev) => {
         if (ev.code === 4404) {

@@ -3,7 +3,7 @@
 // the snapshot with after_seq; an update whose seq was already applied is dropped, so
 // nothing is applied twice and nothing is skipped.
 
-import { LiveSocket } from "../livesocket.js";
+import { LiveSocket, resumePath } from "../livesocket.js";
 
 export class ExperimentStream {
   /**
@@ -20,10 +20,7 @@ export class ExperimentStream {
     this.applied = []; // every seq applied, in order (the test hook reads it)
     this.socket = new LiveSocket({
       name: `experiment ${id}`,
-      path: () => {
-        const base = `/ws/experiments/${encodeURIComponent(id)}`;
-        return this.lastSeq === null ? base : `${base}?after_seq=${this.lastSeq}`;
-      },
+      path: () => resumePath(`/ws/experiments/${encodeURIComponent(id)}`, this.lastSeq),
       onMessage: (msg) => this.handle(msg),
       shouldReconnect: (ev) => {
         if (ev.code !== 4404) return true;
