@@ -135,7 +135,8 @@ def pieces() -> list[tuple[str, Piece, Piece]]:
             _grads(ours_fc, flat, ours_fc.trainable_variables),
         ),
         (
-            "BN on 64x28x28x32, forward + backward: autodiff vs closed form",
+            "BN on 64x28x28x32, forward + backward: autodiff of tf.nn.batch_normalization"
+            " vs our BatchNorm (tuned)",
             _grads(_textbook_bn(norm), conv_out, bn_vars),
             _grads(lambda x: norm(x, training=True), conv_out, bn_vars),
         ),
@@ -177,7 +178,8 @@ def main() -> None:
             *rows,
             "",
             "Paths the tuned layers chose on this machine (`tf`: TensorFlow's own gradient; "
-            "`forward`: as forward convolutions; `relayout`: `(W @ dy.T).T`):",
+            "`forward`: as forward convolutions; `relayout`: `(W @ dy.T).T`; `closed`: "
+            "BN's closed-form backward):",
             "",
             *paths,
         ]

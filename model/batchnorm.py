@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
+
+from bnlab.model import kernels
+
+Normalize = Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 
 
 class BatchNorm(keras.layers.Layer):
@@ -48,51 +54,92 @@ class BatchNorm(keras.layers.Layer):
             return tf.nn.batch_normalization(
                 x, self.moving_mean, self.moving_variance, beta, gamma, self.epsilon
             )
-        y, mean, variance = self._normalize_batch(x, gamma, beta)
         if not training:
-            return y
+            # Batch statistics for a look only (diagnostics): no backward, so
+            # no backward path to choose or time.
+            return _autodiff_normalize(x, gamma, beta, self.axes, self.epsilon)[0]
+        y, mean, variance = self._normalize_batch(x, gamma, beta)
         keep = self.decay
         self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
         self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)
         return y
 
     def _normalize_batch(self, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor):
-        """Batch-statistics normalisation with the closed-form gradient.
-
-        Autodiff through `tf.nn.moments` and `tf.nn.batch_normalization`
-        differentiates every op separately, about a dozen passes over the
-        activations; on a CPU each pass costs as much as its arithmetic. With
-        xc = x - mean, s = 1/sqrt(variance + epsilon) and M values per feature,
-        the textbook backward is
-            dbeta = sum(dy),  dgamma = s * sum(dy * xc)
-            dx = gamma * s * (dy - dbeta/M - xc * s * dgamma/M)
-        i.e. dx = a * dy - (xc * k + c) with per-feature a = gamma * s,
-        k = a * s * dgamma/M, c = a * dbeta/M: two reductions and six
-        elementwise passes. Summing dy * x uncentred would save one more, but
-        loses float32 precision when a feature's mean is large against its
-        spread.
-        """
-        axes, epsilon = self.axes, self.epsilon
-
-        @tf.custom_gradient
-        def normalize(x, gamma, beta):
-            mean, variance = tf.nn.moments(x, axes=axes)
-            y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
-
-            def grad(dy, _dmean, _dvariance):
-                inv_std = tf.math.rsqrt(variance + epsilon)
-                count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
-                centred = x - mean
-                dbeta = tf.reduce_sum(dy, axes)
-                dgamma = inv_std * tf.reduce_sum(dy * centred, axes)
-                scale = gamma * inv_std
-                k = scale * inv_std * dgamma / count
-                dx = scale * dy - (centred * k + scale * dbeta / count)
-                return dx, dgamma, dbeta
-
-            return (y, tf.stop_gradient(mean), tf.stop_gradient(variance)), grad
-
-        return normalize(x, gamma, beta)
+        """Batch-statistics normalisation; its backward is TensorFlow's autodiff of
+        the primitives or the closed form below, whichever model.kernels timed
+        faster on this machine for this shape (`batchnorm.grad`)."""
+        paths = {"tf": _autodiff_normalize, "closed": _closed_form_normalize}
+        path = kernels.choose("batchnorm.grad", [tuple(x.shape)], _timed(paths))
+        return paths[path](x, gamma, beta, self.axes, self.epsilon)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "decay": self.decay, "epsilon": self.epsilon}
+
+
+def _autodiff_normalize(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, axes, epsilon):
+    """The textbook formula from primitives, centred first; TensorFlow
+    differentiates each op, about a dozen passes over the activations.
+
+    Centred rather than `tf.nn.batch_normalization`'s ``x * a + (beta - mean * a)``:
+    differentiated, that form subtracts two large sums when a feature's mean
+    is large against its spread, and loses float32 precision the closed form
+    keeps (tests/model/test_batchnorm.py, offset 100)."""
+    mean = tf.reduce_mean(x, axes)
+    centred = x - mean
+    variance = tf.reduce_mean(tf.square(centred), axes)
+    y = centred * (gamma * tf.math.rsqrt(variance + epsilon)) + beta
+    return y, tf.stop_gradient(mean), tf.stop_gradient(variance)
+
+
+def _closed_form_normalize(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, axes, epsilon):
+    """The same forward with the closed-form gradient.
+
+    With xc = x - mean, s = 1/sqrt(variance + epsilon) and M values per
+    feature, the textbook backward is
+        dbeta = sum(dy),  dgamma = s * sum(dy * xc)
+        dx = gamma * s * (dy - dbeta/M - xc * s * dgamma/M)
+    i.e. dx = a * dy - (xc * k + c) with per-feature a = gamma * s,
+    k = a * s * dgamma/M, c = a * dbeta/M: two reductions and six elementwise
+    passes. Summing dy * x uncentred would save one more, but loses float32
+    precision when a feature's mean is large against its spread.
+    """
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        mean, variance = tf.nn.moments(x, axes=axes)
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+
+        def grad(dy, _dmean, _dvariance):
+            inv_std = tf.math.rsqrt(variance + epsilon)
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+            centred = x - mean
+            dbeta = tf.reduce_sum(dy, axes)
+            dgamma = inv_std * tf.reduce_sum(dy * centred, axes)
+            scale = gamma * inv_std
+            k = scale * inv_std * dgamma / count
+            dx = scale * dy - (centred * k + scale * dbeta / count)
+            return dx, dgamma, dbeta
+
+        return (y, tf.stop_gradient(mean), tf.stop_gradient(variance)), grad
+
+    return normalize(x, gamma, beta)
+
+
+def _timed(paths: dict[str, Normalize]) -> dict[str, kernels.Candidate]:
+    """Each path as model.kernels times it (compiled): forward and backward of a
+    training step on an input of the layer's shape (gamma 1, beta 0: the
+    arithmetic does not depend on their values)."""
+
+    def step(normalize: Normalize) -> kernels.Candidate:
+        def candidate(x: tf.Tensor) -> tf.Tensor:
+            channels = x.shape[-1]
+            gamma, beta = tf.ones([channels]), tf.zeros([channels])
+            y, _, _ = normalize(x, gamma, beta, list(range(x.shape.rank - 1)), 1e-3)
+            # Graph-mode gradients: a tape here would record into whatever tape
+            # the layer's caller holds open (model.kernels times inside a trace).
+            dx, dgamma, dbeta = tf.gradients(y, [x, gamma, beta], grad_ys=x)
+            return dx + tf.reduce_sum(dgamma) + tf.reduce_sum(dbeta)
+
+        return candidate
+
+    return {name: step(fn) for name, fn in paths.items()}

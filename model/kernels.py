@@ -3,7 +3,8 @@
 Some gradients can be computed in more than one way with the same numbers (the
 same sums in another order): a convolution's input and kernel gradients by
 TensorFlow's backprop kernels or as forward convolutions, the FC layer's input
-gradient as ``dy @ W.T`` or ``(W @ dy.T).T``. Which is fastest depends on the
+gradient as ``dy @ W.T`` or ``(W @ dy.T).T``, batch norm's backward by autodiff of
+its primitives or in closed form (model/batchnorm.py). Which is fastest depends on the
 CPU's kernels: on an AMD EPYC oneDNN's backprop convolutions ran at half the
 speed of its forward ones, on an AVX-512 Xeon they are the fast choice
 (bench/RESULTS.md). So each is timed on its real shapes the first time a step
@@ -45,6 +46,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "conv2d.dx": (REFERENCE, "forward"),
     "conv2d.dkernel": (REFERENCE, "forward"),
     "dense.dx": (REFERENCE, "relayout"),
+    "batchnorm.grad": (REFERENCE, "closed"),
 }
 
 Shape = tuple[int, ...]

@@ -3,9 +3,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bnlab.model import kernels
 from bnlab.model.batchnorm import BatchNorm
 
 SHAPES = [(32, 6), (8, 5, 5, 4)]
+
+
+@pytest.fixture(autouse=True, params=kernels.OPERATIONS["batchnorm.grad"])
+def backward_path(request, monkeypatch):
+    """Every test holds for each backward path the machine may choose."""
+    monkeypatch.setenv(kernels.ENV_VAR, f"batchnorm.grad={request.param}")
+    return request.param
 
 
 def numpy_bn(x, mean, var, gamma, beta, eps):
@@ -106,9 +114,10 @@ def test_rejects_meaningless_hyperparameters():
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("offset", [0.0, 100.0])
 def test_gradients_equal_autodiff_through_the_textbook_formula(shape, offset):
-    """The closed-form backward must agree with autodiff of the plain formula,
-    also for features whose mean is far from zero: a backward that summed
-    dy * x uncentred would lose precision there."""
+    """Both backward paths must agree with autodiff of the plain formula, also
+    for features whose mean is far from zero: a backward that summed dy * x
+    uncentred, or autodiff of `tf.nn.batch_normalization`'s uncentred form,
+    loses precision there."""
     x = tf.constant(batch(shape, 3) + offset)
     layer = BatchNorm(epsilon=1e-3)
     layer.build(shape)
@@ -126,3 +135,29 @@ def test_gradients_equal_autodiff_through_the_textbook_formula(shape, offset):
     want = tape.gradient(ref, [x, gamma, beta])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_the_backward_path_is_chosen_by_timing_per_shape(backward_path, tmp_path, monkeypatch):
+    """The first training call times both paths on the layer's shape and keeps
+    the fastest; the choice is recorded, as the run's kernel paths report it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("BNLAB_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_memo", {})
+    timed = []
+
+    def fake_time(candidates, shapes):
+        timed.append((tuple(candidates), [tuple(s) for s in shapes]))
+        # Really run each candidate once: a broken one must fail here.
+        for candidate in candidates.values():
+            assert np.all(np.isfinite(tf.function(candidate)(tf.constant(batch(shapes[0], 5)))))
+        return (
+            {"tf": 2.0, "closed": 1.0} if backward_path == "closed" else {"tf": 1.0, "closed": 2.0}
+        )
+
+    monkeypatch.setattr(kernels, "_time", fake_time)
+    layer = BatchNorm()
+    with kernels.recording() as chosen:
+        layer(tf.constant(batch((8, 5, 5, 4), 0)), training=True)
+        layer(tf.constant(batch((8, 5, 5, 4), 1)), training=True)
+    assert timed == [(("tf", "closed"), [(8, 5, 5, 4)])]
+    assert chosen == {"batchnorm.grad 8x5x5x4": backward_path}
