@@ -7,7 +7,7 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.frontend.dashboard import TINY, acc_trace_lengths, row, save_screenshot, start
+from tests.frontend.dashboard import CNN, TINY, acc_trace_lengths, row, save_screenshot, start
 
 RUN_TIMEOUT = 240_000  # ms; a tiny run takes ~10-20 s alone, minutes on a busy machine
 TERMINAL = {"completed", "failed", "cancelled", "diverged", "interrupted"}
@@ -41,7 +41,7 @@ def _count_plotly_calls(page) -> None:
 
 
 def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
-    runs = start(page)
+    runs = start(page, **CNN)  # the README's screenshot; the Inside panel fills live
     ids = [r["id"] for r in runs]
     bn, no_bn = runs
     assert bn["config"]["batch_norm"] is True and no_bn["config"]["batch_norm"] is False
@@ -152,7 +152,7 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
 
 
 def test_cancel_a_running_run(page, server):
-    (run,) = start(page, single=True, steps=2000, eval_every=100)
+    (run,) = start(page, single=True, steps=2000, eval_every=100, **CNN)
     r = row(page, run["id"])
     expect(r).to_have_attribute("data-status", "running", timeout=RUN_TIMEOUT)
     expect(r.get_by_test_id("run-delete")).to_be_hidden()
@@ -167,7 +167,8 @@ def test_cancel_a_running_run(page, server):
 
 
 def test_dropped_socket_resumes_without_missing_or_doubled_points(page, server):
-    (run,) = start(page, single=True)  # points at steps 0, 10, 20, 30, 40
+    # points at steps 0, 10, 20, 30, 40; the CNN's steps leave time to miss some offline
+    (run,) = start(page, single=True, **CNN)
     run_id = run["id"]
     page.wait_for_function(
         "id => window.bnlab.pointsFor(id).length >= 2", arg=run_id, timeout=RUN_TIMEOUT
@@ -272,7 +273,9 @@ def test_form_defaults_and_presets(page):
 
 
 def test_diverged_run_is_marked_with_its_reason(page, server):
-    (run,) = start(page, single=True, optimizer="sgd", learning_rate=1000, steps=40, eval_every=1)
+    (run,) = start(
+        page, single=True, arch="cnn", optimizer="sgd", learning_rate=1000, steps=40, eval_every=1
+    )
     r = row(page, run["id"])
     expect(r).to_have_attribute("data-status", "diverged", timeout=RUN_TIMEOUT)
     error = server.run(run["id"])["error"]

@@ -262,9 +262,13 @@ def test_unknown_experiments_are_404(server):
 def test_a_restart_interrupts_the_unfinished_runs_and_one_resume_finishes_the_same(
     start_server, tmp_path, watched
 ):
+    # The first cell of DESIGN alone: its 4 runs are that cell's runs (the same configs
+    # and seeds), and a cell's statistics are its own runs', so the resumed answer can be
+    # held against the uninterrupted one at half the cost of the whole design.
+    first_cell = {**DESIGN, "vary": {"learning_rate": DESIGN["vary"]["learning_rate"][:1]}}
     db = tmp_path / "restart.db"
     server = start_server(db)
-    experiment_id = server.post("/api/experiments", DESIGN).json()["id"]
+    experiment_id = server.post("/api/experiments", first_cell).json()["id"]
 
     def some_done(e: dict) -> bool:
         runs = e["progress"]["runs"]
@@ -286,6 +290,6 @@ def test_a_restart_interrupts_the_unfinished_runs_and_one_resume_finishes_the_sa
             assert new["status"] == "interrupted"
     assert server.post(f"/api/experiments/{experiment_id}/resume").status_code == 202
     done = wait_experiment(server, experiment_id, "completed")
-    assert done["progress"]["runs"] == {"completed": RUNS}
+    assert done["progress"]["runs"] == {"completed": RUNS // 2}
     # Same seeds, same runs: the aggregate is the uninterrupted experiment's.
-    assert done["cells"] == watched["final"]["cells"]
+    assert done["cells"] == watched["final"]["cells"][:1]

@@ -50,6 +50,7 @@ def test_a_killed_server_restarts_with_finished_runs_intact(start_server, tmp_pa
     server = start_server(db=db)
     done = server.post("/api/runs", TINY).json()
     server.wait_status(done["id"], "completed")
+    assert_never_loaded_tensorflow(server)  # a run trained, in its worker only
     before = (server.run(done["id"]), server.http.get(f"/api/runs/{done['id']}/metrics").json())
     flying = server.post("/api/runs", LONG).json()
     server.wait_for(flying["id"], lambda r: r["status"] == "running" and r["step"] > 0)
@@ -66,10 +67,8 @@ def test_a_killed_server_restarts_with_finished_runs_intact(start_server, tmp_pa
     assert again.http.get(f"/api/runs/{flying['id']}/metrics").json()["points"]  # curve kept
 
 
-def test_the_server_process_never_loads_tensorflow(start_server):
-    server = start_server()
-    run = server.post("/api/runs", TINY).json()
-    server.wait_status(run["id"], "completed")
+def assert_never_loaded_tensorflow(server) -> None:
+    """The server process itself has not loaded TensorFlow (its workers do) and stays small."""
     maps = Path(f"/proc/{server.process.pid}/maps").read_text()
     assert "tensorflow" not in maps
     status = Path(f"/proc/{server.process.pid}/status").read_text()
