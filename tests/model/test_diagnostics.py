@@ -20,6 +20,7 @@ from bnlab.model.diagnostics import (
     histogram_edges,
     landscape_summary,
     percentiles,
+    summary,
 )
 from bnlab.model.events import Cancelled, LayerDiagnostics
 from bnlab.model.networks import Network, Tap, build_network
@@ -51,6 +52,24 @@ def test_percentiles_are_numpys_linear_ones():
         ours = percentiles(tf.constant(values)).numpy()
         np.testing.assert_allclose(ours, np.percentile(values, [15, 50, 85]), rtol=1e-6)
     assert np.isnan(percentiles(tf.constant([1.0, np.nan, 2.0])).numpy()).all()
+
+
+def test_percentiles_from_the_histogram_bins_are_those_of_a_full_sort():
+    """Sorting only the bins a percentile falls in gives what sorting everything gives,
+    wherever the edges are: values spread over the bins, ties, all in one end bin (the
+    edges far above them), most outside (edges far narrower than the values)."""
+    rng = np.random.default_rng(3)
+    spread = rng.normal(size=20_001).astype(np.float32)
+    ties = rng.integers(-3, 4, size=5000).astype(np.float32)
+    narrow = np.linspace(-0.1, 0.1, BINS + 1)
+    for values in (spread, ties):
+        for edges in (histogram_edges(values), np.linspace(5, 6, BINS + 1), narrow):
+            ours, counts = (t.numpy() for t in summary(tf.constant(values), tf.constant(edges)))
+            np.testing.assert_array_equal(ours, percentiles(tf.constant(values)).numpy())
+            np.testing.assert_allclose(ours, np.percentile(values, [15, 50, 85]), rtol=1e-6)
+            np.testing.assert_array_equal(counts, histogram(tf.constant(values), edges).numpy())
+    with_nan = tf.constant([1.0, math.nan, 2.0])
+    assert np.isnan(summary(with_nan, tf.constant(narrow))[0].numpy()).all()
 
 
 def test_histogram_is_numpys_with_outside_values_in_the_end_bins():
