@@ -35,6 +35,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
@@ -70,20 +71,25 @@ class Run:
     kernels: dict[str, str]
 
 
-def _collect(conn) -> Run:
-    """Read one worker's messages until its outcome."""
-    run = Run([], {})
-    while True:
-        message = WorkerMessage.model_validate_json(conn.recv_bytes())
-        if message.outcome is not None:
-            if message.outcome != "completed":
-                raise RuntimeError(f"a run ended {message.outcome}: {message.error}")
-            return run
-        event = event_adapter.validate_json(message.event)
-        if isinstance(event, StartEvent):
-            run.kernels = event.kernels
-        elif isinstance(event, ProgressEvent) and event.step >= WARMUP:
-            run.marks.append((message.sent_at, event.step))
+def _collect(conns: list[Connection]) -> list[Run]:
+    """Read every worker's messages as they come (a worker blocks on a full pipe),
+    until each has sent its outcome."""
+    runs = {conn: Run([], {}) for conn in conns}
+    open_ = set(conns)
+    while open_:
+        for conn in wait(list(open_)):
+            message = WorkerMessage.model_validate_json(conn.recv_bytes())
+            if message.outcome is not None:
+                if message.outcome != "completed":
+                    raise RuntimeError(f"a run ended {message.outcome}: {message.error}")
+                open_.remove(conn)
+                continue
+            event = event_adapter.validate_json(message.event)
+            if isinstance(event, StartEvent):
+                runs[conn].kernels = event.kernels
+            elif isinstance(event, ProgressEvent) and event.step >= WARMUP:
+                runs[conn].marks.append((message.sent_at, event.step))
+    return [runs[conn] for conn in conns]
 
 
 def _rate_while_all_train(runs: list[Run]) -> float:
@@ -115,7 +121,7 @@ def measure(side: Side, steps: int, data_dir: str | None) -> tuple[float, dict[s
             child.close()
             conns.append(parent)
             workers.append(worker)
-        runs = [_collect(conn) for conn in conns]
+        runs = _collect(conns)
         for worker in workers:
             worker.join()
     return _rate_while_all_train(runs), runs[0].kernels
@@ -123,7 +129,7 @@ def measure(side: Side, steps: int, data_dir: str | None) -> tuple[float, dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300, help="steps per run")
+    parser.add_argument("--steps", type=int, default=200, help="steps per run")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of every side")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the workers inherit it
