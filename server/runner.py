@@ -2,8 +2,8 @@
 
 Each run trains in a pool of spawned worker processes (TensorFlow is not
 fork-safe), one TensorFlow thread pool per worker sized to its share of the
-cores: on 2 cores two runs at once with one thread each give 1.27x the steps/s
-of one run alone, against 1.11x with TensorFlow's default pools (issue #14 §4).
+cores and pinned to it, as the server's workers are (`threads_per_run`,
+`cores_for` in bnlab.server.worker; issue #14 §4, bench/concurrency.py).
 At the end it prints each cell's arms, the paired effect and the verdict.
 """
 

@@ -35,17 +35,21 @@ class WorkerMessage(BaseModel):
 def threads_per_run(concurrent: int) -> int:
     """TensorFlow threads for each of `concurrent` runs training at once: an equal
     share of the cores this process may use (its affinity, not the machine's count),
-    at least one. On 2 cores two runs at once with one thread each give 1.27x the
-    steps/s of one run alone, against 1.11x with TensorFlow's default pools, which
-    each take every core and fight (issue #14 §4; bench/concurrency.py)."""
+    at least one. On 2 cores two runs at once with one thread each gave 1.15-1.22x
+    the steps/s of one run alone with two, against 1.06-1.13x with TensorFlow's
+    default pools, which each take every core and fight (issue #14 §4;
+    bench/concurrency.py, in the repetitions least disturbed by other load)."""
     return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
 
 
 def cores_for(slot: int, concurrent: int) -> set[int] | None:
     """The cores the run in `slot` (0 .. concurrent-1) of `concurrent` at once is
     pinned to: its own contiguous share of the cores this process may use, so that
-    no two runs' threads take turns on one core and none migrates between cores,
-    keeping its core's cache warm. None (the scheduler places it) when one run has
+    no two runs' threads take turns on one core and none migrates away from its
+    core's cache. On the 2-vCPU VM of bench/concurrency.py it measured within noise
+    of leaving the placement to the scheduler (+0.01x); it is what the thread split
+    assumes, and on a host with per-core caches or SMT siblings the scheduler has
+    more ways to get it wrong. None (the scheduler places it) when one run has
     every core, or when there are more runs than cores: pinned, two of three runs
     would share one core while the third had the other to itself."""
     usable = sorted(os.sched_getaffinity(0))
