@@ -1,21 +1,29 @@
-"""Two runs at once on a CPU: how TensorFlow's thread pools should be split.
+"""Two runs at once on a CPU: how the cores should be split between them.
 
     BNLAB_DATA_DIR=../shared/data/mnist python -m bench.concurrency [--steps N] [--reps R]
 
-The same run (the seed CNN, the slow one) is trained three ways, each in fresh
-spawned worker processes as the server trains it, alternated within every
-repetition so machine noise hits all three:
+The same run (the seed CNN, the slow one) trains in worker processes spawned as
+the server spawns them: `run_worker` (bnlab.server.worker), with the thread pool
+sizes and cores the server's `ProcessExecutor` gives each slot. Four sides,
+alternated within every repetition (in rotating order) so that machine noise hits
+all alike:
 
-- one run alone, TensorFlow's default thread pools (the peer);
-- two runs at once, default pools (each takes every core, and they fight);
-- two runs at once, split pools: `threads_per_run(2)` threads each, as the
-  server's workers and `bnlab experiment` set them (bnlab.server.worker).
+- one run alone, as a server with one worker trains it: `threads_per_run(1)`
+  threads (every core), not pinned — the peer;
+- two at once, as a server with two workers (or `bnlab experiment --workers 2`)
+  trains them: `threads_per_run(2)` threads each, each pinned to its own cores
+  (`cores_for`);
+- two at once with the same threads but not pinned (what the product did before);
+- two at once with TensorFlow's default pools (each takes every core, and they fight).
 
-Steps/s are measured between a warm-up step and the end, from the run's own
-progress events (evaluations at the start and end are outside the window), and
-summed over the runs training at once. Prints each and its ratio to one alone;
-target: two at once (split) >= 1.25x one alone. Records them in bench/RESULTS.md
-with the machine and its load average, which matters: the machine may be shared.
+Steps/s are counted while every run of a side is training: from the moment the
+last one passes its warm-up steps to the moment the first one finishes, from the
+runs' own progress events (interpolated between them); evaluations (at the start
+and the end only) are outside that window. Summed over the runs. Prints every
+repetition, the median of each side and its ratio to one alone, and the kernel
+paths each configuration chose (model.kernels times them per thread count).
+Target: two at once >= 1.25x one alone. Records the table in bench/RESULTS.md with
+the machine and its load average, which matters: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -24,93 +32,140 @@ import argparse
 import multiprocessing
 import os
 import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+import numpy as np
 
 from bench.report import machine, write_section
-from bnlab.server.worker import threads_per_run
+from bnlab.model.config import RunConfig
+from bnlab.model.events import ProgressEvent, StartEvent, event_adapter
+from bnlab.server.worker import WorkerMessage, cores_for, run_worker, threads_per_run
 
 WARMUP = 20  # steps before the window opens (graph tracing, caches)
 
 
-def _train(steps: int, threads: int | None, data_dir: str | None, ready, go, out) -> None:
-    """In a worker: load the data, wait for the others, train, send back steps/s."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from bnlab.server.worker import limit_threads
-
-    if threads is not None:
-        limit_threads(threads)
-    from bnlab.model.config import RunConfig
-    from bnlab.model.data import load_mnist
-    from bnlab.model.events import ProgressEvent
-    from bnlab.model.training import train
-
-    config = RunConfig(steps=steps, eval_every=steps)
-    data = load_mnist(data_dir, download=False, train_subset=config.train_subset)
-    marks: list[tuple[int, float]] = []
-
-    def on_event(event) -> None:
-        if isinstance(event, ProgressEvent) and event.step >= WARMUP:
-            marks.append((event.step, event.elapsed))
-
-    ready.release()
-    go.wait()
-    train(config, on_event, data=data)
-    (s0, t0), (s1, t1) = marks[0], marks[-1]
-    out.put((s1 - s0) / (t1 - t0))
+@dataclass(frozen=True)
+class Side:
+    name: str
+    runs: int
+    threads: int | None  # None: TensorFlow's default pools
+    pinned: bool
 
 
-def measure(runs: int, threads: int | None, steps: int, data_dir: str | None) -> float:
-    """Steps/s summed over `runs` runs training at once."""
-    ctx = multiprocessing.get_context("spawn")
-    ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-    workers = [
-        ctx.Process(target=_train, args=(steps, threads, data_dir, ready, go, out))
-        for _ in range(runs)
+def sides() -> list[Side]:
+    split = threads_per_run(2)
+    return [
+        Side(f"one run alone ({threads_per_run(1)} threads)", 1, threads_per_run(1), False),
+        Side(f"two at once, {split} thread(s) each, pinned", 2, split, True),
+        Side(f"two at once, {split} thread(s) each, not pinned", 2, split, False),
+        Side("two at once, default pools", 2, None, False),
     ]
-    for worker in workers:
-        worker.start()
-    for _ in workers:  # every worker has TensorFlow and the data loaded
-        ready.acquire()
-    go.set()
-    rates = [out.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    return sum(rates)
+
+
+@dataclass
+class Run:
+    marks: list[tuple[float, int]]  # (unix time sent, step) of each progress event
+    kernels: dict[str, str]
+
+
+def _collect(conns: list[Connection]) -> list[Run]:
+    """Read every worker's messages as they come (a worker blocks on a full pipe),
+    until each has sent its outcome."""
+    runs = {conn: Run([], {}) for conn in conns}
+    open_ = set(conns)
+    while open_:
+        for conn in wait(list(open_)):
+            message = WorkerMessage.model_validate_json(conn.recv_bytes())
+            if message.outcome is not None:
+                if message.outcome != "completed":
+                    raise RuntimeError(f"a run ended {message.outcome}: {message.error}")
+                open_.remove(conn)
+                continue
+            event = event_adapter.validate_json(message.event)
+            if isinstance(event, StartEvent):
+                runs[conn].kernels = event.kernels
+            elif isinstance(event, ProgressEvent) and event.step >= WARMUP:
+                runs[conn].marks.append((message.sent_at, event.step))
+    return [runs[conn] for conn in conns]
+
+
+def _rate_while_all_train(runs: list[Run]) -> float:
+    """Steps/s summed over `runs` in the time all of them were training."""
+    start = max(run.marks[0][0] for run in runs)
+    end = min(run.marks[-1][0] for run in runs)
+    if end <= start:
+        raise RuntimeError("the runs did not train at the same time: more --steps")
+    steps = 0.0
+    for run in runs:
+        times, done = zip(*run.marks, strict=True)
+        steps += float(np.interp(end, times, done) - np.interp(start, times, done))
+    return steps / (end - start)
+
+
+def measure(side: Side, steps: int, data_dir: str | None) -> tuple[float, dict[str, str]]:
+    """Train `side.runs` runs at once as the server would; (steps/s summed, kernel paths)."""
+    ctx = multiprocessing.get_context("spawn")
+    config = RunConfig(steps=steps, eval_every=steps).model_dump_json()
+    conns, workers, cancels = [], [], []  # the cancel events live as long as their workers
+    with tempfile.TemporaryDirectory() as checkpoints:
+        for slot in range(side.runs):
+            parent, child = ctx.Pipe(duplex=False)
+            cancels.append(ctx.Event())
+            cores = cores_for(slot, side.runs) if side.pinned else None
+            args = (config, data_dir, f"{checkpoints}/{slot}", child, cancels[-1], None)
+            worker = ctx.Process(target=run_worker, args=(*args, side.threads, cores))
+            worker.start()
+            child.close()
+            conns.append(parent)
+            workers.append(worker)
+        runs = _collect(conns)
+        for worker in workers:
+            worker.join()
+    return _rate_while_all_train(runs), runs[0].kernels
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="steps per run")
-    parser.add_argument("--reps", type=int, default=2, help="repetitions of the three")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of every side")
     args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the workers inherit it
     data_dir = os.environ.get("BNLAB_DATA_DIR")
-    split = threads_per_run(2)
-    sides = {
-        "one run alone (default pools)": (1, None),
-        "two at once, default pools": (2, None),
-        f"two at once, {split} thread(s) each": (2, split),
-    }
-    rates: dict[str, list[float]] = {name: [] for name in sides}
-    load_before = os.getloadavg()
+    chosen: dict[str, dict[str, str]] = {}
+    for side in sides():  # untimed: fills the kernel cache for every thread count
+        chosen[side.name] = measure(side, 2 * WARMUP, data_dir)[1]
+    rates: dict[str, list[float]] = {side.name: [] for side in sides()}
+    load_before, started = os.getloadavg(), time.time()
     for rep in range(args.reps):
-        for name, (runs, threads) in sides.items():
-            rates[name].append(measure(runs, threads, args.steps, data_dir))
-            print(f"rep {rep + 1}: {name}: {rates[name][-1]:.2f} steps/s", flush=True)
-    load_after = os.getloadavg()
-    alone = statistics.median(rates["one run alone (default pools)"])
+        order = sides()[rep % len(rates) :] + sides()[: rep % len(rates)]
+        for side in order:
+            rates[side.name].append(measure(side, args.steps, data_dir)[0])
+            print(f"rep {rep + 1}: {side.name}: {rates[side.name][-1]:.2f} steps/s", flush=True)
+    load_after, minutes = os.getloadavg(), (time.time() - started) / 60
+    alone_each = next(iter(rates.values()))
+    alone = statistics.median(alone_each)
     lines = [
         f"Machine: {machine()}; {len(os.sched_getaffinity(0))} cores usable.",
-        f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
-        "(other processes share these cores: the absolute rates are lower than on a quiet "
-        "machine; the ratios are taken in the same run).",
+        f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f}; "
+        f"{minutes:.0f} min (other processes on these cores slow every side; the ratios "
+        "are taken in the same run).",
         f"Command: `python -m bench.concurrency --steps {args.steps} --reps {args.reps}` "
-        "(seed CNN, batch 64, steps/s summed over the runs training at once, median of reps).",
+        "(seed CNN, batch 64, workers spawned as the server spawns them; steps/s summed "
+        "over the runs while all train; median of the repetitions, rotating order).",
         "",
-        "| | steps/s (sum) | vs one alone |",
-        "|---|---:|---:|",
+        "| | steps/s (sum), median | vs one alone | each repetition vs its one alone |",
+        "|---|---:|---:|---|",
     ]
     for name, values in rates.items():
         rate = statistics.median(values)
-        lines.append(f"| {name} | {rate:.2f} | {rate / alone:.2f}x |")
+        each = ", ".join(f"{v / a:.2f}" for v, a in zip(values, alone_each, strict=True))
+        lines.append(f"| {name} | {rate:.2f} | {rate / alone:.2f}x | {each} |")
+    lines += ["", "Kernel paths chosen (model.kernels; timed per thread count):", ""]
+    for name, paths in chosen.items():
+        lines.append(f"- {name}: " + ", ".join(f"{op} {p}" for op, p in sorted(paths.items())))
     body = "## Concurrency: two runs at once on the CPU\n\n" + "\n".join(lines)
     print(body)
     write_section("concurrency", body)

@@ -8,9 +8,10 @@ its primitives or in closed form (model/batchnorm.py). Which is fastest depends 
 CPU's kernels: on an AMD EPYC oneDNN's backprop convolutions ran at half the
 speed of its forward ones, on an AVX-512 Xeon they are the fast choice
 (bench/RESULTS.md). So each is timed on its real shapes the first time a step
-is traced, the fastest is kept, and the choice is cached per (CPU model,
-TensorFlow version, operation, shapes) in the per-user cache, so that it costs
-seconds once per machine rather than every run.
+is traced, in the run's own thread configuration, the fastest is kept, and the
+choice is cached per (CPU model, TensorFlow version, intra-op threads, operation,
+shapes) in the per-user cache, so that it costs seconds once per machine rather
+than every run.
 
 A GPU keeps TensorFlow's own paths (cuDNN's backward kernels) without timing.
 `BNLAB_KERNELS` forces paths, for tests and benchmarks: `tf` (TensorFlow's own
@@ -89,8 +90,22 @@ def _dims(shapes: Sequence[Shape | None]) -> str:
     return " ".join("x".join(map(str, shape or ("?",))) for shape in shapes)
 
 
+def intra_op_threads() -> int:
+    """The size of TensorFlow's intra-op pool in this process: as set, else
+    TensorFlow's default, one thread per core the process may use."""
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    return (
+        configured
+        or int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0)
+        or len(os.sched_getaffinity(0))
+    )
+
+
 def _key(op: str, shapes: Sequence[Shape]) -> str:
-    return f"{cpu_model()} | TensorFlow {tf.__version__} | {op} | {_dims(shapes)}"
+    # The thread count is part of the key: a run with one core of its own (one of
+    # two at once on 2 cores) may be fastest on another path than a run with two.
+    threads = f"{intra_op_threads()} thread(s)"
+    return f"{cpu_model()} | TensorFlow {tf.__version__} | {threads} | {op} | {_dims(shapes)}"
 
 
 def _read_cache() -> dict[str, str]:
@@ -174,4 +189,4 @@ def recording() -> Iterator[dict[str, str]]:
 
 def chosen_paths() -> dict[str, str]:
     """Every choice made in this process so far, as {"op shapes": path}."""
-    return {key.split(" | ", 2)[2].replace(" | ", " ", 1): path for key, path in _memo.items()}
+    return {key.split(" | ", 3)[3].replace(" | ", " ", 1): path for key, path in _memo.items()}

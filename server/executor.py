@@ -25,7 +25,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.events import Event, event_adapter
 from bnlab.server.schemas import ClusterPublic
 from bnlab.server.status import Outcome
-from bnlab.server.worker import WorkerMessage, run_worker, threads_per_run
+from bnlab.server.worker import WorkerMessage, cores_for, run_worker, threads_per_run
 
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
 
@@ -147,8 +147,10 @@ class ProcessExecutor:
                 child,
                 cancel,
                 gpu,
-                # The cores are split between the runs that may train at once.
+                # The cores are split between the runs that may train at once,
+                # each slot on its own share.
                 threads_per_run(self.capacity),
+                cores_for(slot, self.capacity),
             ),
             name=f"bnlab-run-{run_id}",
             daemon=True,

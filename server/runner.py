@@ -2,8 +2,8 @@
 
 Each run trains in a pool of spawned worker processes (TensorFlow is not
 fork-safe), one TensorFlow thread pool per worker sized to its share of the
-cores: on 2 cores two runs at once with one thread each give 1.27x the steps/s
-of one run alone, against 1.11x with TensorFlow's default pools (issue #14 §4).
+cores and pinned to it, as the server's workers are (`threads_per_run`,
+`cores_for` in bnlab.server.worker; issue #14 §4, bench/concurrency.py).
 At the end it prints each cell's arms, the paired effect and the verdict.
 """
 
@@ -28,7 +28,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.data import DataError, ensure_files
 from bnlab.server.experiment import PRESETS, ExperimentCreate, PlannedRun
 from bnlab.server.statistics import Cell, CurvePoint, Interval, Ratio, RunResult, summarize_cells
-from bnlab.server.worker import limit_threads, threads_per_run
+from bnlab.server.worker import cores_for, limit_threads, pin, threads_per_run
 
 # Design field -> the flag that overrides it, so an error names the flag.
 FLAGS = {("seeds",): "--seeds", ("base", "steps"): "--steps"}
@@ -38,10 +38,12 @@ FLAGS = {("seeds",): "--seeds", ("base", "steps"): "--steps"}
 _stop: Any = None  # this worker's view of the pool's stop event (a multiprocessing Event)
 
 
-def _start_worker(stop, threads: int) -> None:
-    """Runs once in each fresh worker, before any run."""
+def _start_worker(stop, threads: int, placements) -> None:
+    """Runs once in each fresh worker, before any run. `placements` holds one
+    `cores_for` answer per worker the pool will ever start (it never replaces one)."""
     global _stop
     _stop = stop
+    pin(placements.get())
     # Ctrl-C reaches the whole process group: the parent decides, via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # TensorFlow's start-up chatter from every worker would bury the progress bar.
@@ -106,10 +108,13 @@ def run_design(
     threads = threads_per_run(workers)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
+    placements = context.SimpleQueue()
+    for slot in range(workers):
+        placements.put(cores_for(slot, workers))
     planned = design.runs()
     results: dict[int, RunResult] = {}
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(stop, threads)
+        workers, mp_context=context, initializer=_start_worker, initargs=(stop, threads, placements)
     )
     try:
         futures: dict[Future, int] = {

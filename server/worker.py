@@ -6,6 +6,7 @@ here, after CUDA_VISIBLE_DEVICES is set so the worker sees just its own GPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -34,10 +35,39 @@ class WorkerMessage(BaseModel):
 def threads_per_run(concurrent: int) -> int:
     """TensorFlow threads for each of `concurrent` runs training at once: an equal
     share of the cores this process may use (its affinity, not the machine's count),
-    at least one. On 2 cores two runs at once with one thread each give 1.27x the
-    steps/s of one run alone, against 1.11x with TensorFlow's default pools, which
-    each take every core and fight (issue #14 §4; bench/concurrency.py)."""
+    at least one. On 2 cores two runs at once with one thread each gave 1.15-1.22x
+    the steps/s of one run alone with two, against 1.06-1.13x with TensorFlow's
+    default pools, which each take every core and fight (issue #14 §4;
+    bench/concurrency.py, in the repetitions least disturbed by other load)."""
     return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
+
+
+def cores_for(slot: int, concurrent: int) -> set[int] | None:
+    """The cores the run in `slot` (0 .. concurrent-1) of `concurrent` at once is
+    pinned to: its own contiguous share of the cores this process may use, so that
+    no two runs' threads take turns on one core and none migrates away from its
+    core's cache. On the 2-vCPU VM of bench/concurrency.py it measured within noise
+    of leaving the placement to the scheduler (+0.01x); it is what the thread split
+    assumes, and on a host with per-core caches or SMT siblings the scheduler has
+    more ways to get it wrong. None (the scheduler places it) when one run has
+    every core, or when there are more runs than cores: pinned, two of three runs
+    would share one core while the third had the other to itself."""
+    usable = sorted(os.sched_getaffinity(0))
+    if concurrent <= 1 or concurrent > len(usable):
+        return None
+    slot %= concurrent
+    return set(usable[slot * len(usable) // concurrent : (slot + 1) * len(usable) // concurrent])
+
+
+def pin(cores: set[int] | None) -> None:
+    """Confine this process to `cores` (None: leave it). An affinity belongs to a
+    thread: every thread running now is moved (numpy's BLAS starts some on import),
+    and the threads started later (TensorFlow's pools) inherit it."""
+    if cores is None:
+        return
+    for thread in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.sched_setaffinity(int(thread), cores)
 
 
 def limit_threads(threads: int) -> None:
@@ -56,12 +86,15 @@ def run_worker(
     cancel,
     gpu: str | None,
     threads: int | None = None,
+    cores: set[int] | None = None,
 ) -> None:
     """Train one run and report over `conn`. `threads`: TensorFlow's pool sizes
-    (`threads_per_run`); None leaves TensorFlow's defaults."""
+    (`threads_per_run`), None leaves TensorFlow's defaults; `cores`: the cores the
+    process is pinned to (`cores_for`), None leaves it to the scheduler."""
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides what happens to its workers, so ignore it here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pin(cores)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     # Before TensorFlow is imported, so before any op: with --gpus-per-run < 1

@@ -80,3 +80,20 @@ def test_a_read_only_cache_only_costs_a_re_timing(fresh_cache, monkeypatch):
     (fresh_cache / "bnlab").write_text("not a directory")
     monkeypatch.setattr(kernels, "_time", lambda *_: {"tf": 1.0, "relayout": 2.0})
     assert kernels.choose("dense.dx", SHAPES, DENSE) == "tf"
+
+
+def test_each_thread_pool_size_times_its_own_choice(fresh_cache, monkeypatch):
+    # One run of two at once on 2 cores has one thread, a run alone two: the fastest
+    # path for one thread may not be the fastest for two.
+    monkeypatch.setattr(kernels, "intra_op_threads", lambda: 1)
+    monkeypatch.setattr(kernels, "_time", lambda *_: {"tf": 1.0, "relayout": 2.0})
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "tf"
+    monkeypatch.setattr(kernels, "intra_op_threads", lambda: 2)
+    monkeypatch.setattr(kernels, "_time", lambda *_: {"tf": 2.0, "relayout": 1.0})
+    assert kernels.choose("dense.dx", SHAPES, DENSE) == "relayout"
+    stored = json.loads((fresh_cache / "bnlab" / kernels.CACHE_FILE).read_text())
+    assert sorted((" 1 thread(s) " in key, path) for key, path in stored.items()) == [
+        (False, "relayout"),
+        (True, "tf"),
+    ]
+    assert kernels.chosen_paths() == {"dense.dx 6x4 3x4": "relayout"}  # the latest choice

@@ -17,6 +17,7 @@ import pytest
 from bnlab.server.experiment import PAPER_MLP, PRESETS
 from bnlab.server.runner import DesignError, load_design, print_table
 from bnlab.server.statistics import RunResult, summarize_cells
+from bnlab.server.worker import cores_for
 
 TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000, "diagnostics": "off"}
 
@@ -169,6 +170,10 @@ def test_ctrl_c_stops_the_runs_and_the_workers(tmp_path, data_dir):
         time.sleep(0.2)
         workers = [p for p in _children(proc.pid) if _loaded_tensorflow(p)]
     time.sleep(3)  # into the first steps
+    # Two at once, each on cores of its own (server.worker.cores_for: one each on 2 cores).
+    placed = sorted(sorted(os.sched_getaffinity(w)) for w in workers)
+    usable = os.sched_getaffinity(0)
+    assert placed == sorted(sorted(cores_for(slot, 2) or usable) for slot in range(2))
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

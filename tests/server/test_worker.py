@@ -1,23 +1,90 @@
-"""How a worker sizes TensorFlow's thread pools: the cores it may use, split between
-the runs training at once (bench/concurrency.py measures why)."""
+"""How a worker is placed on the CPU: TensorFlow's thread pools sized to the cores it
+may use, split between the runs training at once, and each run pinned to cores of its
+own (bench/concurrency.py measures why)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from pathlib import Path
 
 import pytest
 
-from bnlab.server.worker import threads_per_run
+from bnlab.server.worker import cores_for, threads_per_run
+from tests.server.conftest import LONG
+
+
+@pytest.fixture
+def cores(monkeypatch):
+    """Pretend this process may use the given cores (its affinity, not the machine's count:
+    a container or taskset may allow fewer)."""
+
+    def allow(usable: set[int]) -> None:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(usable))
+        monkeypatch.setattr(os, "cpu_count", lambda: 64)
+
+    return allow
 
 
 @pytest.mark.parametrize(
-    ("cores", "concurrent", "threads"),
+    ("usable", "concurrent", "threads"),
     [(2, 1, 2), (2, 2, 1), (8, 2, 4), (8, 3, 2), (2, 4, 1), (1, 2, 1), (4, 0, 4)],
 )
 def test_each_run_gets_an_equal_share_of_the_usable_cores_and_at_least_one(
-    monkeypatch, cores, concurrent, threads
+    cores, usable, concurrent, threads
 ):
-    # The affinity, not the machine's count: a container or taskset may allow fewer.
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cores)))
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    cores(set(range(usable)))
     assert threads_per_run(concurrent) == threads
+
+
+@pytest.mark.parametrize(
+    ("usable", "concurrent", "expected"),
+    [
+        ({0, 1}, 2, [{0}, {1}]),
+        ({0, 1, 2, 3}, 2, [{0, 1}, {2, 3}]),
+        ({0, 1, 2, 3, 4, 5, 6, 7}, 3, [{0, 1}, {2, 3, 4}, {5, 6, 7}]),  # none left idle
+        ({3, 5}, 2, [{3}, {5}]),  # the allowed cores, whichever they are
+    ],
+)
+def test_concurrent_runs_are_pinned_to_disjoint_shares_of_the_usable_cores(
+    cores, usable, concurrent, expected
+):
+    cores(usable)
+    assert [cores_for(slot, concurrent) for slot in range(concurrent)] == expected
+
+
+@pytest.mark.parametrize(("usable", "concurrent"), [(2, 1), (2, 3), (1, 2)])
+def test_a_run_alone_or_more_runs_than_cores_are_left_to_the_scheduler(cores, usable, concurrent):
+    # Pinned, two of three runs would share a core while the third had one to itself.
+    cores(set(range(usable)))
+    assert all(cores_for(slot, concurrent) is None for slot in range(concurrent))
+
+
+def _thread_affinities(pid: int) -> list[list[int]]:
+    """The distinct affinities of process `pid`'s threads (TensorFlow's pools included)."""
+    found = set()
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            found.add(frozenset(os.sched_getaffinity(int(thread))))
+    return sorted(sorted(cores) for cores in found)
+
+
+def test_a_server_with_two_workers_trains_each_run_on_cores_of_its_own(
+    start_server, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # the workers' kernel choices go here
+    server = start_server(workers=2)
+    runs = [server.post("/api/runs", LONG).json() for _ in range(2)]
+    for run in runs:
+        server.wait_for(run["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    placed = [_thread_affinities(pid) for pid in server.worker_pids()]
+    server.cancel_active()
+    usable = os.sched_getaffinity(0)
+    expected = [[sorted(cores_for(slot, 2) or usable)] for slot in range(2)]
+    # Every thread of each worker on its own slot's cores (one core each on 2 cores).
+    assert sorted(placed) == sorted(expected)
+    # The kernel paths were timed in the workers' own thread configuration.
+    keys = json.loads(Path(cache, "bnlab", "kernels.json").read_text())
+    assert keys and all(f"| {threads_per_run(2)} thread(s) |" in key for key in keys)
