@@ -22,6 +22,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
+from bnlab.model.events import Diagnostics
+from bnlab.server.cell_diagnostics import RunDiagnostics
+from bnlab.server.cell_diagnostics import summarize_cells as summarize_diagnostics
 from bnlab.server.estimate import BASIS_RUNS, estimate
 from bnlab.server.experiment import (
     PRESETS,
@@ -41,6 +44,7 @@ from bnlab.server.runs import (
 from bnlab.server.schemas import (
     DeletedMessage,
     ExperimentCurveRow,
+    ExperimentDiagnostics,
     ExperimentExport,
     ExperimentMessage,
     ExperimentOverview,
@@ -238,6 +242,30 @@ class ExperimentService:
         for cache in (self._seq, self._cells, self._progress_published):
             cache.pop(experiment_id, None)
         self.hub.end(experiment_topic(experiment_id), DeletedMessage(id=experiment_id).text())
+
+    # -- inside the network ------------------------------------------------
+
+    def diagnostics(self, experiment_id: str, layer: str | None = None) -> ExperimentDiagnostics:
+        """Each cell's seed means of the diagnostics, of `layer` alone or of every layer;
+        computed from the stored points at every call (the page asks when a run ends).
+        Raises UnknownLayer for a layer no run recorded."""
+        design = ExperimentCreate.model_validate_json(self._row(experiment_id)["design"])
+        points: dict[str, list[tuple[int, Diagnostics | None]]] = {}
+        for row in self.store.experiment_points(experiment_id):
+            text = row["diagnostics"]
+            recorded = None if text is None else Diagnostics.model_validate_json(text)
+            points.setdefault(row["run_id"], []).append((row["step"], recorded))
+        runs = [
+            RunDiagnostics(
+                factors=factors,
+                arm=row["arm"],
+                status=row["status"],
+                points=points.get(row["id"], []),
+            )
+            for row, factors in self._places(experiment_id, design)
+        ]
+        layers, cells = summarize_diagnostics(design.cells(), runs, layer)
+        return ExperimentDiagnostics(id=experiment_id, layers=layers, layer=layer, cells=cells)
 
     # -- export -----------------------------------------------------------
 
