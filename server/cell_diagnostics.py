@@ -24,20 +24,17 @@ The rules, the statistics module's (bnlab.server.statistics) for the curves:
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
-from bnlab.model.events import (
-    Diagnostics,
-    DiagnosticsLevel,
-    Distribution,
-    Landscape,
-    LayerDiagnostics,
-)
+from bnlab.model.events import DiagnosticsLevel, LayerDiagnostics
 from bnlab.server.statistics import ArmName
 
 DISTRIBUTIONS = ("pre_bn", "pre_activation")
@@ -59,6 +56,24 @@ class UnknownLayer(LookupError):
 
 # --- input ----------------------------------------------------------------------------
 
+# A point's diagnostics as stored: the JSON of bnlab.model.events.Diagnostics (non-finite
+# numbers already null), read as plain dicts and lists. Validating every stored point into
+# the models again would cost seconds for a large CNN experiment, for values the models
+# checked when they were stored.
+Document = Mapping[str, Any]
+
+
+def stored_diagnostics(text: str) -> Document:
+    """A point's stored diagnostics; a layer stored before each distribution kept its own
+    bin edges goes through its model, the one home of that rule, to get them."""
+    document = json.loads(text)
+    if any("edges" in layer for layer in document["layers"]):
+        document["layers"] = [
+            LayerDiagnostics.model_validate(layer).model_dump(mode="json")
+            for layer in document["layers"]
+        ]
+    return document
+
 
 @dataclass(frozen=True)
 class RunDiagnostics:
@@ -68,7 +83,7 @@ class RunDiagnostics:
     arm: ArmName
     status: str  # a RunStatus value
     # (step, its diagnostics or None: not recorded), in step order
-    points: Sequence[tuple[int, Diagnostics | None]] = field(default_factory=list)
+    points: Sequence[tuple[int, Document | None]] = field(default_factory=list)
 
     @property
     def recorded(self) -> bool:
@@ -166,39 +181,44 @@ def _mean(values: Iterable[float | None]) -> Mean | None:
     return Mean(mean=math.fsum(finite) / len(finite), n=len(finite)) if finite else None
 
 
-def layer_names(runs: Iterable[RunDiagnostics]) -> list[str]:
-    """Every layer the runs recorded, in network order (an experiment varying `arch`
-    has several networks: each name goes after the layer it first followed)."""
+def layer_order(name_lists: Iterable[Sequence[str]]) -> list[str]:
+    """Every layer of these lists (each a point's layers), in network order: an
+    experiment varying `arch` has several networks, and each name goes after the layer
+    it first followed."""
     names: list[str] = []
-    for run in runs:
-        for _, diagnostics in run.points:
-            for i, layer in enumerate(diagnostics.layers if diagnostics else []):
-                if layer.name not in names:
-                    names.insert(min(i, len(names)), layer.name)
+    for layers in name_lists:
+        for i, name in enumerate(layers):
+            if name not in names:
+                names.insert(min(i, len(names)), name)
     return names
 
 
-def _layer(diagnostics: Diagnostics, name: str) -> LayerDiagnostics | None:
-    return next((layer for layer in diagnostics.layers if layer.name == name), None)
+def chosen_layers(names: Sequence[str], layer: str | None) -> list[str]:
+    """The layers to average: `layer` alone, or every one of `names` when it is None.
+    Raises UnknownLayer for a layer not in `names` (the layers the runs recorded)."""
+    if layer is None:
+        return list(names)
+    if layer not in names:
+        recorded = f"its layers: {', '.join(names)}" if names else "none recorded yet"
+        raise UnknownLayer(f"no layer {layer!r} in this experiment's diagnostics; {recorded}")
+    return [layer]
 
 
-def _fractions(distribution: Distribution) -> list[float] | None:
-    total = sum(distribution.counts)
-    return [c / total for c in distribution.counts] if total > 0 else None
+def _layer(diagnostics: Document, name: str) -> Document | None:
+    return next((layer for layer in diagnostics["layers"] if layer["name"] == name), None)
 
 
 def _distribution(
-    found: Sequence[Distribution | None], edges: list[float] | None
+    found: Sequence[Document | None], edges: list[float] | None
 ) -> DistributionMeans | None:
     present = [d for d in found if d is not None]
     if not present:
         return None
-    shares = [f for d in present if d.edges == edges and (f := _fractions(d)) is not None]
+    counts = [np.asarray(d["counts"], np.float64) for d in present if d["edges"] == edges]
+    shares = [c / c.sum() for c in counts if c.sum() > 0]
     return DistributionMeans(
-        **{key: _mean(getattr(d, key) for d in present) for key in PERCENTILES},
-        fractions=[math.fsum(column) / len(shares) for column in zip(*shares, strict=True)]
-        if shares
-        else None,
+        **{key: _mean(d[key] for d in present) for key in PERCENTILES},
+        fractions=np.mean(shares, axis=0).tolist() if shares else None,
         fractions_n=len(shares),
     )
 
@@ -209,15 +229,15 @@ def _common_edges(runs: Sequence[RunDiagnostics], name: str, which: str) -> list
     for run in runs:
         for _, diagnostics in run.points:
             layer = _layer(diagnostics, name) if diagnostics else None
-            distribution = getattr(layer, which) if layer else None
+            distribution = layer.get(which) if layer else None
             if distribution is not None:
-                seen[tuple(distribution.edges)] += 1  # a run's bins are fixed: its first
+                seen[tuple(distribution["edges"])] += 1  # a run's bins are fixed: its first
                 break
     return list(seen.most_common(1)[0][0]) if seen else None
 
 
 def _step(
-    step: int, recorded: Sequence[Diagnostics], names: Sequence[str], edges: dict[str, LayerEdges]
+    step: int, recorded: Sequence[Document], names: Sequence[str], edges: dict[str, LayerEdges]
 ) -> StepMeans:
     layers = []
     for name in names:
@@ -229,23 +249,23 @@ def _step(
                 name=name,
                 **{
                     which: _distribution(
-                        [getattr(layer, which) for layer in found], getattr(edges[name], which)
+                        [layer.get(which) for layer in found], getattr(edges[name], which)
                     )
                     for which in DISTRIBUTIONS
                 },
-                **{key: _mean(getattr(layer, key) for layer in found) for key in LAYER_MEASURES},
+                **{key: _mean(layer.get(key) for layer in found) for key in LAYER_MEASURES},
             )
         )
-    probes: list[Landscape] = [d.landscape for d in recorded if d.landscape is not None]
+    probes = [p for d in recorded if (p := d.get("landscape")) is not None]
     return StepMeans(
         step=step,
         n=len(recorded),
         layers=layers,
-        val_acc_batch_stats=_mean(d.val_acc_batch_stats for d in recorded),
-        val_acc_moving_stats=_mean(d.val_acc_moving_stats for d in recorded),
+        val_acc_batch_stats=_mean(d.get("val_acc_batch_stats") for d in recorded),
+        val_acc_moving_stats=_mean(d.get("val_acc_moving_stats") for d in recorded),
         landscape=LandscapeMeans(
             n=len(probes),
-            **{key: _mean(getattr(p, key) for p in probes) for key in LANDSCAPE_MEASURES},
+            **{key: _mean(p.get(key) for p in probes) for key in LANDSCAPE_MEASURES},
         )
         if probes
         else None,
@@ -259,12 +279,12 @@ def summarize_arm(runs: Sequence[RunDiagnostics], names: Sequence[str]) -> ArmDi
         name: LayerEdges(**{which: _common_edges(recorded, name, which) for which in DISTRIBUTIONS})
         for name in names
     }
-    by_step: dict[int, list[Diagnostics]] = {}
+    by_step: dict[int, list[Document]] = {}
     for run in recorded:
         for step, diagnostics in run.points:
             if diagnostics is not None:
                 by_step.setdefault(step, []).append(diagnostics)
-    levels = {d.level for found in by_step.values() for d in found}
+    levels = {d["level"] for found in by_step.values() for d in found}
     return ArmDiagnostics(
         n=len(runs),
         runs=dict(Counter(run.status for run in runs)),
@@ -281,16 +301,9 @@ def summarize_arm(runs: Sequence[RunDiagnostics], names: Sequence[str]) -> ArmDi
 
 
 def summarize_cells(
-    cells: Sequence[dict[str, object]], runs: Sequence[RunDiagnostics], layer: str | None = None
-) -> tuple[list[str], list[CellDiagnostics]]:
-    """Every layer recorded, and each cell's arms (cells in the order given) with the
-    means of `layer` alone, or of every layer when it is None. Raises UnknownLayer for
-    a layer no run recorded."""
-    names = layer_names(runs)
-    if layer is not None and layer not in names:
-        recorded = f"its layers: {', '.join(names)}" if names else "none recorded yet"
-        raise UnknownLayer(f"no layer {layer!r} in this experiment's diagnostics; {recorded}")
-    chosen = names if layer is None else [layer]
+    cells: Sequence[dict[str, object]], runs: Sequence[RunDiagnostics], layers: Sequence[str]
+) -> list[CellDiagnostics]:
+    """Each cell's arms (cells in the order given) with the means of `layers`."""
     result = []
     for factors in cells:
         members = [run for run in runs if run.factors == factors]
@@ -298,9 +311,9 @@ def summarize_cells(
             CellDiagnostics(
                 factors=factors,
                 arms={
-                    arm: summarize_arm([run for run in members if run.arm == arm], chosen)
+                    arm: summarize_arm([run for run in members if run.arm == arm], layers)
                     for arm in ("bn", "no_bn")
                 },
             )
         )
-    return names, result
+    return result

@@ -22,8 +22,13 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
-from bnlab.model.events import Diagnostics
-from bnlab.server.cell_diagnostics import RunDiagnostics
+from bnlab.server.cell_diagnostics import (
+    Document,
+    RunDiagnostics,
+    chosen_layers,
+    layer_order,
+    stored_diagnostics,
+)
 from bnlab.server.cell_diagnostics import summarize_cells as summarize_diagnostics
 from bnlab.server.estimate import BASIS_RUNS, estimate
 from bnlab.server.experiment import (
@@ -250,10 +255,12 @@ class ExperimentService:
         computed from the stored points at every call (the page asks when a run ends).
         Raises UnknownLayer for a layer no run recorded."""
         design = ExperimentCreate.model_validate_json(self._row(experiment_id)["design"])
-        points: dict[str, list[tuple[int, Diagnostics | None]]] = {}
-        for row in self.store.experiment_points(experiment_id):
+        names = layer_order(self.store.experiment_layers(experiment_id))
+        layers = chosen_layers(names, layer)
+        points: dict[str, list[tuple[int, Document | None]]] = {}
+        for row in self.store.experiment_diagnostics(experiment_id, layer):
             text = row["diagnostics"]
-            recorded = None if text is None else Diagnostics.model_validate_json(text)
+            recorded = None if text is None else stored_diagnostics(text)
             points.setdefault(row["run_id"], []).append((row["step"], recorded))
         runs = [
             RunDiagnostics(
@@ -264,8 +271,8 @@ class ExperimentService:
             )
             for row, factors in self._places(experiment_id, design)
         ]
-        layers, cells = summarize_diagnostics(design.cells(), runs, layer)
-        return ExperimentDiagnostics(id=experiment_id, layers=layers, layer=layer, cells=cells)
+        cells = summarize_diagnostics(design.cells(), runs, layers)
+        return ExperimentDiagnostics(id=experiment_id, layers=names, layer=layer, cells=cells)
 
     # -- export -----------------------------------------------------------
 
