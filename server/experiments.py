@@ -155,6 +155,7 @@ class ExperimentService:
             workers=workers,
             estimated_seconds=guess.seconds,
             basis=guess.basis,
+            assumptions=guess.assumptions,
         )
 
     def _places(

@@ -223,6 +223,10 @@ class ExperimentPlan(BaseModel):
         "(no finished run of a planned architecture)"
     )
     basis: dict[str, int] = Field(description="Completed runs the estimate read, by architecture")
+    assumptions: list[str] = Field(
+        default_factory=list,
+        description="What the estimate had to assume, in words (bnlab.server.estimate)",
+    )
 
 
 class ExperimentRunRow(BaseModel):
