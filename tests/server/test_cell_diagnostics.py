@@ -8,6 +8,7 @@ test_experiments_api.py."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -22,7 +23,12 @@ from bnlab.model.events import (
     LayerDiagnostics,
     ProbePercentiles,
 )
-from bnlab.server.cell_diagnostics import UnknownLayer
+from bnlab.server.cell_diagnostics import (
+    RunDiagnostics,
+    UnknownLayer,
+    stored_diagnostics,
+    summarize_arm,
+)
 from bnlab.server.experiment import ExperimentCreate
 from bnlab.server.experiments import ExperimentService
 from bnlab.server.runs import NotFound, RunService
@@ -285,3 +291,29 @@ async def test_one_layer_is_served_alone_and_an_unknown_one_is_refused_by_name(s
         service.diagnostics(experiment_id, "fc9")
     with pytest.raises(NotFound):
         service.diagnostics("nope")
+
+
+def test_points_stored_with_one_set_of_edges_per_layer_still_average():
+    """Points stored before each distribution kept its own bins had one `edges` per layer."""
+    old = {
+        "level": "basic",
+        "layers": [
+            {
+                "name": "fc1",
+                "edges": EDGES,
+                "pre_bn": None,
+                "pre_activation": {"p15": -1.0, "p50": 0.0, "p85": 1.0, "counts": [1, 3, 3, 1]},
+                "grad_norm": 0.5,
+                "weight_norm": 4.0,
+                "effective_step": 0.01,
+                "bn_gap": None,
+            }
+        ],
+        "val_acc_batch_stats": None,
+    }
+    document = stored_diagnostics(json.dumps(old))
+    assert document["layers"][0]["pre_activation"]["edges"] == EDGES
+    run = RunDiagnostics(factors={}, arm="no_bn", status="completed", points=[(0, document)])
+    arm = summarize_arm([run], ["fc1"])
+    assert arm.edges["fc1"].pre_activation == EDGES
+    assert arm.steps[0].layers[0].pre_activation.fractions == [0.125, 0.375, 0.375, 0.125]
