@@ -34,20 +34,29 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from bnlab.model.events import DiagnosticsLevel, LayerDiagnostics
+from bnlab.model.events import (
+    Diagnostics,
+    DiagnosticsLevel,
+    Distribution,
+    Landscape,
+    LayerDiagnostics,
+)
 from bnlab.server.statistics import ArmName
 
-DISTRIBUTIONS = ("pre_bn", "pre_activation")
-LAYER_MEASURES = (
-    "grad_norm",
-    "weight_norm",
-    "effective_step",
-    "bn_gap",
-    "ics_distance",
-    "ics_cosine",
+
+def _fields(model: type[BaseModel], annotation: object) -> tuple[str, ...]:
+    return tuple(name for name, f in model.model_fields.items() if f.annotation == annotation)
+
+
+# What is averaged, by name, from the diagnostics contract (bnlab.model.events): every
+# number of a layer, of a distribution and of the landscape, and a layer's distributions.
+LAYER_MEASURES = _fields(LayerDiagnostics, float | None)
+PERCENTILES = _fields(Distribution, float | None)
+LANDSCAPE_MEASURES = _fields(Landscape, float | None)
+DISTRIBUTIONS = _fields(LayerDiagnostics, Distribution | None) + _fields(
+    LayerDiagnostics, Distribution
 )
-LANDSCAPE_MEASURES = ("loss_range", "grad_predictiveness", "beta_smoothness")
-PERCENTILES = ("p15", "p50", "p85")
+NETWORK_MEASURES = _fields(Diagnostics, float | None)  # the accuracies with each BN statistics
 
 
 class UnknownLayer(LookupError):
@@ -261,8 +270,7 @@ def _step(
         step=step,
         n=len(recorded),
         layers=layers,
-        val_acc_batch_stats=_mean(d.get("val_acc_batch_stats") for d in recorded),
-        val_acc_moving_stats=_mean(d.get("val_acc_moving_stats") for d in recorded),
+        **{key: _mean(d.get(key) for d in recorded) for key in NETWORK_MEASURES},
         landscape=LandscapeMeans(
             n=len(probes),
             **{key: _mean(p.get(key) for p in probes) for key in LANDSCAPE_MEASURES},

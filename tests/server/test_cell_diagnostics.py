@@ -24,7 +24,16 @@ from bnlab.model.events import (
     ProbePercentiles,
 )
 from bnlab.server.cell_diagnostics import (
+    DISTRIBUTIONS,
+    LANDSCAPE_MEASURES,
+    LAYER_MEASURES,
+    NETWORK_MEASURES,
+    PERCENTILES,
+    DistributionMeans,
+    LandscapeMeans,
+    LayerMeans,
     RunDiagnostics,
+    StepMeans,
     UnknownLayer,
     stored_diagnostics,
     summarize_arm,
@@ -317,3 +326,12 @@ def test_points_stored_with_one_set_of_edges_per_layer_still_average():
     arm = summarize_arm([run], ["fc1"])
     assert arm.edges["fc1"].pre_activation == EDGES
     assert arm.steps[0].layers[0].pre_activation.fractions == [0.125, 0.375, 0.375, 0.125]
+
+
+def test_the_means_have_a_field_for_every_number_the_diagnostics_record():
+    """A measure added to the contract (bnlab.model.events) must reach the means."""
+    assert set(LayerMeans.model_fields) == {"name", *DISTRIBUTIONS, *LAYER_MEASURES}
+    assert set(DistributionMeans.model_fields) == {*PERCENTILES, "fractions", "fractions_n"}
+    assert set(LandscapeMeans.model_fields) == {"n", *LANDSCAPE_MEASURES}
+    assert set(StepMeans.model_fields) == {"step", "n", "layers", "landscape", *NETWORK_MEASURES}
+    assert len(LAYER_MEASURES) == 6 and len(NETWORK_MEASURES) == 2
