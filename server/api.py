@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from bnlab.model.config import MAX_STEPS, RunConfig
+from bnlab.server.cell_diagnostics import UnknownLayer
 from bnlab.server.deps import ExperimentsDep, ServiceDep, SettingsDep
 from bnlab.server.experiment import ExperimentCreate
 from bnlab.server.points import PointCsv, point_public
@@ -18,6 +19,7 @@ from bnlab.server.schemas import (
     CompareResult,
     ComparisonCreate,
     ComparisonPublic,
+    ExperimentDiagnostics,
     ExperimentExport,
     ExperimentList,
     ExperimentPlan,
@@ -139,7 +141,8 @@ RunsQuery = Annotated[str, Query(description="Comma-separated run ids", max_leng
 # and reads only the summaries, so they come only when asked for.
 _WITHOUT_DIAGNOSTICS = {"runs": {"__all__": {"points": {"__all__": {"diagnostics"}}}}}
 # Likewise the experiment's export: the page reloads it every few seconds while runs end
-# for the seeds' curves, which need no diagnostics; the cell-means panel asks for them.
+# for the seeds' curves, which need no diagnostics (its panel of cell means reads
+# /diagnostics, the means computed here); a download asks for them.
 _CURVES_WITHOUT_DIAGNOSTICS = {"curves": {"__all__": {"diagnostics"}}}
 DiagnosticsFlag = Annotated[
     bool, Query(description="Include each point's per-layer diagnostics (large)")
@@ -266,6 +269,23 @@ async def export_experiment(
     body = experiments.export_csv(experiment_id, part)
     headers = {"Content-Disposition": f'attachment; filename="{name}-{part}.csv"'}
     return Response(body, media_type="text/csv", headers=headers)
+
+
+@router.get("/experiments/{experiment_id}/diagnostics", response_model=ExperimentDiagnostics)
+async def experiment_diagnostics(
+    experiment_id: str,
+    experiments: ExperimentsDep,
+    layer: Annotated[
+        str | None,
+        Query(max_length=100, description="One layer (e.g. fc1) instead of every layer"),
+    ] = None,
+) -> ExperimentDiagnostics:
+    """Inside the network, per cell and arm: the seed means of every diagnostics series
+    at each evaluation step, with the number of runs behind each."""
+    try:
+        return experiments.diagnostics(experiment_id, layer)
+    except UnknownLayer as exc:
+        raise HTTPException(422, f"layer: {exc}") from None
 
 
 @router.get("/health", response_model=Health)

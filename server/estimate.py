@@ -1,30 +1,47 @@
 """How long a set of runs would take on this server, from the speed of the runs
 it has already finished.
 
-Rough on purpose, and says so by returning None ("unknown") rather than guess:
-the only evidence is this server's own completed runs of the same architecture
-(the CNN is ~50x slower per step than the paper's MLP, so one cannot stand in
-for the other). A run's wall time, start to finish, already holds its start-up,
-its evaluations and the sharing of the CPU with the runs beside it. Start-up is
-a fixed cost (seconds of TensorFlow's import and tracing, whatever the length),
-so where the finished runs have different lengths a straight line, wall =
-fixed + steps x per step, is fitted to them: a few 20-step runs must not make a
-4,000-step run look like hours. With one length only, the rate is total seconds
-over total steps. The planned runs share the workers evenly.
+Rough on purpose, and says so: it returns None ("unknown") rather than guess when
+an architecture never finished a run here (the CNN is ~50x slower per step than the
+paper's MLP, so one cannot stand in for the other), and it lists what else it had
+to assume. A run's wall time, start to finish, already holds its start-up, its
+evaluations and the sharing of the CPU with the runs beside it. It is modelled as
+
+    wall = start-up + steps x per step + evaluations x per evaluation
+
+and runs are comparable only with the same architecture and diagnostics level:
+diagnostics trace their measures at start-up (about doubling a short MLP run) and
+measure at every evaluation. Each such group is fitted on its own by non-negative
+least squares (scipy's `nnls`: no cost can be below zero), with only the terms its
+runs can tell apart:
+
+- evaluations need runs that evaluate at different intervals (`eval_every`);
+  otherwise their cost is folded into the cost per step, at the measured runs'
+  interval, and a planned run evaluating at another interval is timed as if it did
+  not (the estimate says so);
+- start-up needs runs of different lengths, so that a few 20-step test runs cannot
+  make a 4,000-step run look like hours; with one length only, or a fit that says
+  longer runs are free, the rate is total seconds over total steps.
+
+A planned level no finished run of its architecture had is timed from that
+architecture's runs of every level, and the estimate says so. The planned runs
+share the workers evenly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from statistics import median_low
 
-from scipy import stats
+import numpy as np
+from scipy import optimize
 
 from bnlab.model.config import RunConfig
 from bnlab.server.schemas import RunPublic
 from bnlab.server.status import RunStatus
 
-# The newest completed runs the estimate reads: recent enough to be this
+# The newest completed runs the estimate read: recent enough to be this
 # machine as it is now, enough to smooth one odd run out.
 BASIS_RUNS = 200
 
@@ -33,53 +50,110 @@ BASIS_RUNS = 200
 class Estimate:
     seconds: float | None  # None: a planned architecture never finished a run here
     basis: dict[str, int]  # completed runs measured, by architecture
+    assumptions: list[str] = field(default_factory=list)  # what the estimate had to assume
 
 
 @dataclass(frozen=True)
 class RunTime:
-    """Wall seconds of one run of an architecture: `fixed` + steps x `per_step`."""
+    """Wall seconds of one run of a group: `fixed` + steps x `per_step` + evaluations x
+    `per_eval`. When the group's runs all evaluate at one interval, `per_eval` is 0 and
+    `eval_every` is that interval, whose evaluations `per_step` includes."""
 
     fixed: float
     per_step: float
+    per_eval: float
     runs: int  # completed runs it was measured on
+    eval_every: int | None = None
 
-    def seconds(self, steps: int) -> float:
-        return self.fixed + steps * self.per_step
+    def seconds(self, config: RunConfig) -> float:
+        evaluations = len(config.eval_steps())
+        return self.fixed + config.steps * self.per_step + evaluations * self.per_eval
 
 
-def run_times(finished: Iterable[RunPublic]) -> dict[str, RunTime]:
-    """Per architecture, how a run's wall time grows with its steps, from the completed runs."""
-    samples: dict[str, list[tuple[int, float]]] = {}
+@dataclass(frozen=True)
+class _Sample:
+    steps: int
+    evaluations: int
+    eval_every: int
+    wall: float
+
+
+def _samples(finished: Iterable[RunPublic]) -> dict[tuple[str, str], list[_Sample]]:
+    """The completed runs' wall times, by (architecture, diagnostics level)."""
+    groups: dict[tuple[str, str], list[_Sample]] = {}
     for run in finished:
         if run.status != RunStatus.COMPLETED or not (run.started_at and run.finished_at):
             continue
         wall = (run.finished_at - run.started_at).total_seconds()
         if wall <= 0 or run.step <= 0:
             continue
-        samples.setdefault(run.config.arch, []).append((run.step, wall))
-    return {arch: _fit(points) for arch, points in samples.items()}
+        config = run.config
+        sample = _Sample(config.steps, len(config.eval_steps()), config.eval_every, wall)
+        groups.setdefault((config.arch, str(config.diagnostics)), []).append(sample)
+    return groups
 
 
-def _fit(points: list[tuple[int, float]]) -> RunTime:
-    steps = [s for s, _ in points]
-    walls = [w for _, w in points]
+def _fit(samples: Sequence[_Sample]) -> RunTime:
+    walls = np.array([s.wall for s in samples])
+    steps = np.array([s.steps for s in samples], dtype=np.float64)
+    evaluations = np.array([s.evaluations for s in samples], dtype=np.float64)
+    intervals = {s.eval_every for s in samples}
+    if len(intervals) > 1:
+        terms = np.column_stack([np.ones_like(steps), steps, evaluations])
+        # Scaled columns: the rank says whether the runs tell the three costs apart.
+        if np.linalg.matrix_rank(terms / np.linalg.norm(terms, axis=0)) == 3:
+            (fixed, per_step, per_eval), _ = optimize.nnls(terms, walls)
+            if per_step > 0:
+                return RunTime(float(fixed), float(per_step), float(per_eval), len(samples))
+    interval = median_low(s.eval_every for s in samples)
     if len(set(steps)) > 1:
-        line = stats.linregress(steps, walls)
-        # A line that says a run costs nothing to start, or that longer runs are quicker,
-        # is noise over too narrow a range of lengths: fall back to the plain rate.
-        if line.slope > 0 and line.intercept >= 0:
-            return RunTime(
-                fixed=float(line.intercept), per_step=float(line.slope), runs=len(points)
-            )
-    return RunTime(fixed=0.0, per_step=sum(walls) / sum(steps), runs=len(points))
+        terms = np.column_stack([np.ones_like(steps), steps])
+        (fixed, per_step), _ = optimize.nnls(terms, walls)
+        # A fit that says longer runs cost nothing more is noise over too narrow a range
+        # of lengths: fall back to the plain rate.
+        if per_step > 0:
+            return RunTime(float(fixed), float(per_step), 0.0, len(samples), interval)
+    return RunTime(0.0, float(walls.sum() / steps.sum()), 0.0, len(samples), interval)
+
+
+def run_times(finished: Iterable[RunPublic]) -> dict[tuple[str, str], RunTime]:
+    """By (architecture, diagnostics level), how a run's wall time grows with its steps
+    and evaluations, from the completed runs."""
+    return {group: _fit(samples) for group, samples in _samples(finished).items()}
 
 
 def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], workers: int) -> Estimate:
     """Wall seconds for `planned` on `workers` workers, or None when an
     architecture they use has never finished a run here."""
-    times = run_times(finished)
-    basis = {arch: time.runs for arch, time in times.items()}
-    if any(config.arch not in times for config in planned):
+    samples = _samples(finished)
+    times = {group: _fit(runs) for group, runs in samples.items()}
+    by_arch: dict[str, list[_Sample]] = {}
+    for (arch, _), runs in samples.items():
+        by_arch.setdefault(arch, []).extend(runs)
+    basis = {arch: len(runs) for arch, runs in by_arch.items()}
+    if any(config.arch not in by_arch for config in planned):
         return Estimate(seconds=None, basis=basis)
-    total = sum(times[config.arch].seconds(config.steps) for config in planned)
-    return Estimate(seconds=total / max(1, min(workers, len(planned))), basis=basis)
+    pooled = {arch: _fit(runs) for arch, runs in by_arch.items()}
+    assumptions: dict[str, None] = {}  # in the order they arise, each once
+    total = 0.0
+    for config in planned:
+        name, level = config.arch.upper(), str(config.diagnostics)
+        time = times.get((config.arch, level))
+        if time is None:
+            time = pooled[config.arch]
+            measured = sorted(lvl for arch, lvl in samples if arch == config.arch)
+            assumptions[
+                f"no {name} run with diagnostics {level} finished here: timed as its runs "
+                f"with diagnostics {' and '.join(measured)}"
+            ] = None
+        if time.eval_every is not None and time.eval_every != config.eval_every:
+            assumptions[
+                f"the {name} runs measured evaluate every {time.eval_every} steps: runs "
+                f"evaluating every {config.eval_every} are timed as if they did too"
+            ] = None
+        total += time.seconds(config)
+    return Estimate(
+        seconds=total / max(1, min(workers, len(planned))),
+        basis=basis,
+        assumptions=list(assumptions),
+    )

@@ -22,6 +22,14 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
+from bnlab.server.cell_diagnostics import (
+    Document,
+    RunDiagnostics,
+    chosen_layers,
+    layer_order,
+    stored_diagnostics,
+)
+from bnlab.server.cell_diagnostics import summarize_cells as summarize_diagnostics
 from bnlab.server.estimate import BASIS_RUNS, estimate
 from bnlab.server.experiment import (
     PRESETS,
@@ -41,6 +49,7 @@ from bnlab.server.runs import (
 from bnlab.server.schemas import (
     DeletedMessage,
     ExperimentCurveRow,
+    ExperimentDiagnostics,
     ExperimentExport,
     ExperimentMessage,
     ExperimentOverview,
@@ -146,6 +155,7 @@ class ExperimentService:
             workers=workers,
             estimated_seconds=guess.seconds,
             basis=guess.basis,
+            assumptions=guess.assumptions,
         )
 
     def _places(
@@ -238,6 +248,32 @@ class ExperimentService:
         for cache in (self._seq, self._cells, self._progress_published):
             cache.pop(experiment_id, None)
         self.hub.end(experiment_topic(experiment_id), DeletedMessage(id=experiment_id).text())
+
+    # -- inside the network ------------------------------------------------
+
+    def diagnostics(self, experiment_id: str, layer: str | None = None) -> ExperimentDiagnostics:
+        """Each cell's seed means of the diagnostics, of `layer` alone or of every layer;
+        computed from the stored points at every call (the page asks when a run ends).
+        Raises UnknownLayer for a layer no run recorded."""
+        design = ExperimentCreate.model_validate_json(self._row(experiment_id)["design"])
+        names = layer_order(self.store.experiment_layers(experiment_id))
+        layers = chosen_layers(names, layer)
+        points: dict[str, list[tuple[int, Document | None]]] = {}
+        for row in self.store.experiment_diagnostics(experiment_id, layer):
+            text = row["diagnostics"]
+            recorded = None if text is None else stored_diagnostics(text)
+            points.setdefault(row["run_id"], []).append((row["step"], recorded))
+        runs = [
+            RunDiagnostics(
+                factors=factors,
+                arm=row["arm"],
+                status=row["status"],
+                points=points.get(row["id"], []),
+            )
+            for row, factors in self._places(experiment_id, design)
+        ]
+        cells = summarize_diagnostics(design.cells(), runs, layers)
+        return ExperimentDiagnostics(id=experiment_id, layers=names, layer=layer, cells=cells)
 
     # -- export -----------------------------------------------------------
 

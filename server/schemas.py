@@ -11,6 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalPoint, TestMetrics, finite_or_none
+from bnlab.server.cell_diagnostics import CellDiagnostics
 from bnlab.server.experiment import ExperimentCreate, ExperimentStatus, Preset, Scalar
 from bnlab.server.statistics import ArmName, Cell
 from bnlab.server.status import RunStatus
@@ -222,6 +223,10 @@ class ExperimentPlan(BaseModel):
         "(no finished run of a planned architecture)"
     )
     basis: dict[str, int] = Field(description="Completed runs the estimate read, by architecture")
+    assumptions: list[str] = Field(
+        default_factory=list,
+        description="What the estimate had to assume, in words (bnlab.server.estimate)",
+    )
 
 
 class ExperimentRunRow(BaseModel):
@@ -248,6 +253,16 @@ class ExperimentExport(BaseModel):
     experiment: ExperimentOverview
     runs: list[ExperimentRunRow]
     curves: list[ExperimentCurveRow]
+
+
+class ExperimentDiagnostics(BaseModel):
+    """Inside the network, per cell and arm: each diagnostics series' mean over the seeds
+    at every evaluation step (bnlab.server.cell_diagnostics has the rules)."""
+
+    id: str
+    layers: list[str] = Field(description="Every layer the runs recorded, in network order")
+    layer: str | None = Field(description="The one layer the means are of; None: every layer")
+    cells: list[CellDiagnostics] = Field(description="In the design's order")
 
 
 # -- websocket messages (server to client) ------------------------------------------

@@ -9,6 +9,7 @@ Opening a file brings its schema up to date (bnlab.server.migrations).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -254,6 +255,41 @@ class Store:
             "SELECT points.* FROM points JOIN runs ON runs.id = points.run_id"
             " WHERE runs.experiment_id = ? ORDER BY runs.rowid, points.step",
             (experiment_id,),
+        ).fetchall()
+
+    def experiment_layers(self, experiment_id: str) -> list[list[str]]:
+        """The distinct lists of layer names (in network order) that the experiment's runs
+        recorded. A run's layers are its network's, the same at every evaluation: SQLite
+        reads them out of each run's first recorded point (MIN's row: SQLite's bare column)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT (SELECT json_group_array(json_extract(value, '$.name'))"
+            " FROM json_each(first.diagnostics, '$.layers')) AS names FROM ("
+            " SELECT points.diagnostics, MIN(points.step) FROM points"
+            " JOIN runs ON runs.id = points.run_id"
+            " WHERE runs.experiment_id = ? AND points.diagnostics IS NOT NULL"
+            " GROUP BY points.run_id) AS first",
+            (experiment_id,),
+        ).fetchall()
+        return [json.loads(row["names"]) for row in rows]
+
+    def experiment_diagnostics(
+        self, experiment_id: str, layer: str | None = None
+    ) -> list[sqlite3.Row]:
+        """Every point's `run_id`, `step` and `diagnostics` (JSON; NULL: not recorded) of
+        the experiment, by run then step. With `layer`, SQLite keeps that layer alone in
+        each point's `layers`: a CNN point's other layers are never sent to Python."""
+        diagnostics = "points.diagnostics"
+        if layer is not None:
+            diagnostics = (
+                "json_set(points.diagnostics, '$.layers', json((SELECT json_group_array("
+                "json(value)) FROM json_each(points.diagnostics, '$.layers')"
+                " WHERE json_extract(value, '$.name') = :layer)))"
+            )
+        return self.db.execute(
+            f"SELECT points.run_id, points.step, {diagnostics} AS diagnostics"
+            " FROM points JOIN runs ON runs.id = points.run_id"
+            " WHERE runs.experiment_id = :experiment ORDER BY runs.rowid, points.step",
+            {"experiment": experiment_id, "layer": layer},
         ).fetchall()
 
     def set_experiment_seq(self, experiment_id: str, last_seq: int) -> None:

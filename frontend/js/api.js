@@ -87,9 +87,11 @@ export const api = {
   startExperiment: (design) => request("POST", "/api/experiments", design),
   cancelExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/cancel`),
   resumeExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/resume`),
-  // The seeds' curves need no diagnostics (~7.5 KB a CNN point); the cell means do.
-  experimentExport: (id, { diagnostics = false } = {}) =>
-    request("GET", `/api/experiments/${enc(id)}/export?format=json${diagnostics ? "&diagnostics=true" : ""}`),
+  // The seeds' curves need no diagnostics (~7.5 KB a CNN point).
+  experimentExport: (id) => request("GET", `/api/experiments/${enc(id)}/export?format=json`),
+  // Each cell's seed means inside the network, of one layer (null: of every layer).
+  experimentDiagnostics: (id, layer = null) =>
+    request("GET", `/api/experiments/${enc(id)}/diagnostics${layer ? `?layer=${enc(layer)}` : ""}`),
   // The download is the whole record, diagnostics included.
   experimentExportUrl: (id, format, part = "runs") =>
     `/api/experiments/${enc(id)}/export?format=${format}${format === "csv" ? `&part=${part}` : "&diagnostics=true"}`,

@@ -16,13 +16,19 @@ import { Status } from "./status.js";
 // Over a decade or more Plotly labels a log axis's in-between ticks with their first digit
 // alone ("5" for 0.5), and its 1-to-9 ticks pile up at the top of each decade: there, ticks
 // at 1, 2 and 5 (or whole decades, a few of them, over a wide span) with whole numbers.
-// Over less it picks ticks as precise as the range needs, written out (not "406.8μ").
-function logTicks(span) {
-  if (span < 3) return { tickmode: "auto", dtick: null, tickformat: "" };
+// Over less it picks ticks as precise as the range needs, and over a narrow range they need
+// many digits (0.00040685): there, a few ticks only, each with as few digits as they need,
+// and small values with an exponent (4.069e−4; not SI's "406.9μ").
+export function logTicks(low, high) {
+  const span = low > 0 ? high / low : 1;
+  if (span < 3) {
+    return { tickmode: "auto", dtick: null, tickformat: "", nticks: 4, exponentformat: high < 0.01 ? "e" : "none" };
+  }
   const decades = Math.log10(span);
   const dtick = decades < 2.5 ? "D2" : Math.max(1, Math.ceil(decades / 4));
-  return { tickmode: "linear", dtick, tickformat: "~g" };
+  return { tickmode: "linear", dtick, tickformat: "~g", nticks: 0, exponentformat: "none" };
 }
+const TICK_KEYS = ["tickmode", "dtick", "tickformat", "nticks", "exponentformat"];
 
 // More plotted runs than this: the "Recorded" line counts them instead of naming each.
 const NAMED_RUNS = 4;
@@ -46,6 +52,8 @@ function whyEmpty(runs, getPoints, value, { none, fullOnly, layer, missing }) {
   const points = runs.flatMap((r) => getPoints(r.id));
   if (points.some((p) => value(p) !== null)) return null;
   if (!points.length) {
+    // An experiment's arm whose runs all evaluated without diagnostics has no mean points.
+    if (runs.every((r) => r.notRecorded)) return "not recorded:<br>diagnostics were off, or the runs predate them";
     if (runs.some((r) => r.status === Status.RUNNING)) return "starting…<br>the first evaluation is on its way";
     if (runs.some((r) => r.status === Status.QUEUED)) return "queued:<br>waiting for a free worker";
     return "no evaluations:<br>the run ended before its first one";
@@ -210,23 +218,23 @@ class LayerChart extends LiveChart {
     });
   }
 
-  /** The log axes' ticks follow their span as points arrive (see logTicks). */
+  /** The log axes' ticks follow their range as points arrive (see logTicks). */
   decorations(layout) {
     const update = super.decorations(layout);
     for (const panel of this.panels.filter((p) => p.log)) {
       const axis = layout[`yaxis${panel.n}`];
-      for (const key of ["tickmode", "dtick", "tickformat"]) update[`yaxis${panel.n}.${key}`] = axis[key];
+      for (const key of TICK_KEYS) update[`yaxis${panel.n}.${key}`] = axis[key];
     }
     return update;
   }
 
-  /** max / min of a log panel's values drawn now (1 when it has none). */
-  span(panel) {
+  /** [min, max] of a log panel's values drawn now ([1, 1] when it has none). */
+  extent(panel) {
     const values = this.runsOf(panel).flatMap((run) => {
       const series = panel.series(run);
       return this.getPoints(run.id).flatMap((p) => series.map((s) => s.value(p, this.layer())));
     }).filter((v) => typeof v === "number" && v > 0);
-    return values.length ? Math.max(...values) / Math.min(...values) : 1;
+    return values.length ? [Math.min(...values), Math.max(...values)] : [1, 1];
   }
 
   layout() {
@@ -246,7 +254,7 @@ class LayerChart extends LiveChart {
       });
       layout[`yaxis${panel.n}`] = this.axis({
         anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
-        ...(panel.log ? { exponentformat: "none", ...logTicks(this.span(panel)) } : {}),
+        ...(panel.log ? logTicks(...this.extent(panel)) : {}),
         ...(panel.yaxis ?? {}),
       });
     }
@@ -389,10 +397,7 @@ export class InsidePanel {
     this.opts = { xMode: "step" };
     this.select = root.querySelector(`[data-testid=${testid}-layer]`);
     this.status = root.querySelector(`[data-testid=${testid}-status]`);
-    this.select.addEventListener("change", () => {
-      this.chosen = this.select.value;
-      this.redraw();
-    });
+    this.select.addEventListener("change", () => this.pick(this.select.value));
     const grid = root.querySelector(`[data-testid=${testid}-charts]`);
     this.charts = CHARTS.map((spec) => {
       const figure = document.createElement("figure");
@@ -422,6 +427,12 @@ export class InsidePanel {
 
   layer() {
     return this.chosen ?? this.layers[0] ?? null;
+  }
+
+  /** The picker's choice: its points are here already (the experiment's panel loads them). */
+  pick(layer) {
+    this.chosen = layer;
+    this.redraw();
   }
 
   setRuns(runs) {
@@ -507,7 +518,7 @@ export class InsidePanel {
     const parts = this.runs.map((run) => {
       const points = this.getPoints(run.id);
       const level = points.find((p) => p.diagnostics)?.diagnostics.level;
-      return { run, level, evaluated: points.length > 0 };
+      return { run, level, evaluated: points.length > 0 || Boolean(run.notRecorded) };
     });
     const missing = parts.filter((x) => x.evaluated && !x.level);
     const recorded = parts.filter((x) => x.level);

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from statistics import fmean
 from typing import Any
 
@@ -167,6 +167,15 @@ def test_curves_show_each_arm_as_a_mean_line_over_a_95_percent_band(finished):
     assert len(colours) == 2
     loss = chart_traces(page, "exp-chart-loss")
     assert sum(t["meta"]["kind"] == "band" and t["fill"] == "toself" for t in loss) == 4
+    # The legend sits below the axis and its labels, inside the chart, as on the Runs page:
+    # it never covers the curves, however many cells there are (past a few rows it scrolls).
+    for testid in ("exp-chart-acc", "factor-plot"):
+        legend, axis = page.evaluate(
+            """id => [' .legend .bg', ' .xaxislayer-above'].map(sel => document
+                .querySelector(`[data-testid=${id}]${sel}`).getBoundingClientRect().toJSON())""",
+            testid,
+        )
+        assert legend["top"] >= axis["bottom"] - 1, (testid, legend, axis)
 
 
 def test_a_dropped_connection_resumes_with_nothing_doubled_or_missing(finished):
@@ -407,12 +416,20 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
     page.goto(server_root(page) + f"/#experiment={final['id']}")
     expect(page.get_by_test_id("verdict-row")).to_have_count(2)
     count_chart_draws(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
     panel = page.get_by_test_id("exp-inside-panel")
-    # Closed until asked for (it loads every run's diagnostics): opening it loads the export.
-    with page.expect_response(lambda r: "/export?format=json" in r.url) as info:
+    # Closed until asked for: opening it loads the server's cell means (every layer, the
+    # first time), never the export with every run's diagnostics.
+    with page.expect_response(lambda r: "/diagnostics" in r.url) as info:
         panel.locator("summary").click()
-    assert "diagnostics=true" in info.value.url  # the panel's load asks for them
-    exported = info.value.json()
+    assert info.value.url.endswith(f"/api/experiments/{final['id']}/diagnostics")
+    served = info.value.json()
+    # The test's own means come from the export with every point's diagnostics.
+    exported = page.request.get(
+        server_root(page) + f"/api/experiments/{final['id']}/export?diagnostics=true"
+    ).json()
+    expect(panel).to_have_attribute("aria-busy", "false")
     page.wait_for_function(
         """() => window.bnlab.experiment.painted()
             && [...document.querySelectorAll('[data-testid=exp-inside-charts] .chart')]
@@ -429,8 +446,11 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
         seeds[place[point["run_id"]]][point["step"]].append(point["diagnostics"])
     assert len(seeds) == 4 and all(len(s[60]) == 2 for s in seeds.values())
     names = [x["name"] for x in exported["curves"][0]["diagnostics"]["layers"]]
+    assert served["layers"] == names
     picker = page.get_by_test_id("exp-inside-layer")
     assert picker.evaluate("s => [...s.options].map(o => o.value)") == names
+    # What the means are over: every run recorded diagnostics here.
+    expect(page.get_by_test_id("exp-inside-status")).to_contain_text(f"{RUNS} of {RUNS} runs")
 
     def means(cell: int, arm: str, value) -> list[float]:
         by_step = seeds[(cell, arm)]
@@ -446,8 +466,11 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
         return value
 
     acc = chart_traces(page, "exp-chart-acc")
-    for name in (names[0], names[-1]):
-        picker.select_option(name)  # each chart redraws, one per animation frame
+    for name in (names[-1], names[0]):
+        # The picked layer's means alone are loaded; each chart redraws, one per frame.
+        with page.expect_response(lambda r, name=name: f"/diagnostics?layer={name}" in r.url):
+            picker.select_option(name)
+        expect(panel).to_have_attribute("aria-busy", "false")  # its means are in
         page.wait_for_function("window.bnlab.experiment.painted()")
         bands, norms = inside_traces(page, "bands"), inside_traces(page, "norms")
         bn_gap = inside_traces(page, "bn")
@@ -486,18 +509,19 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
                     means(cell, "bn", lambda d, key=key: d[key])
                 )
     # The heatmap: the first cell's histograms, as fractions averaged over its seeds (each
-    # run fixes its bins from its initial weights; averaged only where the seeds' agree).
+    # run fixes its bins from its initial weights; averaged over the seeds with the bins
+    # most of them have: the first seed's on a tie).
     heat = inside_traces(page, "heatmap")[("cell0-bn", "pre_activation-heat")]
-    layers = [of(names[-1])(d) for step in seeds[(0, "bn")].values() for d in step]
-    edges = [x["pre_activation"]["edges"] for x in layers]
-    if all(e == edges[0] for e in edges):
-        assert heat["y"] == pytest.approx(edges[0])
-        for row, step in zip(heat["z"], sorted(seeds[(0, "bn")]), strict=True):
-            counts = [of(names[-1], "pre_activation", "counts")(d) for d in seeds[(0, "bn")][step]]
-            shares = [[c / sum(seed) for c in seed] for seed in counts]
-            assert row == pytest.approx([fmean(column) for column in zip(*shares, strict=True)])
-    else:
-        assert heat["y"] == [] and not heat["z"]
+    first = seeds[(0, "bn")][0]  # at step 0, seed by seed
+    edges = Counter(tuple(of(names[0])(d)["pre_activation"]["edges"]) for d in first)
+    common = list(edges.most_common(1)[0][0])
+    assert heat["y"] == pytest.approx(common)
+    for row, step in zip(heat["z"], sorted(seeds[(0, "bn")]), strict=True):
+        layers = [of(names[0])(d)["pre_activation"] for d in seeds[(0, "bn")][step]]
+        shares = [
+            [c / sum(x["counts"]) for c in x["counts"]] for x in layers if x["edges"] == common
+        ]
+        assert row == pytest.approx([fmean(column) for column in zip(*shares, strict=True)])
     # basic diagnostics: the full-only charts say so instead of drawing.
     ics = page.evaluate(
         """() => document.querySelector('[data-testid=exp-inside-ics]').layout.annotations
@@ -511,3 +535,8 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
         expect(folded).to_have_text(re.compile("only runs with diagnostics = full"))
     draws = page.evaluate("window.__draws")
     assert draws and len(draws) == len(set(draws)), f"two chart draws in one frame: {draws}"
+    # Loaded when opened and when a layer was picked; no timer loads it again, and the
+    # export was never asked for.
+    page.wait_for_timeout(2500)
+    loads = [url for url in requests if "/diagnostics" in url]
+    assert len(loads) == 3 and not [url for url in requests if "/export" in url], requests

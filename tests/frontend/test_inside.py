@@ -180,3 +180,35 @@ def test_a_run_without_diagnostics_says_not_recorded(page, finished):
     )
     assert any(n.startswith("not recorded") for n in notes), notes
     assert not any(t["y"] and any(v is not None for v in t["y"]) for t in traces(page, "bands"))
+
+
+def test_a_log_axis_over_a_narrow_range_keeps_its_tick_labels_short(page):
+    """The panel's tick rule (logTicks) as Plotly draws it: distinct labels, rising, at most
+    8 characters (never 0.00040685) whatever the range."""
+    cases = [
+        [0.00040685, 0.00040712, 0.0004069],  # a measure that barely moves
+        [0.0004, 0.00052],
+        [0.91, 0.95],
+        [12345.6, 12350.1],
+        [1e-6, 3e-3],
+    ]
+    drawn = page.evaluate(
+        """async (cases) => {
+            const { logTicks } = await import('/js/inside.js');
+            const el = document.body.appendChild(document.createElement('div'));
+            Object.assign(el.style, { width: '400px', height: '300px' });
+            const drawn = [];
+            for (const y of cases) {
+                const ticks = logTicks(Math.min(...y), Math.max(...y));
+                await Plotly.newPlot(el, [{ y }], { yaxis: { type: 'log', ...ticks } });
+                drawn.push([...el.querySelectorAll('g.ytick text')].map(t => t.textContent));
+            }
+            el.remove();
+            return drawn;
+        }""",
+        cases,
+    )
+    for labels in drawn:
+        numbers = [float(label.replace("\u2212", "-").replace(",", "")) for label in labels]
+        assert len(numbers) >= 2 and numbers == sorted(set(numbers)), labels
+        assert all(len(label) <= 8 for label in labels), labels

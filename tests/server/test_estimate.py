@@ -14,12 +14,24 @@ from bnlab.server.schemas import RunPublic
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def finished(arch: str, steps: int, seconds: float, status: str = "completed") -> RunPublic:
+def finished(
+    arch: str,
+    steps: int,
+    seconds: float,
+    status: str = "completed",
+    eval_every: int | None = None,
+    diagnostics: str = "off",
+) -> RunPublic:
     return RunPublic(
         id=f"{arch}-{steps}-{seconds}",
         label="x",
         comparison_id=None,
-        config=RunConfig(arch=arch, steps=steps, eval_every=min(steps, 100)),
+        config=RunConfig(
+            arch=arch,
+            steps=steps,
+            eval_every=eval_every or min(steps, 100),
+            diagnostics=diagnostics,
+        ),
         status=status,
         step=steps,
         total_steps=steps,
@@ -29,34 +41,82 @@ def finished(arch: str, steps: int, seconds: float, status: str = "completed") -
     )
 
 
+def planned(
+    arch: str = "mlp", steps: int = 2000, eval_every: int = 100, diagnostics: str = "off"
+) -> RunConfig:
+    return RunConfig(arch=arch, steps=steps, eval_every=eval_every, diagnostics=diagnostics)
+
+
 def test_runs_of_one_length_give_total_seconds_over_total_steps():
     runs = [finished("mlp", 1000, 4.0), finished("mlp", 1000, 6.0), finished("cnn", 100, 10.0)]
     times = run_times(runs)
-    assert times["mlp"] == RunTime(fixed=0.0, per_step=pytest.approx(10.0 / 2000), runs=2)
-    assert times["cnn"] == RunTime(fixed=0.0, per_step=pytest.approx(0.1), runs=1)
+    assert times[("mlp", "off")] == RunTime(0.0, pytest.approx(10.0 / 2000), 0.0, 2, 100)
+    assert times[("cnn", "off")] == RunTime(0.0, pytest.approx(0.1), 0.0, 1, 100)
 
 
 def test_runs_of_several_lengths_separate_start_up_from_the_steps():
-    # 5 s to start, then 2 ms a step; as numpy's least squares line has it
+    # 5 s to start, then 2 ms a step (evaluations, every 20 steps, included)
     runs = [
-        finished("mlp", steps, 5.0 + 0.002 * steps + noise)
+        finished("mlp", steps, 5.0 + 0.002 * steps + noise, eval_every=20)
         for steps, noise in [(20, 0.1), (20, -0.1), (1000, 0.05), (4000, -0.05)]
     ]
     slope, intercept = np.polyfit([20, 20, 1000, 4000], [r_wall(r) for r in runs], 1)
-    time = run_times(runs)["mlp"]
-    assert (time.fixed, time.per_step, time.runs) == (
+    time = run_times(runs)[("mlp", "off")]
+    assert (time.fixed, time.per_step, time.per_eval, time.runs) == (
         pytest.approx(intercept),
         pytest.approx(slope),
+        0.0,
         4,
     )
     # tiny test-sized runs must not make a long run look like hours
-    assert time.seconds(4000) == pytest.approx(13.0, rel=0.02)
+    assert time.seconds(planned(steps=4000, eval_every=20)) == pytest.approx(13.0, rel=0.02)
+
+
+def test_runs_evaluating_at_different_intervals_price_an_evaluation():
+    # 3 s to start, 2 ms a step, 50 ms an evaluation: lstsq's numbers, and a planned run
+    # at an interval none of them had is timed right.
+    def wall(steps: int, every: int) -> float:
+        return 3.0 + 0.002 * steps + 0.05 * len(planned(steps=steps, eval_every=every).eval_steps())
+
+    shapes = [(200, 10), (1000, 100), (2000, 50), (600, 20)]
+    runs = [finished("mlp", s, wall(s, e), eval_every=e) for s, e in shapes]
+    terms = [[1, s, len(planned(steps=s, eval_every=e).eval_steps())] for s, e in shapes]
+    want, *_ = np.linalg.lstsq(np.array(terms, float), [r_wall(r) for r in runs], rcond=None)
+    time = run_times(runs)[("mlp", "off")]
+    assert [time.fixed, time.per_step, time.per_eval] == pytest.approx(list(want))
+    assert time.eval_every is None
+    got = estimate([planned(steps=3000, eval_every=500)], runs, workers=1)
+    assert got.seconds == pytest.approx(wall(3000, 500))
+    assert got.assumptions == []
+
+
+def test_each_diagnostics_level_is_timed_by_its_own_runs():
+    # basic diagnostics double an MLP run here; the estimate must not average them away
+    runs = [finished("mlp", 1000, 4.0), finished("mlp", 1000, 8.0, diagnostics="basic")]
+    off = estimate([planned(steps=1000)], runs, workers=1)
+    basic = estimate([planned(steps=1000, diagnostics="basic")], runs, workers=1)
+    assert (off.seconds, basic.seconds) == (pytest.approx(4.0), pytest.approx(8.0))
+    assert off.basis == basic.basis == {"mlp": 2}
+
+
+def test_what_the_estimate_assumes_is_said():
+    runs = [finished("mlp", 1000, 4.0, eval_every=50)]
+    got = estimate([planned(steps=1000, eval_every=50, diagnostics="full")], runs, workers=1)
+    assert got.seconds == pytest.approx(4.0)
+    assert got.assumptions == [
+        "no MLP run with diagnostics full finished here: timed as its runs with diagnostics off"
+    ]
+    got = estimate([planned(steps=1000, eval_every=200)] * 2, runs, workers=1)
+    assert got.assumptions == [
+        "the MLP runs measured evaluate every 50 steps: runs evaluating every 200 are timed "
+        "as if they did too"
+    ]
 
 
 def test_a_line_that_makes_no_sense_falls_back_to_the_plain_rate():
     # the longer run was quicker: load noise, not a negative cost per step
     runs = [finished("mlp", 100, 10.0), finished("mlp", 200, 8.0)]
-    assert run_times(runs)["mlp"] == RunTime(fixed=0.0, per_step=pytest.approx(18.0 / 300), runs=2)
+    assert run_times(runs)[("mlp", "off")] == RunTime(0.0, pytest.approx(18.0 / 300), 0.0, 2, 100)
 
 
 def r_wall(run) -> float:
@@ -69,16 +129,15 @@ def test_runs_that_did_not_complete_say_nothing_about_speed():
 
 
 def test_planned_runs_share_the_workers():
-    planned = [RunConfig(arch="mlp", steps=2000, eval_every=100)] * 4
-    got = estimate(planned, [finished("mlp", 1000, 5.0)], workers=2)
+    four = [planned()] * 4
+    got = estimate(four, [finished("mlp", 1000, 5.0)], workers=2)
     # 4 runs x 2,000 steps x 5 ms on 2 workers
     assert got.seconds == pytest.approx(20.0)
     assert got.basis == {"mlp": 1}
     # one run cannot use two workers
-    assert estimate(planned[:1], [finished("mlp", 1000, 5.0)], workers=2).seconds == 10.0
+    assert estimate(four[:1], [finished("mlp", 1000, 5.0)], workers=2).seconds == 10.0
 
 
 def test_an_architecture_never_finished_here_makes_the_estimate_unknown():
-    planned = [RunConfig(arch="cnn", steps=100, eval_every=50)]
-    got = estimate(planned, [finished("mlp", 1000, 5.0)], workers=2)
+    got = estimate([planned("cnn", steps=100, eval_every=50)], [finished("mlp", 1000, 5.0)], 2)
     assert got.seconds is None and got.basis == {"mlp": 1}

@@ -182,6 +182,22 @@ def test_export_gives_one_row_per_run_and_the_curves_in_long_form(server, watche
     assert bad.status_code == 422 and "format" in bad.json()["message"]
 
 
+def test_cell_means_count_runs_without_diagnostics_out_and_refuse_an_unknown_layer(server, watched):
+    """The design trains with diagnostics off: every run evaluated, none recorded."""
+    experiment_id = watched["final"]["id"]
+    answer = server.http.get(f"/api/experiments/{experiment_id}/diagnostics")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["layers"] == [] and len(body["cells"]) == 2
+    for cell in body["cells"]:
+        for arm in cell["arms"].values():
+            assert (arm["n"], arm["recorded"], arm["not_recorded"]) == (2, 0, 2)
+            assert arm["level"] is None and arm["steps"] == []
+    refused = server.http.get(f"/api/experiments/{experiment_id}/diagnostics?layer=fc1")
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("layer: no layer 'fc1'"), refused.text
+
+
 def test_a_finished_experiment_is_listed_and_deleted_with_its_runs(server, watched):
     experiment_id = watched["final"]["id"]
     listed = server.http.get("/api/experiments").json()["items"]
@@ -255,6 +271,7 @@ def test_unknown_experiments_are_404(server):
         ("POST", "/api/experiments/nope/resume"),
         ("DELETE", "/api/experiments/nope"),
         ("GET", "/api/experiments/nope/export"),
+        ("GET", "/api/experiments/nope/diagnostics"),
     ]:
         assert server.http.request(method, path).status_code == 404, path
 

@@ -5,6 +5,7 @@
 
 /* global Plotly */
 
+import { LEGEND } from "../charts.js";
 import { isNum, pValue } from "../format.js";
 
 // Okabe & Ito's palette: told apart with each common colour-vision deficiency. Yellow
@@ -55,7 +56,10 @@ function baseLayout(title, extra = {}) {
     margin: { l: 58, r: 12, t: 36, b: 44 },
     paper_bgcolor: "#fff",
     plot_bgcolor: "#fff",
-    legend: { orientation: "h", x: 0, y: -0.1, yanchor: "top", font: { size: 11 } },
+    // The Runs page's: below the axis (the plot area makes room for it, as the axes have
+    // automargin), a few rows at most and scrolling past them, so many cells never cover
+    // the curves.
+    legend: LEGEND,
     hovermode: "closest",
     uirevision: "keep", // zoom and legend clicks survive every update
     ...extra,
@@ -186,8 +190,8 @@ export class BandChart extends Chart {
     // Before any data Plotly's own range (-1..4) would read -100 %..400 %.
     const range = clampedRange(data.flatMap((t) => t.y), 0, accuracy ? 1 : Infinity) ?? (accuracy ? [0, 1] : undefined);
     const layout = baseLayout(this.title, {
-      xaxis: { gridcolor: GRID, zeroline: false, hoverformat: "d" },
-      yaxis: { title: { text: this.yTitle }, gridcolor: GRID, tickformat: this.tickformat ?? "", range },
+      xaxis: { gridcolor: GRID, zeroline: false, hoverformat: "d", automargin: true },
+      yaxis: { title: { text: this.yTitle }, gridcolor: GRID, tickformat: this.tickformat ?? "", range, automargin: true },
       annotations: empty ? [note("no evaluations yet: the curves appear as runs report")] : [],
     });
     return { data, layout };
@@ -272,15 +276,14 @@ export class FactorPlot extends Chart {
     });
     const layout = baseLayout(field ? `Final test accuracy against ${field}` : "Final test accuracy", {
       xaxis: {
-        gridcolor: GRID, type: log ? "log" : numeric ? "linear" : "category",
+        gridcolor: GRID, automargin: true, type: log ? "log" : numeric ? "linear" : "category",
         ...(numeric ? { tickvals: values, ticktext: values.map(String) } : {}),
       },
       yaxis: {
-        title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%",
+        automargin: true, title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%",
         range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => [
           y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)])), 0, 1),
       },
-      legend: { orientation: "h", x: 0, y: -0.18, yanchor: "top", font: { size: 11 } },
       annotations: experiment.cells.every((c) => ARMS.every((a) => !c.arms[a].n_finished))
         ? [note("no finished runs yet")] : [],
     });

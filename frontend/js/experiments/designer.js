@@ -248,5 +248,7 @@ function describePlan(plan) {
     return `${runs} · time unknown: this server has not finished a run of this architecture yet`;
   }
   const basis = Object.entries(plan.basis).map(([arch, n]) => `${n} ${arch.toUpperCase()} run${n === 1 ? "" : "s"}`).join(", ");
-  return `${runs} · about ${duration(plan.estimated_seconds)} on ${plan.workers} worker${plan.workers === 1 ? "" : "s"} (from the speed of ${basis} finished here)`;
+  // What the estimate had to assume (another diagnostics level, another evaluation interval).
+  const assumed = (plan.assumptions ?? []).map((text) => ` Assumed: ${text}.`).join("");
+  return `${runs} · about ${duration(plan.estimated_seconds)} on ${plan.workers} worker${plan.workers === 1 ? "" : "s"} (from the speed of ${basis} finished here).${assumed}`;
 }

@@ -18,7 +18,7 @@ const VERDICT_WORDS = {
   not_enough_seeds: "not enough seeds to tell",
 };
 const RATE_WINDOW_MS = 60_000; // the ETA's speed: steps over the last minute
-const EXPORT_REFRESH_MS = 2000; // the export (seeds, cell means): at most one load per interval
+const EXPORT_REFRESH_MS = 2000; // the export (the seeds' curves): at most one load per interval
 
 const signed = (x) => (isNum(x) ? `${x >= 0 ? "+" : ""}${(x * 100).toFixed(2)} %` : "—");
 const interval = (low, high, f) => (isNum(low) && isNum(high) ? `${f(low)} to ${f(high)}` : "—");
@@ -80,10 +80,8 @@ export class ExperimentView {
       factor: new FactorPlot($("factor-plot"), this.painter),
       heatmap: new Heatmap(this.el.heatmap, this.painter),
     };
-    this.inside = $("exp-inside-panel");
-    this.insidePanel = new CellMeansPanel(this.inside, this.painter);
+    this.inside = new CellMeansPanel($("exp-inside-panel"), this.painter, (text, kind) => host.notice(text, kind));
     this.el.seeds.addEventListener("change", () => this.loadExport());
-    this.inside.addEventListener("toggle", () => this.inside.open && this.loadExport());
     this.el.cancel.addEventListener("click", () => this.act(api.cancelExperiment, "cancel"));
     this.el.resume.addEventListener("click", () => this.act(api.resumeExperiment, "resume"));
     this.presets = [];
@@ -98,7 +96,7 @@ export class ExperimentView {
     this.samples = [];
     this.seedRuns = null;
     this.cellsKey = "";
-    this.inside.open = false; // another experiment's means: reopening loads this one's
+    this.inside.reset(id); // another experiment's means: reopening loads this one's
     this.el.gone.hidden = true;
     this.el.body.hidden = true;
     this.el.title.textContent = `Experiment ${id}`;
@@ -151,8 +149,9 @@ export class ExperimentView {
       this.cellsKey = key;
       this.renderTable();
       this.redraw();
-      if (this.el.seeds.checked || this.inside.open) this.loadExportSoon();
+      if (this.el.seeds.checked) this.loadExportSoon();
     }
+    this.inside.onExperiment(experiment);
   }
 
   onProgress(msg) {
@@ -265,8 +264,8 @@ export class ExperimentView {
     this.host.openRuns(runs);
   }
 
-  // ---- individual seeds and the cell means inside the network: from the experiment's
-  // export (one request for every run), loaded only while the toggle or the panel asks ----
+  // ---- individual seeds: from the experiment's export (one request for every run, without
+  // the points' diagnostics), loaded only while the toggle asks ----
 
   loadExportSoon() {
     if (this.exportTimer) return;
@@ -282,19 +281,15 @@ export class ExperimentView {
       this.seedRuns = null;
       if (this.experiment) this.redraw();
     }
-    if (!seeds && !this.inside.open) return;
+    if (!seeds) return;
     const id = this.id;
     try {
-      // The diagnostics only for the open panel: the seeds' curves poll without them.
-      const exported = await api.experimentExport(id, { diagnostics: this.inside.open });
+      const exported = await api.experimentExport(id);
       // Before the stream's first state there are no cells yet: that state loads again.
       const { experiment } = this;
-      if (id !== this.id || !experiment) return;
-      if (this.el.seeds.checked) {
-        this.seedRuns = seedCurves(experiment, exported);
-        this.redraw();
-      }
-      if (this.inside.open) this.insidePanel.update(experiment, exported);
+      if (id !== this.id || !experiment || !this.el.seeds.checked) return;
+      this.seedRuns = seedCurves(experiment, exported);
+      this.redraw();
     } catch (err) {
       this.host.notice(`Could not load the experiment's runs: ${err.message}`, "error");
     }
