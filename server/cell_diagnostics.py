@@ -198,7 +198,7 @@ def layer_order(name_lists: Iterable[Sequence[str]]) -> list[str]:
     for layers in name_lists:
         for i, name in enumerate(layers):
             if name not in names:
-                names.insert(min(i, len(names)), name)
+                names.insert(names.index(layers[i - 1]) + 1 if i else 0, name)
     return names
 
 
@@ -223,7 +223,14 @@ def _distribution(
     present = [d for d in found if d is not None]
     if not present:
         return None
-    counts = [np.asarray(d["counts"], np.float64) for d in present if d["edges"] == edges]
+    # A distribution with a NaN among its values (a diverging run's last evaluation)
+    # has no percentiles, and its NaNs sit in the last bin: counting them would draw
+    # a saturated layer. Its histogram is left out like its percentiles.
+    counts = [
+        np.asarray(d["counts"], np.float64)
+        for d in present
+        if d["edges"] == edges and d["p50"] is not None
+    ]
     shares = [c / c.sum() for c in counts if c.sum() > 0]
     return DistributionMeans(
         **{key: _mean(d[key] for d in present) for key in PERCENTILES},

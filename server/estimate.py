@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from statistics import median_low
 
 import numpy as np
 from scipy import optimize
@@ -105,7 +104,9 @@ def _fit(samples: Sequence[_Sample]) -> RunTime:
             (fixed, per_step, per_eval), _ = optimize.nnls(terms, walls)
             if per_step > 0:
                 return RunTime(float(fixed), float(per_step), float(per_eval), len(samples))
-    interval = median_low(s.eval_every for s in samples)
+    # One interval: it is in per_step, and the plan says so when a run differs. Several
+    # that the fit could not tell apart: no one interval to name.
+    interval = intervals.pop() if len(intervals) == 1 else None
     if len(set(steps)) > 1:
         terms = np.column_stack([np.ones_like(steps), steps])
         (fixed, per_step), _ = optimize.nnls(terms, walls)

@@ -267,7 +267,7 @@ class Store:
             " SELECT points.diagnostics, MIN(points.step) FROM points"
             " JOIN runs ON runs.id = points.run_id"
             " WHERE runs.experiment_id = ? AND points.diagnostics IS NOT NULL"
-            " GROUP BY points.run_id) AS first",
+            " GROUP BY points.run_id) AS first ORDER BY names",
             (experiment_id,),
         ).fetchall()
         return [json.loads(row["names"]) for row in rows]

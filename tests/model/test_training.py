@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from bnlab.model import events as ev
-from bnlab.model import training
+from bnlab.model import kernels, training
 from bnlab.model.config import MAX_EVALS, RunConfig
 from bnlab.model.events import Cancelled, Diverged, EvalEvent, event_adapter
 from bnlab.model.training import WindowSizer, _loss_and_accuracy, train
@@ -53,12 +53,9 @@ def test_a_run_reports_start_evals_progress_and_test_metrics(mnist_small_eval):
     kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "test"
     # The start says which path each tuned gradient took (model.kernels).
-    assert {op.split()[0] for op in events[0].kernels} == {
-        "conv2d.dx",
-        "conv2d.dkernel",
-        "dense.dx",
-    }
-    assert set(events[0].kernels.values()) <= {"tf", "forward", "relayout"}
+    assert {op.split()[0] for op in events[0].kernels} == set(kernels.OPERATIONS)
+    for op, path in events[0].kernels.items():
+        assert path in kernels.OPERATIONS[op.split()[0]]
     evals = [e for e in events if e.type == "eval"]
     assert [e.step for e in evals] == [0, 10, 20, 25]  # step 0, every 10, and the last
     assert evals[0].train_loss is None and evals[0].val_loss == pytest.approx(math.log(10))

@@ -23,6 +23,7 @@ from bnlab.model.events import (
     LayerDiagnostics,
     ProbePercentiles,
 )
+from bnlab.server import cell_diagnostics
 from bnlab.server.cell_diagnostics import (
     DISTRIBUTIONS,
     LANDSCAPE_MEASURES,
@@ -257,7 +258,8 @@ async def test_each_arms_means_are_numpys_over_the_runs_that_recorded_each_value
     assert last["n"] == 3 and served(last, ("fc1", "grad_norm"))["n"] == 2
     assert served(last, ("fc1", "effective_step"))["n"] == 2
     assert served(last, ("fc1", "weight_norm"))["n"] == 3
-    # Histograms: as fractions, over the runs with the arm's common bins.
+    # Histograms: as fractions, over the runs with the arm's common bins; the diverging
+    # run's NaN distribution (no median) adds nothing.
     assert no_bn["edges"]["fc1"] == {"pre_bn": None, "pre_activation": EDGES}
     own = [s for s in range(3) if (0, s, "no_bn") != OWN_BINS]
     for step in no_bn["steps"]:
@@ -267,11 +269,11 @@ async def test_each_arms_means_are_numpys_over_the_runs_that_recorded_each_value
                 dig(d, ("fc2", "pre_activation")).counts
                 for s in own
                 for t, d in sent[(0, s, "no_bn")]
-                if t == step["step"]
+                if t == step["step"] and not ((0, s, "no_bn") == DIVERGES and t == 20)
             ],
             dtype=np.float64,
         )
-        assert histogram["fractions_n"] == 2
+        assert histogram["fractions_n"] == len(counts) == (1 if step["step"] == 20 else 2)
         assert histogram["fractions"] == pytest.approx(
             list((counts / counts.sum(axis=1, keepdims=True)).mean(axis=0))
         )
@@ -335,3 +337,22 @@ def test_the_means_have_a_field_for_every_number_the_diagnostics_record():
     assert set(LandscapeMeans.model_fields) == {"n", *LANDSCAPE_MEASURES}
     assert set(StepMeans.model_fields) == {"step", "n", "layers", "landscape", *NETWORK_MEASURES}
     assert len(LAYER_MEASURES) == 6 and len(NETWORK_MEASURES) == 2
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_layers_of_two_networks_keep_network_order_whatever_comes_first(flip):
+    """An experiment varying `arch`: each layer goes after the one it follows in its
+    own network, so the picker's order does not depend on which run SQLite read first."""
+    networks = [["conv1", "conv2", "fc1"], ["fc1", "fc2", "fc3"]]
+    order = cell_diagnostics.layer_order(networks[::-1] if flip else networks)
+    assert order == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+
+
+def test_a_diverged_distribution_adds_nothing_to_the_histogram():
+    """A diverging run's last distribution has NaN values: no percentiles, and its
+    NaNs counted in the last bin. Averaged in, they would draw a saturated layer."""
+    healthy = {"p15": -1.0, "p50": 0.0, "p85": 1.0, "edges": [0.0, 1.0, 2.0], "counts": [3, 1]}
+    diverged = {"p15": None, "p50": None, "p85": None, "edges": [0.0, 1.0, 2.0], "counts": [0, 4]}
+    means = cell_diagnostics._distribution([healthy, diverged], [0.0, 1.0, 2.0])
+    assert means.fractions == [0.75, 0.25] and means.fractions_n == 1
+    assert means.p50.mean == 0.0 and means.p50.n == 1

@@ -142,17 +142,19 @@ export class CellMeansPanel extends InsidePanel {
       this.again = true;
       return this.loading;
     }
-    const id = this.id;
     this.root.setAttribute("aria-busy", "true"); // until the means asked for are in
     this.loading = (async () => {
       do {
         this.again = false;
+        const id = this.id;
+        if (id === null) break;
         this.loads += 1;
         // The picked layer alone, once the layers are known; every layer the first time.
         const layer = this.known.includes(this.layer()) ? this.layer() : null;
         const answer = await api.experimentDiagnostics(id, layer);
-        if (id !== this.id) return;
-        this.update(answer);
+        // Another experiment was opened meanwhile: its means, not these.
+        if (id !== this.id) this.again = true;
+        else this.update(answer);
       } while (this.again && this.root.open);
     })()
       .catch((err) => this.notice(`Could not load the experiment's diagnostics: ${err.message}`, "error"))
