@@ -21,6 +21,7 @@ everywhere), or `op=path` pairs such as `conv2d.dx=forward,dense.dx=tf`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -117,14 +118,18 @@ def _read_cache() -> dict[str, str]:
 
 
 def _write_cache(key: str, path: str) -> None:
-    """Add one choice; re-read first so that concurrent runs' choices survive."""
+    """Add one choice, under a lock and re-reading first: two workers started
+    together time and write at the same moment, and neither may drop the other's
+    choice (a lost one is re-timed next run and may come out the other way)."""
     target = cache_path()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        entries = {**_read_cache(), key: path}
-        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False) as tmp:
-            json.dump(entries, tmp, indent=1, sort_keys=True)
-        Path(tmp.name).replace(target)
+        with open(target.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            entries = {**_read_cache(), key: path}
+            with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False) as tmp:
+                json.dump(entries, tmp, indent=1, sort_keys=True)
+            Path(tmp.name).replace(target)
     except OSError:
         pass  # a read-only home: the choice is re-timed next run, nothing worse
 

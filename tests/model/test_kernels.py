@@ -1,4 +1,5 @@
 import json
+import multiprocessing
 
 import pytest
 import tensorflow as tf
@@ -97,3 +98,21 @@ def test_each_thread_pool_size_times_its_own_choice(fresh_cache, monkeypatch):
         (True, "tf"),
     ]
     assert kernels.chosen_paths() == {"dense.dx 6x4 3x4": "relayout"}  # the latest choice
+
+
+def _write_many(worker: int) -> None:
+    for i in range(40):
+        kernels._write_cache(f"worker {worker} choice {i}", "tf")
+
+
+def test_choices_written_at_once_by_several_workers_all_survive(fresh_cache):
+    """Workers started together time their kernels and write the cache at the same
+    moment; without the lock one worker's read-modify-write drops another's choice."""
+    context = multiprocessing.get_context("fork")  # no TensorFlow op runs in the children
+    workers = [context.Process(target=_write_many, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert len(kernels._read_cache()) == 4 * 40
