@@ -55,10 +55,10 @@ class BatchNorm(keras.layers.Layer):
                 x, self.moving_mean, self.moving_variance, beta, gamma, self.epsilon
             )
         if not training:
-            # Batch statistics without training them (diagnostics): the same
-            # forward as training's; where the diagnostics differentiate it
-            # (gradient norms, Santurkar's measures) autodiff's backward gives
-            # the same gradient to float32 rounding, and nothing is timed.
+            # Batch statistics without training them (diagnostics): nothing is
+            # timed, and where the diagnostics differentiate it (gradient norms,
+            # Santurkar's measures) autodiff gives training's gradient to
+            # float32 rounding.
             return _autodiff_normalize(x, gamma, beta, self.axes, self.epsilon)[0]
         y, mean, variance = self._normalize_batch(x, gamma, beta)
         keep = self.decay
@@ -78,25 +78,19 @@ class BatchNorm(keras.layers.Layer):
         return {**super().get_config(), "decay": self.decay, "epsilon": self.epsilon}
 
 
-def _normalized(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, axes, epsilon):
-    """The forward both paths share, centred first, so that the path chosen
-    changes only the backward: (y, mean, variance, x - mean, 1/sqrt(variance + eps)).
+def _autodiff_normalize(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, axes, epsilon):
+    """The textbook formula from primitives, centred first; TensorFlow
+    differentiates each op, about a dozen passes over the activations.
 
     Centred rather than `tf.nn.batch_normalization`'s ``x * a + (beta - mean * a)``:
-    differentiated, that form subtracts two large sums when a feature's mean is
-    large against its spread, and loses float32 precision
-    (tests/model/test_batchnorm.py, offset 100)."""
+    differentiated, that form subtracts two large sums when a feature's mean
+    is large against its spread, and loses float32 precision the closed form
+    keeps (tests/model/test_batchnorm.py, offset 100). The two paths' outputs
+    differ in float32 rounding, as their gradients do."""
     mean = tf.reduce_mean(x, axes)
     centred = x - mean
     variance = tf.reduce_mean(tf.square(centred), axes)
-    inv_std = tf.math.rsqrt(variance + epsilon)
-    return centred * (gamma * inv_std) + beta, mean, variance, centred, inv_std
-
-
-def _autodiff_normalize(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, axes, epsilon):
-    """The textbook formula from primitives; TensorFlow differentiates each op,
-    about a dozen passes over the activations."""
-    y, mean, variance, _, _ = _normalized(x, gamma, beta, axes, epsilon)
+    y = centred * (gamma * tf.math.rsqrt(variance + epsilon)) + beta
     return y, tf.stop_gradient(mean), tf.stop_gradient(variance)
 
 
@@ -115,10 +109,15 @@ def _closed_form_normalize(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, axes
 
     @tf.custom_gradient
     def normalize(x, gamma, beta):
-        y, mean, variance, centred, inv_std = _normalized(x, gamma, beta, axes, epsilon)
+        # The forward BN Lab has always trained with (its results on record are
+        # this path's); the backward recomputes what it needs.
+        mean, variance = tf.nn.moments(x, axes=axes)
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
 
         def grad(dy, _dmean, _dvariance):
+            inv_std = tf.math.rsqrt(variance + epsilon)
             count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+            centred = x - mean
             dbeta = tf.reduce_sum(dy, axes)
             dgamma = inv_std * tf.reduce_sum(dy * centred, axes)
             scale = gamma * inv_std
