@@ -18,10 +18,8 @@ import pytest
 from bnlab.model.events import (
     Diagnostics,
     Distribution,
-    EvalEvent,
     Landscape,
     LayerDiagnostics,
-    ProbePercentiles,
 )
 from bnlab.server import cell_diagnostics
 from bnlab.server.cell_diagnostics import (
@@ -45,7 +43,7 @@ from bnlab.server.runs import NotFound, RunService
 from bnlab.server.status import Outcome
 from bnlab.server.store import Store
 from bnlab.server.stream import Hub
-from tests.server.test_scheduler import FakeExecutor
+from tests.server.test_scheduler import FakeExecutor, evaluation
 
 pytestmark = pytest.mark.anyio
 # Two cells x three seeds x two arms = 12 runs; the second cell measures at full.
@@ -149,19 +147,7 @@ async def experiment(service) -> tuple[str, dict[tuple[int, int, str], list[tupl
         for step in STEPS:
             diagnostics = None if place == OFF else made_up(rng, place, step)
             sent[place].append((step, diagnostics))
-            executor.report(
-                run.id,
-                EvalEvent(
-                    step=step,
-                    val_loss=0.3,
-                    val_acc=0.9,
-                    train_loss=0.3,
-                    examples_per_sec=100.0,
-                    elapsed=1.0,
-                    probe=ProbePercentiles(p15=-1.0, p50=0.0, p85=1.0),
-                    diagnostics=diagnostics,
-                ),
-            )
+            executor.report(run.id, evaluation(step, diagnostics))
         if place == DIVERGES:
             executor.end(run.id, Outcome.DIVERGED)
         else:

@@ -13,7 +13,7 @@ import pytest
 
 from bnlab.model import events
 from bnlab.model.config import RunConfig
-from bnlab.model.events import EvalEvent, ProbePercentiles, StartEvent
+from bnlab.model.events import Diagnostics, EvalEvent, ProbePercentiles, StartEvent
 from bnlab.server import runs
 from bnlab.server.executor import ExecutorMessage, RunEnded, TrainingEvent
 from bnlab.server.runs import Conflict, QueueFull, RunService, run_topic
@@ -85,7 +85,7 @@ class FakeExecutor:
             await asyncio.sleep(0)
 
 
-def evaluation(step: int) -> EvalEvent:
+def evaluation(step: int, diagnostics: Diagnostics | None = None) -> EvalEvent:
     return EvalEvent(
         step=step,
         val_loss=0.3,
@@ -94,6 +94,7 @@ def evaluation(step: int) -> EvalEvent:
         examples_per_sec=100.0,
         elapsed=1.0,
         probe=ProbePercentiles(p15=-1.0, p50=0.0, p85=1.0),
+        diagnostics=diagnostics,
     )
 
 
