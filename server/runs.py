@@ -193,8 +193,8 @@ class RunService:
         for twin in (with_bn, with_bn.twin()):  # the BN run first, as the API promises
             twin_label = f"{label} ({'BN' if twin.batch_norm else 'no-BN'})" if label else None
             run_ids.append(self._add(twin, twin_label, comparison_id))
-        # Both queued before either starts: the executor sees them as a pair that
-        # trains at once and splits the cores between them from the start.
+        # Both stored and queued before either starts: no watcher sees one twin
+        # training before the other exists.
         self._settle()
         return comparison_id, [self.get(run_id) for run_id in run_ids]
 
