@@ -4,16 +4,19 @@
 
 The same run (the seed CNN, the slow one) trains in worker processes spawned as
 the server spawns them: `run_worker` (bnlab.server.worker), with the thread pool
-sizes and cores the server's `ProcessExecutor` gives each slot. Four sides,
+sizes and cores the server's `ProcessExecutor` gives them. Five sides,
 alternated within every repetition (in rotating order) so that machine noise hits
 all alike:
 
-- one run alone, as a server with one worker trains it: `threads_per_run(1)`
-  threads (every core), not pinned — the peer;
-- two at once, as a server with two workers (or `bnlab experiment --workers 2`)
-  trains them: `threads_per_run(2)` threads each, each pinned to its own cores
-  (`cores_for`);
-- two at once with the same threads but not pinned (what the product did before);
+- one run alone with every core: a single run on an idle server, or `bnlab train`
+  (`threads_per_run(1)` threads, not pinned) — the peer;
+- two at once, as a server with two workers trains an experiment's runs or a
+  comparison's twins: `threads_per_run(2)` threads each, each pinned to its own
+  cores (`cores_for`);
+- one of those alone: what each would do with nothing beside it, so that
+  "two at once" over twice this is how well the split itself scales;
+- a run with every core joined by one on a worker's share: a single run started
+  beside a lone one, for as long as they overlap;
 - two at once with TensorFlow's default pools (each takes every core, and they fight).
 
 Steps/s are counted while every run of a side is training: from the moment the
@@ -47,21 +50,27 @@ from bnlab.server.worker import WorkerMessage, cores_for, run_worker, threads_pe
 WARMUP = 20  # steps before the window opens (graph tracing, caches)
 
 
+Placement = tuple[int | None, set[int] | None]  # (threads or None: TF's pools, cores)
+
+
 @dataclass(frozen=True)
 class Side:
     name: str
-    runs: int
-    threads: int | None  # None: TensorFlow's default pools
-    pinned: bool
+    placements: tuple[Placement, ...]  # one per run trained at once
 
 
 def sides() -> list[Side]:
-    split = threads_per_run(2)
+    whole, split = threads_per_run(1), threads_per_run(2)
+    pinned = tuple((split, cores_for(slot, 2)) for slot in range(2))
     return [
-        Side(f"one run alone ({threads_per_run(1)} threads)", 1, threads_per_run(1), False),
-        Side(f"two at once, {split} thread(s) each, pinned", 2, split, True),
-        Side(f"two at once, {split} thread(s) each, not pinned", 2, split, False),
-        Side("two at once, default pools", 2, None, False),
+        Side(f"one run alone ({whole} threads, the single-run setup)", ((whole, None),)),
+        Side(f"two at once, {split} thread(s) each, pinned (experiments, twins)", pinned),
+        Side(f"one of those alone ({split} thread(s), pinned)", pinned[:1]),
+        Side(
+            f"{whole} threads joined by {split} pinned (a lone run, then one more)",
+            ((whole, None), pinned[1]),
+        ),
+        Side("two at once, TensorFlow's default pools", ((None, None), (None, None))),
     ]
 
 
@@ -105,18 +114,17 @@ def _rate_while_all_train(runs: list[Run]) -> float:
     return steps / (end - start)
 
 
-def measure(side: Side, steps: int, data_dir: str | None) -> tuple[float, dict[str, str]]:
-    """Train `side.runs` runs at once as the server would; (steps/s summed, kernel paths)."""
+def train_side(side: Side, steps: int, data_dir: str | None) -> list[Run]:
+    """Train `side`'s runs at once as the server would; what each reported."""
     ctx = multiprocessing.get_context("spawn")
     config = RunConfig(steps=steps, eval_every=steps).model_dump_json()
     conns, workers, cancels = [], [], []  # the cancel events live as long as their workers
     with tempfile.TemporaryDirectory() as checkpoints:
-        for slot in range(side.runs):
+        for slot, (threads, cores) in enumerate(side.placements):
             parent, child = ctx.Pipe(duplex=False)
             cancels.append(ctx.Event())
-            cores = cores_for(slot, side.runs) if side.pinned else None
             args = (config, data_dir, f"{checkpoints}/{slot}", child, cancels[-1], None)
-            worker = ctx.Process(target=run_worker, args=(*args, side.threads, cores))
+            worker = ctx.Process(target=run_worker, args=(*args, threads, cores))
             worker.start()
             child.close()
             conns.append(parent)
@@ -124,7 +132,7 @@ def measure(side: Side, steps: int, data_dir: str | None) -> tuple[float, dict[s
         runs = _collect(conns)
         for worker in workers:
             worker.join()
-    return _rate_while_all_train(runs), runs[0].kernels
+    return runs
 
 
 def main() -> None:
@@ -136,13 +144,13 @@ def main() -> None:
     data_dir = os.environ.get("BNLAB_DATA_DIR")
     chosen: dict[str, dict[str, str]] = {}
     for side in sides():  # untimed: fills the kernel cache for every thread count
-        chosen[side.name] = measure(side, 2 * WARMUP, data_dir)[1]
+        chosen[side.name] = train_side(side, 2 * WARMUP, data_dir)[0].kernels
     rates: dict[str, list[float]] = {side.name: [] for side in sides()}
     load_before, started = os.getloadavg(), time.time()
     for rep in range(args.reps):
         order = sides()[rep % len(rates) :] + sides()[: rep % len(rates)]
         for side in order:
-            rates[side.name].append(measure(side, args.steps, data_dir)[0])
+            rates[side.name].append(_rate_while_all_train(train_side(side, args.steps, data_dir)))
             print(f"rep {rep + 1}: {side.name}: {rates[side.name][-1]:.2f} steps/s", flush=True)
     load_after, minutes = os.getloadavg(), (time.time() - started) / 60
     alone_each = next(iter(rates.values()))
@@ -163,6 +171,15 @@ def main() -> None:
         rate = statistics.median(values)
         each = ", ".join(f"{v / a:.2f}" for v, a in zip(values, alone_each, strict=True))
         lines.append(f"| {name} | {rate:.2f} | {rate / alone:.2f}x | {each} |")
+    medians = [statistics.median(values) for values in rates.values()]
+    two, one = medians[1], medians[2]
+    lines += [
+        "",
+        f"The split itself: two at once = {two / (2 * one):.2f}x twice one of them alone "
+        "(1.00x: nothing lost to sharing the machine). One run alone with every core = "
+        f"{alone / (2 * one):.2f} of two one-core runs' work, so no split of the cores "
+        f"can beat it by more than about {2 * one / alone:.2f}x here.",
+    ]
     lines += ["", "Kernel paths chosen (model.kernels; timed per thread count):", ""]
     for name, paths in chosen.items():
         lines.append(f"- {name}: " + ", ".join(f"{op} {p}" for op, p in sorted(paths.items())))

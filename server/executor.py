@@ -56,9 +56,11 @@ class Executor(Protocol):
     kind: ExecutorKind
     capacity: int  # runs at once; the scheduler starts no more
 
-    def submit(self, run_id: str, config: RunConfig) -> None:
+    def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
         """Start the run now (from its checkpoint, if it has one); the caller
-        makes sure a slot is free."""
+        makes sure a slot is free. `alone`: no other run trains or waits, and
+        none will share this one's results (server.runs), so an executor that
+        splits one machine between its slots may give this run all of it."""
 
     def cancel(self, run_id: str) -> None:
         """Ask the run to stop; it ends with a `RunEnded(outcome=Outcome.CANCELLED)`."""
@@ -132,9 +134,14 @@ class ProcessExecutor:
         used = {job.slot for job in self._jobs.values()}
         return next(i for i in range(self.capacity) if i not in used)
 
-    def submit(self, run_id: str, config: RunConfig) -> None:
+    def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
         loop = asyncio.get_running_loop()
         slot = self._free_slot()
+        # The cores are split between the runs that may train at once, each slot
+        # on its own share; a run alone gets every core, as in `bnlab train`. A
+        # TensorFlow process cannot resize its pools later: a run that joins one
+        # training alone gets its slot's share and the two overlap for a while.
+        at_once = 1 if alone else self.capacity
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
         parent, child = self._ctx.Pipe(duplex=False)
         cancel = self._ctx.Event()
@@ -147,10 +154,8 @@ class ProcessExecutor:
                 child,
                 cancel,
                 gpu,
-                # The cores are split between the runs that may train at once,
-                # each slot on its own share.
-                threads_per_run(self.capacity),
-                cores_for(slot, self.capacity),
+                threads_per_run(at_once),
+                cores_for(slot, at_once),
             ),
             name=f"bnlab-run-{run_id}",
             daemon=True,

@@ -205,7 +205,8 @@ class RayExecutor:
     def cluster(self) -> ClusterPublic | None:
         return self._cluster
 
-    def submit(self, run_id: str, config: RunConfig) -> None:
+    def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
+        # Ray places every actor by its resource request, alone or not.
         self._runs.add(run_id)
         self._send(
             DriverCommand(

@@ -156,19 +156,20 @@ class RunService:
                 f"{self.max_queued}); try again when some have finished"
             )
 
-    def create_run(
-        self, config: RunConfig, label: str | None = None, comparison_id: str | None = None
-    ) -> RunPublic:
-        if comparison_id is None:
-            self.check_room(1)
+    def create_run(self, config: RunConfig, label: str | None = None) -> RunPublic:
+        self.check_room(1)
+        run_id = self._add(config, label)
+        self._settle()
+        return self.get(run_id)
+
+    def _add(self, config: RunConfig, label: str | None, comparison_id: str | None = None) -> str:
+        """Store and queue a new run, without starting it yet."""
         run_id = uuid.uuid4().hex[:12]
         row = self.store.insert_run(run_id, label or default_label(config), config, comparison_id)
         self._live[run_id] = _Live()
         self._queue.append(run_id)
-        run = self.public(row)
-        self._publish_runs(run)
-        self._settle()
-        return self.get(run_id)
+        self._publish_runs(self.public(row))
+        return run_id
 
     def queue_stored(self, run_ids: list[str]) -> list[RunPublic]:
         """Queue runs another service has just stored (an experiment's), in order;
@@ -187,12 +188,15 @@ class RunService:
         self.check_room(2)
         comparison_id = uuid.uuid4().hex[:12]
         self.store.insert_comparison(comparison_id)
-        runs = []
+        run_ids = []
         with_bn = config if config.batch_norm else config.twin()
         for twin in (with_bn, with_bn.twin()):  # the BN run first, as the API promises
             twin_label = f"{label} ({'BN' if twin.batch_norm else 'no-BN'})" if label else None
-            runs.append(self.create_run(twin, twin_label, comparison_id))
-        return comparison_id, [self.get(r.id) for r in runs]
+            run_ids.append(self._add(twin, twin_label, comparison_id))
+        # Both stored and queued before either starts: no watcher sees one twin
+        # training before the other exists.
+        self._settle()
+        return comparison_id, [self.get(run_id) for run_id in run_ids]
 
     def cancel(self, run_id: str) -> RunPublic:
         run = self.get(run_id)
@@ -253,7 +257,8 @@ class RunService:
                 return
             self._queue.popleft()
             try:
-                self.executor.submit(run_id, RunConfig.from_stored(row["config"]))
+                config = RunConfig.from_stored(row["config"])
+                self.executor.submit(run_id, config, alone=self._alone(row))
             except Exception as exc:  # could not even start a process
                 log.exception("could not start run %s", run_id)
                 # Ended like any other run, so a database that refuses this write too
@@ -261,6 +266,20 @@ class RunService:
                 self._pending_ends.append(
                     RunEnded(run_id, Outcome.FAILED, f"could not start a worker: {exc}")
                 )
+
+    def _alone(self, row) -> bool:
+        """Whether the run about to start may have the machine to itself: no other
+        run trains or waits, and it belongs to no experiment or comparison. A
+        grouped run always trains on its slot's share, whatever happens to run
+        beside it: thread counts change a run's float rounding, and an
+        experiment resumed after a crash must end with the same numbers as one
+        never interrupted (issue #14), twins must train alike."""
+        return (
+            self.executor.busy() == 0
+            and not self._queue
+            and row["experiment_id"] is None
+            and row["comparison_id"] is None
+        )
 
     # -- what workers report ----------------------------------------------
 

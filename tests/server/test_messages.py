@@ -41,7 +41,7 @@ class ScriptedExecutor:
         self.queue: asyncio.Queue[ExecutorMessage] = asyncio.Queue()
         self.running: set[str] = set()
 
-    def submit(self, run_id: str, config: RunConfig) -> None:
+    def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
         self.running.add(run_id)
         script = [
             StartEvent(total_steps=config.steps, device="CPU:0", parameters=10),

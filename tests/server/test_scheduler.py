@@ -38,15 +38,17 @@ class FakeExecutor:
         self.capacity = capacity
         self.running: list[str] = []
         self.submitted: list[str] = []
+        self.alone: dict[str, bool] = {}  # run -> whether it may have the machine to itself
         self.cancelled: list[str] = []
         self.discarded: list[str] = []
         self._messages: asyncio.Queue[ExecutorMessage] = asyncio.Queue()
 
-    def submit(self, run_id: str, config: RunConfig) -> None:
+    def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
         assert len(self.running) < self.capacity, "submitted with no free slot"
         assert run_id not in self.running, "submitted twice"
         self.running.append(run_id)
         self.submitted.append(run_id)
+        self.alone[run_id] = alone
 
     def cancel(self, run_id: str) -> None:
         self.cancelled.append(run_id)
@@ -156,6 +158,39 @@ async def test_no_more_runs_start_than_there_are_slots(make_service):
     await executor.settled()
     assert executor.submitted == ids
     assert [status(service, i) for i in ids] == ["completed"] * 3 + ["running"] * 2
+
+
+async def test_only_a_lone_ungrouped_run_may_have_the_machine_to_itself(make_service):
+    # What lets a process executor give a run alone every core rather than a slot's share.
+    service, executor = await make_service(capacity=2)
+    alone = service.create_run(CONFIG).id
+    beside = service.create_run(CONFIG).id  # starts while the first trains
+    assert executor.alone == {alone: True, beside: False}
+    for run_id in (alone, beside):
+        executor.complete(run_id)
+    await executor.settled()
+    # A comparison's twins are queued together and are grouped: never alone, even on
+    # resume with nothing else to run, so both always train alike.
+    _, twins = service.create_comparison(CONFIG, "pair")
+    assert [executor.alone[twin.id] for twin in twins] == [False, False]
+    executor.end(twins[0].id, Outcome.FAILED, "boom")
+    executor.complete(twins[1].id)
+    await executor.settled()
+    service.resume(twins[0].id)
+    assert executor.submitted[-1] == twins[0].id and executor.alone[twins[0].id] is False
+    executor.complete(twins[0].id)
+    await executor.settled()
+    # Waiting behind two: it starts on a slot's share while either trains, alone once
+    # both have ended.
+    first, second, third = (service.create_run(CONFIG).id for _ in range(3))
+    executor.complete(first)
+    await executor.settled()
+    assert executor.alone[third] is False
+    executor.complete(second)
+    executor.complete(third)
+    fourth, fifth = (service.create_run(CONFIG).id for _ in range(2))
+    await executor.settled()
+    assert executor.alone[fourth] is True and executor.alone[fifth] is False
 
 
 async def test_a_queued_run_is_cancelled_at_once_and_never_starts(make_service):
@@ -356,7 +391,7 @@ async def test_a_run_whose_worker_cannot_start_fails_even_if_the_database_balks_
     submit, write_status = executor.submit, service.store.set_status
     refusals = {"failed": 1}
 
-    def no_process(run_id, config):
+    def no_process(run_id, config, alone=False):
         raise OSError("fork: resource temporarily unavailable")
 
     def set_status(run_id, status, **kwargs):

@@ -70,21 +70,35 @@ def _thread_affinities(pid: int) -> list[list[int]]:
     return sorted(sorted(cores) for cores in found)
 
 
-def test_a_server_with_two_workers_trains_each_run_on_cores_of_its_own(
+def _kernel_keys(cache: Path) -> set[str]:
+    return set(json.loads(Path(cache, "bnlab", "kernels.json").read_text()))
+
+
+def test_a_server_with_two_workers_gives_a_run_alone_every_core_and_splits_them_for_a_pair(
     start_server, tmp_path, monkeypatch
 ):
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # the workers' kernel choices go here
     server = start_server(workers=2)
-    runs = [server.post("/api/runs", LONG).json() for _ in range(2)]
-    for run in runs:
+    usable = sorted(os.sched_getaffinity(0))
+
+    # A run alone: every core, not the half a second worker might one day need.
+    alone = server.post("/api/runs", LONG).json()
+    server.wait_for(alone["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    assert [_thread_affinities(pid) for pid in server.worker_pids()] == [[usable]]
+    server.post(f"/api/runs/{alone['id']}/cancel")
+    server.wait_for(alone["id"], lambda r: r["status"] == "cancelled")
+    alone_keys = _kernel_keys(cache)
+    # Its kernel paths were timed in its own thread configuration.
+    assert alone_keys and all(f"| {threads_per_run(1)} thread(s) |" in k for k in alone_keys)
+
+    # A comparison's twins start together: each on a core of its own from the start.
+    twins = server.post("/api/comparisons", LONG).json()["runs"]
+    for run in twins:
         server.wait_for(run["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     placed = [_thread_affinities(pid) for pid in server.worker_pids()]
     server.cancel_active()
-    usable = os.sched_getaffinity(0)
     expected = [[sorted(cores_for(slot, 2) or usable)] for slot in range(2)]
-    # Every thread of each worker on its own slot's cores (one core each on 2 cores).
-    assert sorted(placed) == sorted(expected)
-    # The kernel paths were timed in the workers' own thread configuration.
-    keys = json.loads(Path(cache, "bnlab", "kernels.json").read_text())
-    assert keys and all(f"| {threads_per_run(2)} thread(s) |" in key for key in keys)
+    assert sorted(placed) == sorted(expected)  # one core each on 2 cores
+    pair_keys = _kernel_keys(cache) - alone_keys
+    assert pair_keys and all(f"| {threads_per_run(2)} thread(s) |" in k for k in pair_keys)
