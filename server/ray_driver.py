@@ -2,9 +2,10 @@
 
 Started by `server.ray_executor.RayExecutor`, which explains why it is a process
 of its own. It connects with Ray's own settings (RAY_AUTH_MODE, the token file,
-RAY_ADDRESS-style addresses), puts MNIST into the object store once, as uint8,
-and trains each run in an actor of its own. Events come back through a streaming
-generator the driver awaits as they are yielded: in order, without polling.
+RAY_ADDRESS-style addresses), puts MNIST into the object store once, as uint8
+(while the files cannot be read, each run tries again, as a worker process
+would), and trains each run in an actor of its own. Events come back through a
+streaming generator the driver awaits as they are yielded: in order, without polling.
 
 Lifetimes: actors are not detached, so Ray ends them when this driver ends, and
 this driver ends when the server's end of the pipe closes, however the server
@@ -159,6 +160,11 @@ def slow_node_checks() -> str | None:
     )
 
 
+def put_mnist(data_dir: str | None) -> ray.ObjectRef:
+    """Read (or download) and check the four files, and put them into the object store."""
+    return ray.put(read_raw_mnist(data_dir))
+
+
 def snapshot(address: str) -> ClusterPublic:
     """The cluster as Ray's GCS sees it now: live nodes, total and free CPUs and GPUs."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -182,7 +188,8 @@ def snapshot(address: str) -> ClusterPublic:
 
 @dataclass
 class _Job:
-    actor: ray.actor.ActorHandle
+    task: asyncio.Task  # the driver's `run` for it
+    actor: ray.actor.ActorHandle | None = None  # none while the run waits for MNIST
     cancelled: bool = False
     kill_timer: asyncio.TimerHandle | None = None
 
@@ -200,15 +207,45 @@ class Driver:
             return exc
 
     def __init__(
-        self, conn: Connection, address: str, gpus_per_run: float, data: ray.ObjectRef | str
+        self, conn: Connection, address: str, gpus_per_run: float, data_dir: str | None
     ) -> None:
         self.conn = conn
         self.address = address
         self.gpus_per_run = gpus_per_run
-        self.data = data  # MNIST in the object store, or why it is not there
+        self.data_dir = data_dir
+        self.data: ray.ObjectRef | None = None  # MNIST in the object store, once it is there
+        self.loading: asyncio.Task[ray.ObjectRef] | None = None  # the attempt under way
         self.jobs: dict[str, _Job] = {}
         self.tasks: set[asyncio.Task] = set()
         self.gpu_cluster = False
+
+    async def mnist(self) -> ray.ObjectRef:
+        """MNIST in the object store, put there once by the first attempt that reads it.
+
+        Until then every run makes an attempt (runs submitted together share one), so
+        files put in place, or a mirror that answers again, serve the next run without
+        a restart, as they would a worker process. Raises the loader's DataError, whose
+        message is meant for the user."""
+        if self.data is not None:
+            return self.data
+        if self.loading is None:
+            self.loading = asyncio.get_running_loop().create_task(self._load())
+        # Shielded: a run cancelled while it waits leaves the attempt to the others.
+        return await asyncio.shield(self.loading)
+
+    async def _load(self) -> ray.ObjectRef:
+        try:
+            # In a thread: checking and decoding 55 MB (or downloading them) in the loop
+            # would hold up the other runs' events and the looks at the cluster.
+            self.data = await asyncio.to_thread(put_mnist, self.data_dir)
+            return self.data
+        finally:
+            self.loading = None  # spent, either way: the next run makes its own
+
+    async def prefetch(self) -> None:
+        """The driver's own attempt, at start-up."""
+        with contextlib.suppress(DataError):  # the next run tries again, and says why
+            await self.mnist()
 
     def send(self, message: DriverMessage) -> None:
         try:
@@ -217,6 +254,11 @@ class Driver:
             os._exit(1)
 
     async def main(self) -> None:
+        # MNIST goes into the object store while the cluster is looked at: the first
+        # run seldom waits for it.
+        prefetch = asyncio.get_running_loop().create_task(self.prefetch())
+        self.tasks.add(prefetch)
+        prefetch.add_done_callback(self.tasks.discard)
         # Commands wait in the pipe until the first look says whether this is
         # a GPU cluster, which decides what each run's actor asks for.
         first = True
@@ -253,9 +295,6 @@ class Driver:
 
     async def run(self, command: DriverCommand) -> None:
         run_id = command.run_id
-        if isinstance(self.data, str):
-            self.end(run_id, Outcome.FAILED, self.data)
-            return
         # A GPU cluster packs by GPU share alone: a CPU reservation as well would
         # cap the runs per card at the node's CPU count.
         resources = (
@@ -263,15 +302,17 @@ class Driver:
             if self.gpu_cluster
             else {"num_cpus": CPUS_PER_RUN}
         )
-        job, node = None, None
+        job = self.jobs[run_id] = _Job(asyncio.current_task())
+        node = None
         outcome, error = Outcome.FAILED, "the Ray actor ended without saying how the run ended"
         try:
-            actor = RunActor.options(max_concurrency=2, **resources).remote()
-            job = self.jobs[run_id] = _Job(actor)
+            data = await self.mnist()
+            # No await from here to the actor's handle: `cancel` finds either.
+            actor = job.actor = RunActor.options(max_concurrency=2, **resources).remote()
             # Answered while the actor lives, so still known once it (or its node) is gone.
             node = actor.node.remote()
             stream = actor.train.options(num_returns="streaming").remote(
-                command.config, self.data, command.checkpoint_dir
+                command.config, data, command.checkpoint_dir
             )
             async for ref in stream:
                 message = WorkerMessage.model_validate_json(await ref)
@@ -279,8 +320,12 @@ class Driver:
                     outcome, error = message.outcome, message.error
                     break
                 self.send(DriverMessage(run_id=run_id, worker=message))
+        except asyncio.CancelledError:  # by `cancel`, while it waited for MNIST
+            outcome, error = Outcome.CANCELLED, None
+        except DataError as exc:  # as a worker process's run fails without the files
+            outcome, error = Outcome.FAILED, str(exc)
         except RayActorError as exc:
-            if job is not None and job.cancelled:
+            if job.cancelled:
                 outcome, error = Outcome.CANCELLED, None
             else:
                 # The actor alone, or the whole cluster? The user's next move differs.
@@ -292,9 +337,9 @@ class Driver:
             outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
         finally:
             self.jobs.pop(run_id, None)
-            if job is not None:
-                if job.kill_timer is not None:
-                    job.kill_timer.cancel()
+            if job.kill_timer is not None:
+                job.kill_timer.cancel()
+            if job.actor is not None:
                 # Now, not when the handle is collected: its GPU share is free for the next run.
                 with contextlib.suppress(RayError):
                     ray.kill(job.actor)
@@ -305,6 +350,9 @@ class Driver:
         if job is None or job.cancelled:
             return
         job.cancelled = True
+        if job.actor is None:  # still waiting for MNIST: nothing trains yet to be told
+            job.task.cancel()
+            return
         job.actor.cancel.remote()
         # Cooperative first; an actor stuck in a step (or still starting) is killed.
         job.kill_timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, ray.kill, job.actor)
@@ -356,8 +404,4 @@ def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: st
         return
     finally:
         watchdog.cancel()
-    try:
-        data: ray.ObjectRef | str = ray.put(read_raw_mnist(data_dir))
-    except DataError as exc:  # every run fails with it, as a worker's would
-        data = str(exc)
-    asyncio.run(Driver(conn, address, gpus_per_run, data).main())
+    asyncio.run(Driver(conn, address, gpus_per_run, data_dir).main())

@@ -44,9 +44,13 @@ def start_server(tmp_path, data_dir):
     servers: list[ServerProcess] = []
 
     def start(
-        db: Path | None = None, workers: int = 2, extra: list[str] = (), token: str | None = None
+        db: Path | None = None,
+        workers: int = 2,
+        extra: list[str] = (),
+        token: str | None = None,
+        data: Path | None = None,  # another MNIST directory than the real one
     ) -> ServerProcess:
-        server = ServerProcess(db or tmp_path / "bnlab.db", data_dir, workers, extra, token)
+        server = ServerProcess(db or tmp_path / "bnlab.db", data or data_dir, workers, extra, token)
         server.start()
         servers.append(server)
         return server

@@ -8,16 +8,21 @@ token by itself. The benchmarks run theirs without (RAY_AUTH_MODE=disabled)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from bnlab.model.data import FILES
+from bnlab.server.status import Outcome
 from bnlab.server.testing import RayCluster
 from tests.server.conftest import LONG, TINY
 
@@ -46,9 +51,9 @@ def cluster(ray_env):
 
 @pytest.fixture
 def ray_server(start_server, cluster):
-    def start(workers: int = 4, extra: list[str] = ()):
+    def start(workers: int = 4, extra: list[str] = (), data: Path | None = None):
         flags = ["--executor", "ray", "--ray-address", cluster.address, *extra]
-        server = start_server(workers=workers, extra=flags)
+        server = start_server(workers=workers, extra=flags, data=data)
         # connected, and the cluster's capacity known
         deadline = time.monotonic() + 60
         while not server.http.get("/api/health").json()["cluster"]["connected"]:
@@ -164,6 +169,28 @@ def test_no_actor_outlives_its_driver_or_its_server_and_a_restart_interrupts_the
     assert interrupted["status"] == "interrupted" and "running" in interrupted["error"]
 
 
+def test_mnist_the_driver_could_not_read_is_read_again_by_the_next_run(
+    ray_server, data_dir, tmp_path
+):
+    # Worker processes each read the files, so fixing them helps the next run at once;
+    # the Ray driver, which puts them into the object store, must not need a restart.
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for name in FILES:
+        shutil.copy(data_dir / name, mnist / name)
+    broken = mnist / "t10k-labels-idx1-ubyte.gz"
+    broken.write_bytes(broken.read_bytes()[:1000])  # as an interrupted copy leaves it
+    server = ray_server(data=mnist)
+    first = server.post("/api/runs", TINY).json()
+    failed = server.wait_status(first["id"], "failed", "completed", timeout=30)
+    assert failed["status"] == "failed"
+    assert f"MNIST file {broken} is corrupt or truncated" in failed["error"]
+
+    shutil.copy(data_dir / broken.name, broken)
+    second = server.post("/api/runs", TINY).json()
+    assert server.wait_status(second["id"], "completed", "failed")["status"] == "completed"
+
+
 def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(ray_server, cluster):
     # Last in the module: it stops the shared cluster.
     server = ray_server()
@@ -245,6 +272,51 @@ def test_the_server_log_recommends_node_health_checks_when_ray_s_would_be_too_sl
     warning = slow_node_checks()
     assert "up to 65 s" in warning
     assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in warning
+
+
+def test_runs_waiting_for_mnist_share_one_attempt_and_one_cancelled_leaves_it_to_the_rest(
+    monkeypatch,
+):
+    from bnlab.model.data import DataError
+    from bnlab.server import ray_driver
+    from bnlab.server.ray_executor import DriverCommand, DriverMessage
+
+    attempts, release = [], threading.Event()
+
+    def put_mnist(data_dir):  # in the driver's thread, as Ray's put would be
+        attempts.append(data_dir)
+        if len(attempts) == 1:
+            assert release.wait(10)
+            raise DataError("MNIST is missing")
+        return "MNIST's ref"
+
+    monkeypatch.setattr(ray_driver, "put_mnist", put_mnist)
+    server_end, driver_end = multiprocessing.Pipe()
+    driver = ray_driver.Driver(driver_end, "10.0.0.5:6379", 1.0, "/data")
+
+    def ended() -> tuple:
+        message = DriverMessage.model_validate_json(server_end.recv_bytes())
+        return message.run_id, message.worker.outcome, message.worker.error
+
+    async def scenario() -> None:
+        first, second = (
+            asyncio.create_task(driver.run(DriverCommand(action="submit", run_id=run_id)))
+            for run_id in ("a", "b")
+        )
+        await asyncio.sleep(0)  # both start, and wait for the one attempt
+        assert set(driver.jobs) == {"a", "b"} and driver.loading is not None
+        driver.cancel("a")
+        await first  # at once, while the attempt goes on
+        assert ended() == ("a", Outcome.CANCELLED, None)
+        release.set()
+        await second
+        assert ended() == ("b", Outcome.FAILED, "MNIST is missing")
+        # The next run makes an attempt of its own; a success is kept for every later run.
+        assert await driver.mnist() == "MNIST's ref"
+        assert await driver.mnist() == "MNIST's ref"
+
+    asyncio.run(scenario())
+    assert attempts == ["/data", "/data"]
 
 
 @pytest.mark.parametrize(
