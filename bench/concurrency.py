@@ -23,7 +23,8 @@ Steps/s are counted while every run of a side is training: from the moment the
 last one passes its warm-up steps to the moment the first one finishes, from the
 runs' own progress events (interpolated between them); evaluations (at the start
 and the end only) are outside that window. Summed over the runs. Prints every
-repetition, the median of each side and its ratio to one alone, and the kernel
+repetition, the median of each side and its ratio to one alone, the spread of its
+speed over 2-second windows (a run's own steadiness, not the repetitions'), and the kernel
 paths each configuration chose (model.kernels times them per thread count).
 Target: two at once >= 1.25x one alone. Records the table in bench/RESULTS.md with
 the machine and its load average, which matters: the machine may be shared.
@@ -48,6 +49,7 @@ from bnlab.model.events import ProgressEvent, StartEvent, event_adapter
 from bnlab.server.worker import WorkerMessage, cores_for, run_worker, threads_per_run
 
 WARMUP = 20  # steps before the window opens (graph tracing, caches)
+WINDOW = 2.0  # seconds: how steady each side is within a run
 
 
 Placement = tuple[int | None, set[int] | None]  # (threads or None: TF's pools, cores)
@@ -101,17 +103,20 @@ def _collect(conns: list[Connection]) -> list[Run]:
     return [runs[conn] for conn in conns]
 
 
-def _rate_while_all_train(runs: list[Run]) -> float:
-    """Steps/s summed over `runs` in the time all of them were training."""
+def _rate_while_all_train(runs: list[Run], window: float | None = None) -> list[float]:
+    """Steps/s summed over `runs` in the time all of them were training: over the
+    whole time, or over each `window` seconds of it (how steady the side is)."""
     start = max(run.marks[0][0] for run in runs)
     end = min(run.marks[-1][0] for run in runs)
     if end <= start:
         raise RuntimeError("the runs did not train at the same time: more --steps")
-    steps = 0.0
+    edges = np.arange(start, end, window) if window else np.array([start])
+    edges = np.append(edges, end)
+    steps = np.zeros(len(edges) - 1)
     for run in runs:
         times, done = zip(*run.marks, strict=True)
-        steps += float(np.interp(end, times, done) - np.interp(start, times, done))
-    return steps / (end - start)
+        steps += np.diff(np.interp(edges, times, done))
+    return list(steps / np.diff(edges))
 
 
 def train_side(side: Side, steps: int, data_dir: str | None) -> list[Run]:
@@ -146,11 +151,14 @@ def main() -> None:
     for side in sides():  # untimed: fills the kernel cache for every thread count
         chosen[side.name] = train_side(side, 2 * WARMUP, data_dir)[0].kernels
     rates: dict[str, list[float]] = {side.name: [] for side in sides()}
+    windows: dict[str, list[float]] = {side.name: [] for side in sides()}
     load_before, started = os.getloadavg(), time.time()
     for rep in range(args.reps):
         order = sides()[rep % len(rates) :] + sides()[: rep % len(rates)]
         for side in order:
-            rates[side.name].append(_rate_while_all_train(train_side(side, args.steps, data_dir)))
+            runs = train_side(side, args.steps, data_dir)
+            rates[side.name] += _rate_while_all_train(runs)
+            windows[side.name] += _rate_while_all_train(runs, WINDOW)[:-1]  # whole ones
             print(f"rep {rep + 1}: {side.name}: {rates[side.name][-1]:.2f} steps/s", flush=True)
     load_after, minutes = os.getloadavg(), (time.time() - started) / 60
     alone_each = next(iter(rates.values()))
@@ -164,13 +172,17 @@ def main() -> None:
         "(seed CNN, batch 64, workers spawned as the server spawns them; steps/s summed "
         "over the runs while all train; median of the repetitions, rotating order).",
         "",
-        "| | steps/s (sum), median | vs one alone | each repetition vs its one alone |",
-        "|---|---:|---:|---|",
+        f"| | steps/s (sum), median | vs one alone | each repetition vs its one alone "
+        f"| steps/s in {WINDOW:g}-s windows, 10th to 90th percentile |",
+        "|---|---:|---:|---|---|",
     ]
     for name, values in rates.items():
         rate = statistics.median(values)
         each = ", ".join(f"{v / a:.2f}" for v, a in zip(values, alone_each, strict=True))
-        lines.append(f"| {name} | {rate:.2f} | {rate / alone:.2f}x | {each} |")
+        spread = "n/a (more --steps)"
+        if windows[name]:
+            spread = "{:.1f} to {:.1f}".format(*np.percentile(windows[name], [10, 90]))
+        lines.append(f"| {name} | {rate:.2f} | {rate / alone:.2f}x | {each} | {spread} |")
     medians = [statistics.median(values) for values in rates.values()]
     two, one = medians[1], medians[2]
     lines += [

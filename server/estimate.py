@@ -5,7 +5,12 @@ Rough on purpose, and says so: it returns None ("unknown") rather than guess whe
 an architecture never finished a run here (the CNN is ~50x slower per step than the
 paper's MLP, so one cannot stand in for the other), and it lists what else it had
 to assume. A run's wall time, start to finish, already holds its start-up, its
-evaluations and the sharing of the CPU with the runs beside it. It is modelled as
+evaluations and the sharing of the CPU with the runs beside it. Planned runs are
+an experiment's, which always train on a worker's share of the cores, so they are
+timed by the runs of experiments and comparisons, which did too; a single run may
+have had every core to itself (server.runs), and single runs are used only for an
+architecture no grouped run has finished, with the estimate saying so. It is
+modelled as
 
     wall = start-up + steps x per step + evaluations x per evaluation
 
@@ -123,9 +128,23 @@ def run_times(finished: Iterable[RunPublic]) -> dict[tuple[str, str], RunTime]:
     return {group: _fit(samples) for group, samples in _samples(finished).items()}
 
 
+def _grouped(run: RunPublic) -> bool:
+    return run.experiment_id is not None or run.comparison_id is not None
+
+
+def _shared_basis(finished: Iterable[RunPublic]) -> tuple[list[RunPublic], set[str]]:
+    """The runs to time an experiment's runs by: those of experiments and comparisons,
+    and single runs only for an architecture none of those finished (returned too)."""
+    runs = list(finished)
+    grouped = {r.config.arch for r in runs if _grouped(r) and r.status == RunStatus.COMPLETED}
+    basis = [r for r in runs if _grouped(r) or r.config.arch not in grouped]
+    return basis, {r.config.arch for r in basis if not _grouped(r)}
+
+
 def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], workers: int) -> Estimate:
     """Wall seconds for `planned` on `workers` workers, or None when an
     architecture they use has never finished a run here."""
+    finished, singles = _shared_basis(finished)
     samples = _samples(finished)
     times = {group: _fit(runs) for group, runs in samples.items()}
     by_arch: dict[str, list[_Sample]] = {}
@@ -136,6 +155,11 @@ def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], worker
         return Estimate(seconds=None, basis=basis)
     pooled = {arch: _fit(runs) for arch, runs in by_arch.items()}
     assumptions: dict[str, None] = {}  # in the order they arise, each once
+    for arch in sorted(singles & {config.arch for config in planned}):
+        assumptions[
+            f"no {arch.upper()} run of an experiment or comparison finished here: timed as "
+            "its single runs, which may have had every core to themselves (it may take longer)"
+        ] = None
     total = 0.0
     for config in planned:
         name, level = config.arch.upper(), str(config.diagnostics)

@@ -230,6 +230,9 @@ class Driver:
             return self.data
         if self.loading is None:
             self.loading = asyncio.get_running_loop().create_task(self._load())
+            # Its error is read here even when every run that waited was cancelled:
+            # otherwise asyncio reports it on stderr as never retrieved.
+            self.loading.add_done_callback(lambda task: task.cancelled() or task.exception())
         # Shielded: a run cancelled while it waits leaves the attempt to the others.
         return await asyncio.shield(self.loading)
 
@@ -244,7 +247,9 @@ class Driver:
 
     async def prefetch(self) -> None:
         """The driver's own attempt, at start-up."""
-        with contextlib.suppress(DataError):  # the next run tries again, and says why
+        # Whatever went wrong (unreadable files, a full object store), the next run
+        # tries again and says why.
+        with contextlib.suppress(Exception):
             await self.mnist()
 
     def send(self, message: DriverMessage) -> None:
@@ -254,11 +259,6 @@ class Driver:
             os._exit(1)
 
     async def main(self) -> None:
-        # MNIST goes into the object store while the cluster is looked at: the first
-        # run seldom waits for it.
-        prefetch = asyncio.get_running_loop().create_task(self.prefetch())
-        self.tasks.add(prefetch)
-        prefetch.add_done_callback(self.tasks.discard)
         # Commands wait in the pipe until the first look says whether this is
         # a GPU cluster, which decides what each run's actor asks for.
         first = True
@@ -272,6 +272,12 @@ class Driver:
                 self.send(DriverMessage(warning=warning))  # logged before "connected"
             self.send(DriverMessage(cluster=cluster))
             if first:
+                # MNIST goes into the object store once the first look is in (a first
+                # look slower than WATCH_TIMEOUT is fatal, so nothing competes with it):
+                # the first run seldom waits for it.
+                prefetch = asyncio.get_running_loop().create_task(self.prefetch())
+                self.tasks.add(prefetch)
+                prefetch.add_done_callback(self.tasks.discard)
                 asyncio.get_running_loop().add_reader(self.conn.fileno(), self.on_command)
                 first = False
             await asyncio.sleep(WATCH_INTERVAL)

@@ -35,10 +35,10 @@ class WorkerMessage(BaseModel):
 def threads_per_run(concurrent: int) -> int:
     """TensorFlow threads for each of `concurrent` runs training at once: an equal
     share of the cores this process may use (its affinity, not the machine's count),
-    at least one. On 2 cores two runs at once with one thread each gave 1.15-1.22x
-    the steps/s of one run alone with two, against 1.06-1.13x with TensorFlow's
-    default pools, which each take every core and fight (issue #14 §4;
-    bench/concurrency.py, in the repetitions least disturbed by other load)."""
+    at least one. On 2 cores two runs at once with one thread each train exactly
+    twice as fast as one of them alone (0.99-1.02x of that), and as a rule faster
+    than with TensorFlow's default pools, which each take every core and fight
+    (issue #14 §4; bench/concurrency.py and bench/RESULTS.md, "Concurrency")."""
     return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
 
 

@@ -21,11 +21,14 @@ def finished(
     status: str = "completed",
     eval_every: int | None = None,
     diagnostics: str = "off",
+    grouped: bool = True,
 ) -> RunPublic:
+    """A run of an experiment (`grouped`), or a single run."""
     return RunPublic(
-        id=f"{arch}-{steps}-{seconds}",
+        id=f"{arch}-{steps}-{seconds}-{grouped}",
         label="x",
         comparison_id=None,
+        experiment_id="e" if grouped else None,
         config=RunConfig(
             arch=arch,
             steps=steps,
@@ -141,3 +144,18 @@ def test_planned_runs_share_the_workers():
 def test_an_architecture_never_finished_here_makes_the_estimate_unknown():
     got = estimate([planned("cnn", steps=100, eval_every=50)], [finished("mlp", 1000, 5.0)], 2)
     assert got.seconds is None and got.basis == {"mlp": 1}
+
+
+def test_single_runs_time_an_experiment_only_where_no_grouped_run_finished():
+    # A single run may have had every core to itself; an experiment's runs share them.
+    single, shared = finished("mlp", 1000, 2.0, grouped=False), finished("mlp", 1000, 3.0)
+    plan = [planned(steps=1000)]
+    both = estimate(plan, [single, shared], workers=1)
+    assert both.seconds == pytest.approx(3.0)
+    assert both.basis == {"mlp": 1} and both.assumptions == []
+    only_single = estimate(plan, [single, finished("cnn", 100, 9.0)], workers=1)
+    assert only_single.seconds == pytest.approx(2.0) and only_single.basis == {"mlp": 1, "cnn": 1}
+    assert only_single.assumptions == [
+        "no MLP run of an experiment or comparison finished here: timed as its single runs, "
+        "which may have had every core to themselves (it may take longer)"
+    ]

@@ -65,11 +65,16 @@ def finish(executor: FakeExecutor, run_id: str, accuracy: float = 0.97) -> None:
     executor.end(run_id, Outcome.COMPLETED)
 
 
-async def finish_all(experiments: ExperimentService, executor: FakeExecutor, eid: str) -> None:
+async def finish_all_running(executor: FakeExecutor) -> None:
+    """Finish every run, started or queued, as each gets a worker."""
     while executor.running:
         for run_id in list(executor.running):
             finish(executor, run_id)
         await executor.settled()
+
+
+async def finish_all(experiments: ExperimentService, executor: FakeExecutor, eid: str) -> None:
+    await finish_all_running(executor)
     assert experiments.get(eid).status == "completed"
 
 
@@ -214,6 +219,21 @@ async def test_resume_queues_every_interrupted_or_failed_run_and_finishes(make_s
     assert len(executor.submitted) == 7
     with pytest.raises(Conflict, match="no interrupted or failed runs"):
         again.resume(experiment.id)
+
+
+async def test_an_experiment_run_never_has_the_machine_to_itself(make_service):
+    # Thread counts change float rounding: even resumed on an idle server, a run of an
+    # experiment trains on its worker's share, as its uninterrupted twin would have.
+    experiments, executor = await make_service(capacity=2)
+    experiment = experiments.create(DESIGN)
+    executor.end(experiment.runs[0].id, Outcome.FAILED, "boom")
+    await executor.settled()
+    await finish_all_running(executor)
+    experiments.resume(experiment.id)
+    assert executor.submitted[-1] == experiment.runs[0].id and executor.running == [
+        experiment.runs[0].id
+    ]
+    assert not any(executor.alone.values())
 
 
 async def test_an_experiment_that_does_not_fit_the_queue_stores_nothing(make_service):

@@ -77,10 +77,12 @@ def _kernel_keys(cache: Path) -> set[str]:
 def test_a_server_with_two_workers_gives_a_run_alone_every_core_and_splits_them_for_a_pair(
     start_server, tmp_path, monkeypatch
 ):
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        pytest.skip("on one core a run alone and a pair's run get the same single thread")
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # the workers' kernel choices go here
     server = start_server(workers=2)
-    usable = sorted(os.sched_getaffinity(0))
 
     # A run alone: every core, not the half a second worker might one day need.
     alone = server.post("/api/runs", LONG).json()
