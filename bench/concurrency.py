@@ -15,8 +15,9 @@ all alike:
   cores (`cores_for`);
 - one of those alone: what each would do with nothing beside it, so that
   "two at once" over twice this is how well the split itself scales;
-- a run with every core joined by one on a worker's share: a single run started
-  beside a lone one, for as long as they overlap;
+- a run started with every core joined by one on a worker's share: a single run
+  started beside a lone one, for as long as they overlap (the server then confines
+  the first to its slot's cores; its pools keep their size);
 - two at once with TensorFlow's default pools (each takes every core, and they fight).
 
 Steps/s are counted while every run of a side is training: from the moment the
@@ -68,9 +69,10 @@ def sides() -> list[Side]:
         Side(f"one run alone ({whole} threads, the single-run setup)", ((whole, None),)),
         Side(f"two at once, {split} thread(s) each, pinned (experiments, twins)", pinned),
         Side(f"one of those alone ({split} thread(s), pinned)", pinned[:1]),
+        # While they overlap the server confines the lone run to its slot's cores.
         Side(
-            f"{whole} threads joined by {split} pinned (a lone run, then one more)",
-            ((whole, None), pinned[1]),
+            f"{whole} threads joined by {split}, each on its slot's cores (lone run, then another)",
+            ((whole, pinned[0][1]), pinned[1]),
         ),
         Side("two at once, TensorFlow's default pools", ((None, None), (None, None))),
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.events import Event, event_adapter
 from bnlab.server.schemas import ClusterPublic
 from bnlab.server.status import Outcome
-from bnlab.server.worker import WorkerMessage, cores_for, run_worker, threads_per_run
+from bnlab.server.worker import WorkerMessage, cores_for, pin, run_worker, threads_per_run
 
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
 
@@ -99,6 +100,7 @@ class _Job:
     conn: Connection
     cancel: object  # multiprocessing.Event
     slot: int
+    alone: bool = False  # started with every core (its pools sized for all of them)
     ended: bool = False
     kill_timer: asyncio.TimerHandle | None = None
     outcome: tuple[Outcome, str | None] | None = None  # what the worker said, if it did
@@ -162,9 +164,21 @@ class ProcessExecutor:
         )
         process.start()
         child.close()  # only the worker holds the sending end: its death closes the pipe
-        job = _Job(run_id, process, parent, cancel, slot)
+        job = _Job(run_id, process, parent, cancel, slot, alone)
         self._jobs[run_id] = job
         loop.add_reader(parent.fileno(), self._on_readable, job)
+        self._place_alone()
+
+    def _place_alone(self) -> None:
+        """Keep a run started alone off the cores of the runs beside it: while
+        others train it is confined to its slot's share, as if it had started with
+        them, and once it is alone again it has every core back. Its pools keep
+        their size; only where their threads run changes (bench/concurrency.py)."""
+        for job in self._jobs.values():
+            if job.alone and not job.ended:
+                others = len(self._jobs) > 1
+                shared = cores_for(job.slot, self.capacity) if others else None
+                pin(shared or os.sched_getaffinity(0), job.process.pid)
 
     def _on_readable(self, job: _Job) -> None:
         try:
@@ -186,6 +200,7 @@ class ProcessExecutor:
             job.ended = True
             self._jobs.pop(job.run_id, None)
             self._queue.put_nowait(RunEnded(job.run_id, outcome, error))
+            self._place_alone()
 
     def _reap(self, job: _Job) -> None:
         """The pipe closed: the worker is gone, or going, by its own hand or not."""

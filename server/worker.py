@@ -59,15 +59,17 @@ def cores_for(slot: int, concurrent: int) -> set[int] | None:
     return set(usable[slot * len(usable) // concurrent : (slot + 1) * len(usable) // concurrent])
 
 
-def pin(cores: set[int] | None) -> None:
-    """Confine this process to `cores` (None: leave it). An affinity belongs to a
-    thread: every thread running now is moved (numpy's BLAS starts some on import),
-    and the threads started later (TensorFlow's pools) inherit it."""
+def pin(cores: set[int] | None, pid: int | None = None) -> None:
+    """Confine process `pid` (this one by default) to `cores` (None: leave it). An
+    affinity belongs to a thread: every thread running now is moved (numpy's BLAS
+    starts some on import, TensorFlow its pools), and threads started later inherit
+    it from the thread that starts them."""
     if cores is None:
         return
-    for thread in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-            os.sched_setaffinity(int(thread), cores)
+    with contextlib.suppress(FileNotFoundError):  # the process has ended
+        for thread in os.listdir(f"/proc/{pid or 'self'}/task"):
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.sched_setaffinity(int(thread), cores)
 
 
 def limit_threads(threads: int) -> None:

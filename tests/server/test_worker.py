@@ -84,15 +84,26 @@ def test_a_server_with_two_workers_gives_a_run_alone_every_core_and_splits_them_
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # the workers' kernel choices go here
     server = start_server(workers=2)
 
-    # A run alone: every core, not the half a second worker might one day need.
+    # A run alone: every core, not the half a second worker might one day need, and
+    # its kernel paths timed in that thread configuration.
     alone = server.post("/api/runs", LONG).json()
     server.wait_for(alone["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     assert [_thread_affinities(pid) for pid in server.worker_pids()] == [[usable]]
+    alone_keys = _kernel_keys(cache)
+    assert alone_keys and all(f"| {threads_per_run(1)} thread(s) |" in k for k in alone_keys)
+    # A second run joins on its slot's share: the first moves to its own slot's cores
+    # while they overlap, and has every core back once it is alone again.
+    joiner = server.post("/api/runs", LONG).json()
+    server.wait_for(joiner["id"], lambda r: r["status"] == "running" and r["step"] > 0)
+    split = sorted([sorted(cores_for(slot, 2) or usable)] for slot in range(2))
+    assert sorted(_thread_affinities(pid) for pid in server.worker_pids()) == split
+    joiner_keys = _kernel_keys(cache) - alone_keys
+    assert joiner_keys and all(f"| {threads_per_run(2)} thread(s) |" in k for k in joiner_keys)
+    server.post(f"/api/runs/{joiner['id']}/cancel")
+    server.wait_for(joiner["id"], lambda r: r["status"] == "cancelled")
+    assert [_thread_affinities(pid) for pid in server.worker_pids()] == [[usable]]
     server.post(f"/api/runs/{alone['id']}/cancel")
     server.wait_for(alone["id"], lambda r: r["status"] == "cancelled")
-    alone_keys = _kernel_keys(cache)
-    # Its kernel paths were timed in its own thread configuration.
-    assert alone_keys and all(f"| {threads_per_run(1)} thread(s) |" in k for k in alone_keys)
 
     # A comparison's twins start together: each on a core of its own from the start.
     twins = server.post("/api/comparisons", LONG).json()["runs"]
@@ -100,7 +111,4 @@ def test_a_server_with_two_workers_gives_a_run_alone_every_core_and_splits_them_
         server.wait_for(run["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     placed = [_thread_affinities(pid) for pid in server.worker_pids()]
     server.cancel_active()
-    expected = [[sorted(cores_for(slot, 2) or usable)] for slot in range(2)]
-    assert sorted(placed) == sorted(expected)  # one core each on 2 cores
-    pair_keys = _kernel_keys(cache) - alone_keys
-    assert pair_keys and all(f"| {threads_per_run(2)} thread(s) |" in k for k in pair_keys)
+    assert sorted(placed) == split  # one core each on 2 cores
