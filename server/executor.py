@@ -141,8 +141,9 @@ class ProcessExecutor:
         slot = self._free_slot()
         # The cores are split between the runs that may train at once, each slot
         # on its own share; a run alone gets every core, as in `bnlab train`. A
-        # TensorFlow process cannot resize its pools later: a run that joins one
-        # training alone gets its slot's share and the two overlap for a while.
+        # TensorFlow process cannot resize its pools later, so a run that joins
+        # one training alone gets its slot's share and the first is moved to its
+        # own slot's cores (`_place_alone`).
         at_once = 1 if alone else self.capacity
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
         parent, child = self._ctx.Pipe(duplex=False)
@@ -174,8 +175,8 @@ class ProcessExecutor:
         others train it is confined to its slot's share, as if it had started with
         them, and once it is alone again it has every core back. Its pools keep
         their size; only where their threads run changes (bench/concurrency.py)."""
-        for job in self._jobs.values():
-            if job.alone and not job.ended:
+        for job in self._jobs.values():  # running jobs only: `_finish` drops ended ones
+            if job.alone:
                 others = len(self._jobs) > 1
                 shared = cores_for(job.slot, self.capacity) if others else None
                 pin(shared or os.sched_getaffinity(0), job.process.pid)
