@@ -3,7 +3,7 @@
     BNLAB_DATA_DIR=../shared/data/mnist python -m bench.concurrency [--steps N] [--reps R]
 
 The same run (the seed CNN, the slow one) trains in worker processes spawned as
-the server spawns them: `run_worker` (bnlab.server.worker), with the thread pool
+the server spawns them: `run_worker` (bnlab.server.execution.worker), with the thread pool
 sizes and cores the server's `ProcessExecutor` gives them. Five sides,
 alternated within every repetition (in rotating order) so that machine noise hits
 all alike:
@@ -47,7 +47,8 @@ import numpy as np
 from bench.report import machine, write_section
 from bnlab.model.config import RunConfig
 from bnlab.model.events import ProgressEvent, StartEvent, event_adapter
-from bnlab.server.worker import WorkerMessage, cores_for, run_worker, threads_per_run
+from bnlab.server.execution.placement import cores_for, threads_per_run
+from bnlab.server.execution.worker import WorkerMessage, run_worker
 
 WARMUP = 20  # steps before the window opens (graph tracing, caches)
 WINDOW = 2.0  # seconds: how steady each side is within a run

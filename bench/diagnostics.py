@@ -44,7 +44,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.data import load_mnist
 from bnlab.model.diagnostics import Diagnostician
 from bnlab.model.training import Trainer, train
-from bnlab.server.experiment import PAPER_MLP
+from bnlab.server.experiments.design import PAPER_MLP
 
 LEVELS = ("off", "basic", "full")
 TARGETS = {"basic": 1.05, "full": 1.25}

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.report import machine, write_section
-from bnlab.server.ray_executor import NODE_HEALTH_CHECKS, NODE_LOSS_TARGET
+from bnlab.server.execution.ray_executor import NODE_HEALTH_CHECKS, NODE_LOSS_TARGET
 from bnlab.server.testing import RayCluster, RayNode, ServerProcess
 
 LONG = {"arch": "mlp", "steps": 100_000, "eval_every": 1000}  # trains until it is lost

@@ -30,7 +30,7 @@ import websockets
 from bench.report import machine, write_section
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, ProbePercentiles
-from bnlab.server.store import Store
+from bnlab.server.storage.store import Store
 from bnlab.server.testing import ServerProcess
 
 CNN = {"steps": 600, "eval_every": 100}  # about a minute on 2 cores

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from bnlab.model import kernels
+from . import kernels
 
 Normalize = Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 

@@ -8,11 +8,12 @@ exhausting the machine (a run is at most 100,000 steps and 1,000 evaluations).
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from bnlab.model.events import DiagnosticsLevel
+from .events import DiagnosticsLevel
 
 MAX_STEPS = 100_000
 MAX_EVALS = 1_000
@@ -33,6 +34,19 @@ Diagnostics = Literal[DiagnosticsLevel.OFF, DiagnosticsLevel.BASIC, DiagnosticsL
 def _evaluations(steps: int, eval_every: int) -> int:
     """How many evaluations a run makes: step 0, every eval_every, and the last step."""
     return -(-steps // eval_every) + 1
+
+
+class ArmName(StrEnum):
+    """The two arms of a comparison or an experiment: a run with batch norm and its
+    twin without (`RunConfig.twin`). The one home of the names, from the store to the
+    page (frontend/js/arms.js mirrors them)."""
+
+    BN = "bn"
+    NO_BN = "no_bn"
+
+    @classmethod
+    def of(cls, batch_norm: bool) -> ArmName:
+        return cls.BN if batch_norm else cls.NO_BN
 
 
 class RunConfig(BaseModel):

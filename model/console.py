@@ -10,9 +10,9 @@ import os
 import sys
 from typing import TextIO
 
-from bnlab.model.config import RunConfig
-from bnlab.model.data import DataError, load_mnist
-from bnlab.model.events import Event, TrainingStopped
+from .config import RunConfig
+from .data import DataError, load_mnist
+from .events import Event, TrainingStopped
 
 
 class LogPrinter:
@@ -69,7 +69,7 @@ def train_in_console(config: RunConfig, data_dir: str | None, as_json: bool) -> 
         # Data first (and any download): a data error is then the only thing
         # printed, before TensorFlow's start-up lines.
         data = load_mnist(data_dir, train_subset=config.train_subset)
-        from bnlab.model.training import train
+        from .training import train
 
         train(config, printer, data=data)
     except DataError as exc:

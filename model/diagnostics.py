@@ -63,20 +63,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model.augment import random_shift
-from bnlab.model.events import (
-    Diagnostics,
-    DiagnosticsLevel,
-    Distribution,
-    Landscape,
-    LayerDiagnostics,
-)
-from bnlab.model.networks import Network, Tap
-from bnlab.model.optimizers import proposed_update
+from .augment import random_shift
+from .events import Diagnostics, DiagnosticsLevel, Distribution, Landscape, LayerDiagnostics
+from .networks import Network, Tap
+from .optimizers import proposed_update
 
 if TYPE_CHECKING:
-    from bnlab.model.data import Split
-    from bnlab.model.training import Trainer
+    from .data import Split
+    from .training import Trainer
 
 PERCENTILES = (15.0, 50.0, 85.0)  # the BN paper's Figure 1
 SAMPLED_UNITS = 32  # values per image and layer pooled into a distribution

@@ -185,7 +185,7 @@ class Diagnostics(_Finite):
 class EvalPoint(BaseModel):
     """One evaluation of the validation set: a point of the curves. The one
     definition of its fields: the server derives its stored columns, its public
-    Point and its CSV columns from them (bnlab.server.points)."""
+    Point and its CSV columns from them (bnlab.server.storage.points)."""
 
     model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
 

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from bnlab.model import kernels
-from bnlab.model.batchnorm import BatchNorm
-from bnlab.model.config import RunConfig
+from . import kernels
+from .batchnorm import BatchNorm
+from .config import RunConfig
 
 # The classic TensorFlow MNIST tutorial's initialisation, for every layer but
 # the logits. The seed recipe used it for its convolutions; its FC layers drew

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from bnlab.model.config import RunConfig
+from .config import RunConfig
 
 ADAGRAD_INITIAL_ACCUMULATOR = 0.1  # tf.compat.v1.train.AdagradOptimizer's default
 MOMENTUM = 0.9

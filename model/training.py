@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model import device, kernels
-from bnlab.model.augment import random_shift
-from bnlab.model.config import RunConfig
-from bnlab.model.data import BatchOrder, Mnist, load_mnist
-from bnlab.model.diagnostics import Diagnostician
-from bnlab.model.events import (
+from . import device, kernels
+from .augment import random_shift
+from .config import RunConfig
+from .data import BatchOrder, Mnist, load_mnist
+from .diagnostics import Diagnostician
+from .events import (
     Cancelled,
     DiagnosticsLevel,
     Diverged,
@@ -32,8 +32,8 @@ from bnlab.model.events import (
     TestEvent,
     TestMetrics,
 )
-from bnlab.model.networks import Network, build_network
-from bnlab.model.optimizers import make_optimizer
+from .networks import Network, build_network
+from .optimizers import make_optimizer
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events: "a few per second"
 # Seconds of updates per compiled call: cancel and progress answer between

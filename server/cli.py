@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from bnlab.model.config import RunConfig
-from bnlab.server.settings import Settings
+from ..model.config import RunConfig
+from .web.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -133,7 +133,7 @@ def train(args: argparse.Namespace) -> int:
         print(f"bnlab train: error: {describe_validation_error(RunConfig, exc)}", file=sys.stderr)
         return 2
     # Imported here: `bnlab serve` needs none of the training core's data loading.
-    from bnlab.model.console import train_in_console
+    from ..model.console import train_in_console
 
     return train_in_console(config, args.data_dir, args.json)
 
@@ -266,7 +266,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: `bnlab train` and `--help` need none of the web stack.
-    from bnlab.server.main import serve
+    from .web.serve import serve
 
     return serve(args)
 
@@ -277,7 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
     # Imported when the parser is built rather than with this module: the design
     # module brings scipy, which no other subcommand needs.
-    from bnlab.server.experiment import PRESETS
+    from .experiments.design import PRESETS
 
     p = subparsers.add_parser(
         "experiment",
@@ -299,7 +299,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def experiment(args: argparse.Namespace) -> int:
-    from bnlab.server.runner import run_experiment
+    from .experiments.local import run_experiment
 
     return run_experiment(args)
 

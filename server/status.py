@@ -69,6 +69,9 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.INTERRUPTED: frozenset({RunStatus.QUEUED}),
 }
 ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+# A run that ended with a result the statistics count: completed, or diverged (a
+# failure of its arm, never dropped). Cancelled, failed and interrupted runs have none.
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.DIVERGED})
 TERMINAL = frozenset(RunStatus) - ACTIVE
 # Derived, not listed: a status is resumable exactly when it may go back to the queue.
 RESUMABLE = frozenset(s for s in TERMINAL if RunStatus.QUEUED in TRANSITIONS[s])

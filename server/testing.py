@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
-from bnlab.server.schemas import server_message
-from bnlab.server.status import RunStatus
+from .live.messages import server_message
+from .status import RunStatus
 
 START_TIMEOUT = 60.0  # seconds for the server to answer /api/health
 # Settings the server reads from the environment that a test's flags do not set:

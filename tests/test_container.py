@@ -27,8 +27,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from bnlab.server.ray_executor import NODE_HEALTH_CHECKS
-from bnlab.server.settings import Settings, env_name
+from bnlab.server.execution.ray_executor import NODE_HEALTH_CHECKS
+from bnlab.server.web.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -1,4 +1,4 @@
-"""An experiment's cell means inside the network (bnlab.server.cell_diagnostics), in-process:
+"""An experiment's cell means inside the network (bnlab.server.experiments.cell_means), in-process:
 the real experiment service on a real SQLite file, its runs reporting made-up diagnostics
 through a fake executor (test_scheduler.py's), each mean checked against NumPy over the
 points the runs sent. Among the runs: one without diagnostics, one that diverges (its
@@ -15,14 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bnlab.model.events import (
-    Diagnostics,
-    Distribution,
-    Landscape,
-    LayerDiagnostics,
-)
-from bnlab.server import cell_diagnostics
-from bnlab.server.cell_diagnostics import (
+from bnlab.model.events import Diagnostics, Distribution, Landscape, LayerDiagnostics
+from bnlab.server.experiments import cell_means
+from bnlab.server.experiments.cell_means import (
     DISTRIBUTIONS,
     LANDSCAPE_MEASURES,
     LAYER_MEASURES,
@@ -37,12 +32,12 @@ from bnlab.server.cell_diagnostics import (
     stored_diagnostics,
     summarize_arm,
 )
-from bnlab.server.experiment import ExperimentCreate
-from bnlab.server.experiments import ExperimentService
-from bnlab.server.runs import NotFound, RunService
+from bnlab.server.experiments.design import ExperimentCreate
+from bnlab.server.experiments.service import ExperimentService
+from bnlab.server.live.hub import Hub
+from bnlab.server.runs.service import NotFound, RunService
 from bnlab.server.status import Outcome
-from bnlab.server.store import Store
-from bnlab.server.stream import Hub
+from bnlab.server.storage.store import Store
 from tests.server.test_scheduler import FakeExecutor, evaluation
 
 pytestmark = pytest.mark.anyio
@@ -330,7 +325,7 @@ def test_layers_of_two_networks_keep_network_order_whatever_comes_first(flip):
     """An experiment varying `arch`: each layer goes after the one it follows in its
     own network, so the picker's order does not depend on which run SQLite read first."""
     networks = [["conv1", "conv2", "fc1"], ["fc1", "fc2", "fc3"]]
-    order = cell_diagnostics.layer_order(networks[::-1] if flip else networks)
+    order = cell_means.layer_order(networks[::-1] if flip else networks)
     assert order == ["conv1", "conv2", "fc1", "fc2", "fc3"]
 
 
@@ -339,6 +334,6 @@ def test_a_diverged_distribution_adds_nothing_to_the_histogram():
     NaNs counted in the last bin. Averaged in, they would draw a saturated layer."""
     healthy = {"p15": -1.0, "p50": 0.0, "p85": 1.0, "edges": [0.0, 1.0, 2.0], "counts": [3, 1]}
     diverged = {"p15": None, "p50": None, "p85": None, "edges": [0.0, 1.0, 2.0], "counts": [0, 4]}
-    means = cell_diagnostics._distribution([healthy, diverged], [0.0, 1.0, 2.0])
+    means = cell_means._distribution([healthy, diverged], [0.0, 1.0, 2.0])
     assert means.fractions == [0.75, 0.25] and means.fractions_n == 1
     assert means.p50.mean == 0.0 and means.p50.n == 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bnlab.model.config import RunConfig
-from bnlab.server.estimate import RunTime, estimate, run_times
-from bnlab.server.schemas import RunPublic
+from bnlab.server.experiments.estimate import RunTime, estimate, run_times
+from bnlab.server.runs.schemas import RunPublic
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

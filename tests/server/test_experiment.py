@@ -6,14 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from bnlab.model.config import RunConfig
-from bnlab.server.experiment import (
+from bnlab.server.experiments.design import (
     MAX_RUNS,
     PRESETS,
     ExperimentCreate,
     ExperimentStatus,
     experiment_status,
 )
-from bnlab.server.statistics import MIN_PAIRS
+from bnlab.server.experiments.statistics import MIN_PAIRS
 from bnlab.server.status import RunStatus
 
 

@@ -13,13 +13,17 @@ import json
 import pytest
 
 from bnlab.model import events
-from bnlab.server.experiment import ExperimentCreate
-from bnlab.server.experiments import ExperimentService, experiment_topic, queue_order
-from bnlab.server.runs import Conflict, NotFound, QueueFull, RunService
-from bnlab.server.schemas import server_message
+from bnlab.server.experiments.design import ExperimentCreate
+from bnlab.server.experiments.service import (
+    ExperimentService,
+    experiment_topic,
+    queue_order,
+)
+from bnlab.server.live.hub import Hub
+from bnlab.server.live.messages import server_message
+from bnlab.server.runs.service import Conflict, NotFound, QueueFull, RunService
 from bnlab.server.status import Outcome
-from bnlab.server.store import Store
-from bnlab.server.stream import Hub
+from bnlab.server.storage.store import Store
 from tests.server.test_scheduler import FakeExecutor, evaluation
 
 pytestmark = pytest.mark.anyio

@@ -15,18 +15,13 @@ from pydantic import ValidationError
 from bnlab.model import events
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, ProbePercentiles, ProgressEvent, StartEvent
-from bnlab.server.executor import ExecutorMessage, RunEnded, TrainingEvent
-from bnlab.server.runs import RUNS_TOPIC, RunService, run_topic
-from bnlab.server.schemas import (
-    DeletedMessage,
-    EvalMessage,
-    PointPublic,
-    RunEventMessage,
-    server_message,
-)
+from bnlab.server.execution.executor import ExecutorMessage, RunEnded, TrainingEvent
+from bnlab.server.live.hub import Hub
+from bnlab.server.live.messages import DeletedMessage, EvalMessage, RunEventMessage, server_message
+from bnlab.server.runs.service import RUNS_TOPIC, RunService, run_topic
 from bnlab.server.status import Outcome, RunStatus
-from bnlab.server.store import Store
-from bnlab.server.stream import Hub
+from bnlab.server.storage.points import PointPublic
+from bnlab.server.storage.store import Store
 
 PROBE = ProbePercentiles(p15=-2.1, p50=0.3, p85=2.2)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from bnlab.server.cli import build_parser
-from bnlab.server.executor import ExecutorKind
-from bnlab.server.main import settings_from_args
-from bnlab.server.ray_executor import run_slots
-from bnlab.server.schemas import ClusterPublic, ResourcePublic
-from bnlab.server.settings import Settings
+from bnlab.server.execution.cluster import ClusterPublic, ResourcePublic
+from bnlab.server.execution.executor import ExecutorKind
+from bnlab.server.execution.ray_executor import run_slots
+from bnlab.server.web.serve import settings_from_args
+from bnlab.server.web.settings import Settings
 
 
 def serve_args(monkeypatch, *flags: str, **env: str):
@@ -90,7 +90,7 @@ def test_process_executor_packs_one_over_the_share_runs_per_gpu(
     monkeypatch, gpus, share, workers, expected
 ):
     # The GPUs are the driver's answer, not a setting: ask a pretend driver.
-    monkeypatch.setattr("bnlab.server.settings.visible_gpus", lambda: gpus)
+    monkeypatch.setattr("bnlab.server.web.settings.visible_gpus", lambda: gpus)
     settings = Settings(gpus_per_run=share, workers=workers)
     assert settings.worker_count == expected
     assert settings.executor == ExecutorKind.PROCESS

@@ -1,11 +1,11 @@
-"""The CSV table of points (bnlab.server.points.PointCsv): the diagnostics flattened
+"""The CSV table of points (bnlab.server.storage.points.PointCsv): the diagnostics flattened
 into one column per single value, named by its path, for whatever layers the exported
 points have."""
 
 from __future__ import annotations
 
 from bnlab.model.events import EvalPoint, ProbePercentiles
-from bnlab.server.points import POINT_COLUMNS, PointCsv
+from bnlab.server.storage.points import POINT_COLUMNS, PointCsv
 from tests.server.conftest import sample_diagnostics
 
 SCALARS = [c for c in POINT_COLUMNS if c != "diagnostics"]

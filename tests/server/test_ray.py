@@ -218,7 +218,7 @@ def test_a_stopped_cluster_fails_its_runs_clearly_and_the_server_keeps_serving(r
 def test_a_lost_actor_or_node_is_named_in_one_line_with_the_node():
     from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-    from bnlab.server.ray_driver import death_reason
+    from bnlab.server.execution.ray_driver import death_reason
 
     # Ray's messages as Ray 2.60 words them: a killed node's closed connection, and
     # the GCS giving up on a node that stopped answering.
@@ -264,8 +264,8 @@ def test_a_lost_actor_or_node_is_named_in_one_line_with_the_node():
 def test_the_server_log_recommends_node_health_checks_when_ray_s_would_be_too_slow():
     import ray
 
-    from bnlab.server.ray_driver import slow_node_checks
-    from bnlab.server.ray_executor import NODE_HEALTH_CHECKS
+    from bnlab.server.execution.ray_driver import slow_node_checks
+    from bnlab.server.execution.ray_executor import NODE_HEALTH_CHECKS
 
     # Ray's defaults, as a driver not yet connected sees them: 5 x (10 s + 3 s).
     assert ray._config.health_check_period_ms() == 3000
@@ -278,8 +278,8 @@ def test_runs_waiting_for_mnist_share_one_attempt_and_one_cancelled_leaves_it_to
     monkeypatch,
 ):
     from bnlab.model.data import DataError
-    from bnlab.server import ray_driver
-    from bnlab.server.ray_executor import DriverCommand, DriverMessage
+    from bnlab.server.execution import ray_driver
+    from bnlab.server.execution.ray_executor import DriverCommand, DriverMessage
 
     attempts, release = [], threading.Event()
 
@@ -330,7 +330,7 @@ def test_runs_waiting_for_mnist_share_one_attempt_and_one_cancelled_leaves_it_to
 def test_a_cluster_that_refuses_the_server_is_met_with_a_hint_about_authentication(
     monkeypatch, mode, hint
 ):
-    from bnlab.server.ray_driver import auth_hint
+    from bnlab.server.execution.ray_driver import auth_hint
 
     # Ray only logs a refused token and retries; the hint is all the run's error can say.
     if mode is None:

@@ -1,7 +1,7 @@
 """A run's default label: what the legend shows when the user gave none."""
 
 from bnlab.model.config import RunConfig
-from bnlab.server.runs import default_label
+from bnlab.server.runs.service import default_label
 
 
 def test_a_runs_default_label_shows_the_knobs_only_when_set():

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlab.server.experiment import PAPER_MLP, PRESETS
-from bnlab.server.runner import DesignError, load_design, print_table
-from bnlab.server.statistics import RunResult, summarize_cells
-from bnlab.server.worker import cores_for
+from bnlab.server.execution.placement import cores_for
+from bnlab.server.experiments.design import PAPER_MLP, PRESETS
+from bnlab.server.experiments.local import DesignError, load_design, print_table
+from bnlab.server.experiments.statistics import RunResult, summarize_cells
 
 TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000, "diagnostics": "off"}
 

@@ -14,12 +14,12 @@ import pytest
 from bnlab.model import events
 from bnlab.model.config import RunConfig
 from bnlab.model.events import Diagnostics, EvalEvent, ProbePercentiles, StartEvent
-from bnlab.server import runs
-from bnlab.server.executor import ExecutorMessage, RunEnded, TrainingEvent
-from bnlab.server.runs import Conflict, QueueFull, RunService, run_topic
+from bnlab.server.execution.executor import ExecutorMessage, RunEnded, TrainingEvent
+from bnlab.server.live.hub import Hub
+from bnlab.server.runs import service as runs
+from bnlab.server.runs.service import Conflict, QueueFull, RunService, run_topic
 from bnlab.server.status import Outcome, RunStatus
-from bnlab.server.store import Store, StoreError
-from bnlab.server.stream import Hub
+from bnlab.server.storage.store import Store, StoreError
 
 pytestmark = pytest.mark.anyio
 CONFIG = RunConfig(arch="mlp", steps=20, eval_every=10)
@@ -31,7 +31,7 @@ def anyio_backend() -> str:
 
 
 class FakeExecutor:
-    """An `Executor` (bnlab.server.executor) that runs nothing: it records what it
+    """An `Executor` (bnlab.server.execution.executor) that runs nothing: it records what it
     is asked and reports what the test says."""
 
     def __init__(self, capacity: int) -> None:

@@ -2,7 +2,7 @@ import json
 import math
 
 from bnlab.model.events import EvalEvent, ProbePercentiles
-from bnlab.server.schemas import PointPublic
+from bnlab.server.storage.points import PointPublic
 
 
 def test_a_diverged_evaluation_becomes_strict_json_with_nulls():

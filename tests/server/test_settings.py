@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bnlab.server.settings import SettingsError, load_settings
+from bnlab.server.web.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bnlab.server.statistics import (
+from bnlab.server.experiments.statistics import (
     BOOTSTRAP_RESAMPLES,
     CHANCE,
     MIN_PAIRS,

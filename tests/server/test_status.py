@@ -8,13 +8,7 @@ from importlib import resources
 
 import pytest
 
-from bnlab.server.status import (
-    TRANSITIONS,
-    InvalidTransition,
-    Outcome,
-    RunStatus,
-    check_transition,
-)
+from bnlab.server.status import TRANSITIONS, InvalidTransition, Outcome, RunStatus, check_transition
 
 Q, R, C, F, X, D, I = (  # noqa: E741 -- one letter per status keeps the table readable
     RunStatus.QUEUED,

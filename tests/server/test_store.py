@@ -12,11 +12,11 @@ import pytest
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import EvalEvent, ProbePercentiles
-from bnlab.model.events import TestMetrics as Metrics  # not a test class for pytest
-from bnlab.server.migrations import MIGRATIONS, SchemaError, migrate, schema_version
-from bnlab.server.points import POINT_COLUMNS, point_public
+from bnlab.model.events import TestMetrics as Metrics
 from bnlab.server.status import InvalidTransition, RunStatus
-from bnlab.server.store import Store, StoreError
+from bnlab.server.storage.migrations import MIGRATIONS, SchemaError, migrate, schema_version
+from bnlab.server.storage.points import POINT_COLUMNS, point_public
+from bnlab.server.storage.store import Store, StoreError
 from tests.server.conftest import release_dump, sample_diagnostics
 
 CONFIG = RunConfig(arch="mlp", steps=20, eval_every=10)
@@ -235,7 +235,7 @@ def test_a_failing_migration_is_rolled_back_and_the_version_stays(release_db, mi
 
 def test_the_store_reports_a_refused_migration_as_a_store_error(tmp_path, monkeypatch):
     broken = [*MIGRATIONS, _dangling]
-    monkeypatch.setattr("bnlab.server.store.migrate", lambda db: migrate(db, broken))
+    monkeypatch.setattr("bnlab.server.storage.store.migrate", lambda db: migrate(db, broken))
     latest = len(MIGRATIONS)
     refused = rf"schema version {latest + 1} .*left at version {latest}"
     with pytest.raises(StoreError, match=refused):

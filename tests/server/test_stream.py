@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from bnlab.server.stream import Hub
+from bnlab.server.live.hub import Hub
 from bnlab.server.testing import receive
 from tests.server.conftest import TINY
 

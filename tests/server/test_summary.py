@@ -9,9 +9,10 @@ import pytest
 
 from bnlab.model.config import RunConfig
 from bnlab.model.events import ProbePercentiles
-from bnlab.model.events import TestMetrics as Metrics  # not a test class for pytest
-from bnlab.server.schemas import PointPublic, RunPublic
-from bnlab.server.summary import first_step_reaching, pair_speedups, summarize
+from bnlab.model.events import TestMetrics as Metrics
+from bnlab.server.runs.compare import first_step_reaching, pair_speedups, summarize_run
+from bnlab.server.runs.schemas import RunPublic
+from bnlab.server.storage.points import PointPublic
 
 START = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 PROBE = ProbePercentiles(p15=-1.0, p50=0.0, p85=1.0)
@@ -67,7 +68,7 @@ def test_the_first_step_reaching_an_accuracy_counts_reaching_it_exactly():
 def test_a_summary_has_the_milestones_the_best_accuracy_and_the_test_metrics():
     metrics = Metrics(test_loss=0.05, test_accuracy=0.985, log_loss=0.06)
     points = curve(0.5, 0.975, 0.99, None, 0.99, 0.985)
-    summary = summarize(run(metrics=metrics), points)
+    summary = summarize_run(run(metrics=metrics), points)
     assert summary.steps_to == {"0.97": 100, "0.98": 200, "0.99": 200}
     # A tie on accuracy goes to the earlier step; an evaluation without accuracy is skipped.
     assert (summary.best_val_acc, summary.best_val_acc_step) == (0.99, 200)
@@ -77,20 +78,20 @@ def test_a_summary_has_the_milestones_the_best_accuracy_and_the_test_metrics():
 
 def test_a_run_without_points_takes_its_wall_time_from_its_timestamps():
     finished = START.replace(minute=1, second=30)
-    summary = summarize(run(finished=finished), [])
+    summary = summarize_run(run(finished=finished), [])
     assert summary.wall_time == 90.0
     assert summary.best_val_acc is None and summary.best_val_acc_step is None
     assert summary.steps_to == {"0.97": None, "0.98": None, "0.99": None}
     assert summary.test_accuracy is None
-    assert summarize(run(), []).wall_time is None  # not finished: no time to tell
+    assert summarize_run(run(), []).wall_time is None  # not finished: no time to tell
 
 
 def test_the_speedup_is_no_bn_steps_over_bn_steps_to_98_percent():
     bn = run("bn", comparison_id="c")
     plain = run("plain", batch_norm=False, comparison_id="c")
     summaries = {
-        "bn": summarize(bn, curve(0.9, 0.98, every=100)),  # 98 % at step 100
-        "plain": summarize(plain, curve(0.9, 0.95, 0.97, 0.981, every=100)),  # at 300
+        "bn": summarize_run(bn, curve(0.9, 0.98, every=100)),  # 98 % at step 100
+        "plain": summarize_run(plain, curve(0.9, 0.95, 0.97, 0.981, every=100)),  # at 300
     }
     [pair] = pair_speedups([plain, bn], summaries)
     assert (pair.comparison_id, pair.bn, pair.no_bn) == ("c", "bn", "plain")
@@ -100,7 +101,7 @@ def test_the_speedup_is_no_bn_steps_over_bn_steps_to_98_percent():
 def test_no_speedup_when_a_twin_never_reaches_98_percent():
     bn = run("bn", comparison_id="c")
     plain = run("plain", batch_norm=False, comparison_id="c")
-    summaries = {"bn": summarize(bn, curve(0.99)), "plain": summarize(plain, curve(0.5))}
+    summaries = {"bn": summarize_run(bn, curve(0.99)), "plain": summarize_run(plain, curve(0.5))}
     [pair] = pair_speedups([bn, plain], summaries)
     assert pair.speedup is None
 
@@ -108,5 +109,5 @@ def test_no_speedup_when_a_twin_never_reaches_98_percent():
 def test_only_comparisons_with_both_twins_selected_make_a_pair():
     alone = run("alone", comparison_id="c1")
     single = run("single")
-    summaries = {r.id: summarize(r, curve(0.99)) for r in (alone, single)}
+    summaries = {r.id: summarize_run(r, curve(0.99)) for r in (alone, single)}
     assert pair_speedups([alone, single], summaries) == []

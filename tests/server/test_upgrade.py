@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from bnlab.model.config import RunConfig
-from bnlab.server.migrations import MIGRATIONS, schema_version
+from bnlab.server.storage.migrations import MIGRATIONS, schema_version
 from bnlab.server.testing import free_port, receive
 from tests.server.conftest import release_dump
 

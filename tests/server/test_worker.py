@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlab.server.worker import cores_for, threads_per_run
+from bnlab.server.execution.placement import cores_for, threads_per_run
 from tests.server.conftest import LONG
 
 

@@ -1,0 +1,124 @@
+"""The worker process: one training run, reported back over a pipe.
+
+Runs in a freshly spawned interpreter; TensorFlow is imported here and only
+here, after CUDA_VISIBLE_DEVICES is set so the worker sees just its own GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from ..status import Outcome
+from .placement import limit_threads, pin
+
+if TYPE_CHECKING:
+    from ...model.data import RawMnist
+
+
+class WorkerMessage(BaseModel):
+    """What travels from worker to server: an event, or the run's outcome."""
+
+    event: str | None = None  # the event's own JSON (non-finite numbers as null)
+    sent_at: float | None = None  # unix time the worker sent it: end-to-end latency
+    outcome: Outcome | None = None
+    error: str | None = None
+
+
+def run_worker(
+    config_json: str,
+    data_dir: str | None,
+    checkpoint_dir: str,
+    conn: Connection,
+    cancel,
+    gpu: str | None,
+    threads: int | None = None,
+    cores: set[int] | None = None,
+) -> None:
+    """Train one run and report over `conn`. `threads`: TensorFlow's pool sizes
+    (`threads_per_run`), None leaves TensorFlow's defaults; `cores`: the cores the
+    process is pinned to (`cores_for`), None leaves it to the scheduler."""
+    # Ctrl-C in the server's terminal reaches the whole process group; the
+    # server decides what happens to its workers, so ignore it here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pin(cores)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    # Before TensorFlow is imported, so before any op: with --gpus-per-run < 1
+    # several workers share a card, and one must not reserve all of its memory
+    # (model/device.py sets the same growth again, per device).
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+    def send(message: WorkerMessage) -> None:
+        try:
+            conn.send_bytes(message.model_dump_json().encode())
+        except OSError:  # the server is gone (killed): nobody to train for
+            os._exit(1)
+
+    try:
+        train_and_report(
+            config_json,
+            send,
+            cancel.is_set,
+            data_dir=data_dir,
+            checkpoint_dir=checkpoint_dir,
+            threads=threads,
+        )
+    finally:
+        conn.close()
+
+
+def train_and_report(
+    config_json: str,
+    send: Callable[[WorkerMessage], None],
+    should_stop: Callable[[], bool],
+    *,
+    raw: RawMnist | None = None,
+    data_dir: str | None = None,
+    checkpoint_dir: str | None = None,
+    threads: int | None = None,
+) -> None:
+    """Train the run, sending each event and finally its outcome (never raises).
+    The one place where how a run ended becomes an `Outcome`, for worker
+    processes and Ray actors alike; `raw` is MNIST already in memory, `threads`
+    TensorFlow's pool sizes (`threads_per_run`; None: TensorFlow's defaults)."""
+
+    def on_event(event) -> None:
+        send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
+
+    try:
+        from ...model.config import RunConfig
+        from ...model.data import DataError, split_mnist
+        from ...model.events import Cancelled, Diverged
+        from ...model.training import train
+
+        config = RunConfig.model_validate_json(config_json)
+        data = split_mnist(raw, config.train_subset) if raw is not None else None
+        if threads is not None:
+            limit_threads(threads)
+        try:
+            train(
+                config,
+                on_event,
+                should_stop,
+                data=data,
+                data_dir=data_dir,
+                checkpoint_dir=checkpoint_dir,
+            )
+            send(WorkerMessage(outcome=Outcome.COMPLETED))
+        except Cancelled:
+            send(WorkerMessage(outcome=Outcome.CANCELLED))
+        except Diverged as exc:
+            send(WorkerMessage(outcome=Outcome.DIVERGED, error=str(exc)))
+        except DataError as exc:
+            send(WorkerMessage(outcome=Outcome.FAILED, error=str(exc)))
+    except Exception as exc:
+        traceback.print_exc()
+        send(WorkerMessage(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"))

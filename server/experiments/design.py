@@ -1,0 +1,334 @@
+"""An experiment: the one home of its design, its expansion into runs, its status
+rule and the presets that test each of Batch Normalization's claims.
+
+A design is a base run (every run field but `batch_norm` and `seed`), up to two
+varied fields with a few values each, and a number of seeds. Every combination
+of the varied values is a *cell*; each cell trains every seed with and without
+BN, the two twins built by `RunConfig.twin()`: same seed, initial weights and
+batch order, so the statistics can pair them by seed. Run bounds live only in
+`RunConfig`: every value here is checked by building the runs it makes.
+
+TensorFlow-free; the server and `bnlab experiment` both use it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from enum import StrEnum
+from itertools import count
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from ...model.config import ArmName, RunConfig
+from ..status import RunStatus
+
+ALPHA = 0.05  # every verdict's significance level
+# The least number of seed pairs for which the signed-rank test's smallest
+# possible two-sided p (every difference the same sign: 2 / 2**n) is below ALPHA.
+MIN_PAIRS = next(n for n in count(1) if 2 / 2**n < ALPHA)
+MAX_VARIED = 2
+MAX_VALUES = 8
+MAX_SEEDS = 20
+MAX_RUNS = 200
+# The experiment sets these in every run itself: seeds count 0..n-1, and each
+# seed trains both with and without BN.
+PER_RUN = {
+    "batch_norm": "every cell trains with and without batch norm",
+    "seed": "set the number of seeds with `seeds`",
+}
+
+Scalar = bool | int | float | str | None
+
+
+def _error_text(error: ValidationError) -> str:
+    """`field: message; ...` from a RunConfig ValidationError."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'run'}: "
+        + item["msg"].removeprefix("Value error, ")
+        for item in error.errors()
+    )
+
+
+class RunBase(RunConfig):
+    """Every run field but `batch_norm` and `seed`, which the experiment sets."""
+
+    batch_norm: SkipJsonSchema[None] = Field(None, exclude=True)
+    seed: SkipJsonSchema[None] = Field(None, exclude=True)
+
+    @field_validator("batch_norm", "seed", mode="before")
+    @classmethod
+    def _set_by_the_experiment(cls, value: object, info: ValidationInfo) -> None:
+        if value is not None:
+            raise ValueError(f"the experiment sets it: {PER_RUN[info.field_name]}")
+        return None
+
+    def fields(self) -> dict[str, object]:
+        return self.model_dump(exclude=set(PER_RUN))
+
+
+class PlannedRun(BaseModel):
+    """One run of an experiment: its cell, seed, arm and configuration."""
+
+    model_config = ConfigDict(frozen=True)
+
+    factors: dict[str, Scalar]
+    seed: int
+    arm: ArmName
+    config: RunConfig
+
+
+class ExperimentCreate(BaseModel):
+    """What `POST /api/experiments` takes (and a preset's `design`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str | None = Field(None, max_length=100)
+    base: RunBase = Field(default_factory=RunBase, description="Every run's fields")
+    vary: dict[str, list[Scalar]] = Field(
+        default_factory=dict,
+        description=f"0-{MAX_VARIED} run fields, each with 1-{MAX_VALUES} distinct values",
+    )
+    seeds: int = Field(
+        MIN_PAIRS,
+        ge=1,
+        le=MAX_SEEDS,
+        strict=True,
+        description=f"Seeds 0..n-1 in every cell; {MIN_PAIRS} is the fewest that can give a "
+        "verdict",
+    )
+
+    @field_validator("vary")
+    @classmethod
+    def _valid_vary(
+        cls, vary: dict[str, list[Scalar]], info: ValidationInfo
+    ) -> dict[str, list[Scalar]]:
+        base: RunBase | None = info.data.get("base")
+        if len(vary) > MAX_VARIED:
+            raise ValueError(f"at most {MAX_VARIED} fields, not {len(vary)} ({', '.join(vary)})")
+        normalized: dict[str, list[Scalar]] = {}
+        for field, values in vary.items():
+            if field in PER_RUN:
+                raise ValueError(f"{field} cannot be varied: {PER_RUN[field]}")
+            if field not in RunConfig.model_fields:
+                raise ValueError(f"{field} is not a run field")
+            if base is not None and field in base.model_fields_set:
+                raise ValueError(f"{field} is set in base too; give its values only here")
+            if not 1 <= len(values) <= MAX_VALUES:
+                raise ValueError(f"{field}: give 1 to {MAX_VALUES} values, not {len(values)}")
+            normalized[field] = [_checked_value(base, field, value) for value in values]
+            seen = []
+            for value in normalized[field]:
+                if value in seen:
+                    raise ValueError(f"{field}: {value!r} is listed twice")
+                seen.append(value)
+        if base is not None:
+            # Each value passed alone; a combination may still break a rule
+            # between fields (steps and eval_every: at most 1,000 evaluations).
+            for factors in _cells(normalized):
+                try:
+                    RunConfig(**{**base.fields(), **factors})
+                except ValidationError as exc:
+                    cell = ", ".join(f"{k}={v!r}" for k, v in factors.items())
+                    raise ValueError(f"the cell {cell}: {_error_text(exc)}") from None
+        return normalized
+
+    @field_validator("seeds")
+    @classmethod
+    def _at_most_max_runs(cls, seeds: int, info: ValidationInfo) -> int:
+        vary = info.data.get("vary")
+        if vary is None:  # vary itself was invalid
+            return seeds
+        cells = len(list(_cells(vary)))
+        runs = cells * seeds * 2
+        if runs > MAX_RUNS:
+            raise ValueError(
+                f"{cells} cell(s) x {seeds} seeds x 2 arms = {runs} runs, more than {MAX_RUNS}"
+            )
+        return seeds
+
+    @field_serializer("base")
+    def _base_without_varied(self, base: RunBase, info: SerializationInfo) -> dict[str, object]:
+        # A varied field's base value means nothing: leaving it out lets a
+        # client post a design back as it got it (a preset, edited or not).
+        return base.model_dump(mode=info.mode, exclude=set(self.vary))
+
+    def cells(self) -> list[dict[str, Scalar]]:
+        """Every combination of the varied values, the first field varying slowest."""
+        return list(_cells(self.vary))
+
+    def runs(self) -> list[PlannedRun]:
+        """Cells x seeds x (BN, its no-BN twin), in that order."""
+        planned = []
+        for factors in self.cells():
+            for seed in range(self.seeds):
+                bn = RunConfig(**{**self.base.fields(), **factors}, seed=seed, batch_norm=True)
+                planned.append(PlannedRun(factors=factors, seed=seed, arm=ArmName.BN, config=bn))
+                planned.append(
+                    PlannedRun(factors=factors, seed=seed, arm=ArmName.NO_BN, config=bn.twin())
+                )
+        return planned
+
+
+def _cells(vary: dict[str, list[Scalar]]) -> Iterable[dict[str, Scalar]]:
+    fields = list(vary)
+    for values in itertools.product(*(vary[f] for f in fields)):
+        yield dict(zip(fields, values, strict=True))
+
+
+def _checked_value(base: RunBase | None, field: str, value: Scalar) -> Scalar:
+    """`value` as RunConfig stores it (1 -> 1.0 for a float field), or a clear error."""
+    try:
+        config = RunConfig(**{**(base.fields() if base else {}), field: value})
+    except ValidationError as exc:
+        message = "; ".join(
+            (f"{e['loc'][0]}: " if e["loc"] != (field,) else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise ValueError(f"{field}: {value!r} is not allowed: {message}") from None
+    return getattr(config, field)
+
+
+# --- the status rule --------------------------------------------------------------------
+
+
+class ExperimentStatus(StrEnum):
+    QUEUED = "queued"  # no run has started yet
+    RUNNING = "running"  # some run is queued or running, and not all are waiting
+    COMPLETED = "completed"  # every run ended, whatever each run's outcome
+    CANCELLED = "cancelled"  # ended, with runs cancelled
+    INTERRUPTED = "interrupted"  # ended, with runs the server's stop left unfinished
+
+
+def experiment_status(statuses: Iterable[RunStatus]) -> ExperimentStatus:
+    """The experiment's status from its runs'. Interrupted wins over cancelled
+    once nothing is active, so the experiment shows it can be resumed."""
+    statuses = [RunStatus(s) for s in statuses]
+    if not statuses:
+        raise ValueError("an experiment has at least one run")
+    if all(s is RunStatus.QUEUED for s in statuses):
+        return ExperimentStatus.QUEUED
+    if any(s.active for s in statuses):
+        return ExperimentStatus.RUNNING
+    if RunStatus.INTERRUPTED in statuses:
+        return ExperimentStatus.INTERRUPTED
+    if RunStatus.CANCELLED in statuses:
+        return ExperimentStatus.CANCELLED
+    return ExperimentStatus.COMPLETED
+
+
+# --- presets ----------------------------------------------------------------------------
+
+
+class Preset(BaseModel):
+    name: str
+    title: str
+    hypothesis: str
+    design: ExperimentCreate
+
+
+# The BN paper's MLP (section 4.1): 3 x 100 sigmoid, SGD, batch 60, images as
+# they are, no dropout; SGD 0.5 as BN Lab's "Paper MLP" preset has it.
+PAPER_MLP = {
+    "arch": "mlp",
+    "optimizer": "sgd",
+    "learning_rate": 0.5,
+    "batch_size": 60,
+    "dropout": 0.0,
+    "max_shift": 0,
+}
+
+
+def _paper_mlp(varied: str | None = None, **fields: object) -> RunBase:
+    """The paper's MLP as a base, without the field the preset varies."""
+    recipe = {k: v for k, v in PAPER_MLP.items() if k != varied}
+    return RunBase(**recipe | fields)
+
+
+# Sizing, measured with `bnlab train` on this 2-core AMD EPYC, one run alone:
+# - paper MLP: 3,000 steps (7 evaluations) in 5.3 s of training with BN, 4.5 s
+#   without (~600 steps/s); 10.2 s and 8.2 s of wall time with the
+#   interpreter's and TensorFlow's start;
+# - seed CNN: 100 steps in 10.2 s after step 0's evaluation at 1.6 s (~10 steps/s).
+# Two runs at once with one TensorFlow thread each give ~1.27x one alone (issue
+# #14 §4), so two workers do ~13 CNN steps/s, and at least ~600 MLP steps/s,
+# between them. Each estimate below is for two workers, start-ups included.
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in [
+        Preset(
+            name="speed",
+            title="BN trains faster",
+            hypothesis="With BN the seed CNN reaches 98 % validation accuracy in fewer steps "
+            "than the same network without it.",
+            # 12 runs x 1,800 steps = 21,600 CNN steps: ~28 min. BN's single
+            # seed-0 pair crossed 98 % at steps 1,000 and 1,400 (README).
+            design=ExperimentCreate(
+                label="speed", base=RunBase(steps=1800, eval_every=100), seeds=6
+            ),
+        ),
+        Preset(
+            name="learning-rate",
+            title="BN allows much higher learning rates",
+            hypothesis="At learning rates far above the usual one, the paper's MLP still "
+            "trains with BN and fails without it.",
+            # 64 runs x 4,000 steps = 256,000 MLP steps: ~8 min.
+            design=ExperimentCreate(
+                label="learning-rate",
+                base=_paper_mlp("learning_rate", steps=4000, eval_every=200),
+                vary={"learning_rate": [0.05, 0.5, 5.0, 50.0]},
+                seeds=8,
+            ),
+        ),
+        Preset(
+            name="initialization",
+            title="With BN, initialisation matters less",
+            hypothesis="Initial weights 100 times too small or too large leave the MLP "
+            "trainable with BN and cripple it without.",
+            # 80 runs x 4,000 steps = 320,000 MLP steps: ~10 min.
+            design=ExperimentCreate(
+                label="initialization",
+                base=_paper_mlp(steps=4000, eval_every=200),
+                vary={"init_scale": [0.01, 0.1, 1.0, 10.0, 100.0]},
+                seeds=8,
+            ),
+        ),
+        Preset(
+            name="saturating",
+            title="BN makes saturating nonlinearities trainable",
+            hypothesis="With sigmoid or tanh units BN's gain over no-BN is larger than with "
+            "ReLU, which does not saturate.",
+            # 48 runs x 4,000 steps = 192,000 MLP steps: ~6 min.
+            design=ExperimentCreate(
+                label="saturating",
+                base=_paper_mlp(steps=4000, eval_every=200),
+                vary={"activation": ["sigmoid", "tanh", "relu"]},
+                seeds=8,
+            ),
+        ),
+        Preset(
+            name="regularization",
+            title="BN regularises",
+            hypothesis="Trained on 2,000 images, where a network overfits, the MLP with BN "
+            "and no dropout generalises at least as well as without BN with dropout.",
+            # 32 runs x 4,000 steps = 128,000 MLP steps: ~5 min.
+            design=ExperimentCreate(
+                label="regularization",
+                base=_paper_mlp("dropout", steps=4000, eval_every=200, train_subset=2000),
+                vary={"dropout": [0.0, 0.5]},
+                seeds=8,
+            ),
+        ),
+    ]
+}

@@ -1,0 +1,313 @@
+"""`bnlab experiment`: run an experiment's runs locally, without a server.
+
+Each run trains in a pool of spawned worker processes (TensorFlow is not
+fork-safe), one TensorFlow thread pool per worker sized to its share of the
+cores and pinned to it, as the server's workers are (`threads_per_run`,
+`cores_for` in bnlab.server.execution.worker; issue #14 §4, bench/concurrency.py).
+At the end it prints each cell's arms, the paired effect and the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from ...model.config import ArmName
+from ...model.data import DataError, ensure_files
+from ..execution.placement import cores_for, limit_threads, pin, threads_per_run
+from ..execution.worker import WorkerMessage, train_and_report
+from ..status import Outcome
+from .design import PRESETS, ExperimentCreate, PlannedRun
+from .statistics import Cell, CurvePoint, Interval, Ratio, RunResult, summarize_cells
+
+# Design field -> the flag that overrides it, so an error names the flag.
+FLAGS = {("seeds",): "--seeds", ("base", "steps"): "--steps"}
+
+# --- the worker side ----------------------------------------------------------------------
+
+_stop: Any = None  # this worker's view of the pool's stop event (a multiprocessing Event)
+
+
+def _start_worker(stop, threads: int, placements) -> None:
+    """Runs once in each fresh worker, before any run. `placements` holds one
+    `cores_for` answer per worker the pool will ever start (it never replaces one)."""
+    global _stop
+    _stop = stop
+    pin(placements.get())
+    # Ctrl-C reaches the whole process group: the parent decides, via `stop`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # TensorFlow's start-up chatter from every worker would bury the progress bar.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    limit_threads(threads)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How one run ended, as its worker sends it back."""
+
+    outcome: Outcome
+    test_accuracy: float | None = None
+    error: str | None = None
+    curve: tuple[CurvePoint, ...] = ()
+
+
+_raw_mnist: Any = None  # decoded once per worker
+
+
+def _train_one(config_json: str, data_dir: str | None) -> RunReport:
+    """One run, in a worker: its outcome, test accuracy and validation curve. How the
+    run ended is told by `train_and_report`, as for the server's runs."""
+    from ...model.data import read_raw_mnist
+    from ...model.events import EvalEvent, TestEvent, event_adapter
+
+    global _raw_mnist
+    curve: list[CurvePoint] = []
+    test_accuracy: float | None = None
+    ending = WorkerMessage(outcome=Outcome.FAILED, error="the worker sent no outcome")
+
+    def send(message: WorkerMessage) -> None:
+        nonlocal test_accuracy, ending
+        if message.outcome is not None:
+            ending = message
+            return
+        event = event_adapter.validate_json(message.event)
+        if isinstance(event, EvalEvent):
+            curve.append(
+                CurvePoint(step=event.step, val_acc=event.val_acc, val_loss=event.val_loss)
+            )
+        elif isinstance(event, TestEvent):
+            test_accuracy = event.test_accuracy
+
+    try:
+        if _raw_mnist is None:
+            _raw_mnist = read_raw_mnist(data_dir, download=False)
+    except Exception as exc:  # reported with the run; the other runs go on
+        return RunReport(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+    train_and_report(config_json, send, _stop.is_set, raw=_raw_mnist)
+    accuracy = test_accuracy if ending.outcome == Outcome.COMPLETED else None
+    return RunReport(ending.outcome, accuracy, ending.error, tuple(curve))
+
+
+# --- the parent side ----------------------------------------------------------------------
+
+
+def run_design(
+    design: ExperimentCreate,
+    *,
+    workers: int,
+    data_dir: str | None,
+    on_done: Callable[[PlannedRun, RunResult, str | None], None] = lambda *_: None,
+) -> list[RunResult]:
+    """Every run of `design`, `workers` at a time; results in the design's order.
+    `on_done(planned, result, error)` hears of each run as it ends."""
+    threads = threads_per_run(workers)
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    placements = context.SimpleQueue()
+    for slot in range(workers):
+        placements.put(cores_for(slot, workers))
+    planned = design.runs()
+    results: dict[int, RunResult] = {}
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(stop, threads, placements)
+    )
+    try:
+        futures: dict[Future, int] = {
+            pool.submit(_train_one, run.config.model_dump_json(), data_dir): i
+            for i, run in enumerate(planned)
+        }
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                report = future.result()
+            except Exception as exc:  # the worker itself died (out of memory?)
+                report = RunReport(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+            results[i] = _result(planned[i], report)
+            on_done(planned[i], results[i], report.error)
+    except BaseException:
+        stop.set()  # running runs stop between steps; queued ones never start
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [results[i] for i in range(len(planned))]
+
+
+def _result(planned: PlannedRun, report: RunReport) -> RunResult:
+    return RunResult(
+        factors=planned.factors,
+        seed=planned.seed,
+        arm=planned.arm,
+        status=report.outcome.status,
+        test_accuracy=report.test_accuracy,
+        curve=list(report.curve),
+    )
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+class DesignError(Exception):
+    """The design could not be read or is invalid; the message names the flag or field."""
+
+
+def load_design(name_or_path: str, seeds: int | None, steps: int | None) -> ExperimentCreate:
+    """A preset or a JSON file, with the command line's overrides, validated as one."""
+    if name_or_path in PRESETS:
+        body = PRESETS[name_or_path].design.model_dump(mode="json")
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise DesignError(
+                f"DESIGN: {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
+            )
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DesignError(f"DESIGN: cannot read {path}: {exc}") from None
+        if not isinstance(body, dict):
+            raise DesignError(f"DESIGN: {path} must hold a JSON object")
+    if seeds is not None:
+        body["seeds"] = seeds
+    if steps is not None:
+        if "steps" in body.get("vary", {}):
+            raise DesignError("--steps: this design varies steps; edit its values instead")
+        body.setdefault("base", {})["steps"] = steps
+    try:
+        return ExperimentCreate.model_validate(body)
+    except ValidationError as exc:
+        lines = []
+        for item in exc.errors():
+            loc = tuple(item["loc"])
+            where = FLAGS.get(loc, ".".join(str(part) for part in loc))
+            lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        raise DesignError("; ".join(lines)) from None
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    try:
+        design = load_design(args.design, args.seeds, args.steps)
+        ensure_files(args.data_dir, download=True)  # any download once, before the workers
+    except DesignError as exc:
+        print(f"bnlab experiment: error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"bnlab experiment: error: {exc}", file=sys.stderr)
+        return 1
+    total = len(design.runs())
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="run", file=sys.stderr)
+
+    def on_done(planned: PlannedRun, result: RunResult, error: str | None) -> None:
+        if result.status == "failed":  # diverged runs are results, told in the table
+            where = f"{_cell_name(planned.factors)}, seed {planned.seed}, {planned.arm}"
+            line = f"bnlab experiment: run {where} failed: {error}"
+            if bar is not None:
+                bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
+        if bar is not None:
+            bar.update()
+            bar.set_postfix_str(f"last: {_cell_name(planned.factors)} seed {planned.seed}")
+
+    started = time.perf_counter()
+    try:
+        results = run_design(design, workers=args.workers, data_dir=args.data_dir, on_done=on_done)
+    except KeyboardInterrupt:
+        print("bnlab experiment: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    cells = summarize_cells(results)
+    seconds = time.perf_counter() - started
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "design": design.model_dump(mode="json"),
+                    "seconds": seconds,
+                    "cells": [c.model_dump(mode="json") for c in cells],
+                    "runs": [r.model_dump(mode="json", exclude={"curve"}) for r in results],
+                }
+            )
+        )
+    else:
+        print_table(cells, design, seconds, sys.stdout)
+    return 0
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def _cell_name(factors: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in factors.items()) or "base"
+
+
+def _interval(i: Interval) -> str:
+    """An accuracy (or a difference of two) in percent: mean [95 % CI]."""
+    if i.mean is None:
+        return "-"
+    if i.ci_low is None or i.ci_high is None:
+        return f"{i.mean * 100:.2f}"
+    return f"{i.mean * 100:.2f} [{i.ci_low * 100:.2f}, {i.ci_high * 100:.2f}]"
+
+
+def _ratio(r: Ratio) -> str:
+    if r.estimate is None:
+        return "-"
+    low = "?" if r.ci_low is None else f"{r.ci_low:.2f}"
+    high = "inf" if r.ci_high is None else f"{r.ci_high:.2f}"
+    return f"{r.estimate:.2f}x [{low}, {high}]"
+
+
+def print_table(cells: list[Cell], design: ExperimentCreate, seconds: float, out: TextIO) -> None:
+    """One row per cell: test accuracy in % (mean [95 % CI]) per arm, their paired
+    difference, p, the speed-up to 98 % and the verdict; then each verdict in words."""
+    header = ["cell", "n", "BN %", "no-BN %", "BN - no-BN (pp)", "p", "speed-up 98 %", "verdict"]
+    rows = []
+    for cell in cells:
+        effect = cell.effect
+        rows.append(
+            [
+                _cell_name(cell.factors),
+                str(effect.n_pairs),
+                _interval(cell.arms[ArmName.BN].test_accuracy),
+                _interval(cell.arms[ArmName.NO_BN].test_accuracy),
+                _interval(effect.difference),
+                "-" if effect.p_value is None else f"{effect.p_value:.3g}",
+                _ratio(effect.speedup),
+                effect.verdict.value,
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    label = design.label or "experiment"
+    print(f"{label}: {len(design.runs())} runs in {seconds / 60:.1f} min", file=out)
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    for cell in cells:
+        bn, no_bn = cell.arms[ArmName.BN], cell.arms[ArmName.NO_BN]
+        note = ""
+        if bn.n_diverged or no_bn.n_diverged:
+            note += f" Diverged: BN {bn.n_diverged}, no-BN {no_bn.n_diverged}."
+        if bn.n_finished < bn.n or no_bn.n_finished < no_bn.n:
+            note += (
+                f" Without a result (failed or stopped): BN {bn.n - bn.n_finished}, "
+                f"no-BN {no_bn.n - no_bn.n_finished}."
+            )
+        print(f"- {_cell_name(cell.factors)}: {cell.effect.sentence}{note}", file=out)
+    print(f"Test: {cells[0].effect.test}, paired by seed; intervals 95 %.", file=out)

@@ -1,0 +1,54 @@
+"""What `/api/compare` says about runs: milestones, best accuracy, BN speedup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..experiments.statistics import MILESTONES, SPEEDUP_AT, first_step_reaching
+from ..storage.points import PointPublic
+from .schemas import PairSpeedup, RunPublic, RunSummary
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
+
+
+def summarize_run(run: RunPublic, points: list[PointPublic]) -> RunSummary:
+    scored = [p for p in points if p.val_acc is not None]
+    best = max(scored, key=lambda p: (p.val_acc, -p.step), default=None)
+    metrics = run.test_metrics
+    return RunSummary(
+        test_loss=metrics.test_loss if metrics else None,
+        test_accuracy=metrics.test_accuracy if metrics else None,
+        log_loss=metrics.log_loss if metrics else None,
+        best_val_acc=best.val_acc if best else None,
+        best_val_acc_step=best.step if best else None,
+        steps_to={f"{m:.2f}": first_step_reaching(points, m) for m in MILESTONES},
+        # Training time as the run itself counted it (evaluations included),
+        # which continues across a resume, unlike the gap between timestamps.
+        wall_time=points[-1].elapsed if points else _seconds(run.started_at, run.finished_at),
+    )
+
+
+def pair_speedups(runs: list[RunPublic], summaries: dict[str, RunSummary]) -> list[PairSpeedup]:
+    """For every comparison with both of its runs selected: the BN speedup."""
+    pairs = []
+    by_comparison: dict[str, dict[bool, RunPublic]] = {}
+    for run in runs:
+        if run.comparison_id:
+            by_comparison.setdefault(run.comparison_id, {})[run.config.batch_norm] = run
+    for comparison_id, twins in by_comparison.items():
+        if len(twins) != 2:
+            continue
+        bn_steps = summaries[twins[True].id].steps_to[SPEEDUP_AT]
+        plain_steps = summaries[twins[False].id].steps_to[SPEEDUP_AT]
+        speedup = plain_steps / bn_steps if bn_steps and plain_steps else None
+        pairs.append(
+            PairSpeedup(
+                comparison_id=comparison_id,
+                bn=twins[True].id,
+                no_bn=twins[False].id,
+                speedup=speedup,
+            )
+        )
+    return pairs

@@ -1,0 +1,171 @@
+"""Who may change what: access token, same-origin checks, request size.
+
+An ASGI middleware, so one rule covers REST and websocket handshakes alike:
+- With a token configured, every mutating REST call (POST, PUT, PATCH, DELETE)
+  and every websocket handshake must present it: `Authorization: Bearer <token>`
+  (or `?token=` on websockets, which browsers cannot send headers for).
+  Compared in constant time. Reads (GET) stay open.
+- A browser page on another origin must not drive the API through the user's
+  browser: a mutating call or websocket handshake whose `Origin` is neither the
+  server's own nor in the allow-list is refused. (Requests without `Origin`,
+  such as curl's, are not from a browser page.)
+- A mutating call with a body must say it is JSON: HTML forms cannot, so they
+  cannot slip past the origin check as "simple" requests.
+- Bodies over MAX_BODY bytes are refused before they are read.
+
+Serving loopback without a token, the server trusts that only this machine can
+reach it. A DNS-rebinding page (evil.example resolving to 127.0.0.1) would reach
+it with `Host: evil.example`: there Starlette's TrustedHostMiddleware, in front of
+this AccessGuard, lets through only requests naming a loopback host (`loopback_hosts`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from urllib.parse import parse_qs
+
+from ..live.messages import CloseCode
+
+MAX_BODY = 64 * 1024
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_hosts(host: str) -> list[str]:
+    """The Host names a loopback server answers to: the usual three, and the
+    address it is bound to when that is another loopback one (127.0.0.2)."""
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    bound = host.strip("[]")
+    bound = f"[{bound}]" if ":" in bound else bound
+    return hosts if bound in hosts else [*hosts, bound]
+
+
+def _headers(scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+class AccessGuard:
+    """ASGI middleware in front of the whole app: each request and websocket passes
+    the token, same-origin and size checks here before any route sees it."""
+
+    def __init__(self, app, token: str | None, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+
+    # -- checks -------------------------------------------------------------
+
+    def _origin_ok(self, headers: dict[str, str], scope) -> bool:
+        origin = headers.get("origin")
+        if origin is None:  # not sent by a browser page (curl, scripts)
+            return True
+        host = headers.get("host", "")
+        own = {f"http://{host}", f"https://{host}"}
+        return origin.rstrip("/") in own | self.allowed_origins
+
+    def _token_ok(self, headers: dict[str, str], scope) -> bool:
+        if self.token is None:
+            return True
+        presented = ""
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            presented = auth[7:].strip()
+        elif scope["type"] == "websocket":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            presented = (query.get("token") or [""])[0]
+        return hmac.compare_digest(presented.encode(), self.token)
+
+    # -- ASGI ---------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] in MUTATING:
+            headers = _headers(scope)
+            problem = self._http_problem(headers, scope)
+            if problem:
+                await self._refuse_http(send, *problem)
+                return
+            receive = await self._buffered(receive, send)
+            if receive is None:
+                return
+        elif scope["type"] == "websocket":
+            headers = _headers(scope)
+            if not self._origin_ok(headers, scope):
+                await self._refuse_websocket(receive, send, CloseCode.FORBIDDEN)
+                return
+            if not self._token_ok(headers, scope):
+                await self._refuse_websocket(receive, send, CloseCode.UNAUTHORIZED)
+                return
+        await self.app(scope, receive, send)
+
+    def _http_problem(self, headers: dict[str, str], scope) -> tuple[int, str] | None:
+        if not self._origin_ok(headers, scope):
+            return 403, f"cross-origin request from {headers['origin']} refused"
+        if not self._token_ok(headers, scope):
+            return 401, "this server needs its access token: send 'Authorization: Bearer <token>'"
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return 400, "malformed Content-Length"
+            if int(length) > MAX_BODY:
+                return 413, f"request body over {MAX_BODY} bytes"
+        has_body = (length not in (None, "0")) or "transfer-encoding" in headers
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if has_body and content_type != "application/json":
+            return 415, "send the body as JSON with 'Content-Type: application/json'"
+        return None
+
+    async def _buffered(self, receive, send):
+        """Read the whole (small) body here, refusing it past MAX_BODY even when
+        it is chunked and carries no length; the app then reads the copy."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return None
+            size += len(message.get("body", b""))
+            if size > MAX_BODY:
+                await self._refuse_http(send, 413, f"request body over {MAX_BODY} bytes")
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    @staticmethod
+    async def _refuse_http(send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _refuse_websocket(receive, send, code: int) -> None:
+        # Refusing before accepting: the client's handshake fails with HTTP 403.
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": code})
