@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # BN Lab with TensorFlow 2.21 on NVIDIA GPUs. Use it through docker-compose.yml
-# (`docker compose up`, see README.md); `make test` lints this file with hadolint.
+# (`docker compose up`, see docs/docker-gpu.md); `make test` lints this file with hadolint.
 #
 # The CUDA and cuDNN libraries come from PyPI (`tensorflow[and-cuda]`), so a slim
 # Python base is enough: the host needs only the NVIDIA driver and the NVIDIA
@@ -56,7 +56,7 @@ COPY frontend/ frontend/
 RUN pip install --no-cache-dir . && rm -rf /tmp/bnlab-src
 WORKDIR /var/lib/bnlab
 
-# Server settings (see README.md, "Configuration"). Listening on all interfaces
+# Server settings (see docs/configuration.md). Listening on all interfaces
 # inside the container makes the server insist on an access token: it refuses to
 # start unless BNLAB_TOKEN is set (docker-compose.yml requires it).
 ENV BNLAB_HOST=0.0.0.0 \

@@ -169,7 +169,7 @@ def main() -> None:
     paths = [f"- `{op}`: {path}" for op, path in sorted(chosen_paths().items())]
     body = "\n".join(
         [
-            "## Components: where train()'s speed comes from",
+            "### Components: where train()'s speed comes from",
             "",
             f"`python -m bench.components --iters {args.iters} --reps {args.reps}` on {machine()}.",
             "",

@@ -198,7 +198,7 @@ def main() -> None:
     lines += ["", "Kernel paths chosen (model.kernels; timed per thread count):", ""]
     for name, paths in chosen.items():
         lines.append(f"- {name}: " + ", ".join(f"{op} {p}" for op, p in sorted(paths.items())))
-    body = "## Concurrency: two runs at once on the CPU\n\n" + "\n".join(lines)
+    body = "### Concurrency: two runs at once on the CPU\n\n" + "\n".join(lines)
     print(body)
     write_section("concurrency", body)
 

@@ -168,7 +168,7 @@ def main() -> None:
     evaluations = len(base.eval_steps())
     body = "\n".join(
         [
-            f"## Diagnostics: the cost of `basic` and `full` ({name})",
+            f"### Diagnostics: the cost of `basic` and `full` ({name})",
             "",
             f"`python -m bench.diagnostics --arch {args.arch} --steps {steps} "
             f"--reps {args.reps}` on {machine()}: {recipe}, eval every "

@@ -69,7 +69,7 @@ def main() -> None:
 
     body = "\n".join(
         [
-            f"## GPU: train() vs Keras model.fit (BN CNN, batch {config.batch_size})",
+            f"### GPU: train() vs Keras model.fit (BN CNN, batch {config.batch_size})",
             "",
             f"`python -m bench.gpu --steps {args.steps} --reps {args.reps}` on {machine()}; "
             f"GPU: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', '?')}.",

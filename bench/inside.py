@@ -129,7 +129,7 @@ def compare(title: str, base: RunConfig, seeds: list[int], data: Mnist) -> str:
     ]
     return "\n".join(
         [
-            f"### {title}",
+            f"#### {title}",
             "",
             "| median over evaluations after step 0, mean of seeds | BN | no BN |",
             "| --- | --- | --- |",
@@ -163,7 +163,7 @@ def main() -> None:
     flags = f"--seeds {' '.join(map(str, args.seeds))} --mlp-steps {args.mlp_steps} "
     body = "\n".join(
         [
-            "## Inside the network: ICS and smoothness with and without BN (issue #17)",
+            "### Inside the network: ICS and smoothness with and without BN (issue #17)",
             "",
             f"`python -m bench.inside {flags}--cnn-steps {args.cnn_steps}` on {machine()}.",
             "Every run with `diagnostics=full` (bnlab.model.diagnostics defines each measure).",

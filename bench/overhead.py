@@ -65,7 +65,7 @@ def main() -> None:
 
     body = "\n".join(
         [
-            "## Overhead: train() vs Keras model.fit (BN MLP, batch 16, SGD)",
+            "### Overhead: train() vs Keras model.fit (BN MLP, batch 16, SGD)",
             "",
             f"`python -m bench.overhead --steps {args.steps} --reps {args.reps}` on {machine()}.",
             "",

@@ -131,8 +131,9 @@ def torch_steps_per_sec(config: RunConfig, data: Mnist) -> float:
     initial accumulator), on batches drawn the same way (a fresh permutation
     per epoch). NCHW, PyTorch's native layout on a CPU."""
     # PyTorch's OpenMP threads spin while they wait; on a machine whose cores are
-    # shared (2 cores, other jobs) that made it up to 7x slower here. Passive
-    # waiting gives the peer its best speed; TensorFlow does not use OpenMP.
+    # shared (2 cores, other jobs) that made it far slower here (bench/RESULTS.md,
+    # "Throughput"). Passive waiting gives the peer its best speed; TensorFlow does not
+    # use OpenMP.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch

@@ -76,7 +76,7 @@ def main() -> None:
     load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     body = "\n".join(
         [
-            "## Ray executor: wall time and latency",
+            "### Ray executor: wall time and latency",
             "",
             f"`python -m bench.ray` on {machine()}; a local Ray 2.60 cluster (2 CPUs, "
             "1 logical GPU) on the same machine as both servers.",

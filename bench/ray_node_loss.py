@@ -112,7 +112,7 @@ def main() -> None:
     ]
     body = "\n".join(
         [
-            "## Ray executor: a lost node",
+            "### Ray executor: a lost node",
             "",
             f"`python -m bench.ray_node_loss` on {machine()}; a local Ray 2.60 cluster of "
             "three nodes on this machine (head + 2 joined, 1 CPU and 1 logical GPU each), "

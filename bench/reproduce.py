@@ -90,7 +90,7 @@ def main() -> None:
         "seed recipe" if bn.max_shift == 0 else f"seed recipe with {bn.max_shift}-pixel shifts"
     )
     lines = [
-        f"## Reproduction: {subject}{f' at {variant}' if variant else ''}, "
+        f"### Reproduction: {subject}{f' at {variant}' if variant else ''}, "
         f"BN vs no-BN (seed {args.seed})",
         "",
         f"`python -m bench.reproduce{flags} --seed {args.seed}` on {machine()}.",
@@ -105,7 +105,7 @@ def main() -> None:
             f"{r['reach98'] if r['reach98'] is not None else 'never'} | {r['wall']:.0f} s |"
         )
     for label, r in results.items():
-        lines += ["", f"### {label} log", "", "```", r["log"].rstrip(), "```"]
+        lines += ["", f"#### {label} log", "", "```", r["log"].rstrip(), "```"]
     body = "\n".join(lines)
     print(body)
     name = "reproduce" + "".join(f"-{flag}{value}" for flag, value, _ in changes)

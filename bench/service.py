@@ -209,7 +209,7 @@ def main() -> None:
         print("scale", s, flush=True)
     body = "\n".join(
         [
-            "## Service: overhead, latency, fan-out, scale",
+            "### Service: overhead, latency, fan-out, scale",
             "",
             f"`python -m bench.service` on {machine()}.",
             "",

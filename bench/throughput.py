@@ -85,7 +85,7 @@ def main() -> None:
     paths = ", ".join(f"{op} {path}" for op, path in sorted(chosen_paths().items()))
     body = "\n".join(
         [
-            f"## Throughput: train() vs Keras model.fit and PyTorch ({bn} CNN, batch "
+            f"### Throughput: train() vs Keras model.fit and PyTorch ({bn} CNN, batch "
             f"{config.batch_size})",
             "",
             f"`python -m bench.throughput --steps {args.steps} --reps {args.reps}` on {machine()}.",

@@ -106,7 +106,7 @@ def percentiles(
     default (linear) method; NaN when any value is NaN (a diverging run).
 
     `bins`, each value's bin_index and the bins' counts, spare the sort of all values
-    (40 ms for 160,000 on this CPU, six distributions per evaluation): the values of a
+    (bench/RESULTS.md, "Diagnostics"; six distributions per evaluation): the values of a
     bin are a run of the sorted values, so sorting only the bins that hold the wanted
     order statistics gives them, each shifted down by the values of the bins left out
     below it. The same values as a full sort; without `bins`, one bin holds all.

@@ -190,7 +190,7 @@ def test_compose_refuses_to_start_without_a_token(tmp_path):
         result = compose("config", "-q", tmp_path=tmp_path, **env)
         assert result.returncode != 0, "docker compose up would start without an access token"
         assert "BNLAB_TOKEN is not set" in result.stderr, result.stderr
-        assert "README.md" in result.stderr, "the message should say where to read more"
+        assert "docs/security.md" in result.stderr, "the message should say where to read more"
 
 
 # -- what the compose file resolves to ----------------------------------------
@@ -277,7 +277,7 @@ def test_ray_profile_head_serves_bnlab_on_ray_and_workers_join_it(tmp_path):
     assert worker["image"] == head["image"] != services["bnlab"]["image"]
     head_command, worker_command = head["command"][-1], worker["command"][-1]
     assert "ray start --head --port=6379" in head_command and "exec bnlab serve" in head_command
-    # node health checks that notice a lost host in time (README, "Failures")
+    # node health checks that notice a lost host in time (docs/ray.md, "Failures")
     assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in head_command
     assert "ray start --address=ray-head:6379 --block" in worker_command
     assert head["environment"]["BNLAB_EXECUTOR"] == "ray"

@@ -1,4 +1,4 @@
-// The server's access token, when it has one (README.md, "Security"): sent as
+// The server's access token, when it has one (docs/security.md): sent as
 // `Authorization: Bearer` on changes and as `?token=` on websockets. Kept in this tab's
 // sessionStorage; a link may carry it as `#token=…`, which is then removed from the address.
 

@@ -11,7 +11,7 @@ def threads_per_run(concurrent: int) -> int:
     """TensorFlow threads for each of `concurrent` runs training at once: an equal
     share of the cores this process may use (its affinity, not the machine's count),
     at least one. On 2 cores two runs at once with one thread each train exactly
-    twice as fast as one of them alone (0.99-1.02x of that), and as a rule faster
+    twice as fast as one of them alone, and as a rule faster
     than with TensorFlow's default pools, which each take every core and fight
     (issue #14 §4; bench/concurrency.py and bench/RESULTS.md, "Concurrency")."""
     return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
@@ -22,9 +22,9 @@ def cores_for(slot: int, concurrent: int) -> set[int] | None:
     pinned to: its own contiguous share of the cores this process may use, so that
     no two runs' threads take turns on one core and none migrates away from its
     core's cache. On the 2-vCPU VM of bench/concurrency.py it measured within noise
-    of leaving the placement to the scheduler (+0.01x); it is what the thread split
-    assumes, and on a host with per-core caches or SMT siblings the scheduler has
-    more ways to get it wrong. None (the scheduler places it) when one run has
+    of leaving the placement to the scheduler (bench/RESULTS.md, "Concurrency"); it
+    is what the thread split assumes, and on a host with per-core caches or SMT
+    siblings the scheduler has more ways to get it wrong. None (the scheduler places it) when one run has
     every core, or when there are more runs than cores: pinned, two of three runs
     would share one core while the third had the other to itself."""
     usable = sorted(os.sched_getaffinity(0))

@@ -119,7 +119,7 @@ def death_reason(exc: RayActorError, node: str | None = None) -> str:
         if "failed to import on the worker" in raw:
             return (
                 f"the Ray actor for this run could not load BN Lab's code{where}: install "
-                f"BN Lab on every node (README, Workers on other hosts): {last[:300]}"
+                f"BN Lab on every node (docs/ray.md, Workers on other hosts): {last[:300]}"
             )
         return f"the Ray actor for this run failed to start{where}: {last[:400]}"
     text = " ".join(raw.split())
@@ -156,7 +156,7 @@ def slow_node_checks() -> str | None:
         f"this Ray cluster's node health checks take up to {worst / 1000:.0f} s to notice a node "
         f"that stops answering, and its runs fail only then; for under "
         f"{NODE_LOSS_TARGET:.0f} s start the head with "
-        f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}' (README, Failures)"
+        f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}' (docs/ray.md, Failures)"
     )
 
 
@@ -373,11 +373,11 @@ def auth_hint() -> str:
         return (
             "if it is up, check that it uses token authentication with the same token as "
             "this server (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); "
-            "README, Authentication"
+            "docs/ray.md, Authentication"
         )
     return (
         "if it is up, it may require token authentication, which is off for this server: "
-        "set RAY_AUTH_MODE=token for it (README, Authentication)"
+        "set RAY_AUTH_MODE=token for it (docs/ray.md, Authentication)"
     )
 
 

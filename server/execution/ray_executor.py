@@ -38,11 +38,11 @@ from .worker import WorkerMessage
 log = logging.getLogger("bnlab.ray")
 
 CPUS_PER_RUN = 1  # a run's share of a CPU-only cluster: TensorFlow's threads on one CPU
-# The head's `ray start --system-config` that BN Lab recommends (README, "Failures").
+# The head's `ray start --system-config` that BN Lab recommends (docs/ray.md, "Failures").
 # Ray's GCS declares a node dead after `threshold` missed health checks, each waiting
 # `timeout` for an answer, then `period`: a host that stops answering without closing
 # its connections (power, network) is noticed after up to threshold x (timeout + period),
-# 65 s with Ray's defaults, 8 s with these (measured: bench.ray_node_loss).
+# 65 s with Ray's defaults, 8 s with these (measured: bench/RESULTS.md, "Ray node loss").
 NODE_HEALTH_CHECKS = {
     "health_check_period_ms": 1000,
     "health_check_timeout_ms": 1000,

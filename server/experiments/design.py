@@ -256,14 +256,8 @@ def _paper_mlp(varied: str | None = None, **fields: object) -> RunBase:
     return RunBase(**recipe | fields)
 
 
-# Sizing, measured with `bnlab train` on this 2-core AMD EPYC, one run alone:
-# - paper MLP: 3,000 steps (7 evaluations) in 5.3 s of training with BN, 4.5 s
-#   without (~600 steps/s); 10.2 s and 8.2 s of wall time with the
-#   interpreter's and TensorFlow's start;
-# - seed CNN: 100 steps in 10.2 s after step 0's evaluation at 1.6 s (~10 steps/s).
-# Two runs at once with one TensorFlow thread each give ~1.27x one alone (issue
-# #14 §4), so two workers do ~13 CNN steps/s, and at least ~600 MLP steps/s,
-# between them. Each estimate below is for two workers, start-ups included.
+# Sized from timings with `bnlab train` on a 2-core CPU (bench/RESULTS.md, "Experiments",
+# preset sizing). Each estimate below is for two workers, start-ups included.
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in [
@@ -273,7 +267,7 @@ PRESETS: dict[str, Preset] = {
             hypothesis="With BN the seed CNN reaches 98 % validation accuracy in fewer steps "
             "than the same network without it.",
             # 12 runs x 1,800 steps = 21,600 CNN steps: ~28 min. BN's single
-            # seed-0 pair crossed 98 % at steps 1,000 and 1,400 (README).
+            # seed-0 pair crossed 98 % sooner (bench/RESULTS.md, "Reproduction").
             design=ExperimentCreate(
                 label="speed", base=RunBase(steps=1800, eval_every=100), seeds=6
             ),

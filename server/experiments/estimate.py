@@ -2,8 +2,8 @@
 it has already finished.
 
 Rough on purpose, and says so: it returns None ("unknown") rather than guess when
-an architecture never finished a run here (the CNN is ~50x slower per step than the
-paper's MLP, so one cannot stand in for the other), and it lists what else it had
+an architecture never finished a run here (the CNN is far slower per step than the
+paper's MLP, bench/RESULTS.md, so one cannot stand in for the other), and it lists what else it had
 to assume. A run's wall time, start to finish, already holds its start-up, its
 evaluations and the sharing of the CPU with the runs beside it. Planned runs are
 an experiment's, which always train on a worker's share of the cores, so they are

@@ -256,7 +256,7 @@ def test_a_lost_actor_or_node_is_named_in_one_line_with_the_node():
     )
     assert death_reason(not_installed) == (
         "the Ray actor for this run could not load BN Lab's code on node 10.0.0.9: install "
-        "BN Lab on every node (README, Workers on other hosts): "
+        "BN Lab on every node (docs/ray.md, Workers on other hosts): "
         "ModuleNotFoundError: No module named 'bnlab'"
     )
 
