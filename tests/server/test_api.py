@@ -8,7 +8,7 @@ import math
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.conftest import LONG, TINY
+from tests.server.samples import LONG, TINY
 
 
 def test_a_run_trains_to_completion_with_stored_test_metrics(server):
@@ -204,4 +204,4 @@ def test_a_deleted_runs_stream_is_told_and_closed(server):
         assert json.loads(ws.recv(timeout=10)) == {"type": "deleted", "id": run["id"]}
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
-        assert closed.value.rcvd.code == 4404
+        assert closed.value.rcvd.code == CloseCode.NOT_FOUND

@@ -38,7 +38,7 @@ from bnlab.server.live.hub import Hub
 from bnlab.server.runs.service import NotFound, RunService
 from bnlab.server.status import Outcome
 from bnlab.server.storage.store import Store
-from tests.server.test_scheduler import FakeExecutor, evaluation
+from tests.server.fakes import FakeExecutor, evaluation
 
 pytestmark = pytest.mark.anyio
 # Two cells x three seeds x two arms = 12 runs; the second cell measures at full.

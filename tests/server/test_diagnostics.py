@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.server.conftest import TINY
+from tests.server.samples import TINY
 from tests.server.test_stream import follow, points_of
 
 RUNS = {

@@ -24,7 +24,7 @@ from bnlab.server.live.messages import server_message
 from bnlab.server.runs.service import Conflict, NotFound, QueueFull, RunService
 from bnlab.server.status import Outcome
 from bnlab.server.storage.store import Store
-from tests.server.test_scheduler import FakeExecutor, evaluation
+from tests.server.fakes import FakeExecutor, evaluation
 
 pytestmark = pytest.mark.anyio
 # Two cells x two seeds x two arms = 8 runs.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVAL_SUBSET
-from tests.server.conftest import LONG, TINY
+from tests.server.samples import LONG, TINY
 
 
 def test_a_killed_worker_fails_its_run_the_others_go_on_and_the_next_starts(start_server):

@@ -4,7 +4,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from bnlab.server.testing import ServerProcess
-from tests.server.conftest import LONG
+from tests.server.samples import LONG
 
 # 22 operations, 19 of them with parameters: over 1,100 generated cases in all. (150 each
 # made 2,850 and cost a minute and a half of the suite on a loaded machine.)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bnlab.model.events import EvalPoint, ProbePercentiles
 from bnlab.server.storage.points import POINT_COLUMNS, PointCsv
-from tests.server.conftest import sample_diagnostics
+from tests.server.samples import sample_diagnostics
 
 SCALARS = [c for c in POINT_COLUMNS if c != "diagnostics"]
 

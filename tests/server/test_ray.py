@@ -24,7 +24,7 @@ import pytest
 from bnlab.model.data import FILES
 from bnlab.server.status import Outcome
 from bnlab.server.testing import RayCluster
-from tests.server.conftest import LONG, TINY
+from tests.server.samples import LONG, TINY
 
 pytest.importorskip("ray")
 

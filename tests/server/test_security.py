@@ -9,7 +9,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from bnlab.server.testing import ServerProcess
-from tests.server.conftest import TINY
+from tests.server.samples import TINY
 
 TOKEN = "s3cret-token"
 

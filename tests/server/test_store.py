@@ -17,7 +17,7 @@ from bnlab.server.status import InvalidTransition, RunStatus
 from bnlab.server.storage.migrations import MIGRATIONS, SchemaError, migrate, schema_version
 from bnlab.server.storage.points import POINT_COLUMNS, point_public
 from bnlab.server.storage.store import Store, StoreError
-from tests.server.conftest import release_dump, sample_diagnostics
+from tests.server.samples import release_dump, sample_diagnostics
 
 CONFIG = RunConfig(arch="mlp", steps=20, eval_every=10)
 TABLES = ("runs", "points", "comparisons")

@@ -8,8 +8,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from bnlab.server.live.hub import Hub
+from bnlab.server.live.messages import CloseCode
 from bnlab.server.testing import receive
-from tests.server.conftest import TINY
+from tests.server.samples import TINY
 
 
 def follow(
@@ -84,7 +85,7 @@ def test_a_reconnecting_client_gets_no_gaps_and_no_duplicates(server):
 def test_unknown_run_closes_with_4404(server):
     with server.ws("/ws/runs/nope") as ws, pytest.raises(ConnectionClosed) as closed:
         ws.recv(timeout=10)
-    assert closed.value.rcvd.code == 4404 and "nope" in closed.value.rcvd.reason
+    assert closed.value.rcvd.code == CloseCode.NOT_FOUND and "nope" in closed.value.rcvd.reason
 
 
 def test_malformed_after_seq_closes_with_4400(server):
@@ -94,7 +95,7 @@ def test_malformed_after_seq_closes_with_4400(server):
         pytest.raises(ConnectionClosed) as c,
     ):
         ws.recv(timeout=10)
-    assert c.value.rcvd.code == 4400
+    assert c.value.rcvd.code == CloseCode.BAD_REQUEST
 
 
 def test_runs_stream_follows_every_status_change(server):

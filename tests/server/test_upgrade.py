@@ -14,7 +14,7 @@ import sys
 from bnlab.model.config import RunConfig
 from bnlab.server.storage.migrations import MIGRATIONS, schema_version
 from bnlab.server.testing import free_port, receive
-from tests.server.conftest import release_dump
+from tests.server.samples import release_dump
 
 LEFT_ACTIVE = {"queued", "running"}  # by the release's server when it died
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bnlab.server.execution.placement import cores_for, threads_per_run
-from tests.server.conftest import LONG
+from tests.server.samples import LONG
 
 
 @pytest.fixture
