@@ -8,6 +8,7 @@ import math
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from bnlab.server.live.messages import CloseCode
 from tests.server.samples import LONG, TINY
 
 
