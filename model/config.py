@@ -49,6 +49,11 @@ class ArmName(StrEnum):
         return cls.BN if batch_norm else cls.NO_BN
 
 
+# What the runs of one stack (model.stacked) must share: the graph's shapes, the
+# schedule, the update rule and the shifts' padding. Anything else may differ per model.
+STACK_FIELDS = ("arch", "batch_size", "steps", "eval_every", "optimizer", "max_shift")
+
+
 class RunConfig(BaseModel):
     """One training run. Defaults are the seed recipe (CNN, BN, Adagrad 0.01, batch 64,
     5000 steps) with training images shifted by up to one pixel (`max_shift=0`: the
@@ -239,3 +244,11 @@ class RunConfig(BaseModel):
     def twin(self) -> RunConfig:
         """The same run with batch norm flipped: same seed, same data order."""
         return self.model_copy(update={"batch_norm": not self.batch_norm})
+
+    def stack_key(self) -> tuple | None:
+        """Runs with equal keys can train as one stack (model.stacked); None: this run
+        trains alone (the CNN: grouped convolutions did not pay on the CPU, see
+        bench/RESULTS.md, "Stacked training")."""
+        if self.arch != "mlp":
+            return None
+        return tuple(getattr(self, name) for name in STACK_FIELDS)

@@ -254,6 +254,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "(default 1; $BNLAB_GPUS_PER_RUN)",
     )
     p.add_argument(
+        "--no-stack",
+        dest="stack",
+        action="store_const",
+        const=False,
+        help="train every run of an experiment in a process of its own instead of "
+        "stacking compatible runs into one program per worker ($BNLAB_STACK=0)",
+    )
+    p.add_argument(
         "--checkpoint-dir",
         dest="checkpoint_root",
         metavar="PATH",
@@ -295,6 +303,12 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_dir_flag(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.add_argument(
+        "--no-stack",
+        dest="stack",
+        action="store_false",
+        help="train every run alone instead of stacking compatible runs into one program",
+    )
     p.set_defaults(handler=experiment)
 
 

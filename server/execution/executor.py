@@ -46,13 +46,19 @@ ExecutorMessage = TrainingEvent | RunEnded
 
 class Executor(Protocol):
     kind: ExecutorKind
-    capacity: int  # runs at once; the scheduler starts no more
+    capacity: int  # runs (or stacks) at once; the scheduler starts no more
+    stacking: bool  # trains an experiment's compatible runs as stacks (issue #27)
 
     def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
         """Start the run now (from its checkpoint, if it has one); the caller
         makes sure a slot is free. `alone`: no other run trains or waits, and
         none will share this one's results (server.runs), so an executor that
         splits one machine between its slots may give this run all of it."""
+
+    def submit_stack(self, runs: list[tuple[str, RunConfig]]) -> None:
+        """Start `runs` (which share `RunConfig.stack_key`) as one stack on one slot;
+        only asked of an executor whose `stacking` is true. Each run reports and ends
+        as if it trained alone (execution.stacks)."""
 
     def cancel(self, run_id: str) -> None:
         """Ask the run to stop; it ends with a `RunEnded(outcome=Outcome.CANCELLED)`."""

@@ -24,9 +24,10 @@ def cores_for(slot: int, concurrent: int) -> set[int] | None:
     core's cache. On the 2-vCPU VM of bench/concurrency.py it measured within noise
     of leaving the placement to the scheduler (bench/RESULTS.md, "Concurrency"); it
     is what the thread split assumes, and on a host with per-core caches or SMT
-    siblings the scheduler has more ways to get it wrong. None (the scheduler places it) when one run has
-    every core, or when there are more runs than cores: pinned, two of three runs
-    would share one core while the third had the other to itself."""
+    siblings the scheduler has more ways to get it wrong. None (the scheduler places
+    it) when one run has every core, or when there are more runs than cores:
+    pinned, two of three runs would share one core while the third had the other
+    to itself."""
     usable = sorted(os.sched_getaffinity(0))
     if concurrent <= 1 or concurrent > len(usable):
         return None

@@ -1,4 +1,5 @@
-"""Runs train in worker processes on the server's machine, one process per run."""
+"""Runs train in worker processes on the server's machine: one fresh process per run,
+or, for an experiment's stacks (`stacks`), one long-lived stack worker per slot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..status import Outcome
 from .cluster import ClusterPublic
 from .executor import ExecutorKind, ExecutorMessage, RunEnded, TrainingEvent, exit_reason
 from .placement import cores_for, pin, threads_per_run
+from .stacks import StackCommand, StackReport, discard_checkpoints_of, run_stack_worker
 from .worker import WorkerMessage, run_worker
 
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
@@ -36,6 +38,21 @@ class _Job:
     outcome: tuple[Outcome, str | None] | None = None  # what the worker said, if it did
 
 
+@dataclass
+class _StackWorker:
+    """A long-lived stack worker on one slot, and the stack it trains (if any)."""
+
+    slot: int
+    process: multiprocessing.process.BaseProcess
+    conn: Connection  # duplex: commands out, reports in
+    job: str | None = None
+    runs: list[str] = field(default_factory=list)
+    ended: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)
+    last_end: RunEnded | None = None  # the stack's last run's end, told once the slot is free
+    kill_timer: asyncio.TimerHandle | None = None
+
+
 class ProcessExecutor:
     """Each run in its own spawned process (never forked: TensorFlow is not
     fork-safe), pinned to one GPU by CUDA_VISIBLE_DEVICES when there are GPUs.
@@ -45,9 +62,15 @@ class ProcessExecutor:
     kind = ExecutorKind.PROCESS
 
     def __init__(
-        self, capacity: int, gpus: list[str], data_dir: str | None, checkpoints: Path
+        self,
+        capacity: int,
+        gpus: list[str],
+        data_dir: str | None,
+        checkpoints: Path,
+        stacking: bool = True,
     ) -> None:
         self.capacity = capacity
+        self.stacking = stacking
         self.checkpoints = checkpoints  # one directory per run below it
         self.gpus = gpus
         self.data_dir = data_dir
@@ -55,15 +78,18 @@ class ProcessExecutor:
         self._jobs: dict[str, _Job] = {}
         self._queue: asyncio.Queue[ExecutorMessage] = asyncio.Queue()
         self._reaping: set[asyncio.Task] = set()
+        self._stack_workers: dict[int, _StackWorker] = {}  # by slot
+        self._stacked: dict[str, _StackWorker] = {}  # run id -> the worker training it
 
     def busy(self) -> int:
-        return len(self._jobs)
+        return len(self._jobs) + sum(1 for w in self._stack_workers.values() if w.job)
 
     def cluster(self) -> ClusterPublic | None:
         return None
 
     def _free_slot(self) -> int:
         used = {job.slot for job in self._jobs.values()}
+        used |= {w.slot for w in self._stack_workers.values() if w.job}
         return next(i for i in range(self.capacity) if i not in used)
 
     def submit(self, run_id: str, config: RunConfig, alone: bool = False) -> None:
@@ -157,8 +183,12 @@ class ProcessExecutor:
 
     def discard_checkpoint(self, run_id: str) -> None:
         shutil.rmtree(self.checkpoints / run_id, ignore_errors=True)
+        discard_checkpoints_of(self.checkpoints, run_id)
 
     def cancel(self, run_id: str) -> None:
+        if run_id in self._stacked:
+            self._cancel_stacked(run_id)
+            return
         job = self._jobs.get(run_id)
         if job is None or job.cancel.is_set():
             return
@@ -170,6 +200,134 @@ class ProcessExecutor:
     def _terminate(self, job: _Job) -> None:
         if job.process.is_alive():
             job.process.terminate()
+
+    # -- stacks -----------------------------------------------------------
+
+    def submit_stack(self, runs: list[tuple[str, RunConfig]]) -> None:
+        """Train `runs` as one stack on a free slot's stack worker (started if the slot
+        has none, or its last one died): one slot, however many runs."""
+        slot = self._free_slot()
+        worker = self._stack_workers.get(slot)
+        if worker is None or not worker.process.is_alive():
+            worker = self._start_stack_worker(slot)
+        run_ids = [run_id for run_id, _ in runs]
+        worker.job = run_ids[0]  # a stack is named by its first run
+        worker.runs, worker.ended, worker.cancelled, worker.last_end = run_ids, set(), set(), None
+        for run_id in run_ids:
+            self._stacked[run_id] = worker
+        command = StackCommand(
+            kind="train",
+            job=worker.job,
+            run_ids=run_ids,
+            configs=[config.model_dump_json() for _, config in runs],
+        )
+        worker.conn.send_bytes(command.model_dump_json().encode())
+
+    def _start_stack_worker(self, slot: int) -> _StackWorker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
+        process = self._ctx.Process(
+            target=run_stack_worker,
+            args=(
+                child,
+                self.data_dir,
+                str(self.checkpoints),
+                gpu,
+                threads_per_run(self.capacity),
+                cores_for(slot, self.capacity),
+            ),
+            name=f"bnlab-stacks-{slot}",
+            daemon=True,
+        )
+        process.start()
+        child.close()  # its death closes the pipe, as for a run's worker
+        worker = self._stack_workers[slot] = _StackWorker(slot, process, parent)
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_stack_readable, worker)
+        return worker
+
+    def _on_stack_readable(self, worker: _StackWorker) -> None:
+        try:
+            report = StackReport.model_validate_json(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            self._stack_worker_gone(worker)
+            return
+        if report.job != worker.job:
+            return
+        message = report.message
+        if report.done:
+            self._end_stack(worker)
+        elif message is not None and report.run_id in worker.runs:
+            if message.event is not None and report.run_id not in worker.ended:
+                event = event_adapter.validate_json(message.event)
+                self._queue.put_nowait(TrainingEvent(report.run_id, event, message.sent_at))
+            if message.outcome is not None:
+                self._end_stacked(worker, report.run_id, message.outcome, message.error)
+
+    def _end_stacked(
+        self, worker: _StackWorker, run_id: str, outcome: Outcome, error: str | None
+    ) -> None:
+        if run_id in worker.ended:
+            return
+        worker.ended.add(run_id)
+        self._stacked.pop(run_id, None)
+        end = RunEnded(run_id, outcome, error)
+        if len(worker.ended) < len(worker.runs):
+            self._queue.put_nowait(end)
+        else:  # the last: told when the slot is free, as a run's end always is
+            worker.last_end = end
+
+    def _end_stack(self, worker: _StackWorker) -> None:
+        for run_id in worker.runs:  # a worker that ended a stack without a word on a run
+            self._end_stacked(worker, run_id, Outcome.FAILED, "the stack ended without it")
+        if worker.kill_timer is not None:
+            worker.kill_timer.cancel()
+        last, worker.job, worker.last_end, worker.kill_timer = worker.last_end, None, None, None
+        if last is not None:
+            self._queue.put_nowait(last)
+
+    def _stack_worker_gone(self, worker: _StackWorker) -> None:
+        """The stack worker's pipe closed: it died (or was killed), failing what it trained."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.conn.fileno())
+        worker.conn.close()
+        if self._stack_workers.get(worker.slot) is worker:
+            del self._stack_workers[worker.slot]
+
+        async def after_exit() -> None:
+            await asyncio.to_thread(worker.process.join, 10)
+            if worker.process.is_alive():
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.join, 5)
+            reason = exit_reason(worker.process.exitcode, "the stack's worker process")
+            for run_id in worker.runs:
+                if run_id in worker.cancelled:
+                    self._end_stacked(worker, run_id, Outcome.CANCELLED, None)
+                else:
+                    self._end_stacked(worker, run_id, Outcome.FAILED, reason)
+            self._end_stack(worker)
+
+        task = loop.create_task(after_exit())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    def _cancel_stacked(self, run_id: str) -> None:
+        worker = self._stacked[run_id]
+        if run_id in worker.cancelled or worker.job is None:
+            return
+        worker.cancelled.add(run_id)
+        command = StackCommand(kind="cancel", job=worker.job, run_ids=[run_id])
+        with contextlib.suppress(OSError):
+            worker.conn.send_bytes(command.model_dump_json().encode())
+        if worker.cancelled | worker.ended >= set(worker.runs) and worker.kill_timer is None:
+            # Every run of the stack cancelled: it stops between windows, or is
+            # terminated after the grace period, like a run's worker.
+            worker.kill_timer = asyncio.get_running_loop().call_later(
+                CANCEL_GRACE, self._terminate_stack, worker
+            )
+
+    def _terminate_stack(self, worker: _StackWorker) -> None:
+        if worker.job is not None and worker.process.is_alive():
+            worker.process.terminate()
 
     async def messages(self) -> AsyncIterator[ExecutorMessage]:
         while True:
@@ -188,3 +346,14 @@ class ProcessExecutor:
             if job.process.is_alive():
                 job.process.kill()
         self._jobs.clear()
+        for worker in list(self._stack_workers.values()):
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(worker.conn.fileno())
+            worker.conn.close()  # an idle worker ends by itself when its pipe closes
+            if worker.job is not None and worker.process.is_alive():
+                worker.process.terminate()
+        for worker in list(self._stack_workers.values()):
+            await asyncio.to_thread(worker.process.join, 5)
+            if worker.process.is_alive():
+                worker.process.kill()
+        self._stack_workers.clear()

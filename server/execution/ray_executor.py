@@ -89,6 +89,7 @@ class RayExecutor:
     """Each run in an actor of its own on a Ray cluster, through the driver process."""
 
     kind = ExecutorKind.RAY
+    stacking = False  # each run is an actor of its own (stacks on Ray: not yet)
 
     def __init__(
         self,

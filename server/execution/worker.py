@@ -85,40 +85,49 @@ def train_and_report(
     checkpoint_dir: str | None = None,
     threads: int | None = None,
 ) -> None:
-    """Train the run, sending each event and finally its outcome (never raises).
-    The one place where how a run ended becomes an `Outcome`, for worker
-    processes and Ray actors alike; `raw` is MNIST already in memory, `threads`
-    TensorFlow's pool sizes (`threads_per_run`; None: TensorFlow's defaults)."""
+    """Train the run, sending each event and finally its outcome (`ending`; never
+    raises), for worker processes and Ray actors alike; `raw` is MNIST already in
+    memory, `threads` TensorFlow's pool sizes (`threads_per_run`; None: its defaults)."""
 
     def on_event(event) -> None:
         send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
 
     try:
         from ...model.config import RunConfig
-        from ...model.data import DataError, split_mnist
-        from ...model.events import Cancelled, Diverged
+        from ...model.data import split_mnist
         from ...model.training import train
 
         config = RunConfig.model_validate_json(config_json)
         data = split_mnist(raw, config.train_subset) if raw is not None else None
         if threads is not None:
             limit_threads(threads)
-        try:
-            train(
-                config,
-                on_event,
-                should_stop,
-                data=data,
-                data_dir=data_dir,
-                checkpoint_dir=checkpoint_dir,
-            )
-            send(WorkerMessage(outcome=Outcome.COMPLETED))
-        except Cancelled:
-            send(WorkerMessage(outcome=Outcome.CANCELLED))
-        except Diverged as exc:
-            send(WorkerMessage(outcome=Outcome.DIVERGED, error=str(exc)))
-        except DataError as exc:
-            send(WorkerMessage(outcome=Outcome.FAILED, error=str(exc)))
+        train(
+            config,
+            on_event,
+            should_stop,
+            data=data,
+            data_dir=data_dir,
+            checkpoint_dir=checkpoint_dir,
+        )
     except Exception as exc:
-        traceback.print_exc()
-        send(WorkerMessage(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"))
+        send(ending(exc))
+    else:
+        send(ending(None))
+
+
+def ending(stopped: BaseException | None) -> WorkerMessage:
+    """How a training ended, as the message that says so: None when it completed, else
+    what stopped it. The one place where that becomes an `Outcome`, for worker
+    processes, stacks, Ray actors and `bnlab experiment` alike."""
+    from ...model.data import DataError
+    from ...model.events import Cancelled, Diverged
+
+    if stopped is None:
+        return WorkerMessage(outcome=Outcome.COMPLETED)
+    if isinstance(stopped, Cancelled):
+        return WorkerMessage(outcome=Outcome.CANCELLED)
+    if isinstance(stopped, Diverged | DataError):
+        outcome = Outcome.DIVERGED if isinstance(stopped, Diverged) else Outcome.FAILED
+        return WorkerMessage(outcome=outcome, error=str(stopped))
+    traceback.print_exception(stopped)
+    return WorkerMessage(outcome=Outcome.FAILED, error=f"{type(stopped).__name__}: {stopped}")

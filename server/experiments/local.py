@@ -24,10 +24,11 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ...model.config import ArmName
+from ...model.config import ArmName, RunConfig
 from ...model.data import DataError, ensure_files
 from ..execution.placement import cores_for, limit_threads, pin, threads_per_run
-from ..execution.worker import WorkerMessage, train_and_report
+from ..execution.stacks import plan_stacks
+from ..execution.worker import WorkerMessage, ending, train_and_report
 from ..status import Outcome
 from .design import PRESETS, ExperimentCreate, PlannedRun
 from .statistics import Cell, CurvePoint, Interval, Ratio, RunResult, summarize_cells
@@ -66,38 +67,74 @@ class RunReport:
 _raw_mnist: Any = None  # decoded once per worker
 
 
-def _train_one(config_json: str, data_dir: str | None) -> RunReport:
-    """One run, in a worker: its outcome, test accuracy and validation curve. How the
-    run ended is told by `train_and_report`, as for the server's runs."""
-    from ...model.data import read_raw_mnist
-    from ...model.events import EvalEvent, TestEvent, event_adapter
-
+def _raw(data_dir: str | None):
     global _raw_mnist
-    curve: list[CurvePoint] = []
-    test_accuracy: float | None = None
-    ending = WorkerMessage(outcome=Outcome.FAILED, error="the worker sent no outcome")
+    if _raw_mnist is None:
+        from ...model.data import read_raw_mnist
 
-    def send(message: WorkerMessage) -> None:
-        nonlocal test_accuracy, ending
+        _raw_mnist = read_raw_mnist(data_dir, download=False)
+    return _raw_mnist
+
+
+class _Collector:
+    """One run's report, built from the messages its training sends."""
+
+    def __init__(self) -> None:
+        self.curve: list[CurvePoint] = []
+        self.test_accuracy: float | None = None
+        self.ending = WorkerMessage(outcome=Outcome.FAILED, error="the worker sent no outcome")
+
+    def send(self, message: WorkerMessage) -> None:
+        from ...model.events import EvalEvent, TestEvent, event_adapter
+
         if message.outcome is not None:
-            ending = message
+            self.ending = message
             return
         event = event_adapter.validate_json(message.event)
         if isinstance(event, EvalEvent):
-            curve.append(
-                CurvePoint(step=event.step, val_acc=event.val_acc, val_loss=event.val_loss)
-            )
+            point = CurvePoint(step=event.step, val_acc=event.val_acc, val_loss=event.val_loss)
+            self.curve.append(point)
         elif isinstance(event, TestEvent):
-            test_accuracy = event.test_accuracy
+            self.test_accuracy = event.test_accuracy
 
+    def report(self) -> RunReport:
+        completed = self.ending.outcome == Outcome.COMPLETED
+        accuracy = self.test_accuracy if completed else None
+        return RunReport(self.ending.outcome, accuracy, self.ending.error, tuple(self.curve))
+
+
+def _train_one(config_json: str, data_dir: str | None) -> RunReport:
+    """One run, in a worker: its outcome, test accuracy and validation curve. How the
+    run ended is told by `train_and_report`, as for the server's runs."""
     try:
-        if _raw_mnist is None:
-            _raw_mnist = read_raw_mnist(data_dir, download=False)
+        raw = _raw(data_dir)
     except Exception as exc:  # reported with the run; the other runs go on
         return RunReport(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
-    train_and_report(config_json, send, _stop.is_set, raw=_raw_mnist)
-    accuracy = test_accuracy if ending.outcome == Outcome.COMPLETED else None
-    return RunReport(ending.outcome, accuracy, ending.error, tuple(curve))
+    run = _Collector()
+    train_and_report(config_json, run.send, _stop.is_set, raw=raw)
+    return run.report()
+
+
+def _train_stack(configs_json: list[str], data_dir: str | None) -> list[RunReport]:
+    """Runs that share a stack key, trained as one stack (issue #27) in a worker."""
+    from ...model.data import split_mnist
+    from ...model.events import TestMetrics
+    from ...model.stacked import train_stack
+
+    runs = [_Collector() for _ in configs_json]
+    try:
+        configs = [RunConfig.model_validate_json(c) for c in configs_json]
+
+        def on_event(index: int, event) -> None:
+            message = WorkerMessage(event=event.model_dump_json())
+            runs[index].send(message)
+
+        outcomes = train_stack(configs, on_event, _stop.is_set, data=split_mnist(_raw(data_dir)))
+    except Exception as exc:  # every run of the stack fails with it; the others go on
+        return [RunReport(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}") for _ in runs]
+    for run, outcome in zip(runs, outcomes, strict=True):
+        run.send(ending(None if isinstance(outcome, TestMetrics) else outcome))
+    return [run.report() for run in runs]
 
 
 # --- the parent side ----------------------------------------------------------------------
@@ -108,10 +145,13 @@ def run_design(
     *,
     workers: int,
     data_dir: str | None,
+    stack: bool = True,
     on_done: Callable[[PlannedRun, RunResult, str | None], None] = lambda *_: None,
 ) -> list[RunResult]:
-    """Every run of `design`, `workers` at a time; results in the design's order.
-    `on_done(planned, result, error)` hears of each run as it ends."""
+    """Every run of `design`, `workers` runs (or stacks) at a time; results in the
+    design's order. With `stack`, runs that can train as one program do (issue #27,
+    grouped as the server groups them: execution.stacks). `on_done(planned, result,
+    error)` hears of each run as it ends."""
     threads = threads_per_run(workers)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
@@ -124,18 +164,26 @@ def run_design(
         workers, mp_context=context, initializer=_start_worker, initargs=(stop, threads, placements)
     )
     try:
-        futures: dict[Future, int] = {
-            pool.submit(_train_one, run.config.model_dump_json(), data_dir): i
-            for i, run in enumerate(planned)
-        }
+        keys = [run.config.stack_key() if stack else None for run in planned]
+        futures: dict[Future, list[int]] = {}
+        for members in plan_stacks(keys, workers):
+            configs = [planned[i].config.model_dump_json() for i in members]
+            if keys[members[0]] is None:
+                futures[pool.submit(_train_one, configs[0], data_dir)] = members
+            else:
+                futures[pool.submit(_train_stack, configs, data_dir)] = members
         for future in as_completed(futures):
-            i = futures[future]
+            members = futures[future]
             try:
-                report = future.result()
+                reports = future.result()
             except Exception as exc:  # the worker itself died (out of memory?)
-                report = RunReport(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
-            results[i] = _result(planned[i], report)
-            on_done(planned[i], results[i], report.error)
+                died = RunReport(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+                reports = [died] * len(members)
+            if isinstance(reports, RunReport):
+                reports = [reports]
+            for i, report in zip(members, reports, strict=True):
+                results[i] = _result(planned[i], report)
+                on_done(planned[i], results[i], report.error)
     except BaseException:
         stop.set()  # running runs stop between steps; queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)
@@ -226,7 +274,13 @@ def run_experiment(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        results = run_design(design, workers=args.workers, data_dir=args.data_dir, on_done=on_done)
+        results = run_design(
+            design,
+            workers=args.workers,
+            data_dir=args.data_dir,
+            stack=args.stack,
+            on_done=on_done,
+        )
     except KeyboardInterrupt:
         print("bnlab experiment: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from ...model.config import RunConfig
-from ...model.events import TestMetrics
+from ...model.events import TestMetrics, TrainingPath
 from ..status import RunStatus
 from ..storage.points import PointPublic
 
@@ -64,6 +64,10 @@ class RunPublic(BaseModel):
     test_metrics: TestMetrics | None = None
     error: str | None = None
     device: str | None = None
+    path: TrainingPath | None = Field(
+        None, description="How the run trained: alone, or stacked with others (issue #27)"
+    )
+    stack_size: int | None = Field(None, description="Runs in its stack (1: alone)")
     last_seq: int = Field(0, description="Sequence number of the run's latest event")
 
 

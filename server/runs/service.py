@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ...model.config import RunConfig
 from ...model.events import EvalEvent, Event, ProgressEvent, StartEvent, TestEvent, TestMetrics
 from ..execution.executor import Executor, RunEnded, TrainingEvent
+from ..execution.stacks import stack_size
 from ..live.hub import Hub
 from ..live.messages import (
     DeletedMessage,
@@ -135,6 +136,8 @@ class RunService:
             test_metrics=metrics,
             error=row["error"],
             device=row["device"],
+            path=row["training_path"],
+            stack_size=row["stack_size"],
             last_seq=live.seq if live else row["last_seq"],
         )
 
@@ -274,22 +277,48 @@ class RunService:
             run_id = self._queue[0]
             try:
                 row = self.store.get_run(run_id)
-                self._set_status(run_id, RunStatus.RUNNING)
+                config = RunConfig.from_stored(row["config"])
+                stack = self._stack_of(run_id, row, config)
+                for member, _ in stack or [(run_id, config)]:
+                    self._set_status(member, RunStatus.RUNNING)
             except StoreError:
                 # Stays first in the queue; the retry tick tries again.
                 log.exception("could not start run %s", run_id)
                 return
-            self._queue.popleft()
+            started = stack or [(run_id, config)]
+            for member, _ in started:
+                self._queue.remove(member)
             try:
-                config = RunConfig.from_stored(row["config"])
-                self.executor.submit(run_id, config, alone=self._alone(row))
+                if stack:
+                    self.executor.submit_stack(stack)
+                else:
+                    self.executor.submit(run_id, config, alone=self._alone(row))
             except Exception as exc:  # could not even start a process
                 log.exception("could not start run %s", run_id)
                 # Ended like any other run, so a database that refuses this write too
                 # leaves it pending for the retry tick instead of "running" forever.
-                self._pending_ends.append(
-                    RunEnded(run_id, Outcome.FAILED, f"could not start a worker: {exc}")
-                )
+                self._pending_ends += [
+                    RunEnded(member, Outcome.FAILED, f"could not start a worker: {exc}")
+                    for member, _ in started
+                ]
+
+    def _stack_of(self, run_id: str, row, config: RunConfig) -> list[tuple[str, RunConfig]] | None:
+        """The stack the queue's first run starts in (issue #27): it and the queued runs
+        of its experiment that can train with it as one program, spread over the free
+        slots. None: the run trains in a process of its own (a run of no experiment, a
+        config that does not stack, an executor that does not stack)."""
+        key = config.stack_key()
+        if not self.executor.stacking or row["experiment_id"] is None or key is None:
+            return None
+        members = [(run_id, config)]
+        for other in list(self._queue)[1:]:
+            other_row = self.store.get_run(other)
+            if other_row["experiment_id"] == row["experiment_id"]:
+                other_config = RunConfig.from_stored(other_row["config"])
+                if other_config.stack_key() == key:
+                    members.append((other, other_config))
+        free = self.executor.capacity - self.executor.busy()
+        return members[: stack_size(len(members), free)]
 
     def _alone(self, row) -> bool:
         """Whether the run about to start may have the machine to itself: no other
@@ -366,7 +395,7 @@ class RunService:
         live = self._live_state(run_id)
         if isinstance(event, StartEvent):
             seq = self._next_seq(run_id)
-            self.store.set_device(run_id, event.device, seq)
+            self.store.set_started(run_id, event, seq)
             # Resumed from a checkpoint, or started over without one (a Ray node
             # that cannot see the checkpoint directory): what follows is trained
             # again, so no point of an earlier attempt stays beyond it.

@@ -117,7 +117,20 @@ def _add_diagnostics(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE points ADD COLUMN diagnostics TEXT")
 
 
-MIGRATIONS: list[Migration] = [_initial_schema, _add_experiments, _add_diagnostics]
+def _add_training_path(db: sqlite3.Connection) -> None:
+    """How each run trained (issue #27; bnlab.model.events.TrainingPath): alone, or as
+    one model of a stack, and the stack's size. NULL: not known (a run stored before
+    stacks existed, which trained alone, or one that has not started)."""
+    db.execute("ALTER TABLE runs ADD COLUMN training_path TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN stack_size INTEGER")
+
+
+MIGRATIONS: list[Migration] = [
+    _initial_schema,
+    _add_experiments,
+    _add_diagnostics,
+    _add_training_path,
+]
 
 
 def schema_version(db: sqlite3.Connection) -> int:

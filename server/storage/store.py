@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...model.config import ArmName, RunConfig
-from ...model.events import EvalPoint, TestMetrics, finite_or_none
+from ...model.events import EvalPoint, StartEvent, TestMetrics, finite_or_none
 from ..status import ACTIVE, RunStatus, check_transition
 from .migrations import SchemaError, migrate
 from .points import POINT_COLUMNS, flatten_point
@@ -157,9 +157,12 @@ class Store:
             (step, last_seq, run_id),
         )
 
-    def set_device(self, run_id: str, device: str, last_seq: int) -> None:
+    def set_started(self, run_id: str, start: StartEvent, last_seq: int) -> None:
+        """What the run's start event says of where and how it trains."""
         self._write(
-            "UPDATE runs SET device = ?, last_seq = ? WHERE id = ?", (device, last_seq, run_id)
+            "UPDATE runs SET device = ?, training_path = ?, stack_size = ?, last_seq = ?"
+            " WHERE id = ?",
+            (start.device, start.path.value, start.stack_size, last_seq, run_id),
         )
 
     def set_test_metrics(self, run_id: str, metrics: TestMetrics, last_seq: int) -> None:

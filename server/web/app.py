@@ -91,7 +91,11 @@ def make_executor(settings: Settings) -> Executor:
             settings.checkpoint_dir,
         )
     return ProcessExecutor(
-        settings.worker_count, settings.gpus, settings.data_dir, settings.checkpoint_dir
+        settings.worker_count,
+        settings.gpus,
+        settings.data_dir,
+        settings.checkpoint_dir,
+        stacking=settings.stack,
     )
 
 

@@ -18,6 +18,8 @@ class FakeExecutor:
     """An `Executor` (bnlab.server.execution.executor) that runs nothing: it records what it
     is asked and reports what the test says."""
 
+    stacking = False  # the services tests of stacks use a real server (test_stacks.py)
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.running: list[str] = []

@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from bnlab.model.config import RunConfig
-from bnlab.model.events import EvalEvent, ProbePercentiles
+from bnlab.model.events import EvalEvent, ProbePercentiles, StartEvent, TrainingPath
 from bnlab.model.events import TestMetrics as Metrics
 from bnlab.server.status import InvalidTransition, RunStatus
 from bnlab.server.storage.migrations import MIGRATIONS, SchemaError, migrate, schema_version
@@ -64,7 +64,9 @@ def test_an_empty_file_gets_the_release_schema_and_the_experiments(store):
         assert columns(store.db, table)[: len(columns(release, table))] == columns(release, table)
     # Migration 2: each run's place in an experiment, and the experiments.
     added = [c[0] for c in columns(store.db, "runs")[len(columns(release, "runs")) :]]
-    assert added == ["experiment_id", "cell", "seed", "arm"]
+    assert added[:4] == ["experiment_id", "cell", "seed", "arm"]
+    # Migration 4: how each run trained, alone or in a stack, and the stack's size.
+    assert added[4:] == ["training_path", "stack_size"]
     assert [c[0] for c in columns(store.db, "experiments")] == [
         "id",
         "label",
@@ -325,13 +327,18 @@ def test_test_metrics_are_stored_and_non_finite_ones_become_null(store):
     assert store.get_run("a")["test_loss"] is None
 
 
-def test_device_and_progress_are_stored_and_progress_never_goes_back(store):
+def test_device_path_and_progress_are_stored_and_progress_never_goes_back(store):
     store.insert_run("a", "a", CONFIG)
-    store.set_device("a", "CPU:0", 1)
+    assert store.get_run("a")["training_path"] is None  # not started: not known
+    start = StartEvent(
+        total_steps=20, device="CPU:0", parameters=10, path=TrainingPath.STACKED, stack_size=8
+    )
+    store.set_started("a", start, 1)
     store.set_progress("a", 12, 2)
     store.set_progress("a", 8, 3)
     row = store.get_run("a")
     assert (row["device"], row["step"], row["last_seq"]) == ("CPU:0", 12, 3)
+    assert (row["training_path"], row["stack_size"]) == ("stacked", 8)
 
 
 def test_comparisons_hold_their_runs_in_creation_order(store):
