@@ -1,0 +1,142 @@
+"""Stacked training through a real server (issue #27): an experiment's MLP runs train
+as stacks in long-lived stack workers, and each is still a run of its own: its
+status, points, test metrics and live stream, the same numbers as the per-run path
+(`--no-stack`) to float tolerance, cancelled and failed one stack at a time.
+The stacked trainer itself, model by model against solo runs, is tested in
+tests/model/test_stacked.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from bnlab.server.testing import ServerProcess
+from tests.server.samples import TINY
+from tests.server.test_experiments_api import wait_experiment
+
+# 2 cells x 2 seeds x 2 arms = 8 runs of the paper's MLP, two stacks of four on two slots.
+DESIGN = {
+    "label": "stacked",
+    "base": {
+        "arch": "mlp",
+        "steps": 40,
+        "eval_every": 20,
+        "train_subset": 1000,
+        "batch_size": 32,
+        "dropout": 0.0,
+        "optimizer": "adam",
+        "max_shift": 0,
+        "bn_decay": 0.5,
+        "diagnostics": "basic",  # each run of a stack measures its own
+    },
+    "vary": {"learning_rate": [0.01, 0.02]},
+    "seeds": 2,
+}
+RUNS = 8
+# Each model of a stack trains as its run alone, up to float rounding: a few of the
+# 500 evaluation images may fall on the other side of a decision boundary.
+ACCURACY_TOLERANCE = 0.01
+
+
+def place(run: dict[str, Any]) -> tuple:
+    return (run["config"]["learning_rate"], run["config"]["seed"], run["config"]["batch_norm"])
+
+
+@pytest.fixture(scope="module")
+def stacked(server) -> dict[str, Any]:
+    experiment_id = server.post("/api/experiments", DESIGN).json()["id"]
+    return wait_experiment(server, experiment_id, "completed", timeout=300)
+
+
+def test_an_experiments_runs_train_in_stacks_and_each_is_a_run_of_its_own(server, stacked):
+    runs = stacked["runs"]
+    assert stacked["progress"]["runs"] == {"completed": RUNS}
+    assert {run["path"] for run in runs} == {"stacked"}
+    # Spread over the server's two slots: one stack each, every run in one.
+    assert {run["stack_size"] for run in runs} == {RUNS // 2}
+    for run in runs:
+        points = server.http.get(f"/api/runs/{run['id']}/metrics").json()["points"]
+        assert [p["step"] for p in points] == [0, 20, 40]
+        assert all(p["diagnostics"] is not None for p in points)
+        assert 0.1 < run["test_metrics"]["test_accuracy"] <= 1.0
+    # Every run its own numbers: no two models of a stack are the same model.
+    assert len({run["test_metrics"]["test_loss"] for run in runs}) == RUNS
+
+
+def test_the_per_run_path_gives_the_same_runs(start_server, tmp_path, stacked):
+    """`--no-stack`: each run in a process of its own, as before stacks; the same
+    test accuracies, run by run, to float tolerance, and so the same cells."""
+    alone = start_server(tmp_path / "alone.db", extra=["--no-stack"])
+    experiment_id = alone.post("/api/experiments", DESIGN).json()["id"]
+    single = wait_experiment(alone, experiment_id, "completed", timeout=300)
+    assert {run["path"] for run in single["runs"]} == {"single"}
+    assert {run["stack_size"] for run in single["runs"]} == {1}
+    by_place = {place(run): run for run in stacked["runs"]}
+    for run in single["runs"]:
+        twin = by_place[place(run)]
+        difference = run["test_metrics"]["test_accuracy"] - twin["test_metrics"]["test_accuracy"]
+        assert abs(difference) <= ACCURACY_TOLERANCE, (place(run), difference)
+
+
+def test_a_single_run_beside_stacks_trains_in_a_process_of_its_own(server):
+    run = server.post("/api/runs", {**TINY, "steps": 10}).json()
+    done = server.wait_status(run["id"], "completed")
+    assert (done["path"], done["stack_size"]) == ("single", 1)
+
+
+def _stack_worker_pids(server: ServerProcess) -> list[int]:
+    """The stack workers: while only an experiment's MLP runs train, every process
+    the server spawned is one."""
+    return server.worker_pids()
+
+
+def test_cancelling_an_experiment_cancels_its_stacks_and_the_worker_trains_the_next(server):
+    long = {**DESIGN, "label": "long", "base": {**DESIGN["base"], "steps": 100_000}}
+    experiment_id = server.post("/api/experiments", long).json()["id"]
+    deadline = time.monotonic() + 120
+    while server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]["steps"] == 0:
+        assert time.monotonic() < deadline, "the stacks never started"
+        time.sleep(0.2)
+    workers = set(_stack_worker_pids(server))
+    assert server.post(f"/api/experiments/{experiment_id}/cancel").status_code == 202
+    ended = wait_experiment(server, experiment_id, "cancelled", timeout=60)
+    assert ended["progress"]["runs"] == {"cancelled": RUNS}
+    # The stack workers stay, TensorFlow loaded, and train the next stack.
+    again = server.post("/api/experiments", DESIGN).json()["id"]
+    assert wait_experiment(server, again, "completed", timeout=300)["progress"]["runs"] == {
+        "completed": RUNS
+    }
+    assert workers & set(_stack_worker_pids(server)), "the stack workers were not kept"
+
+
+def test_a_stack_worker_killed_fails_only_its_own_runs_with_the_reason(start_server, tmp_path):
+    server = start_server(tmp_path / "killed.db")
+    long = {**DESIGN, "label": "long", "base": {**DESIGN["base"], "steps": 100_000}}
+    experiment_id = server.post("/api/experiments", long).json()["id"]
+    deadline = time.monotonic() + 120
+    while server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]["steps"] == 0:
+        assert time.monotonic() < deadline, "the stacks never started"
+        time.sleep(0.2)
+    victim = _stack_worker_pids(server)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        runs = server.http.get(f"/api/experiments/{experiment_id}").json()["runs"]
+        failed = [run for run in runs if run["status"] == "failed"]
+        if len(failed) == RUNS // 2:
+            break
+        assert time.monotonic() < deadline, [run["status"] for run in runs]
+        time.sleep(0.2)
+    for run in failed:
+        assert "stack's worker process was killed by SIGKILL" in run["error"]
+    # The other stack trains on; cancel it, and the server trains again on both slots.
+    assert [run["status"] for run in runs].count("running") == RUNS // 2
+    server.post(f"/api/experiments/{experiment_id}/cancel")
+    wait_experiment(server, experiment_id, "cancelled", "failed", "completed", timeout=60)
+    again = server.post("/api/experiments", DESIGN).json()["id"]
+    done = wait_experiment(server, again, "completed", timeout=300)
+    assert done["progress"]["runs"] == {"completed": RUNS}
