@@ -42,6 +42,8 @@ import numpy as np
 from scipy import optimize
 
 from ...model.config import RunConfig
+from ...model.events import TrainingPath
+from ..execution.stacks import plan_stacks
 from ..runs.schemas import RunPublic
 from ..status import RunStatus
 
@@ -82,13 +84,18 @@ class _Sample:
     wall: float
 
 
-def _samples(finished: Iterable[RunPublic]) -> dict[tuple[str, str], list[_Sample]]:
-    """The completed runs' wall times, by (architecture, diagnostics level)."""
+def _samples(
+    finished: Iterable[RunPublic], stacked: bool = False
+) -> dict[tuple[str, str], list[_Sample]]:
+    """The completed runs' wall times, by (architecture, diagnostics level): of the runs
+    that trained alone, or (`stacked`) each stacked run's share of its stack's time."""
     groups: dict[tuple[str, str], list[_Sample]] = {}
     for run in finished:
         if run.status != RunStatus.COMPLETED or not (run.started_at and run.finished_at):
             continue
-        wall = (run.finished_at - run.started_at).total_seconds()
+        if (run.path == TrainingPath.STACKED) != stacked:
+            continue
+        wall = (run.finished_at - run.started_at).total_seconds() / (run.stack_size or 1)
         if wall <= 0 or run.step <= 0:
             continue
         config = run.config
@@ -141,11 +148,22 @@ def _shared_basis(finished: Iterable[RunPublic]) -> tuple[list[RunPublic], set[s
     return basis, {r.config.arch for r in basis if not _grouped(r)}
 
 
-def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], workers: int) -> Estimate:
+def estimate(
+    planned: Sequence[RunConfig],
+    finished: Iterable[RunPublic],
+    workers: int,
+    stacking: bool = False,
+) -> Estimate:
     """Wall seconds for `planned` on `workers` workers, or None when an
-    architecture they use has never finished a run here."""
+    architecture they use has never finished a run here. With `stacking` the
+    planned runs that stack are grouped as the server will group them
+    (execution.stacks) and each stack costs its runs' shares, as measured on
+    the stacked runs that finished here."""
     finished, singles = _shared_basis(finished)
-    samples = _samples(finished)
+    in_stacks = _samples(finished, stacked=True)
+    stack_times = {group: _fit(runs) for group, runs in in_stacks.items()}
+    # A group known only from stacks times its runs' shares: all there is to go by.
+    samples = {**in_stacks, **_samples(finished)}
     times = {group: _fit(runs) for group, runs in samples.items()}
     by_arch: dict[str, list[_Sample]] = {}
     for (arch, _), runs in samples.items():
@@ -160,10 +178,17 @@ def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], worker
             f"no {arch.upper()} run of an experiment or comparison finished here: timed as "
             "its single runs, which may have had every core to themselves (it may take longer)"
         ] = None
-    total = 0.0
+    seconds = []
     for config in planned:
         name, level = config.arch.upper(), str(config.diagnostics)
-        time = times.get((config.arch, level))
+        stacks = stacking and config.stack_key() is not None
+        time = stack_times.get((config.arch, level)) if stacks else None
+        if stacks and time is None:
+            assumptions[
+                f"no stacked {name} run with diagnostics {level} finished here: its runs are "
+                "timed as runs of their own (stacks train faster)"
+            ] = None
+        time = time or times.get((config.arch, level))
         if time is None:
             time = pooled[config.arch]
             measured = sorted(lvl for arch, lvl in samples if arch == config.arch)
@@ -176,9 +201,13 @@ def estimate(planned: Sequence[RunConfig], finished: Iterable[RunPublic], worker
                 f"the {name} runs measured evaluate every {time.eval_every} steps: runs "
                 f"evaluating every {config.eval_every} are timed as if they did too"
             ] = None
-        total += time.seconds(config)
+        seconds.append(time.seconds(config))
+    # The workers share the stacks (or the runs) evenly; a stack costs its runs' shares.
+    keys = [config.stack_key() if stacking else None for config in planned]
+    stacks = plan_stacks(keys, workers)
+    total = sum(seconds[i] for stack in stacks for i in stack)
     return Estimate(
-        seconds=total / max(1, min(workers, len(planned))),
+        seconds=total / max(1, min(workers, len(stacks))),
         basis=basis,
         assumptions=list(assumptions),
     )

@@ -135,7 +135,8 @@ class ExperimentService:
         configs = [run.config for run in design.runs()]
         rows, _ = self.store.list_runs(RunStatus.COMPLETED, limit=BASIS_RUNS)
         workers = self.runs.executor.capacity
-        guess = estimate(configs, (self.runs.from_row(row) for row in rows), workers)
+        finished = (self.runs.from_row(row) for row in rows)
+        guess = estimate(configs, finished, workers, stacking=self.runs.executor.stacking)
         return ExperimentPlan(
             cells=len(design.cells()),
             runs=len(configs),

@@ -159,3 +159,26 @@ def test_single_runs_time_an_experiment_only_where_no_grouped_run_finished():
         "no MLP run of an experiment or comparison finished here: timed as its single runs, "
         "which may have had every core to themselves (it may take longer)"
     ]
+
+
+def stacked_run(steps: int, seconds: float, stack_size: int, i: int) -> RunPublic:
+    run = finished("mlp", steps, seconds)
+    return run.model_copy(update={"id": f"s{i}", "path": "stacked", "stack_size": stack_size})
+
+
+def test_stacked_runs_are_timed_by_their_share_of_a_stack_and_grouped_as_the_server_will():
+    # Four runs per stack took 8 s together: 2 s each of the stack's time.
+    runs = [stacked_run(1000, 8.0, 4, i) for i in range(4)]
+    got = estimate([planned(steps=1000, eval_every=100)] * 8, runs, workers=2, stacking=True)
+    # Two stacks of four on two workers, side by side: 4 x 2 s each.
+    assert got.seconds == pytest.approx(8.0) and got.assumptions == []
+    # A server that does not stack trains them one by one, as runs of their own; with
+    # only stacked runs to go by, their shares are all there is.
+    alone = estimate([planned(steps=1000, eval_every=100)] * 8, runs, workers=2)
+    assert alone.seconds == pytest.approx(8 * 2.0 / 2)
+
+
+def test_stacks_with_no_stacked_run_measured_are_timed_as_runs_of_their_own_and_say_so():
+    got = estimate([planned(steps=1000)] * 4, [finished("mlp", 1000, 5.0)], 2, stacking=True)
+    assert got.seconds == pytest.approx(4 * 5.0 / 2)
+    assert any("no stacked MLP run" in a for a in got.assumptions)
