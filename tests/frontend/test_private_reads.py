@@ -3,12 +3,24 @@ instead of breaking, shows the runs once it has it, and downloads with it."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from bnlab.server.testing import ServerProcess
 from tests.frontend.dashboard import TINY, row
+
+
+@pytest.fixture(scope="module")
+def public_server(data_dir: Path, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A read-only public board: a token for changes, `--public-read` for the rest."""
+    token = "test-token-" + os.urandom(8).hex()
+    db = tmp_path_factory.mktemp("public-server") / "bnlab.db"
+    with ServerProcess(db, data_dir, workers=1, token=token, extra=["--public-read"]) as running:
+        yield running
 
 
 def made_run(server: ServerProcess) -> str:
@@ -58,3 +70,13 @@ def test_a_wrong_token_gets_the_prompt_again(open_page, token_server, page_error
     page = open_page(f"{token_server.url}/#token=not-the-token")
     expect(page.get_by_test_id("token-form")).to_be_visible(timeout=10_000)
     expect(page.get_by_test_id("token-reason")).to_contain_text("refuses this access token")
+
+
+def test_a_public_board_shows_its_runs_without_the_token(open_page, public_server, page_errors):
+    run_id = made_run(public_server)
+    page = open_page(public_server.url + "/")
+    expect(row(page, run_id)).to_be_visible(timeout=20_000)
+    expect(page.get_by_test_id("token-form")).to_be_hidden()
+    page.wait_for_timeout(1000)
+    expect(page.get_by_test_id("conn-banner")).to_be_hidden()  # the live feed is open
+    assert not page_errors.errors
