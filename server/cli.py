@@ -215,8 +215,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--token",
-        help="access token required to change anything ($BNLAB_TOKEN); "
+        help="access token required to read or change anything ($BNLAB_TOKEN); "
         "needed when --host is not a loopback address",
+    )
+    p.add_argument(
+        "--public-read",
+        action="store_const",
+        const=True,  # not store_true: its False default would hide $BNLAB_PUBLIC_READ
+        help="with --token, let anyone read runs and results and watch them live without "
+        "it (a read-only public board); changes still need it ($BNLAB_PUBLIC_READ)",
     )
     p.add_argument(
         "--max-queued",

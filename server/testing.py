@@ -31,7 +31,13 @@ from .status import RunStatus
 START_TIMEOUT = 60.0  # seconds for the server to answer /api/health
 # Settings the server reads from the environment that a test's flags do not set:
 # the server under test is configured by its arguments alone.
-SCRUBBED_ENV = ("BNLAB_TOKEN", "BNLAB_ALLOWED_ORIGINS", "BNLAB_MAX_QUEUED", "BNLAB_WORKERS")
+SCRUBBED_ENV = (
+    "BNLAB_TOKEN",
+    "BNLAB_PUBLIC_READ",
+    "BNLAB_ALLOWED_ORIGINS",
+    "BNLAB_MAX_QUEUED",
+    "BNLAB_WORKERS",
+)
 
 
 def session_pids(process: subprocess.Popen | None) -> list[int]:
@@ -169,8 +175,12 @@ class ServerProcess:
     def post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         return self.http.post(path, json=body, headers=self.auth())
 
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        """A read with the token, when the server has one (its reads need it)."""
+        return self.http.get(path, params=params, headers=self.auth())
+
     def run(self, run_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/api/runs/{run_id}")
+        response = self.get(f"/api/runs/{run_id}")
         response.raise_for_status()
         return response.json()
 
@@ -191,7 +201,7 @@ class ServerProcess:
 
     def cancel_active(self) -> None:
         """Cancel every queued or running run: the workers are free for what comes next."""
-        for run in self.http.get("/api/runs", params={"limit": 500}).json()["items"]:
+        for run in self.get("/api/runs", limit=500).json()["items"]:
             if RunStatus(run["status"]).active:
                 self.post(f"/api/runs/{run['id']}/cancel")
 

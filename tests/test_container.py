@@ -237,8 +237,12 @@ def test_compose_passes_the_server_settings(tmp_path):
     assert env["BNLAB_DATA_DIR"] == MNIST_DIR
     assert PurePosixPath(env["BNLAB_DB"]).parent == PurePosixPath(DB_DIR)
     assert env["BNLAB_WORKERS"] == "3"
-    # Unset optional settings arrive empty, which the server reads as "default".
-    assert environment_of(resolved_service(tmp_path)["service"])["BNLAB_WORKERS"] == ""
+    # Unset optional settings arrive empty, which the server reads as "default":
+    # reads private, like changes (docs/security.md).
+    unset = environment_of(resolved_service(tmp_path)["service"])
+    assert unset["BNLAB_WORKERS"] == unset["BNLAB_PUBLIC_READ"] == ""
+    public = resolved_service(tmp_path, BNLAB_PUBLIC_READ="1")["service"]
+    assert environment_of(public)["BNLAB_PUBLIC_READ"] == "1"
     # Every variable passed is one the code actually reads: a server setting (the
     # names pydantic-settings derives from the fields) or one the loader reads by name.
     settings = {env_name(field) for field in Settings.model_fields}
@@ -282,6 +286,9 @@ def test_ray_profile_head_serves_bnlab_on_ray_and_workers_join_it(tmp_path):
     assert "ray start --address=ray-head:6379 --block" in worker_command
     assert head["environment"]["BNLAB_EXECUTOR"] == "ray"
     assert head["environment"]["BNLAB_RAY_ADDRESS"] == "auto"
+    # The head's server guards reads as the default service's does.
+    assert head["environment"]["BNLAB_TOKEN"] == TOKEN
+    assert head["environment"]["BNLAB_PUBLIC_READ"] == ""
     assert ports_of(head) == [("127.0.0.1", "8000", CONTAINER_PORT)]
     assert "ports" not in worker  # only the head is reached from outside
     for service in (head, worker):

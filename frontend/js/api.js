@@ -34,9 +34,13 @@ export function fieldErrorsFrom(detail) {
   return out;
 }
 
+// Every request carries the token: a server with one needs it for reads as well as changes
+// (unless started with --public-read). A 401 opens the page's token prompt (main.js).
+const unauthorized = (message) => window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT, { detail: message }));
+
 async function request(method, path, body) {
   const init = { method, headers: { Accept: "application/json" } };
-  if (method !== "GET" && token()) init.headers.Authorization = `Bearer ${token()}`;
+  if (token()) init.headers.Authorization = `Bearer ${token()}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -60,7 +64,7 @@ async function request(method, path, body) {
     const fieldErrors = fieldErrorsFrom(detail);
     let message = data?.message ?? (typeof detail === "string" ? detail : null);
     if (!message) message = Object.values(fieldErrors).join("; ") || `${response.status} ${response.statusText}`;
-    if (response.status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT, { detail: message }));
+    if (response.status === 401) unauthorized(message);
     throw new ApiError(response.status, message, fieldErrors, detail);
   }
   return data;
@@ -68,8 +72,21 @@ async function request(method, path, body) {
 
 const enc = encodeURIComponent;
 
+/**
+ * GET /api/health answers without the token, and says whether this page may read: the runs
+ * arrive over a websocket whose refusal a page cannot tell from a network error, so this
+ * is how a page without the (right) token learns that it needs one.
+ */
+async function health() {
+  const answer = await request("GET", "/api/health");
+  if (answer?.can_read === false) {
+    unauthorized(token() ? "The server refuses this access token." : "This server needs its access token to show its runs.");
+  }
+  return answer;
+}
+
 export const api = {
-  health: () => request("GET", "/api/health"),
+  health,
   // A run's fields, limits and defaults: RunCreate's JSON schema, as the API publishes it.
   runSchema: async () => (await request("GET", "/openapi.json")).components.schemas.RunCreate,
   startRun: (config) => request("POST", "/api/runs", config),
@@ -104,3 +121,34 @@ export function wsUrl(path) {
   if (token()) url.searchParams.set("token", token());
   return url.toString();
 }
+
+// Download links (`<a href="/api/…" download>`) cannot send a header. With a token, a click
+// on one fetches the file with it and saves that instead (a token in the URL would end up
+// in logs and history).
+async function download(url) {
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${token()}` } });
+  if (!response.ok) {
+    const detail = (await response.json().catch(() => null))?.detail;
+    const message = typeof detail === "string" ? detail : `${response.status} ${response.statusText}`;
+    if (response.status === 401) unauthorized(message);
+    else console.warn(`download of ${url.pathname} failed: ${message}`);
+    return;
+  }
+  const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") ?? "")?.[1] ?? "";
+  const saved = document.createElement("a");
+  saved.href = URL.createObjectURL(await response.blob());
+  saved.download = name;
+  document.body.append(saved);
+  saved.click();
+  saved.remove();
+  setTimeout(() => URL.revokeObjectURL(saved.href), 60_000);
+}
+
+document.addEventListener("click", (ev) => {
+  const link = ev.target instanceof Element ? ev.target.closest("a[download][href]") : null;
+  if (!link || !token() || ev.defaultPrevented || ev.button !== 0) return;
+  const url = new URL(link.href, location.href);
+  if (url.origin !== location.origin || !url.pathname.startsWith("/api/")) return;
+  ev.preventDefault();
+  download(url).catch((err) => console.warn(`download of ${url.pathname} failed: ${err.message}`));
+}, true);

@@ -1,5 +1,6 @@
 // The server's access token, when it has one (docs/security.md): sent as
-// `Authorization: Bearer` on changes and as `?token=` on websockets. Kept in this tab's
+// `Authorization: Bearer` on every request (reads need it too, unless the server was
+// started with --public-read) and as `?token=` on websockets. Kept in this tab's
 // sessionStorage; a link may carry it as `#token=…`, which is then removed from the address.
 
 const KEY = "bnlab.token";

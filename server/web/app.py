@@ -130,7 +130,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StoreError, _error(503))
     app.add_exception_handler(Exception, _unexpected)
     # Middleware added last runs first: Host check, then CORS, then the AccessGuard.
-    app.add_middleware(AccessGuard, token=settings.token, allowed_origins=settings.allowed_origins)
+    app.add_middleware(
+        AccessGuard,
+        token=settings.token,
+        allowed_origins=settings.allowed_origins,
+        public_read=settings.public_read,
+    )
     if settings.allowed_origins:  # CORS stays closed unless origins are configured
         app.add_middleware(
             CORSMiddleware,

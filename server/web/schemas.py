@@ -8,15 +8,27 @@ from pydantic import BaseModel, Field
 
 from ..execution.cluster import ClusterPublic, WorkerLoad
 
+READERS_ONLY = "null for a caller without the access token when reads need it"
+
 
 class Health(BaseModel):
+    """Whether the server is up. A caller that may not read the lab's data (no token
+    on a server whose reads need it) gets status, version, executor and can_read only:
+    a health check needs no more, and the rest says what the lab is doing (queue,
+    busy workers), what it runs on (devices) and where (the Ray nodes' addresses)."""
+
     status: Literal["ok"] = "ok"
-    tensorflow: str | None
-    devices: list[str]
-    workers: WorkerLoad
-    queue: int
+    version: str = Field(description="BN Lab's version")
     executor: Literal["process", "ray"]
-    cluster: ClusterPublic | None = Field(None, description="with --executor ray")
+    can_read: bool = Field(
+        description="whether this caller may read runs and experiments: false without the "
+        "access token on a server whose reads need it (the page then asks for the token)"
+    )
+    tensorflow: str | None = Field(None, description=f"its version; {READERS_ONLY}")
+    devices: list[str] | None = Field(None, description=READERS_ONLY)
+    workers: WorkerLoad | None = Field(None, description=READERS_ONLY)
+    queue: int | None = Field(None, description=READERS_ONLY)
+    cluster: ClusterPublic | None = Field(None, description=f"with --executor ray; {READERS_ONLY}")
 
 
 class Limits(BaseModel):

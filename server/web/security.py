@@ -1,10 +1,17 @@
-"""Who may change what: access token, same-origin checks, request size.
+"""Who may read and change what: access token, same-origin checks, request size.
 
 An ASGI middleware, so one rule covers REST and websocket handshakes alike:
-- With a token configured, every mutating REST call (POST, PUT, PATCH, DELETE)
-  and every websocket handshake must present it: `Authorization: Bearer <token>`
-  (or `?token=` on websockets, which browsers cannot send headers for).
-  Compared in constant time. Reads (GET) stay open.
+- With a token configured, every mutating REST call (POST, PUT, PATCH, DELETE),
+  every other request under /api/ (the reads) and every websocket handshake must
+  present it: `Authorization: Bearer <token>` (or `?token=` on websockets, which
+  browsers cannot send headers for). Compared in constant time. A token protects
+  the lab's results, not only its queue: reads are private too, unless the server
+  was started with `public_read` (a read-only public board), which opens the reads
+  and the websockets (they only stream what the reads return; they take no input).
+  What stays open: the page's own files (so a visitor can enter the token), the
+  OpenAPI description (/openapi.json, /docs) and OPEN_READS, the health check, which
+  tells a caller without the token no more than that the server is up
+  (routes/health.py).
 - A browser page on another origin must not drive the API through the user's
   browser: a mutating call or websocket handshake whose `Origin` is neither the
   server's own nor in the allow-list is refused. (Requests without `Origin`,
@@ -26,10 +33,30 @@ import ipaddress
 import json
 from urllib.parse import parse_qs
 
+from starlette.requests import Request
+
 from ..live.messages import CloseCode
 
 MAX_BODY = 64 * 1024
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+API = "/api"
+# Under /api/, what a caller without the token may still ask: container and load
+# balancer health checks carry no token.
+OPEN_READS = {"/api/health"}
+# The request scope's state key saying whether this caller may read the lab's data.
+MAY_READ = "may_read"
+
+
+def is_api(path: str) -> bool:
+    return path == API or path.startswith(API + "/")
+
+
+UNAUTHORIZED = "this server needs its access token: send 'Authorization: Bearer <token>'"
+
+
+def may_read(request: Request) -> bool:
+    """Whether AccessGuard let this request's caller read the lab's data."""
+    return bool(request.scope.get("state", {}).get(MAY_READ, False))
 
 
 def is_loopback(host: str) -> bool:
@@ -58,10 +85,13 @@ class AccessGuard:
     """ASGI middleware in front of the whole app: each request and websocket passes
     the token, same-origin and size checks here before any route sees it."""
 
-    def __init__(self, app, token: str | None, allowed_origins: list[str]) -> None:
+    def __init__(
+        self, app, token: str | None, allowed_origins: list[str], public_read: bool = False
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+        self.public_read = public_read
 
     # -- checks -------------------------------------------------------------
 
@@ -85,10 +115,20 @@ class AccessGuard:
             presented = (query.get("token") or [""])[0]
         return hmac.compare_digest(presented.encode(), self.token)
 
+    def _may_read(self, headers: dict[str, str], scope) -> bool:
+        return self.public_read or self._token_ok(headers, scope)
+
     # -- ASGI ---------------------------------------------------------------
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] in MUTATING:
+        if scope["type"] == "http" and scope["method"] not in MUTATING and is_api(scope["path"]):
+            may_read = self._may_read(_headers(scope), scope)
+            if not may_read and scope["path"] not in OPEN_READS:
+                await self._refuse_http(send, 401, UNAUTHORIZED)
+                return
+            # The open routes answer readers more than the others (health: the load).
+            scope.setdefault("state", {})[MAY_READ] = may_read
+        elif scope["type"] == "http" and scope["method"] in MUTATING:
             headers = _headers(scope)
             problem = self._http_problem(headers, scope)
             if problem:
@@ -102,7 +142,7 @@ class AccessGuard:
             if not self._origin_ok(headers, scope):
                 await self._refuse_websocket(receive, send, CloseCode.FORBIDDEN)
                 return
-            if not self._token_ok(headers, scope):
+            if not self._may_read(headers, scope):
                 await self._refuse_websocket(receive, send, CloseCode.UNAUTHORIZED)
                 return
         await self.app(scope, receive, send)
@@ -111,7 +151,7 @@ class AccessGuard:
         if not self._origin_ok(headers, scope):
             return 403, f"cross-origin request from {headers['origin']} refused"
         if not self._token_ok(headers, scope):
-            return 401, "this server needs its access token: send 'Authorization: Bearer <token>'"
+            return 401, UNAUTHORIZED
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():

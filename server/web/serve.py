@@ -46,6 +46,12 @@ def serve(args: argparse.Namespace) -> int:
             "anyone who can reach this port can start, cancel and delete runs",
             file=sys.stderr,
         )
+    if settings.token and settings.public_read:
+        print(
+            "bnlab serve: reads are public (--public-read): anyone who can reach this port "
+            "can see every run, watch it live and download its results; changes need the token",
+            file=sys.stderr,
+        )
     if settings.executor == ExecutorKind.RAY and importlib.util.find_spec("ray") is None:
         print(
             "bnlab serve: error: --executor ray needs Ray: pip install 'bnlab[ray]'",

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # beside it for single runs and comparisons.
     max_queued: int = Field(300, ge=1, le=10_000)
     token: str | None = None
+    # With a token: reads and the live streams stay open to anyone who can reach the
+    # port (a read-only public board); only changes need the token. Without: no effect.
+    public_read: bool = False
     # NoDecode: a comma-separated list, as a shell user writes it, not JSON.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

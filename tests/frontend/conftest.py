@@ -52,7 +52,7 @@ def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def token_server(
     data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """A server started with --token: changes and websockets need the token."""
+    """A server started with --token: reads, changes and websockets need the token."""
     token = "test-token-" + os.urandom(8).hex()
     db = tmp_path_factory.mktemp("token-server") / "bnlab.db"
     with ServerProcess(db, data_dir, token=token) as running:

@@ -9,12 +9,16 @@ from tests.server.samples import LONG
 # 22 operations, 19 of them with parameters: over 1,100 generated cases in all. (150 each
 # made 2,850 and cost a minute and a half of the suite on a loaded machine.)
 EXAMPLES_PER_OPERATION = 60
+# Reads without the token: the guard answers before any route, so a few each suffice.
+EXAMPLES_WITHOUT_TOKEN = 10
+OPEN_READS = {"/api/health"}  # the one API read a caller without the token gets
 
 
 def test_no_generated_request_makes_the_server_fail(tmp_path, data_dir):
     # One worker kept busy by a run that never ends: fuzzed runs queue behind
-    # it (up to the queue cap, then 429) instead of loading the machine.
-    server = ServerProcess(tmp_path / "bnlab.db", data_dir, workers=1).start()
+    # it (up to the queue cap, then 429) instead of loading the machine. With an
+    # access token, as a server on the network has: every request carries it.
+    server = ServerProcess(tmp_path / "bnlab.db", data_dir, workers=1, token="fuzz-token").start()
     try:
         server.post("/api/runs", LONG).raise_for_status()
         schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
@@ -24,6 +28,11 @@ def test_no_generated_request_makes_the_server_fail(tmp_path, data_dir):
             fuzz(operation, server, cases)
         assert len(operations) >= 22 and len(cases) == len(operations), cases  # every one
         assert sum(cases.values()) >= 1000, cases
+        refused: dict[str, int] = {}
+        reads = [o for o in operations if o.method.upper() == "GET"]
+        for operation in reads:
+            fuzz_without_token(operation, server, refused)
+        assert len(reads) >= 12 and len(refused) == len(reads), refused
         assert server.http.get("/api/health").status_code == 200
     finally:
         server.stop()
@@ -40,12 +49,38 @@ def fuzz(operation, server: ServerProcess, cases: dict[str, int]) -> None:
     )
     @given(case=operation.as_strategy())
     def check(case):
-        response = case.call(base_url=server.url, timeout=30)
+        response = case.call(base_url=server.url, headers=server.auth(), timeout=30)
+        assert response.status_code != 401, (label, response.text[:500])
         cases[label] = cases.get(label, 0) + 1
         assert response.status_code < 500, (label, response.text[:500])
         if response.status_code >= 400:
             content_type = response.headers.get("content-type", [""])[0]  # header -> [values]
             assert content_type.startswith("application/json"), content_type
             assert response.json().get("detail"), response.text[:500]
+
+    check()
+
+
+def fuzz_without_token(operation, server: ServerProcess, cases: dict[str, int]) -> None:
+    """Whatever the parameters, a read without the token is refused (401), and in the
+    same words as a change, before validation could say anything about the data."""
+    label = operation.label
+
+    @settings(
+        max_examples=EXAMPLES_WITHOUT_TOKEN,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy())
+    def check(case):
+        response = case.call(base_url=server.url, timeout=30)
+        cases[label] = cases.get(label, 0) + 1
+        if operation.path in OPEN_READS:
+            assert response.status_code == 200, (label, response.text[:500])
+            assert response.json()["can_read"] is False
+        else:
+            assert response.status_code == 401, (label, response.status_code, response.text[:500])
+            assert "access token" in response.json()["detail"]
 
     check()

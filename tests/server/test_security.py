@@ -3,15 +3,33 @@
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
+from starlette.routing import BaseRoute
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from bnlab.server.testing import ServerProcess
+from bnlab.server.web.app import create_app
+from bnlab.server.web.settings import Settings
 from tests.server.samples import TINY
 
 TOKEN = "s3cret-token"
+REFUSED = {"detail": "this server needs its access token: send 'Authorization: Bearer <token>'"}
+# What a caller without the token may still GET from a server whose reads need it:
+# the API's description and the files the page needs to ask for the token (the
+# static mount, checked apart), and the health check. Every other GET is refused.
+OPEN_READS = {
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/vendor/plotly.min.js",
+    "/api/health",
+}
+PAGE_FILES = ["/", "/index.html", "/js/api.js", "/js/main.js", "/css/style.css"]
+DUMMY_EXPERIMENT = "no-such-experiment"  # 404 with the token: past the guard all the same
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +45,127 @@ def auth(token=TOKEN):
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_mutating_calls_need_the_token_reads_do_not(guarded):
+def test_mutating_calls_need_the_token(guarded):
     body = {**TINY, "steps": 5}
     refused = guarded.http.post("/api/runs", json=body)
-    assert refused.status_code == 401 and "token" in refused.json()["detail"]
+    assert refused.status_code == 401 and refused.json() == REFUSED
     wrong = guarded.http.post("/api/runs", json=body, headers=auth("guess"))
     assert wrong.status_code == 401
-    assert guarded.http.get("/api/runs").json()["total"] == 0  # nothing stored
+    assert guarded.get("/api/runs").json()["total"] == 0  # nothing stored
     run = guarded.http.post("/api/runs", json=body, headers=auth())
     assert run.status_code == 201
     run_id = run.json()["id"]
-    assert guarded.http.get(f"/api/runs/{run_id}").status_code == 200
+    assert guarded.get(f"/api/runs/{run_id}").status_code == 200
     assert guarded.http.post(f"/api/runs/{run_id}/cancel").status_code == 401
     assert guarded.http.delete(f"/api/runs/{run_id}").status_code == 401
     guarded.wait_status(run_id, "completed", "failed", "cancelled")
     assert guarded.http.delete(f"/api/runs/{run_id}", headers=auth()).status_code == 204
+
+
+# -- reads: private with a token, unless --public-read ----------------------------------
+
+
+def http_routes(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every HTTP route of an application, those of included routers too (FastAPI keeps
+    an included router as one route holding it, `original_router`)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from http_routes(inner.routes)
+        elif getattr(route, "methods", None):
+            yield route
+
+
+def every_read(ids: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """(path, query) for every GET route the application has, path parameters and
+    required query parameters filled from `ids`."""
+    app = create_app(Settings(token=TOKEN))  # routes only: nothing starts before lifespan
+    reads = []
+    for route in http_routes(app.routes):
+        if "GET" not in route.methods:
+            continue
+        query = {}
+        dependant = getattr(route, "dependant", None)  # None: Starlette's own (/docs)
+        for param in dependant.query_params if dependant else []:
+            if param.field_info.is_required():
+                assert param.alias in ids, f"{route.path}: no test value for ?{param.alias}="
+                query[param.alias] = ids[param.alias]
+        try:
+            reads.append((route.path.format(**ids), query))
+        except KeyError as missing:
+            raise AssertionError(f"{route.path}: no test value for {missing}") from None
+    assert len(reads) >= 15 and "/api/runs" in [path for path, _ in reads], reads
+    return reads
+
+
+def existing_ids(server: ServerProcess) -> dict[str, str]:
+    """A comparison (two runs) made for the occasion and cancelled at once, and an
+    experiment id that names none: the point is 401 or not, not what is found."""
+    comparison = server.post("/api/comparisons", {**TINY, "steps": 5}).json()
+    server.cancel_active()
+    run_id = comparison["runs"][0]["id"]
+    return {
+        "run_id": run_id,
+        "comparison_id": comparison["id"],
+        "experiment_id": DUMMY_EXPERIMENT,
+        "runs": run_id,
+    }
+
+
+def expected_status(path: str) -> int:
+    return 404 if DUMMY_EXPERIMENT in path else 200
+
+
+def test_every_read_needs_the_token_but_the_open_ones(guarded):
+    for path, query in every_read(existing_ids(guarded)):
+        with_token = guarded.http.get(path, params=query, headers=auth())
+        assert with_token.status_code == expected_status(path), (path, with_token.text[:300])
+        without = guarded.http.get(path, params=query)
+        wrong = guarded.http.get(path, params=query, headers=auth("guess"))
+        if path in OPEN_READS:
+            assert without.status_code == wrong.status_code == 200, path
+        else:
+            for refused in (without, wrong):
+                assert refused.status_code == 401 and refused.json() == REFUSED, path
+                assert refused.headers["www-authenticate"] == "Bearer"
+    assert guarded.http.head("/api/runs").status_code == 401  # HEAD reads too
+    for path in PAGE_FILES:  # a visitor gets the page that asks for the token
+        assert guarded.http.get(path).status_code == 200, path
+
+
+def test_health_tells_a_caller_without_the_token_only_that_the_server_is_up(guarded):
+    """Status, version and executor: what a health check needs. Not the queue or busy
+    workers (when the lab works), nor devices, TensorFlow or the Ray nodes' addresses."""
+    anonymous = guarded.http.get("/api/health").json()
+    assert anonymous["status"] == "ok" and anonymous["executor"] == "process"
+    assert anonymous["can_read"] is False and anonymous["version"]
+    told = {k for k, v in anonymous.items() if v is not None}
+    assert told == {"status", "version", "executor", "can_read"}
+    assert guarded.http.get("/api/health", headers=auth("guess")).json() == anonymous
+    reader = guarded.get("/api/health").json()
+    assert reader["can_read"] is True and reader["workers"]["total"] == 1
+    assert reader["queue"] >= 0 and reader["devices"] and reader["tensorflow"]
+
+
+def test_public_read_opens_reads_and_streams_but_not_changes(start_server):
+    server = start_server(workers=1, token=TOKEN, extra=["--public-read"])
+    assert "reads are public" in server.log.read_text()
+    for path, query in every_read(existing_ids(server)):
+        response = server.http.get(path, params=query)  # no token
+        assert response.status_code == expected_status(path), (path, response.text[:300])
+    assert server.http.get("/api/health").json()["can_read"] is True
+    assert server.http.post("/api/runs", json={**TINY, "steps": 5}).status_code == 401
+    # The live streams only read: a public board's page shows its runs without the token.
+    with connect(f"{server.ws_url}/ws/runs", open_timeout=10) as ws:
+        assert '"runs"' in ws.recv(timeout=10)
+    with pytest.raises(InvalidStatus):  # the origin check still holds
+        connect(f"{server.ws_url}/ws/runs", origin="https://evil.example", open_timeout=10)
+
+
+def test_without_a_token_on_loopback_everything_is_open(server):
+    assert server.http.get("/api/runs").status_code == 200
+    assert server.http.get("/api/health").json()["can_read"] is True
+    assert "reads are public" not in server.log.read_text()
 
 
 def test_websockets_need_the_token(guarded):

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from bnlab.server.cli import build_parser
+from bnlab.server.web.serve import settings_from_args
 from bnlab.server.web.settings import SettingsError, load_settings
 
 
@@ -34,6 +36,7 @@ def test_every_variable_is_read(monkeypatch, tmp_path):
         "BNLAB_DATA_DIR": str(tmp_path / "mnist"),
         "BNLAB_WORKERS": "3",
         "BNLAB_TOKEN": "t0k3n",
+        "BNLAB_PUBLIC_READ": "true",
         "BNLAB_MAX_QUEUED": "7",
         "BNLAB_ALLOWED_ORIGINS": "https://a.example/, http://b.example:8080 ,,",
         "BNLAB_MIRRORS": "http://mirror.example/",  # the loader's, not a server setting
@@ -48,6 +51,7 @@ def test_every_variable_is_read(monkeypatch, tmp_path):
         str(tmp_path / "mnist"),
     )
     assert (s.workers, s.worker_count, s.token, s.max_queued) == (3, 3, "t0k3n", 7)
+    assert s.public_read is True
     # comma-separated as a shell user writes it; trailing slashes and blanks dropped
     assert s.allowed_origins == ["https://a.example", "http://b.example:8080"]
 
@@ -58,6 +62,29 @@ def test_flags_override_the_environment(monkeypatch, tmp_path):
     s = load_settings(port=9002, db_path=tmp_path / "flag.db", allowed_origins="http://c.example")
     assert (s.port, s.db_path, s.token) == (9002, tmp_path / "flag.db", "from-env")
     assert s.allowed_origins == ["http://c.example"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "public"),
+    [
+        ([], {}, False),  # reads need the token, when there is one
+        (["--public-read"], {}, True),
+        ([], {"BNLAB_PUBLIC_READ": "1"}, True),  # not hidden by the flag's absence
+        (["--public-read"], {"BNLAB_PUBLIC_READ": "false"}, True),
+    ],
+)
+def test_public_read_from_the_flag_or_the_environment(monkeypatch, flags, env, public):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(["serve", *flags])
+    assert settings_from_args(args).public_read is public
+
+
+def test_a_bad_public_read_variable_is_named(monkeypatch):
+    monkeypatch.setenv("BNLAB_PUBLIC_READ", "perhaps")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).startswith("BNLAB_PUBLIC_READ='perhaps': ")
 
 
 def test_empty_variables_count_as_unset(monkeypatch):
