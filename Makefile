@@ -34,9 +34,17 @@ test: $(STAMP) system-deps lint mnist
 mnist: $(STAMP)
 	$(BIN)/python -m bnlab.model.data $(if $(CI),--offline)
 
-lint: $(STAMP)
+# The page's JavaScript linter (Biome, pinned in package.json and package-lock.json):
+# installed by `npm ci` whenever the lock file is newer than what node_modules holds.
+BIOME := node_modules/.bin/biome
+$(BIOME): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(STAMP) $(BIOME)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIOME) lint frontend/js
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -64,4 +72,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ray_node_loss
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info node_modules
