@@ -37,7 +37,7 @@ mnist: $(STAMP)
 # The page's JavaScript linter (Biome, pinned in package.json and package-lock.json):
 # installed by `npm ci` whenever the lock file is newer than what node_modules holds.
 BIOME := node_modules/.bin/biome
-$(BIOME): package.json package-lock.json
+$(BIOME): package.json package-lock.json | system-deps
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -51,10 +51,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Debian's Chromium drives the browser tests (Playwright cannot download one
-# here); docker-compose validates the compose file offline.
+# here); docker-compose validates the compose file offline; npm installs the linter.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
