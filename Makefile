@@ -34,19 +34,28 @@ test: $(STAMP) system-deps lint mnist
 mnist: $(STAMP)
 	$(BIN)/python -m bnlab.model.data $(if $(CI),--offline)
 
-lint: $(STAMP)
+# The page's JavaScript linter (Biome, pinned in package.json and package-lock.json):
+# installed by `npm ci` whenever the lock file is newer than what node_modules holds.
+BIOME := node_modules/.bin/biome
+$(BIOME): package.json package-lock.json | system-deps
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(STAMP) $(BIOME)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIOME) lint frontend/js
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 # Debian's Chromium drives the browser tests (Playwright cannot download one
-# here); docker-compose validates the compose file offline.
+# here); docker-compose validates the compose file offline; npm installs the linter.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -64,4 +73,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ray_node_loss
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info node_modules

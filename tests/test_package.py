@@ -89,6 +89,8 @@ def test_the_wheel_installs_one_namespace_with_the_dashboard_inside(wheel: Path)
         "bnlab/frontend/index.html",
         "bnlab/frontend/js/main.js",
         "bnlab/frontend/js/experiments/page.js",
+        "bnlab/frontend/js/runs/page.js",
+        "bnlab/frontend/js/plot/figure.js",
         "bnlab/frontend/css/style.css",
         "bnlab/frontend/css/experiments.css",
     ):

@@ -87,6 +87,8 @@ async function health() {
 
 export const api = {
   health,
+  // The server's limits the page applies before asking: {compare_max_runs}.
+  limits: () => request("GET", "/api/limits"),
   // A run's fields, limits and defaults: RunCreate's JSON schema, as the API publishes it.
   runSchema: async () => (await request("GET", "/openapi.json")).components.schemas.RunCreate,
   startRun: (config) => request("POST", "/api/runs", config),

@@ -1,4 +1,4 @@
-// Number and time formatting, and the colour of each comparison.
+// Number and time formatting.
 
 const DASH = "—";
 
@@ -49,30 +49,4 @@ export function describeConfig(c) {
   if (c.train_subset) parts.push(`${c.train_subset} images`);
   if (c.seed) parts.push(`seed ${c.seed}`);
   return parts.join(" · ");
-}
-
-// Tableau 10: distinct and readable on white.
-const PALETTE = [
-  "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
-  "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
-];
-
-/** One colour per comparison (a single run is its own group), stable for the page's life. */
-export class Colours {
-  constructor() {
-    this.byGroup = new Map();
-  }
-  static group(run) {
-    return run.comparison_id ?? run.id;
-  }
-  /** Assign colours to runs in creation order, so older groups keep theirs. */
-  assign(runs) {
-    const sorted = [...runs].sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
-    for (const r of sorted) this.of(r);
-  }
-  of(run) {
-    const g = Colours.group(run);
-    if (!this.byGroup.has(g)) this.byGroup.set(g, PALETTE[this.byGroup.size % PALETTE.length]);
-    return this.byGroup.get(g);
-  }
 }

@@ -7,6 +7,7 @@
 // Connections: the registry the disconnection banner and the test hook read.
 
 import { wsUrl } from "./api.js";
+import { CloseCode } from "./closecodes.js";
 import { Status, TERMINAL } from "./status.js";
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
@@ -199,7 +200,7 @@ export class RunStream {
       path: () => resumePath(`/ws/runs/${encodeURIComponent(runId)}`, this.lastSeq),
       onMessage: (msg) => this.handle(msg),
       shouldReconnect: (ev) => {
-        if (ev.code === 4404) {
+        if (ev.code === CloseCode.NOT_FOUND) {
           this.onGone?.(runId);
           return false;
         }

@@ -21,5 +21,18 @@ export const TERMINAL = new Set([
   Status.INTERRUPTED,
 ]);
 
+/** Waiting for a worker or training: the run is not over. */
+export const ACTIVE = new Set([Status.QUEUED, Status.RUNNING]);
+
 /** What POST /api/runs/{id}/resume accepts. */
 export const RESUMABLE = new Set([Status.FAILED, Status.INTERRUPTED]);
+
+// An experiment's status, from its runs'. Its home is server/experiments/design.py's
+// ExperimentStatus; the names are run statuses' names.
+export const ExperimentStatus = Object.freeze({
+  QUEUED: Status.QUEUED, // no run has started yet
+  RUNNING: Status.RUNNING, // some run is queued or running
+  COMPLETED: Status.COMPLETED, // every run ended, whatever each run's outcome
+  CANCELLED: Status.CANCELLED, // ended, with runs cancelled
+  INTERRUPTED: Status.INTERRUPTED, // ended, with runs the server's stop left unfinished
+});

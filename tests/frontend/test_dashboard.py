@@ -326,3 +326,22 @@ def test_access_token_for_a_server_that_has_one(open_page, token_server, page_er
     linked.wait_for_timeout(1500)
     expect(linked.get_by_test_id("conn-banner")).to_be_hidden()
     assert not page_errors.errors  # connected on the first try
+
+
+def test_the_compare_panel_takes_its_cap_from_the_api(page):
+    """The compare panel names at most GET /api/limits' compare_max_runs runs (here made 1):
+    of a comparison's two runs, the first alone, with the cap's hint naming the number."""
+    page.route("**/api/limits", lambda route: route.fulfill(json={"compare_max_runs": 1}))
+    page.reload()
+    page.wait_for_function(
+        "window.bnlab !== undefined"
+        " && document.querySelector('[data-testid=run-form]').dataset.state === 'ready'"
+    )
+    runs = start(page, **TINY)
+    capped = page.get_by_test_id("compare-capped")
+    expect(capped).to_be_visible()
+    expect(capped).to_contain_text("first 1 selected runs")
+    columns = page.locator("[data-testid=compare-table] thead th[data-run-id]")
+    expect(columns).to_have_count(1)
+    expect(columns.first).to_have_attribute("data-run-id", runs[0]["id"])
+    assert page.get_by_test_id("export-csv").get_attribute("href").count(",") == 0

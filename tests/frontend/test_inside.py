@@ -1,4 +1,4 @@
-"""The "Inside the network" panel (frontend/js/inside.js) on runs a real server trained
+"""The "Inside the network" panel (frontend/js/runs/inside.js) on runs a real server trained
 with diagnostics: the bands and the heatmap show the API's values for the picked
 layer, the picker switches layers, and a run without diagnostics says "not recorded"."""
 
@@ -194,7 +194,7 @@ def test_a_log_axis_over_a_narrow_range_keeps_its_tick_labels_short(page):
     ]
     drawn = page.evaluate(
         """async (cases) => {
-            const { logTicks } = await import('/js/inside.js');
+            const { logTicks } = await import('/js/plot/logaxis.js');
             const el = document.body.appendChild(document.createElement('div'));
             Object.assign(el.style, { width: '400px', height: '300px' });
             const drawn = [];

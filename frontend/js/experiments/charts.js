@@ -5,37 +5,27 @@
 
 /* global Plotly */
 
-import { LEGEND } from "../charts.js";
+import { ARM_NAME, ARM_ORDER, Arm } from "../arms.js";
 import { isNum, pValue } from "../format.js";
+import { colourAt, withAlpha } from "../plot/colour.js";
+import { CONFIG, FONT, GRID, LEGEND, note } from "../plot/figure.js";
+import { spreadByFactors } from "../plot/logaxis.js";
+import { Status } from "../status.js";
 
-// Okabe & Ito's palette: told apart with each common colour-vision deficiency. Yellow
-// (faint on white) and black (reads as "axis") come last.
-export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
 // The factor plot keeps the curves' code, colour = cell: its arms are told apart by line
 // (solid BN, dashed no-BN, as on the curves) and marker fill (filled BN, open no-BN); the
 // lines and interval bars, which join or span cells, are a neutral grey.
 const NEUTRAL = "#52606d";
-const ARM_SYMBOL_SUFFIX = { bn: "", no_bn: "-open" };
+const ARM_SYMBOL_SUFFIX = { [Arm.BN]: "", [Arm.NO_BN]: "-open" };
 // With a second varied field, one line per value of it, told apart by marker shape.
 const GROUP_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "pentagon", "star"];
-export const ARMS = ["bn", "no_bn"];
-export const ARM_NAME = { bn: "BN", no_bn: "no BN" };
-const DASH = { bn: "solid", no_bn: "dash" };
+const DASH = { [Arm.BN]: "solid", [Arm.NO_BN]: "dash" };
 // Fields whose values are spread by factors: a log axis shows them evenly.
 const LOG_FIELDS = new Set(["learning_rate", "init_scale"]);
-const LOG_SPAN = 20;
 const CHANCE = 0.1; // a diverged run's test accuracy in the statistics (ten classes)
 
-const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
-const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 12, color: "#1f2933" };
-const GRID = "#e9edf2";
-
-export const cellColour = (index) => PALETTE[index % PALETTE.length];
-
-function withAlpha(hex, alpha) {
-  const n = parseInt(hex.slice(1), 16);
-  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
-}
+/** A cell's colour (the palette's, in the experiment's cell order). */
+export const cellColour = colourAt;
 
 /** "learning_rate 0.05 · activation relu", or "every run" for a design without factors. */
 export function cellName(factors) {
@@ -46,7 +36,7 @@ export function cellName(factors) {
 /** Whether a varied field's values are best read on a log axis. */
 export function logAxis(field, values) {
   if (!values.every((v) => isNum(v) && v > 0)) return false;
-  return LOG_FIELDS.has(field) || Math.max(...values) / Math.min(...values) > LOG_SPAN;
+  return LOG_FIELDS.has(field) || spreadByFactors(values);
 }
 
 function baseLayout(title, extra = {}) {
@@ -77,53 +67,6 @@ function clampedRange(values, floor, ceiling = Infinity) {
   const high = Math.min(ceiling, Math.max(...finite));
   const pad = (high - low || Math.abs(high) || 1) * 0.05;
   return [Math.max(floor, low - pad), Math.min(ceiling, high + pad)];
-}
-
-function note(text) {
-  return {
-    text, xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
-    font: { size: 13, color: "#7b8794" },
-  };
-}
-
-/** Draws dirty charts, one per animation frame, each from the state it reads then. */
-export class Painter {
-  constructor() {
-    this.dirty = new Set();
-    this.frame = null;
-    this.draws = 0; // Plotly draws made (the test hook reads it)
-    this.underway = 0; // draws started and not finished
-  }
-
-  /** Nothing left to draw, and no draw under way. */
-  idle() {
-    return this.frame === null && !this.dirty.size && !this.underway;
-  }
-
-  request(chart) {
-    this.dirty.add(chart);
-    this.frame ??= requestAnimationFrame(() => this.paint());
-  }
-
-  async paint() {
-    this.frame = null;
-    const chart = [...this.dirty].find((c) => !c.drawing);
-    if (chart) {
-      this.dirty.delete(chart);
-      chart.drawing = true;
-      this.underway += 1;
-      this.draws += 1;
-      try {
-        await chart.draw();
-      } catch (err) {
-        console.error("experiment chart update failed:", err);
-      } finally {
-        chart.drawing = false;
-        this.underway -= 1;
-      }
-    }
-    if (this.dirty.size) this.frame ??= requestAnimationFrame(() => this.paint());
-  }
 }
 
 class Chart {
@@ -160,7 +103,7 @@ export class BandChart extends Chart {
     const data = [];
     experiment.cells.forEach((cell, index) => {
       const colour = cellColour(index);
-      for (const arm of ARMS) {
+      for (const arm of ARM_ORDER) {
         const summary = cell.arms[arm];
         const curve = summary.curve.filter((p) => isNum(p[this.metric].mean));
         const x = curve.map((p) => p.step);
@@ -172,7 +115,7 @@ export class BandChart extends Chart {
         const diverged = summary.n_diverged ? ` (${summary.n_diverged} diverged)` : "";
         data.push({
           type: "scatter", mode: "lines", x: [...x, ...[...x].reverse()], y: [...high, ...[...low].reverse()],
-          fill: "toself", fillcolor: withAlpha(colour, arm === "bn" ? 0.18 : 0.1), line: { width: 0 },
+          fill: "toself", fillcolor: withAlpha(colour, arm === Arm.BN ? 0.18 : 0.1), line: { width: 0 },
           hoverinfo: "skip", showlegend: false, legendgroup: name,
           meta: { cell: index, arm, kind: "band" },
         });
@@ -185,7 +128,7 @@ export class BandChart extends Chart {
         for (const run of seeds?.get(index)?.[arm] ?? []) data.push(...this.seedTraces(run, colour, arm, name));
       }
     });
-    const empty = !experiment.cells.some((c) => ARMS.some((a) => c.arms[a].curve.length));
+    const empty = !experiment.cells.some((c) => ARM_ORDER.some((a) => c.arms[a].curve.length));
     const accuracy = this.metric === "val_acc";
     // Before any data Plotly's own range (-1..4) would read -100 %..400 %.
     const range = clampedRange(data.flatMap((t) => t.y), 0, accuracy ? 1 : Infinity) ?? (accuracy ? [0, 1] : undefined);
@@ -207,10 +150,10 @@ export class BandChart extends Chart {
       line: { color: colour, width: 0.8, dash: DASH[arm] }, meta,
       hovertemplate: `${name} · seed ${run.seed}<br>%{y} at step %{x}<extra></extra>`,
     }];
-    if (run.status === "diverged" && x.length) {
+    if (run.status === Status.DIVERGED && x.length) {
       traces.push({
         type: "scatter", mode: "markers", x: [x.at(-1)], y: [y.at(-1)], legendgroup: name, showlegend: false,
-        marker: { symbol: "x", size: 9, color: colour }, meta: { ...meta, kind: "diverged" },
+        marker: { symbol: "x", size: 9, color: colour }, meta: { ...meta, kind: Status.DIVERGED },
         hovertemplate: `${name} · seed ${run.seed} diverged after step %{x}<extra></extra>`,
       });
     }
@@ -236,8 +179,8 @@ export class FactorPlot extends Chart {
       const cells = experiment.cells.filter((c) => !other || c.factors[other] === group);
       const colours = cells.map((c) => cellColour(experiment.cells.indexOf(c)));
       const symbol = GROUP_SYMBOLS[g % GROUP_SYMBOLS.length];
-      for (const arm of ARMS) {
-        const armOffset = arm === "bn" ? -1 : 1;
+      for (const arm of ARM_ORDER) {
+        const armOffset = arm === Arm.BN ? -1 : 1;
         const x = cells.map((c) => this.place(field ? c.factors[field] : "every run", { log, numeric, values, armOffset }));
         const acc = cells.map((c) => c.arms[arm].test_accuracy);
         const name = other ? `${other} ${group} · ${ARM_NAME[arm]}` : ARM_NAME[arm];
@@ -268,7 +211,7 @@ export class FactorPlot extends Chart {
             text: diverged.map(([c]) => `${c.arms[arm].n_diverged}/${c.arms[arm].n} diverged`),
             textposition: "top center", textfont: { size: 10, color: NEUTRAL },
             marker: { symbol: "x", size: 11, color: diverged.map(([, , colour]) => colour) }, name: `${name}: diverged runs (at chance)`,
-            legendgroup: name, meta: { arm, group, kind: "diverged" },
+            legendgroup: name, meta: { arm, group, kind: Status.DIVERGED },
             hovertemplate: "%{text}<extra></extra>",
           });
         }
@@ -284,7 +227,7 @@ export class FactorPlot extends Chart {
         range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => [
           y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)])), 0, 1),
       },
-      annotations: experiment.cells.every((c) => ARMS.every((a) => !c.arms[a].n_finished))
+      annotations: experiment.cells.every((c) => ARM_ORDER.every((a) => !c.arms[a].n_finished))
         ? [note("no finished runs yet")] : [],
     });
     return { data, layout };

@@ -6,7 +6,7 @@
 
 import { ApiError, api } from "../api.js";
 import { duration } from "../format.js";
-import { formSpec } from "../form.js";
+import { formSpec } from "../runs/form.js";
 
 const PER_RUN = new Set(["batch_norm", "seed", "label"]); // set by the experiment, or not a knob
 const MAX_VARIED = 2;

@@ -8,10 +8,11 @@
 // Painter, so the panel too costs at most one Plotly draw per animation frame.
 
 import { api } from "../api.js";
-import { InsidePanel } from "../inside.js";
-import { ARMS, ARM_NAME, cellColour, cellName } from "./charts.js";
+import { ARM_NAME, ARM_ORDER, Arm } from "../arms.js";
+import { InsidePanel } from "../runs/inside.js";
+import { ACTIVE, Status } from "../status.js";
+import { cellColour, cellName } from "./charts.js";
 
-const ACTIVE = new Set(["queued", "running"]);
 // More arms than this with runs left out: the status line counts them instead of naming each.
 const NAMED_ARMS = 4;
 
@@ -51,9 +52,9 @@ function meanPoint(arm, step) {
 
 /** The arm's status as one run's: running while a seed is, queued while one waits. */
 function armStatus(counts) {
-  if (counts.running) return "running";
-  if (counts.queued) return "queued";
-  return "completed";
+  if (counts[Status.RUNNING]) return Status.RUNNING;
+  if (counts[Status.QUEUED]) return Status.QUEUED;
+  return Status.COMPLETED;
 }
 
 /**
@@ -61,12 +62,12 @@ function armStatus(counts) {
  * status, arm}), with their points.
  */
 export function cellMeans(answer) {
-  return answer.cells.flatMap((cell, index) => ARMS.map((name) => {
+  return answer.cells.flatMap((cell, index) => ARM_ORDER.map((name) => {
     const arm = cell.arms[name];
     const run = {
       id: `cell${index}-${name}`,
       label: `${cellName(cell.factors)} · ${ARM_NAME[name]}`,
-      bn: name === "bn",
+      bn: name === Arm.BN,
       colour: cellColour(index),
       status: armStatus(arm.runs),
       notRecorded: arm.recorded === 0 && arm.not_recorded > 0,
@@ -85,7 +86,7 @@ const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 export class CellMeansPanel extends InsidePanel {
   /**
    * @param {HTMLDetailsElement} root  the panel's element (its parts' test ids start "exp-inside")
-   * @param {import("./charts.js").Painter} painter  the view's: one draw per animation frame
+   * @param {import("../plot/frames.js").Painter} painter  the view's: one draw per animation frame
    * @param {(text: string, kind?: string) => void} notice  tells the person what failed
    */
   constructor(root, painter, notice) {
@@ -202,7 +203,7 @@ export class CellMeansPanel extends InsidePanel {
       const where = missing.length <= NAMED_ARMS ? ` (${missing.map((run) => `${run.label}: ${run.arm.not_recorded}`).join(", ")})` : "";
       text.push(`Left out: ${plural(count, "run")} without diagnostics${where}, trained with diagnostics off or before BN Lab recorded them.`);
     }
-    const diverged = arms.reduce((sum, arm) => sum + (arm.runs.diverged ?? 0), 0);
+    const diverged = arms.reduce((sum, arm) => sum + (arm.runs[Status.DIVERGED] ?? 0), 0);
     if (diverged) text.push(`${plural(diverged, "run")} diverged: each is in the means up to its last finite values.`);
     if (!text.length) return; // nothing evaluated yet: the run view's words
     this.status.textContent = text.join(" ");

@@ -3,6 +3,7 @@
 // the snapshot with after_seq; an update whose seq was already applied is dropped, so
 // nothing is applied twice and nothing is skipped.
 
+import { CloseCode } from "../closecodes.js";
 import { LiveSocket, resumePath } from "../livesocket.js";
 
 export class ExperimentStream {
@@ -23,7 +24,7 @@ export class ExperimentStream {
       path: () => resumePath(`/ws/experiments/${encodeURIComponent(id)}`, this.lastSeq),
       onMessage: (msg) => this.handle(msg),
       shouldReconnect: (ev) => {
-        if (ev.code !== 4404) return true;
+        if (ev.code !== CloseCode.NOT_FOUND) return true;
         this.on.gone();
         return false;
       },

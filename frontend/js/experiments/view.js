@@ -4,15 +4,22 @@
 
 import { api } from "../api.js";
 import { duration, isNum, pct, pValue } from "../format.js";
-import { ARMS, BandChart, FactorPlot, Heatmap, Painter, cellColour, cellName } from "./charts.js";
+import { ARM_ORDER, Arm } from "../arms.js";
+import { Painter } from "../plot/frames.js";
+import { ACTIVE, ExperimentStatus, RESUMABLE, Status } from "../status.js";
+import { BandChart, FactorPlot, Heatmap, cellColour, cellName } from "./charts.js";
 import { CellMeansPanel } from "./inside.js";
 import { ExperimentStream } from "./stream.js";
 
+// The progress line's counts of runs by status, in this order, each with its status's
+// name as the word, but "done" for completed.
 const PROGRESS_KEYS = [
-  ["completed", "done"], ["running", "running"], ["queued", "queued"], ["diverged", "diverged"],
-  ["failed", "failed"], ["cancelled", "cancelled"], ["interrupted", "interrupted"],
-];
-const ACTIVE = new Set(["queued", "running"]);
+  Status.COMPLETED, Status.RUNNING, Status.QUEUED, Status.DIVERGED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED,
+].map((status) => [status, status === Status.COMPLETED ? "done" : status]);
+// Counted even at 0: what is done, running and waiting.
+const ALWAYS_COUNTED = new Set([Status.COMPLETED, Status.RUNNING, Status.QUEUED]);
+// An experiment is under way while queued or running (its statuses share the runs' names).
+const EXPERIMENT_ACTIVE = new Set([ExperimentStatus.QUEUED, ExperimentStatus.RUNNING]);
 const VERDICT_WORDS = {
   bn_better: "BN better", bn_worse: "BN worse", no_difference: "no difference shown",
   not_enough_seeds: "not enough seeds to tell",
@@ -181,18 +188,18 @@ export class ExperimentView {
     this.el.hypothesis.textContent = preset ? `${preset.hypothesis} (${design})` : design;
     const active = experiment.runs.some((r) => ACTIVE.has(r.status));
     this.el.cancel.hidden = !active;
-    this.el.resume.hidden = active || !experiment.runs.some((r) => r.status === "interrupted" || r.status === "failed");
+    this.el.resume.hidden = active || !experiment.runs.some((r) => RESUMABLE.has(r.status));
   }
 
   renderProgress(status, progress) {
     const now = Date.now();
     this.samples.push([now, progress.steps]);
     while (this.samples.length > 2 && now - this.samples[0][0] > RATE_WINDOW_MS) this.samples.shift();
-    const counts = PROGRESS_KEYS.filter(([key]) => progress.runs[key] || ["completed", "running", "queued"].includes(key))
+    const counts = PROGRESS_KEYS.filter(([key]) => progress.runs[key] || ALWAYS_COUNTED.has(key))
       .map(([key, word]) => `${progress.runs[key] ?? 0} ${word}`);
     const total = Object.values(progress.runs).reduce((a, b) => a + b, 0);
     let eta = "";
-    if (ACTIVE.has(status)) {
+    if (EXPERIMENT_ACTIVE.has(status)) {
       const [t0, s0] = this.samples[0];
       const rate = now > t0 ? (progress.steps - s0) / ((now - t0) / 1000) : 0;
       eta = rate > 0 ? ` · ETA ${duration((progress.total_steps - progress.steps) / rate)}` : " · ETA estimating…";
@@ -208,7 +215,7 @@ export class ExperimentView {
   renderTable() {
     const body = this.el.table.querySelector("tbody");
     const rows = this.experiment.cells.flatMap((cell, index) => {
-      const { bn, no_bn: noBn } = cell.arms;
+      const { [Arm.BN]: bn, [Arm.NO_BN]: noBn } = cell.arms;
       const effect = cell.effect;
       const tr = document.createElement("tr");
       tr.className = "verdict-row";
@@ -224,7 +231,7 @@ export class ExperimentView {
       tr.append(
         td(name),
         td(`${effect.n_pairs}`, { class: "num", title: `${bn.n_finished} + ${noBn.n_finished} of ${bn.n + noBn.n} runs finished` }),
-        ...ARMS.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, diverged(arm))),
+        ...ARM_ORDER.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, diverged(arm))),
         meanCell(effect.difference, signed),
         td(pValue(effect.p_value), { class: "num", title: effect.test }),
         effect.n_pairs && effect.speedup.estimate === null
@@ -316,7 +323,7 @@ function seedCurves(experiment, exported) {
   for (const point of exported.curves) byRun.get(point.run_id)?.run.points.push(point);
   const out = new Map();
   for (const { index, arm, run } of byRun.values()) {
-    if (!out.has(index)) out.set(index, { bn: [], no_bn: [] });
+    if (!out.has(index)) out.set(index, Object.fromEntries(ARM_ORDER.map((a) => [a, []])));
     out.get(index)[arm].push(run);
   }
   return out;

@@ -5,32 +5,15 @@
 
 /* global Plotly */
 
-import { Status, TERMINAL } from "./status.js";
-
-const CONFIG = {
-  displaylogo: false,
-  responsive: true,
-  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"],
-  toImageButtonOptions: { format: "png", scale: 2 },
-};
-
-const FONT = { family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size: 12, color: "#1f2933" };
-const GRID = "#e9edf2";
-
-// Log axes: ticks at 1-2-5 in every decade, written out (Plotly's default labels "2", "5").
-const LOG_TICKS = [];
-for (let e = -5; e <= 5; e += 1) for (const m of [1, 2, 5]) LOG_TICKS.push(Number((m * 10 ** e).toPrecision(1)));
-const LOG_TEXT = LOG_TICKS.map((v) => (v >= 1e4 || v < 1e-3 ? v.toExponential(0) : String(v)));
+import { withAlpha } from "../plot/colour.js";
+import { CONFIG, FONT, GRID, LEGEND, note } from "../plot/figure.js";
+import { DECADE_TICKS } from "../plot/logaxis.js";
+import { Status, TERMINAL } from "../status.js";
 
 // Plotly uses a trace's uid in CSS selectors: keep it to safe characters.
-const uidOf = (key) => `u-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+export const uidOf = (key) => `u-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
 
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
-
-export function withAlpha(hex, alpha) {
-  const n = parseInt(hex.slice(1), 16);
-  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
-}
 
 // A legend entry longer than this is cut with "…": Plotly clips, not wraps, long ones (the
 // hover label has the whole name). The cut is in the middle: runs of one experiment or
@@ -47,24 +30,7 @@ export function runName(run) {
   return `${cut}${flag}`;
 }
 
-// Many runs: the legend sits at the bottom of the figure, below the x title (the plot area
-// makes room for it), and scrolls past a few rows instead of squeezing the plot.
-export const LEGEND = {
-  orientation: "h", x: 0, xanchor: "left", yref: "container", y: 0, yanchor: "bottom",
-  font: { size: 11 }, maxheight: 52,
-};
-
-const NOTE_FONT = { size: 13, color: "#7b8794" };
-
 const axisNames = (layout) => Object.keys(layout).filter((key) => /^[xy]axis\d*$/.test(key));
-
-/** Grey text in the middle of an empty plot area (x: its centre, as a fraction of the width). */
-function note(text, x = 0.5) {
-  return {
-    text, xref: "paper", yref: "paper", x, y: 0.5, xanchor: "center", yanchor: "middle",
-    showarrow: false, font: NOTE_FONT,
-  };
-}
 
 /**
  * Why a plot area showing these runs is empty, or null when it has something to draw:
@@ -343,7 +309,7 @@ export class CurveChart extends LiveChart {
         type: this.opts.yLog ? "log" : "linear",
         tickformat: this.tickformat,
         uirevision: this.opts.yLog ? "log" : "linear",
-        ...(this.opts.yLog ? { tickmode: "array", tickvals: LOG_TICKS, ticktext: LOG_TEXT } : {}),
+        ...(this.opts.yLog ? DECADE_TICKS : {}),
       }),
     };
   }

@@ -1,10 +1,8 @@
 // The compare panel: the selected runs side by side (GET /api/compare) and export links.
 
-import { api } from "./api.js";
-import { Status, TERMINAL } from "./status.js";
-import { duration, int, isNum, num, pct, shortId } from "./format.js";
-
-const MAX_RUNS = 20; // the API compares at most 20 runs per request
+import { api } from "../api.js";
+import { Status, TERMINAL } from "../status.js";
+import { duration, int, isNum, num, pct, shortId } from "../format.js";
 
 const ROWS = [
   { key: "test_accuracy", label: "Test accuracy", fmt: (v) => pct(v), better: "max" },
@@ -41,17 +39,30 @@ export class ComparePanel {
     this.csv = root.querySelector("[data-testid=export-csv]");
     this.json = root.querySelector("[data-testid=export-json]");
     this.ids = [];
+    this.asked = []; // every run asked for, beyond the cap too
+    // The most runs the API compares at once (GET /api/limits); until it says, or if it
+    // cannot, no cap here: the server's 422 names it.
+    this.maxRuns = Infinity;
     this.timer = null;
     this.inflight = null;
     this.again = false;
   }
 
+  /** The API's cap on the runs of one comparison; the runs shown are cut to it. */
+  setMaxRuns(max) {
+    this.maxRuns = max;
+    this.root.querySelector("[data-testid=compare-capped]").textContent =
+      `Showing the first ${max} selected runs (the most the API compares at once).`;
+    this.setRuns(this.asked);
+  }
+
   /** Shows these runs (in this order); fetches their comparison now. */
   setRuns(ids) {
-    const capped = ids.slice(0, MAX_RUNS);
+    this.asked = [...ids];
+    const capped = ids.slice(0, this.maxRuns);
     const changed = capped.join(",") !== this.ids.join(",");
     this.ids = capped;
-    this.root.querySelector("[data-testid=compare-capped]").hidden = ids.length <= MAX_RUNS;
+    this.root.querySelector("[data-testid=compare-capped]").hidden = ids.length <= this.maxRuns;
     const any = this.ids.length > 0;
     this.root.dataset.state = any ? "loading" : "empty";
     for (const [a, format] of [[this.csv, "csv"], [this.json, "json"]]) {

@@ -1,8 +1,8 @@
 // The runs table: one row per run, updated in place from WS /ws/runs.
 
-import { api } from "./api.js";
-import { RESUMABLE, Status, TERMINAL } from "./status.js";
-import { describeConfig, duration, isNum, pct, rate, shortId } from "./format.js";
+import { api } from "../api.js";
+import { RESUMABLE, Status, TERMINAL } from "../status.js";
+import { describeConfig, duration, isNum, pct, rate, shortId } from "../format.js";
 
 const BAD = new Set([Status.FAILED, Status.DIVERGED, Status.INTERRUPTED]);
 

@@ -10,31 +10,18 @@
 
 /* global Plotly */
 
-import { LiveChart, runName, withAlpha } from "./charts.js";
-import { Status } from "./status.js";
-
-// Over a decade or more Plotly labels a log axis's in-between ticks with their first digit
-// alone ("5" for 0.5), and its 1-to-9 ticks pile up at the top of each decade: there, ticks
-// at 1, 2 and 5 (or whole decades, a few of them, over a wide span) with whole numbers.
-// Over less it picks ticks as precise as the range needs, and over a narrow range they need
-// many digits (0.00040685): there, a few ticks only, each with as few digits as they need,
-// and small values with an exponent (4.069e−4; not SI's "406.9μ").
-export function logTicks(low, high) {
-  const span = low > 0 ? high / low : 1;
-  if (span < 3) {
-    return { tickmode: "auto", dtick: null, tickformat: "", nticks: 4, exponentformat: high < 0.01 ? "e" : "none" };
-  }
-  const decades = Math.log10(span);
-  const dtick = decades < 2.5 ? "D2" : Math.max(1, Math.ceil(decades / 4));
-  return { tickmode: "linear", dtick, tickformat: "~g", nticks: 0, exponentformat: "none" };
-}
-const TICK_KEYS = ["tickmode", "dtick", "tickformat", "nticks", "exponentformat"];
+import { withAlpha } from "../plot/colour.js";
+import { CONFIG } from "../plot/figure.js";
+import { PointBatch } from "../plot/frames.js";
+import { TICK_KEYS, logTicks } from "../plot/logaxis.js";
+import { Status } from "../status.js";
+import { LiveChart, runName, uidOf } from "./charts.js";
 
 // More plotted runs than this: the "Recorded" line counts them instead of naming each.
 const NAMED_RUNS = 4;
 
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
-const escape = (text) => text.replace(/</g, "&lt;");
+const escapeHtml = (text) => text.replace(/</g, "&lt;");
 
 /** The named layer's diagnostics in a point (undefined: not recorded, or no such layer). */
 const layerOf = (p, name) => p.diagnostics?.layers?.find((l) => l.name === name);
@@ -94,7 +81,7 @@ class LayerChart extends LiveChart {
 
   tracesFor(run) {
     const specs = [];
-    const label = escape(run.label);
+    const label = escapeHtml(run.label);
     const dash = run.bn ? "solid" : "dash";
     this.panels.forEach((panel, i) => {
       if (!this.runsOf(panel, [run]).length) return;
@@ -149,7 +136,7 @@ class LayerChart extends LiveChart {
       const points = this.getPoints(run.id);
       for (const spec of this.tracesFor(run)) {
         spec.runId = run.id;
-        const trace = { ...spec.trace, uid: `u-${spec.key.replace(/[^A-Za-z0-9_-]/g, "_")}`, meta: { runId: run.id, kind: spec.kind }, ...this.columns(spec, points) };
+        const trace = { ...spec.trace, uid: uidOf(spec.key), meta: { runId: run.id, kind: spec.kind }, ...this.columns(spec, points) };
         if (spec.heat) trace.y = this.edgesOf(spec) ?? [];
         spec.hasEdges = trace.y.length > 0;
         traces.push(trace);
@@ -158,7 +145,7 @@ class LayerChart extends LiveChart {
     }
     traces.push(...this.frameTraces());
     const layout = this.fullLayout();
-    return this.enqueue(() => Plotly.react(this.el, traces, layout, { displaylogo: false, responsive: true }));
+    return this.enqueue(() => Plotly.react(this.el, traces, layout, CONFIG));
   }
 
   /** Everything that arrived since the last frame, by run: one extendTraces for the chart. */
@@ -172,7 +159,10 @@ class LayerChart extends LiveChart {
       const cols = this.columns(spec, points);
       if (!cols.x.length) return;
       indices.push(i);
-      for (const [k, v] of Object.entries(cols)) (columns[k] ??= []).push(v);
+      for (const [k, v] of Object.entries(cols)) {
+        columns[k] ??= [];
+        columns[k].push(v);
+      }
       if (spec.heat && !spec.hasEdges) {
         // The first histogram of the run: its bins (a heatmap drawn before had none).
         const found = this.edgesOf(spec);
@@ -392,8 +382,7 @@ export class InsidePanel {
     this.runs = [];
     this.layers = []; // every layer name seen, in network order
     this.chosen = null;
-    this.pending = new Map(); // runId -> points not drawn yet
-    this.frame = null;
+    this.batch = new PointBatch((batch) => this.drawBatch(batch)); // drawn once per frame
     this.opts = { xMode: "step" };
     this.select = root.querySelector(`[data-testid=${testid}-layer]`);
     this.status = root.querySelector(`[data-testid=${testid}-status]`);
@@ -469,16 +458,15 @@ export class InsidePanel {
 
   append(runId, points) {
     if (!this.runs.some((r) => r.id === runId)) return;
-    this.pending.set(runId, [...(this.pending.get(runId) ?? []), ...points]);
-    this.frame ??= requestAnimationFrame(() => this.flush());
+    this.batch.add(runId, points);
   }
 
+  /** Draws the points waiting for the next frame now (before a redraw, which reads them). */
   flush() {
-    if (this.frame !== null) cancelAnimationFrame(this.frame);
-    this.frame = null;
-    if (!this.pending.size) return;
-    const batch = this.pending;
-    this.pending = new Map();
+    this.batch.flush();
+  }
+
+  drawBatch(batch) {
     // The first diagnostics of all may pick the default layer: the traces need no redraw,
     // as they read the layer when a point is drawn and had nothing to show for any before.
     this.learn(batch.values());

@@ -3,7 +3,7 @@
 // server), so nothing here repeats them. Presets, client-side validation with those
 // limits, and the server's 422 messages shown next to their fields.
 
-import { ApiError, api } from "./api.js";
+import { ApiError, api } from "../api.js";
 
 /** One field's spec from its JSON-schema property: kind, limits, default and texts. */
 function fieldSpec(name, property) {
