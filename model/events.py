@@ -26,6 +26,13 @@ class _Event(BaseModel):
     type: str
 
 
+class TrainingPath(StrEnum):
+    """How a run was trained: alone (model.training) or in a stack (model.stacked)."""
+
+    SINGLE = "single"
+    STACKED = "stacked"
+
+
 class StartEvent(_Event):
     type: Literal["start"] = "start"
     total_steps: int
@@ -37,6 +44,12 @@ class StartEvent(_Event):
         description="The path each tuned gradient takes, by operation and shapes "
         '(e.g. "conv2d.dx 5x5x32x64 64x14x14x64": "forward"; model.kernels)',
     )
+    path: TrainingPath = Field(
+        TrainingPath.SINGLE,
+        description="single: the run trained alone; stacked: as one model of a stack of "
+        "runs trained as one program (model.stacked)",
+    )
+    stack_size: int = Field(1, description="How many runs trained in the run's stack (1: alone)")
 
 
 class ProbePercentiles(BaseModel):
