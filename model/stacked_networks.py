@@ -109,9 +109,12 @@ class StackedMLP:
 
     @property
     def trainable_variables(self) -> list[tf.Variable]:
-        """What the optimizer updates; the parts no model uses (a BN model's bias, a
-        no-BN model's gamma and beta) get zero gradients and stay where they are."""
-        layers = [*self.kernels, *self.biases]
+        """What the optimizer updates: what some model of the stack uses. The parts one
+        model does not use (a BN model's bias, a no-BN model's gamma and beta, in a
+        stack of both) get zero gradients from the selection and stay where they are."""
+        layers = [*self.kernels, self.biases[-1]]
+        if not self.bn.all():  # the hidden biases: no-BN models only
+            layers += self.biases[:-1]
         if self.bn.any():
             layers += [*self.gammas, *self.betas]
         return layers
@@ -161,27 +164,29 @@ class StackedMLP:
         )
         return y, moving
 
-    def _dropout(self, x: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        """Each model's dropout as Keras's Dropout layer draws it at update `step`
-        (its seed generator counts one call per update): same masks, same scaling."""
+    def dropout_keep(self, step: tf.Tensor, batch: int) -> tf.Tensor | None:
+        """Which units each model keeps at update `step` [M,B,F] (None: no model drops):
+        the masks Keras's Dropout layer draws there, its seed generator counting one
+        call per update. Drawn apart from the rest of the step so that the step can be
+        compiled with XLA, whose stateless generators give other numbers."""
         if not self.dropout.any():
-            return x
+            return None
         keeps = []
-        shape = tf.shape(x)[1:]
+        shape = [batch, self.kernels[-1].shape[1]]
         for seed, rate in zip(self.dropout_seeds, self.dropout, strict=True):
             if rate == 0:
                 keeps.append(tf.ones(shape, tf.bool))
                 continue
             uniform = tf.random.stateless_uniform(shape, tf.stack([tf.constant(seed), step]))
             keeps.append(uniform >= tf.constant(rate, tf.float32))
-        return tf.where(tf.stack(keeps), x * self.dropout_scale[:, None, None], 0.0)
+        return tf.stack(keeps)
 
     def forward(
-        self, x: tf.Tensor, training: bool = False, step: tf.Tensor | None = None
+        self, x: tf.Tensor, training: bool = False, keep: tf.Tensor | None = None
     ) -> tuple[tf.Tensor, tf.Tensor, list[Moving]]:
         """(logits [M,B,10], probe [M,B], BN's new moving averages when training) of
         `x`: [M,B,784], each model its own batch, or [B,784] shared by all.
-        `step` (training) is the update's number, which seeds dropout."""
+        `keep` (training) is dropout's mask, `dropout_keep`'s."""
         if x.shape.rank == 2:
             x = tf.broadcast_to(x, [self.size, *x.shape])
         movings = []
@@ -197,8 +202,8 @@ class StackedMLP:
             )
             probe = h[:, :, 0]
             x = self._activate(h)
-        if training:
-            x = self._dropout(x, step)
+        if training and keep is not None:
+            x = tf.where(keep, x * self.dropout_scale[:, None, None], 0.0)
         logits = tf.matmul(x, self.kernels[-1]) + self.biases[-1][:, None, :]
         return logits, probe, movings
 
