@@ -169,19 +169,22 @@ class Checkpointer:
     moving statistics, the dropout RNG state, the step (which fixes the
     position in the data order) and the elapsed time."""
 
-    def __init__(self, trainer: Trainer, directory: Path) -> None:
+    def __init__(self, trainer: Trainer | None, directory: Path, **state) -> None:
+        """The state of `trainer`, or without one (a stack of runs, model.stacked)
+        the variables `state` names; with both, both."""
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        # Variables are listed explicitly: Keras 3 does not expose every layer
-        # (BN moving statistics, the dropout RNG state) to tf.train.Checkpoint
-        # through the model object itself.
-        self.checkpoint = tf.train.Checkpoint(
-            # keyed by position and name: Keras uniquifies paths per process
-            network={f"{i}.{v.name}": v for i, v in enumerate(trainer.network.variables)},
-            optimizer=list(trainer.optimizer.variables),
-            step=self.step,
-            elapsed=self.elapsed,
-        )
+        if trainer is not None:
+            # Variables are listed explicitly: Keras 3 does not expose every layer
+            # (BN moving statistics, the dropout RNG state) to tf.train.Checkpoint
+            # through the model object itself.
+            state = {
+                # keyed by position and name: Keras uniquifies paths per process
+                "network": {f"{i}.{v.name}": v for i, v in enumerate(trainer.network.variables)},
+                "optimizer": list(trainer.optimizer.variables),
+                **state,
+            }
+        self.checkpoint = tf.train.Checkpoint(**state, step=self.step, elapsed=self.elapsed)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=1)
 
     def restore(self) -> tuple[int, float]:

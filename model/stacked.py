@@ -1,0 +1,435 @@
+"""Train M runs as one compiled program: a stack (issue #27).
+
+The public surface is `train_stack(configs, on_event, should_stop)`: the runs of
+`configs` (which share what `stack_key` names: network, batch size, schedule,
+optimizer, shifts) train together, one compiled step updating every model, and each
+run reports the events it would report alone, through `on_event(index, event)`.
+
+Each model trains as it would alone: its own initial weights (its run's own
+network, built by `build_network`), batch order (`BatchOrder`), shifts
+(`random_shift`), dropout masks, learning rate, optimizer slots, BN statistics. The
+stack's loss is the sum of the models' mean losses, so each model's gradient is
+exactly its own. A model whose loss stops being finite stops alone: its weights and
+slots are frozen from that update on (`tf.where`), it reports `diverged` at the step
+it would report alone, and the others go on. Its evaluations, diagnostics and test
+metrics are the single run's own code (model.training, model.diagnostics) on the
+model's weights, written into its own network first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bnlab.model import device
+from bnlab.model.augment import random_shift
+from bnlab.model.config import RunConfig
+from bnlab.model.data import BatchOrder, Mnist, load_mnist
+from bnlab.model.diagnostics import Diagnostician
+from bnlab.model.events import (
+    Cancelled,
+    DiagnosticsLevel,
+    Diverged,
+    DivergedEvent,
+    EvalEvent,
+    Event,
+    ProbePercentiles,
+    ProgressEvent,
+    StartEvent,
+    TestEvent,
+    TestMetrics,
+    TrainingPath,
+    TrainingStopped,
+)
+from bnlab.model.networks import Network, build_network
+from bnlab.model.optimizers import make_optimizer
+from bnlab.model.stacked_networks import StackedMLP
+from bnlab.model.stacked_optimizers import StackedOptimizer
+from bnlab.model.training import (
+    EVAL_CHUNK,
+    PROGRESS_INTERVAL,
+    WINDOW_SECONDS,
+    Checkpointer,
+    WindowSizer,
+    _loss_and_accuracy,
+)
+
+# What the runs of one stack must share: the graph's shapes, the schedule, the
+# update rule and the shifts' padding. Everything else may differ per model.
+STACK_FIELDS = ("arch", "batch_size", "steps", "eval_every", "optimizer", "max_shift")
+
+Outcome = TestMetrics | TrainingStopped
+OnStackEvent = Callable[[int, Event], None]
+
+
+def stack_key(config: RunConfig) -> tuple:
+    """Runs with equal keys can train in one stack (an MLP's only: the CNN trains alone)."""
+    return tuple(getattr(config, name) for name in STACK_FIELDS)
+
+
+def stackable(config: RunConfig) -> bool:
+    return config.arch == "mlp"
+
+
+@dataclass
+class _Solo:
+    """One model's run as the single-run code sees it: the attributes Diagnostician
+    reads of a Trainer, its network holding the model's weights when evaluated."""
+
+    config: RunConfig
+    network: Network
+    optimizer: keras.optimizers.Optimizer
+    order: BatchOrder
+    images: tf.Tensor
+    labels: tf.Tensor
+    predict_step: Callable = field(init=False)
+    diagnostician: Diagnostician | None = None
+
+    def __post_init__(self) -> None:
+        self.predict_step = tf.function(
+            self._forward, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)]
+        )
+
+    def _forward(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.network.forward(x, training=False)
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and probe values for a whole split, in chunks (as Trainer.predict)."""
+        logits, probes = [], []
+        for start in range(0, len(images), EVAL_CHUNK):
+            chunk_logits, chunk_probe = self.predict_step(images[start : start + EVAL_CHUNK])
+            logits.append(chunk_logits.numpy())
+            probes.append(chunk_probe.numpy())
+        return np.concatenate(logits), np.concatenate(probes)
+
+
+class StackTrainer:
+    """The compiled pieces of a stack: the stacked network, its optimizer and the
+    training window; and per model its single-run view (`solos`)."""
+
+    def __init__(self, configs: list[RunConfig], data: Mnist, *, xla: bool = False) -> None:
+        keys = {stack_key(c) for c in configs}
+        if len(keys) != 1:
+            raise ValueError(f"the runs of a stack must share {', '.join(STACK_FIELDS)}")
+        if not all(stackable(c) for c in configs):
+            raise ValueError("a stack holds MLP runs only: the CNN trains one run at a time")
+        self.configs = configs
+        self.size = len(configs)
+        first = configs[0]
+        self.batch_size, self.max_shift = first.batch_size, first.max_shift
+        self.images = tf.constant(data.train.images)
+        self.labels = tf.constant(data.train.labels)
+        solos = []
+        for config in configs:
+            network = build_network(config)
+            optimizer = make_optimizer(config)
+            optimizer.build(network.trainable_variables)
+            # A run alone with a training subset loads only the first N images; here
+            # every model indexes the full set's first N.
+            size = min(config.train_subset or len(data.train), len(data.train))
+            order = BatchOrder(size, config.batch_size, config.seed)
+            solos.append(_Solo(config, network, optimizer, order, self.images, self.labels))
+        self.solos = solos
+        self.network = StackedMLP(configs, [s.network for s in solos])
+        self.optimizer = StackedOptimizer(configs, self.network.trainable_variables)
+        self._seeds = tf.constant([c.seed for c in configs], tf.int32)
+        # On a CPU, XLA fuses the many small elementwise passes (BN, the activations,
+        # the optimizer's selected updates) that otherwise cost as much as the products.
+        self._step = tf.function(self._core, jit_compile=True) if xla else self._core
+        self._run_window = tf.function(
+            self._window,
+            input_signature=[
+                tf.TensorSpec([None, self.size, self.batch_size], tf.int32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([self.size], tf.float64),
+                tf.TensorSpec([self.size], tf.bool),
+            ],
+        )
+
+    def _batch(self, indices: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Every model's training batch for update `step + 1`: [M,B,784] images
+        (each shifted as its run alone shifts it) and [M,B] labels."""
+        x = tf.gather(self.images, indices)
+        if self.max_shift:
+            x = tf.stack(
+                [
+                    random_shift(x[m], self.max_shift, tf.stack([self._seeds[m], step]))
+                    for m in range(self.size)
+                ]
+            )
+        return tf.reshape(x, [self.size, self.batch_size, -1]), tf.gather(self.labels, indices)
+
+    def _update(self, indices: tf.Tensor, step: tf.Tensor, alive: tf.Tensor) -> tf.Tensor:
+        """Update number `step + 1` of every model on its batch in `indices` [M,B];
+        applied only where the model is `alive` and its loss finite. Its losses [M]."""
+        x, y = self._batch(indices, step)
+        return self._step(x, y, self.network.dropout_keep(step, self.batch_size), step, alive)
+
+    def _core(self, x, y, keep, step, alive) -> tf.Tensor:
+        """The update itself, random numbers drawn: what XLA may compile."""
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            logits, _, movings = self.network.forward(x, training=True, keep=keep)
+            losses = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits), axis=1
+            )
+            # The sum: each model's gradient is its own mean loss's.
+            total = tf.reduce_sum(losses)
+        gradients = tape.gradient(total, variables)
+        update = tf.logical_and(alive, tf.math.is_finite(losses))
+        self.optimizer.apply(gradients, update, step)
+        keep_moving = update[:, None]
+        for i, moving in enumerate(movings):
+            for variable, new in zip(self._moving_pair(i), moving, strict=True):
+                variable.assign(tf.where(keep_moving, new, variable))
+        return losses
+
+    def _moving_pair(self, i: int) -> tuple[tf.Variable, tf.Variable]:
+        return self.network.moving_means[i], self.network.moving_variances[i]
+
+    def _window(self, indices, first_step, loss_sum, alive):
+        """`len(indices)` updates of every model in one call, from step `first_step` on.
+
+        Returns (updates done, `loss_sum` plus each model's losses, which models are
+        still alive, and per model the step its loss stopped being finite at (0: it did
+        not) and that loss). The loop ends early only when no model is alive.
+        """
+        size = self.size
+
+        def running(done, loss_sum, alive, diverged_at, last_loss):
+            return tf.logical_and(done < tf.shape(indices)[0], tf.reduce_any(alive))
+
+        def update(done, loss_sum, alive, diverged_at, last_loss):
+            step = first_step + done
+            losses = self._update(indices[done], step, alive)
+            counted = tf.logical_and(alive, tf.math.is_finite(losses))
+            loss_sum += tf.where(counted, tf.cast(losses, tf.float64), 0.0)
+            stopped = tf.logical_and(alive, tf.logical_not(counted))
+            diverged_at = tf.where(stopped, step + 1, diverged_at)
+            last_loss = tf.where(stopped, losses, last_loss)
+            return done + 1, loss_sum, counted, diverged_at, last_loss
+
+        start = (
+            tf.constant(0),
+            loss_sum,
+            alive,
+            tf.zeros([size], tf.int32),
+            tf.zeros([size], tf.float32),
+        )
+        return tf.while_loop(running, update, start, parallel_iterations=1)
+
+    def compile(self) -> None:
+        self._run_window.get_concrete_function()
+
+    def run(
+        self, first_step: int, count: int, loss_sum: np.ndarray, alive: np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Updates number `first_step + 1` to `first_step + count` of every model alive."""
+        indices = np.stack([s.order.window(first_step, count) for s in self.solos], axis=1)
+        done, loss_sum, alive, diverged_at, last_loss = self._run_window(
+            indices,
+            tf.constant(first_step, tf.int32),
+            tf.constant(loss_sum, tf.float64),
+            tf.constant(alive),
+        )
+        return (
+            int(done),
+            loss_sum.numpy(),
+            alive.numpy(),
+            diverged_at.numpy(),
+            last_loss.numpy(),
+        )
+
+    def load_into_solo(self, m: int, step: int) -> _Solo:
+        """Model `m`'s weights and optimizer slots written into its single-run view."""
+        solo = self.solos[m]
+        self.network.load_into(m)
+        variables = self.network.trainable_variables
+        index_of = {id(v): i for i, v in enumerate(variables)}
+        sources = {}
+        for variable in solo.network.trainable_variables:
+            stacked = self.network.source_of(solo.network, variable)
+            if stacked is not None and id(stacked) in index_of:
+                sources[id(variable)] = index_of[id(stacked)]
+        self.optimizer.load_into(m, solo.optimizer, sources, step)
+        return solo
+
+
+class StackState:
+    """Which models are still training, and how those that stopped stopped; saved
+    with a stack's checkpoint so that a resumed stack does not train them again."""
+
+    def __init__(self, size: int) -> None:
+        self.alive = tf.Variable(tf.ones([size], tf.bool), trainable=False)
+        self.diverged_at = tf.Variable(tf.zeros([size], tf.int64), trainable=False)
+        self.diverged_loss = tf.Variable(tf.zeros([size], tf.float64), trainable=False)
+
+    def trackables(self) -> dict[str, tf.Variable]:
+        return {
+            "alive": self.alive,
+            "diverged_at": self.diverged_at,
+            "diverged_loss": self.diverged_loss,
+        }
+
+
+def train_stack(
+    configs: list[RunConfig],
+    on_event: OnStackEvent = lambda index, event: None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    data: Mnist | None = None,
+    data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    xla: bool = True,
+) -> list[Outcome]:
+    """Train the runs of `configs` as one stack; each run's outcome, in order.
+
+    `on_event(i, event)` receives run i's events, those `model.training.train` sends
+    for it alone (its start event says it was stacked, and the stack's size). The
+    outcome of a run is its TestMetrics, or the `Diverged` it would raise alone, or
+    `Cancelled` when `should_stop()` turned true (asked between compiled windows).
+    `data` is the whole MNIST split (each model takes its config's training subset
+    from it); without it MNIST is loaded from `data_dir`. With `checkpoint_dir` the
+    stack's whole state is saved there after every evaluation, and a stack that finds
+    a checkpoint there continues from it, with the result of an uninterrupted one.
+    `xla` compiles each update with XLA (its random numbers are drawn outside it, by
+    the single run's generators); measured faster on a 2-core AMD EPYC (bench/stacked.py).
+    """
+    if not configs:
+        return []
+    device_name = device.configure()
+    if data is None:
+        data = load_mnist(data_dir)
+    with tf.device(f"/{device_name}"):
+        trainer = StackTrainer(configs, data, xla=xla)
+        state = StackState(trainer.size)
+        checkpointer = (
+            Checkpointer(
+                None,
+                Path(checkpoint_dir),
+                stack={f"{i}.{v.name}": v for i, v in enumerate(trainer.network.variables)},
+                slots=trainer.optimizer.slot_variables,
+                **state.trackables(),
+            )
+            if checkpoint_dir
+            else None
+        )
+        # Before the restore: the diagnostics' histogram edges come from the initial weights.
+        for solo in trainer.solos:
+            if solo.config.diagnostics != DiagnosticsLevel.OFF:
+                solo.diagnostician = Diagnostician(solo, data.validation)
+    first_step, elapsed_before = checkpointer.restore() if checkpointer else (0, 0.0)
+    alive = state.alive.numpy().copy()
+    outcomes: list[Outcome | None] = [None] * trainer.size
+    for m in np.flatnonzero(~alive):
+        step, loss = int(state.diverged_at[m]), float(state.diverged_loss[m])
+        outcomes[m] = Diverged(step, loss)
+    trainer.compile()
+    config = configs[0]
+    for m in np.flatnonzero(alive):
+        parameters = sum(
+            int(np.prod(v.shape)) for v in trainer.solos[m].network.trainable_variables
+        )
+        on_event(
+            m,
+            StartEvent(
+                total_steps=config.steps,
+                device=device_name,
+                parameters=parameters,
+                first_step=first_step,
+                path=TrainingPath.STACKED,
+                stack_size=trainer.size,
+            ),
+        )
+
+    started = time.perf_counter() - elapsed_before
+    eval_at = set(config.eval_steps())
+    loss_sum = np.zeros(trainer.size)
+    loss_count, train_seconds, last_progress = 0, 0.0, 0.0
+
+    def stop(m: int, step: int, loss: float) -> None:
+        """Model m diverged at `step`: it reports so and trains no more."""
+        on_event(m, DivergedEvent(step=step, loss=loss))
+        outcomes[m] = Diverged(step, loss)
+        alive[m] = False
+        state.diverged_at[m].assign(step)
+        state.diverged_loss[m].assign(loss)
+
+    def evaluate(step: int) -> None:
+        nonlocal loss_sum, loss_count, train_seconds
+        elapsed = time.perf_counter() - started
+        for m in np.flatnonzero(alive):
+            solo = trainer.load_into_solo(m, step)
+            if solo.diagnostician is None:
+                logits, probe = solo.predict(data.validation.images)
+            else:
+                logits, probe = solo.diagnostician.validation_pass(
+                    data.validation.images, EVAL_CHUNK
+                )
+            val_loss, val_acc, _ = _loss_and_accuracy(logits, data.validation.labels)
+            p15, p50, p85 = np.percentile(probe, [15, 50, 85])
+            diagnostics = solo.diagnostician.measure(step) if solo.diagnostician else None
+            on_event(
+                m,
+                EvalEvent(
+                    step=step,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    train_loss=loss_sum[m] / loss_count if loss_count else None,
+                    examples_per_sec=(
+                        loss_count * config.batch_size / train_seconds if train_seconds else None
+                    ),
+                    elapsed=elapsed,
+                    probe=ProbePercentiles(p15=p15, p50=p50, p85=p85),
+                    diagnostics=diagnostics,
+                ),
+            )
+            if not math.isfinite(val_loss):
+                stop(m, step, val_loss)
+        loss_sum, loss_count, train_seconds = np.zeros(trainer.size), 0, 0.0
+        if checkpointer is not None:
+            state.alive.assign(alive)
+            checkpointer.save(step, time.perf_counter() - started)
+
+    evaluate(first_step)
+    sizer = WindowSizer(WINDOW_SECONDS)
+    step = first_step
+    while step < config.steps and alive.any():
+        if should_stop is not None and should_stop():
+            for m in np.flatnonzero(alive):
+                outcomes[m] = Cancelled(step)
+            return outcomes
+        next_eval = min(s for s in eval_at if s > step)
+        count = min(sizer.size(), next_eval - step)
+        tick = time.perf_counter()
+        done, loss_sum, still, diverged_at, last_loss = trainer.run(step, count, loss_sum, alive)
+        now = time.perf_counter()
+        sizer.observe(done, now - tick)
+        train_seconds += now - tick
+        for m in np.flatnonzero(alive & ~still):
+            stop(m, int(diverged_at[m]), float(last_loss[m]))
+        step += done
+        loss_count += done
+        if now - last_progress >= PROGRESS_INTERVAL or step == config.steps:
+            last_progress = now
+            for m in np.flatnonzero(alive):
+                on_event(
+                    m, ProgressEvent(step=step, total_steps=config.steps, elapsed=now - started)
+                )
+        if step in eval_at and alive.any():
+            evaluate(step)
+
+    for m in np.flatnonzero(alive):
+        logits, _ = trainer.load_into_solo(m, step).predict(data.test.images)
+        test_loss, test_accuracy, log_loss = _loss_and_accuracy(logits, data.test.labels)
+        metrics = TestEvent(test_loss=test_loss, test_accuracy=test_accuracy, log_loss=log_loss)
+        on_event(m, metrics)
+        outcomes[m] = TestMetrics(**metrics.model_dump(exclude={"type"}))
+    return outcomes
