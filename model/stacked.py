@@ -1,7 +1,7 @@
 """Train M runs as one compiled program: a stack (issue #27).
 
 The public surface is `train_stack(configs, on_event, should_stop)`: the runs of
-`configs` (which share what `stack_key` names: network, batch size, schedule,
+`configs` (which share what `RunConfig.stack_key` names: network, batch size, schedule,
 optimizer, shifts) train together, one compiled step updating every model, and each
 run reports the events it would report alone, through `on_event(index, event)`.
 
@@ -28,12 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model import device
-from bnlab.model.augment import random_shift
-from bnlab.model.config import RunConfig
-from bnlab.model.data import BatchOrder, Mnist, load_mnist
-from bnlab.model.diagnostics import Diagnostician
-from bnlab.model.events import (
+from . import device
+from .augment import random_shift
+from .config import STACK_FIELDS, RunConfig
+from .data import BatchOrder, Mnist, load_mnist
+from .diagnostics import Diagnostician
+from .events import (
     Cancelled,
     DiagnosticsLevel,
     Diverged,
@@ -48,11 +48,11 @@ from bnlab.model.events import (
     TrainingPath,
     TrainingStopped,
 )
-from bnlab.model.networks import Network, build_network
-from bnlab.model.optimizers import make_optimizer
-from bnlab.model.stacked_networks import StackedMLP
-from bnlab.model.stacked_optimizers import StackedOptimizer
-from bnlab.model.training import (
+from .networks import Network, build_network
+from .optimizers import make_optimizer
+from .stacked_networks import StackedMLP
+from .stacked_optimizers import StackedOptimizer
+from .training import (
     EVAL_CHUNK,
     PROGRESS_INTERVAL,
     WINDOW_SECONDS,
@@ -61,21 +61,8 @@ from bnlab.model.training import (
     _loss_and_accuracy,
 )
 
-# What the runs of one stack must share: the graph's shapes, the schedule, the
-# update rule and the shifts' padding. Everything else may differ per model.
-STACK_FIELDS = ("arch", "batch_size", "steps", "eval_every", "optimizer", "max_shift")
-
 Outcome = TestMetrics | TrainingStopped
 OnStackEvent = Callable[[int, Event], None]
-
-
-def stack_key(config: RunConfig) -> tuple:
-    """Runs with equal keys can train in one stack (an MLP's only: the CNN trains alone)."""
-    return tuple(getattr(config, name) for name in STACK_FIELDS)
-
-
-def stackable(config: RunConfig) -> bool:
-    return config.arch == "mlp"
 
 
 @dataclass
@@ -115,11 +102,11 @@ class StackTrainer:
     training window; and per model its single-run view (`solos`)."""
 
     def __init__(self, configs: list[RunConfig], data: Mnist, *, xla: bool = False) -> None:
-        keys = {stack_key(c) for c in configs}
+        keys = {c.stack_key() for c in configs}
+        if None in keys:
+            raise ValueError("a stack holds MLP runs only: the CNN trains one run at a time")
         if len(keys) != 1:
             raise ValueError(f"the runs of a stack must share {', '.join(STACK_FIELDS)}")
-        if not all(stackable(c) for c in configs):
-            raise ValueError("a stack holds MLP runs only: the CNN trains one run at a time")
         self.configs = configs
         self.size = len(configs)
         first = configs[0]

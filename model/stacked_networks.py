@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model.config import RunConfig
-from bnlab.model.networks import ACTIVATIONS, OWN_ACTIVATION, Network, _layer_seed
+from .config import RunConfig
+from .networks import ACTIVATIONS, OWN_ACTIVATION, Network, _layer_seed
 
 # Keras draws dropout's seed from a SeedGenerator holding [seed, calls] in int64 and
 # casts it to int32 modulo this (keras.src.backend.tensorflow.random._cast_seed).

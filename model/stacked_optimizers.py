@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bnlab.model.config import RunConfig
-from bnlab.model.optimizers import ADAGRAD_INITIAL_ACCUMULATOR, MOMENTUM
+from .config import RunConfig
+from .optimizers import ADAGRAD_INITIAL_ACCUMULATOR, MOMENTUM
 
 # Keras 3's Adam defaults, which make_optimizer keeps.
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7

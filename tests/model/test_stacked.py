@@ -5,7 +5,7 @@ import pytest
 from bnlab.model import stacked
 from bnlab.model.config import RunConfig
 from bnlab.model.events import Cancelled, Diverged, TestMetrics, TrainingPath
-from bnlab.model.stacked import stack_key, train_stack
+from bnlab.model.stacked import train_stack
 from bnlab.model.training import train
 
 STEPS, EVAL_EVERY = 50, 25
@@ -151,8 +151,9 @@ def test_a_resumed_stack_ends_as_an_uninterrupted_one(mnist_small_eval, tmp_path
 
 
 def test_runs_that_differ_in_schedule_do_not_stack(mnist_small_eval):
-    assert stack_key(mlp(seed=1)) == stack_key(mlp(seed=2, batch_norm=False, learning_rate=5.0))
-    assert stack_key(mlp()) != stack_key(mlp(steps=STEPS + 1))
+    assert mlp(seed=1).stack_key() == mlp(seed=2, batch_norm=False, learning_rate=5.0).stack_key()
+    assert mlp().stack_key() != mlp(steps=STEPS + 1).stack_key()
+    assert RunConfig().stack_key() is None  # the CNN trains alone
     with pytest.raises(ValueError, match="share"):
         train_stack([mlp(), mlp(batch_size=32)], data=mnist_small_eval)
     with pytest.raises(ValueError, match="MLP"):
