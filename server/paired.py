@@ -162,17 +162,19 @@ def share_ahead(differences: np.ndarray, alpha: float = ALPHA) -> Proportion:
     """P(BN beats no-BN on a seed): the share of positive differences, ties half.
 
     Its interval: the Clopper-Pearson lower end for P(d > 0) and upper end for
-    P(d >= 0) (`scipy.stats.binomtest`), each a 1 - alpha/2 one-sided bound, so
-    the pair covers P(d > 0) + P(d = 0)/2, which lies between them, with at least
-    1 - alpha; without ties it is the Clopper-Pearson interval itself."""
+    P(d >= 0), each a 1 - alpha/2 one-sided bound, so the pair covers
+    P(d > 0) + P(d = 0)/2, which lies between them, with at least 1 - alpha;
+    without ties it is the Clopper-Pearson interval itself. (The ends are beta
+    quantiles, `scipy.stats.beta.ppf`: what `binomtest(...).proportion_ci()`
+    finds by root-finding, 100 times slower; the tests check they agree.)"""
     d = np.asarray(differences)
     n = len(d)
     if n == 0:
         return Proportion(estimate=None, low=None, high=None)
     ahead, ties = int(np.sum(d > 0)), int(np.sum(d == 0))
-    level = 1 - alpha
-    low = stats.binomtest(ahead, n).proportion_ci(level).low
-    high = stats.binomtest(ahead + ties, n).proportion_ci(level).high
+    below = ahead + ties
+    low = stats.beta.ppf(alpha / 2, ahead, n - ahead + 1) if ahead else 0.0
+    high = stats.beta.ppf(1 - alpha / 2, below + 1, n - below) if below < n else 1.0
     return Proportion(estimate=(ahead + ties / 2) / n, low=float(low), high=float(high))
 
 
@@ -199,12 +201,15 @@ def effect_size(differences: np.ndarray, alpha: float = ALPHA) -> EffectSize:
         # the noncentrality at which the observed t sits at quantile q (the cdf
         # falls as the noncentrality grows); widen the bracket until it holds
         def f(nc: float) -> float:
-            return stats.nct.cdf(t, df, nc) - q
+            cdf = stats.nct.cdf(t, df, nc)
+            if math.isnan(cdf):  # scipy 1.17 gives nan far in a tail: 1 or 0 there
+                cdf = 1.0 if nc < t else 0.0
+            return cdf - q
 
         span = abs(t) + 10
         while f(t - span) < 0 or f(t + span) > 0:
             span *= 2
-        return optimize.brentq(f, t - span, t + span)
+        return optimize.brentq(f, t - span, t + span, xtol=1e-9)
 
     high = noncentrality(alpha / 2) / math.sqrt(n)
     low = noncentrality(1 - alpha / 2) / math.sqrt(n)
