@@ -34,6 +34,7 @@ from bnlab.server.estimate import BASIS_RUNS, estimate
 from bnlab.server.experiment import (
     PRESETS,
     ExperimentCreate,
+    ExperimentStatus,
     PlannedRun,
     Preset,
     experiment_status,
@@ -129,7 +130,8 @@ class ExperimentService:
         cells = self._cells.get(experiment_id)
         if cells is None:
             results = self._results(experiment_id, overview["design"])
-            cells = self._cells[experiment_id] = summarize_cells(results)
+            live = overview["status"] in (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING)
+            cells = self._cells[experiment_id] = summarize_cells(results, live=live)
         return ExperimentPublic(**overview, runs=runs, cells=cells)
 
     def list(self) -> list[ExperimentOverview]:

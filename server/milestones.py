@@ -100,12 +100,14 @@ def speedup(
     bn, no_bn = _never(bn_steps), _never(no_bn_steps)
     median_bn, median_no_bn = censored_median(bn_steps), censored_median(no_bn_steps)
     none = Ratio(estimate=None, ci_low=None, ci_high=None)
-    if (median_bn is None and median_no_bn is None) or not len(bn):
-        return none
+    if (median_bn is None and median_no_bn is None) or not len(bn) or median_bn == 0:
+        return none  # (a median of step 0, before any training, has no ratio)
     if median_no_bn is None:  # no-BN takes longer than the budget: at least budget / BN's
         return none.model_copy(update={"at_least": budget / median_bn if budget else None})
     if median_bn is None:
         return none.model_copy(update={"at_most": median_no_bn / budget if budget else None})
+    if median_no_bn == 0:
+        return none
     estimate = median_no_bn / median_bn
     if len(bn) < 2:
         return Ratio(estimate=estimate, ci_low=None, ci_high=None)

@@ -87,8 +87,11 @@ class SignFlip:
             sums, sizes = np.concatenate([[0.0], sums]), np.concatenate([[0], sizes])
         nonempty = sizes > 0
         self.always = int(self.total - nonempty.sum())  # empty sets: as extreme as the data
-        self.sums, self.sizes = sums[nonempty], sizes[nonempty]
-        self.means = np.sort(self.sums / self.sizes)
+        # Only the sorted subset means are kept: p and the interval both count in
+        # this one array, so they cannot disagree. (For whole-image differences and
+        # whole-image shifts the division is exact enough: a mean that is not the
+        # shift differs from it by at least 1 / n, far beyond rounding.)
+        self.means = np.sort(sums[nonempty] / sizes[nonempty])
 
     @property
     def exact(self) -> bool:
@@ -96,10 +99,12 @@ class SignFlip:
 
     def p_greater(self, delta: float = 0.0) -> float:
         """One-sided p against "the mean difference is at most delta"."""
-        return (self.always + int(np.sum(self.sums <= delta * self.sizes))) / self.total
+        at_or_below = int(np.searchsorted(self.means, delta, side="right"))
+        return (self.always + at_or_below) / self.total
 
     def p_less(self, delta: float = 0.0) -> float:
-        return (self.always + int(np.sum(self.sums >= delta * self.sizes))) / self.total
+        at_or_above = len(self.means) - int(np.searchsorted(self.means, delta, side="left"))
+        return (self.always + at_or_above) / self.total
 
     def p(self, delta: float = 0.0) -> float:
         """Two-sided p: twice the smaller one-sided p, at most 1."""
@@ -132,7 +137,7 @@ class SignFlip:
         return max(self.p_greater(-margin), self.p_less(margin))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=48)  # 8 MB each at 20 pairs
 def _sign_flip(differences: tuple[float, ...]) -> SignFlip:
     # A live experiment recomputes every cell each time one run ends; the
     # unchanged cells hit this cache.

@@ -28,11 +28,11 @@ makes:
 - A live experiment's cells are `provisional`.
 - Curves ("bands") per arm: a diverged run stays in its arm's accuracy curve at
   chance from the step it diverged (its loss is not finite there and leaves the
-  loss band, which counts it apart); runs without a result (cancelled, failed)
-  are never in a band, and still-running ones only while the experiment is
-  live. Every step says how many runs it holds; one run has no interval, and
-  intervals are clipped to what the quantity can be (a mean within bounds is
-  still covered by the clipped interval).
+  loss band, which counts it apart); runs without a result (cancelled, failed,
+  still running) are never in a band: a live experiment's bands hold the runs
+  finished so far (the cells say `provisional`). Every step says how many runs
+  it holds; one run has no interval, and intervals are clipped to what the
+  quantity can be (a mean within bounds is still covered by the clipped interval).
 """
 
 from __future__ import annotations
@@ -102,7 +102,6 @@ TEST_NAME = "sign-flip permutation"
 ArmName = Literal["bn", "no_bn"]
 FINISHED = ("completed", "diverged")  # the RunStatus values of a run with a result
 DIVERGED = "diverged"
-RUNNING = "running"
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -269,7 +268,7 @@ def mean_interval(
     return Interval(mean=mean, ci_low=float(max(ci_low, low)), ci_high=float(min(ci_high, high)))
 
 
-def summarize_arm(runs: Sequence[RunResult], live: bool = False) -> Arm:
+def summarize_arm(runs: Sequence[RunResult]) -> Arm:
     finished = [r for r in runs if r.finished]
     steps_to = {}
     for milestone in MILESTONES:
@@ -279,14 +278,13 @@ def summarize_arm(runs: Sequence[RunResult], live: bool = False) -> Arm:
             reached=sum(s is not None for s in reached),
             n=len(finished),
         )
-    banded = [r for r in runs if r.finished or (live and r.status == RUNNING)]
     return Arm(
         n=len(runs),
         n_finished=len(finished),
         n_diverged=sum(r.diverged for r in runs),
         test_accuracy=mean_interval([r.scored_accuracy() for r in finished], 0.0, 1.0),
         steps_to=steps_to,
-        curve=curve_bands(banded),
+        curve=curve_bands(finished),
     )
 
 
@@ -618,7 +616,7 @@ def summarize_cells(
         Cell(
             factors=members[0].factors,
             provisional=live,
-            arms={"bn": summarize_arm(bn, live), "no_bn": summarize_arm(no_bn, live)},
+            arms={"bn": summarize_arm(bn), "no_bn": summarize_arm(no_bn)},
             effect=effect,
         )
         for members, (bn, no_bn), effect in zip(groups, arms, effects, strict=True)
