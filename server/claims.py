@@ -491,22 +491,29 @@ def evaluate_claim(
             verdict = ClaimVerdict.NOT_ENOUGH_SEEDS
         else:
             verdict = ClaimVerdict.INCONCLUSIVE
-        low, high = (
-            "-inf" if interval.low is None else _number(interval.low, unit),
-            "+inf" if interval.high is None else _number(interval.high, unit),
-        )
+        if interval.low is None and interval.high is None:
+            shown = f"no bounded {interval.level * 100:.4g} % interval"
+        else:
+            low = "-inf" if interval.low is None else _number(interval.low, unit)
+            high = "+inf" if interval.high is None else _number(interval.high, unit)
+            shown = f"{interval.level * 100:.4g} % CI {low} to {high}"
         p_text = f"p = {t.p:.3g}" + (
             f" ({family.adjusted[i]:.3g} after Holm over {len(tested)})" if len(tested) > 1 else ""
         )
         sentence = (
-            f"{_describe(contrast)}: {_number(t.estimate, unit)} "
-            f"({interval.level * 100:.4g} % CI {low} to {high}), {p_text}, n = {t.n} seeds."
+            f"{_describe(contrast)}: {_number(t.estimate, unit)} ({shown}), {p_text}, "
+            f"n = {t.n} seeds."
         )
         if verdict == ClaimVerdict.NOT_ENOUGH_SEEDS:
             needed = smallest_nonzero_pairs(alpha / len(tested))
+            which = (
+                "where exactly one twin diverged"
+                if isinstance(contrast, DivergenceContrast)
+                else "whose values differ from the null"
+            )
             sentence += (
-                f" These seeds can never reach the threshold; it takes at least {needed} seeds "
-                "whose values differ from the null."
+                f" These seeds can never reach the threshold; it takes at least {needed} "
+                f"seeds {which}."
             )
         results.append(
             ContrastResult(
@@ -533,7 +540,8 @@ def evaluate_claim(
         ClaimVerdict.INCONCLUSIVE: "Inconclusive",
         ClaimVerdict.NOT_ENOUGH_SEEDS: "Not enough seeds to tell",
     }
-    sentence = f"{words[verdict]}: {claim.statement} " + " ".join(r.sentence for r in results)
+    statement = claim.statement if claim.statement[-1] in ".!?" else f"{claim.statement}."
+    sentence = f"{words[verdict]}: {statement} " + " ".join(r.sentence for r in results)
     if live:
         sentence = f"Provisional, runs still going. {sentence}"
     return ClaimResult(
