@@ -14,9 +14,9 @@ TensorFlow-free; the server and `bnlab experiment` both use it.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
 from enum import StrEnum
-from itertools import count
 
 from pydantic import (
     BaseModel,
@@ -33,10 +33,19 @@ from pydantic.json_schema import SkipJsonSchema
 from ...model.config import ArmName, RunConfig
 from ..status import RunStatus
 
+
 ALPHA = 0.05  # every verdict's significance level
-# The least number of seed pairs for which the signed-rank test's smallest
-# possible two-sided p (every difference the same sign: 2 / 2**n) is below ALPHA.
-MIN_PAIRS = next(n for n in count(1) if 2 / 2**n < ALPHA)
+
+
+def smallest_nonzero_pairs(alpha: float) -> int:
+    """The fewest pairs with a nonzero difference for which the paired sign-flip
+    test's smallest p, 2 / 2**n, is below alpha (arithmetic: `bnlab --help` builds
+    the design's flags without loading scipy)."""
+    return max(1, math.floor(math.log2(2 / alpha)) + 1)
+
+
+# The fewest seeds per cell that can give a verdict in a cell tested alone.
+MIN_PAIRS = smallest_nonzero_pairs(ALPHA)
 MAX_VARIED = 2
 MAX_VALUES = 8
 MAX_SEEDS = 20

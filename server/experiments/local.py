@@ -364,4 +364,8 @@ def print_table(cells: list[Cell], design: ExperimentCreate, seconds: float, out
                 f"no-BN {no_bn.n - no_bn.n_finished}."
             )
         print(f"- {_cell_name(cell.factors)}: {cell.effect.sentence}{note}", file=out)
-    print(f"Test: {cells[0].effect.test}, paired by seed; intervals 95 %.", file=out)
+    print(
+        f"Test: {cells[0].effect.test}, paired by seed, Holm-corrected over the "
+        f"{len(cells)} cells; each interval at the level its verdict is decided at.",
+        file=out,
+    )

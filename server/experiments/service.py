@@ -41,7 +41,14 @@ from .cell_means import (
     layer_order,
     stored_diagnostics,
 )
-from .design import PRESETS, ExperimentCreate, PlannedRun, Preset, experiment_status
+from .design import (
+    PRESETS,
+    ExperimentCreate,
+    ExperimentStatus,
+    PlannedRun,
+    Preset,
+    experiment_status,
+)
 from .estimate import BASIS_RUNS, estimate
 from .schemas import (
     ExperimentCurveRow,
@@ -117,7 +124,8 @@ class ExperimentService:
         cells = self._cells.get(experiment_id)
         if cells is None:
             results = self._results(experiment_id, overview["design"])
-            cells = self._cells[experiment_id] = summarize_cells(results)
+            live = overview["status"] in (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING)
+            cells = self._cells[experiment_id] = summarize_cells(results, live=live)
         return ExperimentPublic(**overview, runs=runs, cells=cells)
 
     def list(self) -> list[ExperimentOverview]:

@@ -219,7 +219,7 @@ def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
         expect(row).to_have_attribute("data-verdict", "not_enough_seeds")
         expect(row).to_contain_text("not enough seeds to tell")
         # The sentence, under the cell's figures, with the test's name.
-        expect(sentences.nth(i)).to_have_text(f"{effect['sentence']} (Wilcoxon signed-rank test)")
+        expect(sentences.nth(i)).to_have_text(f"{effect['sentence']} ({effect['test']} test)")
         expect(sentences.nth(i)).to_contain_text("Not enough seeds to tell")
         text = row.inner_text()
         assert f"learning_rate {cell['factors']['learning_rate']}" in text

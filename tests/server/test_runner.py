@@ -66,7 +66,7 @@ def test_the_table_has_a_row_and_a_sentence_per_cell():
     runs = [
         RunResult(factors={"dropout": d}, seed=s, arm=arm, status="completed", test_accuracy=acc)
         for d in (0.0, 0.5)
-        for s in range(6)
+        for s in range(7)
         for arm, acc in (("bn", 0.97 + 0.001 * s), ("no_bn", 0.96))
     ]
     runs[1] = runs[1].model_copy(update={"status": "diverged", "test_accuracy": None})
@@ -76,10 +76,12 @@ def test_the_table_has_a_row_and_a_sentence_per_cell():
     print_table(summarize_cells(runs), design, 90.0, out)
     text = out.getvalue()
     assert "regularization: 32 runs in 1.5 min" in text
-    assert text.count("bn_better") == 1 and "dropout=0.5" in text
-    assert "BN better" in text and "n = 6 seed pairs" in text
+    # seven seeds: enough for two cells after Holm's correction (2/2**7 < 0.05/2)
+    assert text.count("bn_better") == 2 and "dropout=0.5" in text
+    assert "BN better" in text and "n = 7 seed pairs" in text
+    assert "after Holm's correction over 2 cells" in text
     # dropout=0.0 lost seed 1's pair to a failure; its diverged twin still counts
-    assert "n = 5 seed pairs" in text
+    assert "n = 6 seed pairs" in text
     assert "Diverged: BN 0, no-BN 1." in text
     assert "Without a result (failed or stopped): BN 0, no-BN 1." in text
 
