@@ -33,7 +33,6 @@ from pydantic.json_schema import SkipJsonSchema
 from ...model.config import ArmName, RunConfig
 from ..status import RunStatus
 
-
 ALPHA = 0.05  # every verdict's significance level
 
 
