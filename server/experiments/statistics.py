@@ -48,7 +48,7 @@ from scipy import stats
 
 from ...model.config import ArmName
 from ..status import FINISHED, RunStatus
-from .design import ALPHA, MIN_PAIRS
+from .design import ALPHA, MIN_PAIRS, smallest_nonzero_pairs
 from .milestones import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -66,7 +66,6 @@ from .paired import (
     effect_size,
     share_ahead,
     sign_flip,
-    smallest_nonzero_pairs,
 )
 
 __all__ = [  # the names other modules import from here

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bnlab.server.experiments.design import smallest_nonzero_pairs
 from bnlab.server.experiments.paired import (
     EXACT_PAIRS,
     SignFlip,
     effect_size,
     share_ahead,
     sign_flip,
-    smallest_nonzero_pairs,
 )
 
 # Differences in correct test images (out of 10,000): ties and zeros are real.
