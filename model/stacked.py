@@ -78,6 +78,26 @@ def stackable(config: RunConfig) -> bool:
     return config.arch == "mlp"
 
 
+def stacks(configs: list[RunConfig], largest: int) -> list[list[int]]:
+    """The indices of `configs` in stacks of at most `largest` runs that can train
+    together, in order of first appearance; a run that cannot stack is a stack of one.
+    BN and no-BN runs (and activations) go into stacks of their own: a stack can hold
+    both, but two measured faster than one computing both variants (bench/RESULTS.md)."""
+    groups: dict[tuple, list[list[int]]] = {}
+    out: list[list[int]] = []
+    for index, config in enumerate(configs):
+        if not stackable(config):
+            out.append([index])
+            continue
+        variant = (config.batch_norm, config.activation)
+        open_ = groups.setdefault((*stack_key(config), *variant), [])
+        if not open_ or len(open_[-1]) >= largest:
+            open_.append([])
+            out.append(open_[-1])
+        open_[-1].append(index)
+    return out
+
+
 @dataclass
 class _Solo:
     """One model's run as the single-run code sees it: the attributes Diagnostician
@@ -142,9 +162,14 @@ class StackTrainer:
         self._seeds = tf.constant([c.seed for c in configs], tf.int32)
         # On a CPU, XLA fuses the many small elementwise passes (BN, the activations,
         # the optimizer's selected updates) that otherwise cost as much as the products.
-        self._step = tf.function(self._core, jit_compile=True) if xla else self._core
+        self._step = (
+            tf.function(self._core, jit_compile=True, autograph=False) if xla else self._core
+        )
+        # No AutoGraph: every Python branch and loop here is over values fixed when
+        # traced (the models, the variants); the loop over updates is tf.while_loop.
         self._run_window = tf.function(
             self._window,
+            autograph=False,
             input_signature=[
                 tf.TensorSpec([None, self.size, self.batch_size], tf.int32),
                 tf.TensorSpec([], tf.int32),

@@ -4,8 +4,9 @@ import pytest
 
 from bnlab.model import stacked
 from bnlab.model.config import RunConfig
-from bnlab.model.events import Cancelled, Diverged, TestMetrics, TrainingPath
-from bnlab.model.stacked import stack_key, train_stack
+from bnlab.model import events as ev
+from bnlab.model.events import Cancelled, Diverged, TrainingPath
+from bnlab.model.stacked import stack_key, stacks, train_stack
 from bnlab.model.training import train
 
 STEPS, EVAL_EVERY = 50, 25
@@ -87,7 +88,7 @@ def test_a_stacked_model_follows_its_run_alone(index, stack_run, mnist_small_eva
             assert a.weight_norm == pytest.approx(b.weight_norm, rel=1e-5)
             assert a.effective_step == pytest.approx(b.effective_step, rel=1e-4)
             assert (a.bn_gap is None) == (b.bn_gap is None)
-    assert isinstance(outcomes[index], TestMetrics)
+    assert isinstance(outcomes[index], ev.TestMetrics)
     assert outcomes[index].test_loss == pytest.approx(metrics.test_loss, rel=1e-5)
     assert ours[-1].type == "test" and ours[-1].test_loss == outcomes[index].test_loss
 
@@ -102,7 +103,7 @@ def test_a_diverging_model_stops_alone_at_its_own_step(stack_run, mnist_small_ev
     assert "test" not in [e.type for e in events[diverged]]
     # Its progress stops with it; the others' goes on to the end.
     assert all(e.step <= result.step for e in events[diverged] if e.type == "progress")
-    assert all(isinstance(outcomes[i], TestMetrics) for i in range(len(ARMS)))
+    assert all(isinstance(outcomes[i], ev.TestMetrics) for i in range(len(ARMS)))
 
 
 def test_cancel_stops_every_model_of_the_stack(mnist_small_eval, monkeypatch):
@@ -157,6 +158,13 @@ def test_runs_that_differ_in_schedule_do_not_stack(mnist_small_eval):
         train_stack([mlp(), mlp(batch_size=32)], data=mnist_small_eval)
     with pytest.raises(ValueError, match="MLP"):
         train_stack([RunConfig(), RunConfig(seed=1)], data=mnist_small_eval)
+
+
+def test_runs_are_grouped_into_stacks_by_key_and_size():
+    configs = [mlp(seed=0), RunConfig(), mlp(seed=1, batch_norm=False), mlp(steps=10), mlp(seed=2)]
+    assert stacks(configs, largest=1) == [[0], [1], [2], [3], [4]]
+    assert stacks(configs, largest=64) == [[0, 4], [1], [2], [3]]
+    assert stacks([mlp(seed=s) for s in range(5)], largest=2) == [[0, 1], [2, 3], [4]]
 
 
 def test_a_stack_of_nothing_is_nothing():
