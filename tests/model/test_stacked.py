@@ -2,9 +2,9 @@
 
 import pytest
 
+from bnlab.model import events as ev
 from bnlab.model import stacked
 from bnlab.model.config import RunConfig
-from bnlab.model import events as ev
 from bnlab.model.events import Cancelled, Diverged, TrainingPath
 from bnlab.model.stacked import stack_key, stacks, train_stack
 from bnlab.model.training import train
