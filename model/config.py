@@ -52,6 +52,10 @@ class ArmName(StrEnum):
 # What the runs of one stack (model.stacked) must share: the graph's shapes, the
 # schedule, the update rule and the shifts' padding. Anything else may differ per model.
 STACK_FIELDS = ("arch", "batch_size", "steps", "eval_every", "optimizer", "max_shift")
+# What the scheduler also keeps apart: a stack can hold BN and no-BN runs (and several
+# activations) by computing each variant and selecting, but two stacks measured faster
+# than one computing both (bench/RESULTS.md, "Stacked training").
+STACK_APART = ("batch_norm", "activation")
 
 
 class RunConfig(BaseModel):
@@ -246,9 +250,10 @@ class RunConfig(BaseModel):
         return self.model_copy(update={"batch_norm": not self.batch_norm})
 
     def stack_key(self) -> tuple | None:
-        """Runs with equal keys can train as one stack (model.stacked); None: this run
-        trains alone (the CNN: grouped convolutions did not pay on the CPU, see
-        bench/RESULTS.md, "Stacked training")."""
+        """Runs with equal keys train as one stack (model.stacked; grouped by the
+        server's execution.stacks.plan_stacks); None: this run trains alone (the CNN:
+        grouped convolutions did not pay on the CPU, bench/RESULTS.md, "Stacked
+        training")."""
         if self.arch != "mlp":
             return None
-        return tuple(getattr(self, name) for name in STACK_FIELDS)
+        return tuple(getattr(self, name) for name in (*STACK_FIELDS, *STACK_APART))

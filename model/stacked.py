@@ -102,10 +102,9 @@ class StackTrainer:
     training window; and per model its single-run view (`solos`)."""
 
     def __init__(self, configs: list[RunConfig], data: Mnist, *, xla: bool = False) -> None:
-        keys = {c.stack_key() for c in configs}
-        if None in keys:
+        if any(c.stack_key() is None for c in configs):
             raise ValueError("a stack holds MLP runs only: the CNN trains one run at a time")
-        if len(keys) != 1:
+        if len({tuple(getattr(c, name) for name in STACK_FIELDS) for c in configs}) != 1:
             raise ValueError(f"the runs of a stack must share {', '.join(STACK_FIELDS)}")
         self.configs = configs
         self.size = len(configs)
@@ -129,9 +128,14 @@ class StackTrainer:
         self._seeds = tf.constant([c.seed for c in configs], tf.int32)
         # On a CPU, XLA fuses the many small elementwise passes (BN, the activations,
         # the optimizer's selected updates) that otherwise cost as much as the products.
-        self._step = tf.function(self._core, jit_compile=True) if xla else self._core
+        self._step = (
+            tf.function(self._core, jit_compile=True, autograph=False) if xla else self._core
+        )
+        # No AutoGraph: every Python branch and loop here is over values fixed when
+        # traced (the models, the variants); the loop over updates is tf.while_loop.
         self._run_window = tf.function(
             self._window,
+            autograph=False,
             input_signature=[
                 tf.TensorSpec([None, self.size, self.batch_size], tf.int32),
                 tf.TensorSpec([], tf.int32),

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from bnlab.model.config import RunConfig
+from bnlab.server.execution.stacks import plan_stacks
 from bnlab.server.testing import ServerProcess
 from tests.server.samples import TINY
 from tests.server.test_experiments_api import wait_experiment
@@ -141,3 +143,25 @@ def test_a_stack_worker_killed_fails_only_its_own_runs_with_the_reason(start_ser
     again = server.post("/api/experiments", DESIGN).json()["id"]
     done = wait_experiment(server, again, "completed", timeout=300)
     assert done["progress"]["runs"] == {"completed": RUNS}
+
+
+def _mlp(**fields) -> RunConfig:
+    return RunConfig(arch="mlp", steps=20, eval_every=10, **fields)
+
+
+def test_runs_are_grouped_into_stacks_by_key_and_size():
+    configs = [
+        _mlp(seed=0),
+        RunConfig(),
+        _mlp(seed=1, batch_norm=False),
+        _mlp(steps=10),
+        _mlp(seed=2),
+    ]
+    keys = [c.stack_key() for c in configs]
+    # One slot: as few stacks as the keys allow; the CNN alone.
+    assert plan_stacks(keys, slots=1) == [[0, 4], [1], [2], [3]]
+    # Two slots: compatible runs spread over both.
+    assert plan_stacks([_mlp(seed=s).stack_key() for s in range(5)], slots=2) == [
+        [0, 1, 2],
+        [3, 4],
+    ]
