@@ -146,7 +146,7 @@ def test_a_stack_worker_killed_fails_only_its_own_runs_with_the_reason(start_ser
 
 
 def _mlp(**fields) -> RunConfig:
-    return RunConfig(arch="mlp", steps=20, eval_every=10, **fields)
+    return RunConfig(**{"arch": "mlp", "steps": 20, "eval_every": 10, **fields})
 
 
 def test_runs_are_grouped_into_stacks_by_key_and_size():
