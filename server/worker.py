@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+# Imported for its effect: TensorFlow's log level and CUDA's JIT cache are set before
+# this process first imports TensorFlow (bnlab.model.environment).
+from bnlab.model import environment  # noqa: F401
 from bnlab.server.status import Outcome
 
 if TYPE_CHECKING:
