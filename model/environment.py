@@ -68,6 +68,11 @@ def prepare() -> None:
     )
     os.environ.setdefault("CUDA_CACHE_PATH", str(cuda_cache_dir()))
     os.environ.setdefault("CUDA_CACHE_MAXSIZE", str(CUDA_CACHE_MAXSIZE))
+    if gpu_machine:
+        # Made here rather than trusted to the driver; unwritable, CUDA just compiles
+        # without a cache, as it would have.
+        with contextlib.suppress(OSError):
+            cuda_cache_dir().mkdir(parents=True, exist_ok=True)
     if not gpu_machine and "tensorflow" not in sys.modules and not _hooked():
         sys.meta_path.insert(0, _QuietImport())
 

@@ -92,13 +92,15 @@ def test_settings_the_user_or_the_image_made_are_kept(monkeypatch):
     assert str(environment.cuda_cache_dir()) == "/var/cache/bnlab-cuda"
 
 
-def test_a_machine_with_a_driver_keeps_tensorflows_warnings(monkeypatch):
+def test_a_machine_with_a_driver_keeps_tensorflows_warnings(monkeypatch, tmp_path):
     """The PTX JIT warning (minutes of start-up on a new Hopper card) and "Cannot dlopen
     some GPU libraries" (training fell back to the CPU) are warnings: level 1 keeps them."""
     for name in SET_HERE:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(environment, "nvidia_driver_present", lambda: True)
     hooks = list(sys.meta_path)
     environment.prepare()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == environment.LOG_LEVEL_WITH_GPU == "1"
     assert sys.meta_path == hooks  # nothing filters TensorFlow's import there
+    assert (tmp_path / "bnlab" / "cuda").is_dir()  # the cache is ready for the driver
