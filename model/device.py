@@ -12,7 +12,9 @@ cross-entropy add in a racing order), and Ampere and Hopper round float32 matrix
 products to TF32's 10-bit mantissa. A reproducible configuration (the default,
 which every run uses: resume, twins and paired experiments rely on it) turns
 TensorFlow's op determinism on and TF32 off on a GPU, trading some speed for the
-same promises as on the CPU; the CPU gets neither, as it needs neither. A GPU's
+same promises as on the CPU; the CPU gets neither, as it needs neither (op
+determinism would change some CPU kernels' order of addition, so CPU runs would no
+longer match the ones stored before, for nothing gained). A GPU's
 results still differ from a CPU's in the last bits (other kernels, other orders
 of addition): reproducible means run to run on one machine.
 """
