@@ -76,38 +76,70 @@ def keras_peer(config: RunConfig, steps_per_execution: int = 1) -> keras.Model:
     return model
 
 
-class _ExecutionTimer(keras.callbacks.Callback):
-    """Wall time from the first execution that starts at or after WARMUP to the
-    end of the last one; Keras calls these hooks once per execution (every
-    `steps_per_execution` updates), with the update numbers it spans."""
+def updates_in_call(begin: int, end: int, steps_per_epoch: int) -> int:
+    """The updates one compiled call of `model.fit` made: Keras reports each call as
+    steps `begin` to `end` = begin + steps_per_execution - 1, also for the last call
+    of an epoch, which stops early when the epoch's batches run out."""
+    return min(end, steps_per_epoch - 1) - begin + 1
 
-    def __init__(self) -> None:
+
+def epochs_for(updates: int, steps_per_epoch: int) -> int:
+    """Whole epochs of `steps_per_epoch` batches that hold at least `updates` updates."""
+    return -(-updates // steps_per_epoch)
+
+
+class _ExecutionTimer(keras.callbacks.Callback):
+    """Wall time and updates from the first compiled call that starts at or after
+    WARMUP updates to the end of the last one. Keras calls these hooks once per call
+    (every `steps_per_execution` updates) with the steps of the epoch it spans, so
+    the updates are counted here across epochs, each call's exactly."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
         super().__init__()
-        self.first_step = self.last_step = -1
+        self.steps_per_epoch = steps_per_epoch
+        self.updates = 0  # all of them so far, every epoch
+        self.timed_from = -1
         self.start = self.end = 0.0
+        self._begin = 0
 
     def on_train_batch_begin(self, batch, logs=None):
-        if batch >= WARMUP and self.first_step < 0:
-            self.first_step, self.start = batch, time.perf_counter()
+        self._begin = batch
+        if self.updates >= WARMUP and self.timed_from < 0:
+            self.timed_from, self.start = self.updates, time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.last_step, self.end = batch, time.perf_counter()
+        self.updates += updates_in_call(self._begin, batch, self.steps_per_epoch)
+        self.end = time.perf_counter()
+
+    def steps_per_sec(self) -> float:
+        return (self.updates - self.timed_from) / (self.end - self.start)
 
 
 def keras_steps_per_sec(config: RunConfig, data: Mnist, steps_per_execution: int = 1) -> float:
+    """`model.fit` over whole epochs of the 55,000 images in full batches (the last,
+    partial one dropped, as train()'s order does), as many as WARMUP + `steps`
+    updates take: asking one epoch for more steps than its data holds stops Keras
+    early ("ran out of data")."""
+    import tensorflow as tf
+
     model = keras_peer(config, steps_per_execution)
-    timer = _ExecutionTimer()
+    images, labels = data.train.images, data.train.labels
+    steps_per_epoch = len(labels) // config.batch_size
+    batches = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(labels), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    timer = _ExecutionTimer(steps_per_epoch)
     model.fit(
-        data.train.images,
-        data.train.labels,
-        batch_size=config.batch_size,
-        steps_per_epoch=WARMUP + config.steps,
-        epochs=1,
-        shuffle=True,
+        batches,
+        epochs=epochs_for(WARMUP + config.steps, steps_per_epoch),
+        shuffle=False,  # the dataset shuffles itself, every epoch
         verbose=0,
         callbacks=[timer],
     )
-    return (timer.last_step + 1 - timer.first_step) / (timer.end - timer.start)
+    return timer.steps_per_sec()
 
 
 def ours_steps_per_sec(config: RunConfig, data: Mnist) -> float:

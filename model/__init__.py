@@ -5,8 +5,8 @@ import TensorFlow; only `.training`, `.networks`, `.batchnorm`
 and `.device` do.
 """
 
-import os
+from . import environment
 
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise to
-# our users; real errors still surface as Python exceptions.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before any module of this package imports TensorFlow: its log level and CUDA's
+# kernel cache are read when it starts (bnlab.model.environment).
+environment.prepare()

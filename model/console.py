@@ -21,6 +21,7 @@ class LogPrinter:
     def __init__(self, config: RunConfig, as_json: bool, out: TextIO, err: TextIO) -> None:
         self.as_json = as_json
         self.out = out
+        self.err = err
         self.bar = None
         if not as_json and err.isatty():
             from tqdm import tqdm
@@ -33,6 +34,10 @@ class LogPrinter:
             return
         match event.type:
             case "start":
+                # Which device trains, on stderr: stdout keeps the seed recipe's log. The
+                # only start-up line: TensorFlow's own are quiet without a GPU
+                # (bnlab.model.environment).
+                print(f"bnlab train: training on {event.device}", file=self.err, flush=True)
                 self.write("Training...")
             case "eval":
                 self.write(

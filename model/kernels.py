@@ -155,6 +155,11 @@ def _time(candidates: dict[str, Candidate], shapes: Sequence[Shape]) -> dict[str
     return {name: min(values) for name, values in seconds.items()}
 
 
+def on_gpu() -> bool:
+    """Whether this process trains on a GPU, where cuDNN's own kernels are kept."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def choose(op: str, shapes: Sequence[Shape | None], candidates: dict[str, Candidate]) -> str:
     """The path `op` takes for inputs of `shapes` (each candidate takes them
     all as arguments): forced, on a GPU the reference, else the fastest as
@@ -162,9 +167,7 @@ def choose(op: str, shapes: Sequence[Shape | None], candidates: dict[str, Candid
     if tuple(candidates) != OPERATIONS[op]:
         raise ValueError(f"{op}: candidates {tuple(candidates)} are not {OPERATIONS[op]}")
     path = forced().get(op)
-    if path is None and (
-        tf.config.list_physical_devices("GPU") or any(s is None or None in s for s in shapes)
-    ):
+    if path is None and (on_gpu() or any(s is None or None in s for s in shapes)):
         path = REFERENCE  # cuDNN's own backward; or shapes unknown until run time
     if path is None:
         key = _key(op, shapes)

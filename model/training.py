@@ -86,22 +86,40 @@ class Trainer:
     def _window(self, indices: tf.Tensor, first_step: tf.Tensor, loss_sum: tf.Tensor):
         """`len(indices)` updates in one call, from step `first_step` on.
 
-        The loop stops right after the first non-finite loss, so the caller can
-        report it at its exact step. Returns (updates done, `loss_sum` plus
-        their losses, the last loss): added in float64 one by one onto the
-        running sum, as Python's floats added each step's loss before.
+        Returns (updates done, `loss_sum` plus their losses, the last loss): added in
+        float64 one by one onto the running sum, as Python's floats added each step's
+        loss before. The updates done end with the first non-finite loss, so the
+        caller can report it at its exact step.
+
+        The loop's condition reads only the step counter, never a loss: on a GPU a
+        while loop's condition is evaluated on the host, and one that read the loss
+        would wait for the device at every step. The first non-finite loss is kept
+        on the device instead: the loop runs every update of the window (those
+        after it train weights that are already not finite, and the run ends
+        there), and its count, sum and last loss stop moving at that update.
         """
+        count = tf.shape(indices)[0]
 
-        def running(done, loss_sum, loss):
-            return tf.logical_and(done < tf.shape(indices)[0], tf.math.is_finite(loss))
+        def running(step, done, loss_sum, loss):
+            return step < count
 
-        def update(done, loss_sum, loss):
-            loss = self._update(indices[done], first_step + done)
-            return done + 1, loss_sum + tf.cast(loss, tf.float64), loss
+        def update(step, done, loss_sum, loss):
+            new_loss = self._update(indices[step], first_step + step)
+            # Still counting: no loss so far in this window was non-finite.
+            counting = tf.math.is_finite(loss)
+            return (
+                step + 1,
+                done + tf.cast(counting, tf.int64),
+                tf.where(counting, loss_sum + tf.cast(new_loss, tf.float64), loss_sum),
+                tf.where(counting, new_loss, loss),
+            )
 
-        start = (tf.constant(0), loss_sum, tf.constant(0.0))
+        # The count is int64: TensorFlow keeps int32 tensors of a GPU op in host memory,
+        # so an int32 count would copy each step's flag back to the host.
+        start = (tf.constant(0), tf.constant(0, tf.int64), loss_sum, tf.constant(0.0))
         # One iteration at a time: each update reads the weights the last one wrote.
-        return tf.while_loop(running, update, start, parallel_iterations=1)
+        _, done, loss_sum, loss = tf.while_loop(running, update, start, parallel_iterations=1)
+        return done, loss_sum, loss
 
     def compile(self) -> None:
         """Trace the training window now rather than at its first call."""
@@ -234,7 +252,7 @@ def train(
     evaluation, and a run that finds a checkpoint there continues from it: the
     same batches, dropout masks and updates as if it had never stopped.
     """
-    device_name = device.configure()
+    device_name = device.configure().device
     tf.keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_mnist(data_dir, train_subset=config.train_subset)

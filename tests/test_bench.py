@@ -1,16 +1,20 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.peers import epochs_for, updates_in_call
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_gpu_benchmark_refuses_to_measure_a_cpu():
-    """bench.gpu must never record CPU numbers as GPU ones."""
+def test_the_gpu_benchmark_records_what_it_can_and_refuses_to_measure_a_cpu():
+    """bench.gpu must never record CPU numbers as GPU ones; it goes as far as it can
+    (the record of driver, CUDA, cuDNN and TF32) and says where it needs a GPU."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.gpu"],
+        [sys.executable, "-m", "bench.gpu", "--check"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -18,5 +22,19 @@ def test_the_gpu_benchmark_refuses_to_measure_a_cpu():
         timeout=300,
     )
     assert proc.returncode != 0
+    assert proc.stderr.strip().startswith("bench.gpu needs a GPU from here on")
     assert "sees no GPU" in proc.stderr
-    assert "Throughput" not in proc.stdout  # nothing measured, nothing written
+    facts = json.loads(proc.stdout)  # the record, and nothing measured
+    assert facts["tensorflow_gpus"] == [] and facts["device"] == "CPU:0"
+    assert facts["built_for"]["cuda"].startswith("12.") and facts["tf32"] is False
+    assert {"driver_gpus", "cuda_wheels", "reproducible", "cuda_cache"} <= facts.keys()
+
+
+def test_keras_peer_counts_each_call_exactly_and_fits_the_data():
+    # 55,000 images at batch 64: 859 full batches an epoch. With 50 steps per call the
+    # epoch's last call makes 9 updates, though Keras reports it as steps 850 to 899.
+    steps_per_epoch = 55_000 // 64
+    assert updates_in_call(0, 49, steps_per_epoch) == 50
+    assert updates_in_call(850, 899, steps_per_epoch) == 9
+    assert updates_in_call(858, 858, steps_per_epoch) == 1  # one step per call
+    assert epochs_for(2100, steps_per_epoch) == 3 and epochs_for(859, steps_per_epoch) == 1

@@ -217,10 +217,10 @@ def test_compose_publish_address_and_port_can_be_changed(tmp_path):
     assert ports_of(service) == [("0.0.0.0", "9000", CONTAINER_PORT)]
 
 
-def test_compose_keeps_mnist_and_the_database_on_volumes(tmp_path):
+def test_compose_keeps_mnist_the_database_and_the_cuda_cache_on_volumes(tmp_path):
     resolved = resolved_service(tmp_path)
     mounts = volumes_of(resolved["service"])
-    assert set(mounts) == {MNIST_DIR, DB_DIR}
+    assert set(mounts) == {MNIST_DIR, DB_DIR, dockerfile_env()["CUDA_CACHE_PATH"]}
     for source in mounts.values():
         assert source in resolved["volumes"], f"{source} should be a declared named volume"
     # A host directory of MNIST files can replace the named volume.
@@ -283,7 +283,7 @@ def test_ray_profile_head_serves_bnlab_on_ray_and_workers_join_it(tmp_path):
     assert "ray start --head --port=6379" in head_command and "exec bnlab serve" in head_command
     # node health checks that notice a lost host in time (docs/ray.md, "Failures")
     assert f"--system-config='{json.dumps(NODE_HEALTH_CHECKS)}'" in head_command
-    assert "ray start --address=ray-head:6379 --block" in worker_command
+    assert 'ray start --address="$${RAY_HEAD_ADDRESS}" --block' in worker_command
     assert head["environment"]["BNLAB_EXECUTOR"] == "ray"
     assert head["environment"]["BNLAB_RAY_ADDRESS"] == "auto"
     # The head's server guards reads as the default service's does.
@@ -292,10 +292,51 @@ def test_ray_profile_head_serves_bnlab_on_ray_and_workers_join_it(tmp_path):
     assert ports_of(head) == [("127.0.0.1", "8000", CONTAINER_PORT)]
     assert "ports" not in worker  # only the head is reached from outside
     for service in (head, worker):
-        (gpus,) = service["deploy"]["resources"]["reservations"]["devices"]
-        assert gpus["capabilities"] == ["gpu"] and gpus["count"] == "all"
         assert service["environment"]["RAY_AUTH_MODE"] == "token"
         assert service["shm_size"]  # Ray's object store lives in /dev/shm
+
+
+def gpu_reservations(service: dict) -> list[dict]:
+    devices = ((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
+    return [d for d in devices.get("devices", []) if "gpu" in d.get("capabilities", [])]
+
+
+def test_ray_profile_reserves_each_hosts_gpus_once(tmp_path):
+    """Every container given a card reports it to Ray: two on one host would count
+    each card twice and pack twice the runs on it (issue #29). The head has none
+    (--num-gpus=0), the one ray-worker per host has them all."""
+    services = ray_profile(tmp_path)
+    head, worker = services["ray-head"], services["ray-worker"]
+    assert gpu_reservations(head) == [] and "--num-gpus=0" in head["command"][-1]
+    (gpus,) = gpu_reservations(worker)
+    assert gpus["count"] in ("all", -1) and gpus["capabilities"] == ["gpu"]
+    assert not worker.get("scale") and not (worker.get("deploy") or {}).get("replicas")
+    # One worker per host: on another host it joins the head there.
+    assert worker["environment"]["RAY_HEAD_ADDRESS"] == "ray-head:6379"
+    assert 'ray start --address="${RAY_HEAD_ADDRESS}"' in worker["command"][-1].replace("$$", "$")
+    elsewhere = resolved_services(tmp_path, RAY_HEAD_ADDRESS="10.0.0.7:6379")
+    assert elsewhere["services"]["ray-worker"]["environment"]["RAY_HEAD_ADDRESS"] == (
+        "10.0.0.7:6379"
+    )
+    assert not re.search(r"--scale ray-worker=\d", COMPOSE_FILE.read_text())  # no such advice
+
+
+def test_ray_worker_runs_no_server_healthcheck(tmp_path):
+    """It runs no BN Lab server: the image's HEALTHCHECK (GET /api/health) would call
+    it unhealthy forever."""
+    worker = ray_profile(tmp_path)["ray-worker"]
+    healthcheck = worker.get("healthcheck") or {}
+    assert healthcheck.get("disable") is True or (
+        healthcheck.get("test") and "/api/health" not in str(healthcheck["test"])
+    )
+
+
+def test_compose_keeps_the_cuda_cache_on_a_volume_wherever_a_gpu_trains(tmp_path):
+    services = resolved_services(tmp_path)["services"]
+    cache = dockerfile_env()["CUDA_CACHE_PATH"]
+    for name, service in services.items():
+        if gpu_reservations(service):
+            assert volumes_of(service)[cache] == "cuda-cache", name
 
 
 def test_ray_profile_shares_one_checkpoint_volume_between_head_and_workers(tmp_path):
@@ -347,12 +388,42 @@ def test_dockerfile_listens_on_all_interfaces_on_port_8000():
     assert "bnlab" in scripts
 
 
-def test_dockerfile_puts_mnist_and_the_database_on_volumes():
+def test_dockerfile_puts_mnist_the_database_and_the_cuda_cache_on_volumes():
     env = dockerfile_env()
     volumes = json.loads(args_of("VOLUME")[-1])
     assert env["BNLAB_DATA_DIR"] == MNIST_DIR
     assert str(PurePosixPath(env["BNLAB_DB"]).parent) == DB_DIR
-    assert set(volumes) == {MNIST_DIR, DB_DIR}
+    # CUDA's JIT cache outlives the container: a new card compiles once (issue #29).
+    assert int(env["CUDA_CACHE_MAXSIZE"]) >= 2**32
+    assert set(volumes) == {MNIST_DIR, DB_DIR, env["CUDA_CACHE_PATH"]}
+    dirs = " ".join(args_of("RUN"))
+    assert "chown bnlab:bnlab" in dirs and env["CUDA_CACHE_PATH"] in dirs  # writable by 10001
+
+
+def test_dockerfile_pins_the_cuda_wheels_as_the_gpu_extra():
+    """TensorFlow's `and-cuda` ranges let CUDA and cuDNN float; the image installs the
+    `gpu` extra's exact pins, the versions TensorFlow 2.21 was built with."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = {
+        canonicalize_name(r.name): r
+        for r in map(Requirement, project["optional-dependencies"]["gpu"])
+    }
+    cuda_wheels = {name: r for name, r in extra.items() if name.startswith("nvidia-")}
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= set(
+        cuda_wheels
+    )
+    pins = pip_pins()
+    for name, requirement in cuda_wheels.items():
+        assert str(requirement.specifier).startswith("=="), f"{requirement} is not pinned"
+        assert pins[name].specifier == requirement.specifier, f"Dockerfile {pins.get(name)}"
+    assert "and-cuda" in extra["tensorflow"].extras
+
+
+def test_the_image_carries_the_benchmarks():
+    """`python -m bench.gpu` runs where users train (bench/ on PYTHONPATH)."""
+    copies = [shlex.split(args) for args in args_of("COPY")]
+    assert any(words[0] == "bench/" for words in copies)
+    assert "/opt/bnlab" in dockerfile_env()["PYTHONPATH"].split(":")
 
 
 def test_dockerfile_uses_tensorflow_2_21_with_cuda_and_pins_agree_with_pyproject():

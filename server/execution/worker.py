@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+# Imported for its effect: TensorFlow's log level and CUDA's JIT cache are set before
+# this process first imports TensorFlow (bnlab.model.environment).
+from ...model import environment  # noqa: F401
 from ..status import Outcome
 from .placement import limit_threads, pin
 

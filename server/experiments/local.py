@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import signal
 import sys
 import time
@@ -49,8 +48,8 @@ def _start_worker(stop, threads: int, placements) -> None:
     pin(placements.get())
     # Ctrl-C reaches the whole process group: the parent decides, via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # TensorFlow's start-up chatter from every worker would bury the progress bar.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up chatter from every worker would bury the progress bar: the
+    # log level is set by bnlab.model.environment, imported with bnlab.model.
     limit_threads(threads)
 
 

@@ -143,6 +143,7 @@ def test_the_backward_path_is_chosen_by_timing_per_shape(backward_path, tmp_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("BNLAB_KERNELS", raising=False)
     monkeypatch.setattr(kernels, "_memo", {})
+    monkeypatch.setattr(kernels, "on_gpu", lambda: False)  # timed as on a CPU, on any host
     timed = []
 
     def fake_time(candidates, shapes):

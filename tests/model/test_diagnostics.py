@@ -3,7 +3,11 @@ the promise that measuring never changes training."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,6 +17,7 @@ import tensorflow as tf
 from bnlab.model.config import RunConfig
 from bnlab.model.diagnostics import (
     BINS,
+    SAMPLED_UNITS,
     STEP_MULTIPLES,
     Diagnostician,
     edge_limit,
@@ -183,6 +188,62 @@ def batch_loss_and_grads(network, x, y, variables):
 def the_batch(trainer: Trainer, step: int):
     indices = trainer.order.indices(step)  # max_shift=0: the images as they are
     return tf.gather(trainer.images, indices), tf.gather(trainer.labels, indices)
+
+
+# Ops without a deterministic GPU kernel: under op determinism (every GPU run,
+# bnlab.model.device) TensorFlow raises on a GPU when one runs. On a CPU they run.
+NO_DETERMINISTIC_GPU_KERNEL = {"Bincount", "DenseBincount", "SparseBincount", "RaggedBincount"}
+
+
+def op_types(function) -> set[str]:
+    """Every op type in a traced tf.function, the functions it calls included."""
+    graph = function.get_concrete_function().graph.as_graph_def()
+    nodes = [*graph.node, *(node for f in graph.library.function for node in f.node_def)]
+    return {node.op for node in nodes}
+
+
+def test_diagnostics_use_no_op_that_raises_under_gpu_determinism(trained):
+    _, diagnostician, _, _, _, _ = trained
+    ops = op_types(diagnostician._measures) | op_types(diagnostician._inspect)
+    assert "Placeholder" in ops  # the walk found the graph
+    assert not ops & NO_DETERMINISTIC_GPU_KERNEL
+
+
+DETERMINISTIC_RUN = """
+import json, sys
+import tensorflow as tf
+from bnlab.model.config import RunConfig
+from bnlab.model.data import load_mnist
+from bnlab.model.training import train
+tf.config.experimental.enable_op_determinism()
+config = RunConfig.model_validate_json(sys.argv[1])
+events = []
+train(config, events.append, data=load_mnist(eval_subset=500))
+print(json.dumps([e.diagnostics.model_dump_json() for e in events if e.type == "eval"]))
+"""
+
+
+def test_diagnostics_run_under_op_determinism(data_dir):
+    """In a process of its own: op determinism cannot be turned off once on. (Its
+    numbers are not compared with this process's: op determinism changes some CPU
+    kernels' order of addition, which is why a CPU run does not turn it on.)"""
+    config = tiny(arch="cnn", steps=4, eval_every=2)
+    done = subprocess.run(
+        [sys.executable, "-c", DETERMINISTIC_RUN, config.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BNLAB_DATA_DIR": str(data_dir)},
+    )
+    assert done.returncode == 0, done.stderr
+    evaluations = [json.loads(d) for d in json.loads(done.stdout.splitlines()[-1])]
+    assert len(evaluations) == 3  # steps 0, 2 and 4
+    for diagnostics in evaluations:
+        for layer in diagnostics["layers"]:
+            for distribution in (layer["pre_bn"], layer["pre_activation"]):
+                if distribution is not None:  # None: a layer without BN
+                    # every sampled value of the 500 validation images counted once
+                    assert sum(distribution["counts"]) == 500 * SAMPLED_UNITS
 
 
 def test_measuring_leaves_weights_slots_and_moving_statistics_untouched(trained):

@@ -15,11 +15,21 @@ SHAPES = [(6, 4), (3, 4)]
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
-    """An empty per-user cache and no choices made yet in this process."""
+    """An empty per-user cache and no choices made yet in this process, choosing as on
+    a CPU (where paths are timed) also on a host with a GPU."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
     monkeypatch.setattr(kernels, "_memo", {})
+    monkeypatch.setattr(kernels, "on_gpu", lambda: False)
     return tmp_path
+
+
+def test_a_gpu_keeps_cudnns_paths_untimed(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "on_gpu", lambda: True)
+    monkeypatch.setattr(kernels, "_time", lambda *_: pytest.fail("a GPU's paths are not timed"))
+    with kernels.recording() as chosen:
+        assert kernels.choose("dense.dx", SHAPES, DENSE) == kernels.REFERENCE
+    assert chosen == {"dense.dx 6x4 3x4": kernels.REFERENCE}
 
 
 def test_the_fastest_candidate_is_timed_once_then_cached_per_machine_and_shape(

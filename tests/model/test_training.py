@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from pydantic import ValidationError
 
 from bnlab.model import events as ev
@@ -323,3 +324,21 @@ def test_window_size_follows_the_measured_step_time():
         sizer.observe(1, seconds)
     assert fast.size() == training.MAX_WINDOW
     assert slow.size() == 1  # never less than one update
+
+
+def test_the_window_loop_never_waits_for_a_loss(mnist_small_eval):
+    """On a GPU a while loop's condition runs on the host: one that read the loss
+    would wait for the device at every step (issue #29). The traced condition may
+    read only integer loop variables (the step counter), never a float."""
+    trainer = training.Trainer(tiny(), mnist_small_eval)
+    graph = trainer._run_window.get_concrete_function().graph
+    (loop,) = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    condition = graph._get_function(loop.get_attr("cond").name).graph
+    read, pending = set(), list(condition.outputs)
+    while pending:
+        op = pending.pop().op
+        if op.type == "Placeholder":
+            read.add(op.outputs[0].dtype)
+        pending.extend(op.inputs)
+    assert read and read <= {tf.int32}
+    assert "IsFinite" not in {op.type for op in condition.get_operations()}
