@@ -2,36 +2,53 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Re-install whenever pyproject.toml changes.
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# RAY=1: `make run` installs Ray too (`pip install 'bnlab[ray]'`), for --executor ray.
+RAY ?=
 
-.PHONY: run test lint format system-deps mnist bench clean
+# What .venv holds, one stamp per install: `serve` (BN Lab and what serving needs),
+# `ray` (that and Ray), `dev` (that and the test tools). Each includes the ones before
+# it, so a target needing `serve` is content with any of them: `make run` after
+# `make test` installs nothing, `make test` after `make run` adds the test tools.
+# A stamp is named by pyproject.toml's checksum: a changed one installs again.
+SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
+stamp = $(VENV)/.installed-$(1)-$(SUM)
+# The first of these installs that is there, else the first one (to be made).
+installed = $(firstword $(wildcard $(foreach set,$(1),$(call stamp,$(set)))) $(call stamp,$(firstword $(1))))
+SERVE := $(call installed,$(if $(RAY),ray dev,serve ray dev))
+DEV := $(call installed,dev)
 
-$(STAMP): pyproject.toml
+.PHONY: install run test lint format system-deps mnist bench clean
+
+## make install: what `make run` installs, without serving (the default goal)
+install: $(SERVE)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*
+
+$(VENV)/.installed-%-$(SUM): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.$(if $(filter serve,$*),,[$*])'
+	rm -f $(filter-out %-$(SUM),$(wildcard $(VENV)/.installed-*))
 	touch $@
 
 ## make run: install into .venv and serve the dashboard at http://localhost:8000
-run: $(STAMP)
+run: $(SERVE)
 	$(BIN)/bnlab serve --host $(HOST) --port $(PORT)
 
 ## make test: install (with dev extras and system test tools), lint, fetch MNIST, run every test
 # Two pytest workers, a whole file each: most tests wait on servers, workers and the
 # browser, so two files at once fit 2 cores; a file's fixtures (a Ray cluster, a
 # browser) stay in one worker.
-test: $(STAMP) system-deps lint mnist
+test: $(DEV) system-deps lint mnist
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The tests read the real MNIST and never download it themselves: fetch it here,
 # through the product's own loader (checksums, BNLAB_MIRRORS, progress bar), into
 # the directory they read (BNLAB_DATA_DIR, else the per-user cache). CI has its
 # copy beside the checkout and must never download: there it only verifies.
-mnist: $(STAMP)
+mnist: $(DEV)
 	$(BIN)/python -m bnlab.model.data $(if $(CI),--offline)
 
 # The page's JavaScript linter (Biome, pinned in package.json and package-lock.json):
@@ -41,12 +58,12 @@ $(BIOME): package.json package-lock.json | system-deps
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-lint: $(STAMP) $(BIOME)
+lint: $(DEV) $(BIOME)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIOME) lint frontend/js
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -64,7 +81,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.reproduce

@@ -2,33 +2,25 @@
 
 import { UNAUTHORIZED_EVENT, token } from "./auth.js";
 
-/** An HTTP error with the server's message and, for 422, the per-field messages. */
+/**
+ * An HTTP error: the server's problem (docs/api.md#errors), its `detail` as the message
+ * and, for a 422, the per-field messages of its `errors`.
+ */
 export class ApiError extends Error {
-  constructor(status, message, fieldErrors = {}, detail = null) {
+  constructor(status, message, fieldErrors = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.fieldErrors = fieldErrors; // {field: message}; "" holds errors not tied to a field
-    this.detail = detail; // the body's `detail`: for a 422, [{loc, field, msg, type}…]
   }
 }
 
-const KNOWN_ROOTS = new Set(["body", "query", "path"]);
-
-/** Turns a FastAPI/pydantic 422 `detail` list into {field: message}. */
-export function fieldErrorsFrom(detail) {
+/** A problem's `errors` ([{field, loc, msg, type}…]) as {field: message}; the server names the field. */
+export function fieldErrorsFrom(errors) {
   const out = {};
-  if (!Array.isArray(detail)) return out;
-  for (const item of detail) {
-    const loc = Array.isArray(item?.loc) ? item.loc : [];
-    // loc is e.g. ["body", "steps"]; the field is loc[1] (or the last string element).
-    let field = "";
-    if (loc.length >= 2 && KNOWN_ROOTS.has(loc[0]) && typeof loc[1] === "string") field = loc[1];
-    else {
-      const last = [...loc].reverse().find((part) => typeof part === "string" && !KNOWN_ROOTS.has(part));
-      field = last ?? "";
-    }
-    const msg = String(item?.msg ?? "invalid value").replace(/^Value error, /, "");
+  for (const item of Array.isArray(errors) ? errors : []) {
+    const field = typeof item?.field === "string" ? item.field : "";
+    const msg = String(item?.msg ?? "invalid value");
     out[field] = out[field] ? `${out[field]}; ${msg}` : msg;
   }
   return out;
@@ -60,12 +52,11 @@ async function request(method, path, body) {
     data = null;
   }
   if (!response.ok) {
-    const detail = data?.detail;
-    const fieldErrors = fieldErrorsFrom(detail);
-    let message = data?.message ?? (typeof detail === "string" ? detail : null);
+    const fieldErrors = fieldErrorsFrom(data?.errors);
+    let message = typeof data?.detail === "string" ? data.detail : null;
     if (!message) message = Object.values(fieldErrors).join("; ") || `${response.status} ${response.statusText}`;
     if (response.status === 401) unauthorized(message);
-    throw new ApiError(response.status, message, fieldErrors, detail);
+    throw new ApiError(response.status, message, fieldErrors);
   }
   return data;
 }

@@ -22,20 +22,20 @@ An ASGI middleware, so one rule covers REST and websocket handshakes alike:
 
 Serving loopback without a token, the server trusts that only this machine can
 reach it. A DNS-rebinding page (evil.example resolving to 127.0.0.1) would reach
-it with `Host: evil.example`: there Starlette's TrustedHostMiddleware, in front of
-this AccessGuard, lets through only requests naming a loopback host (`loopback_hosts`).
+it with `Host: evil.example`: there the HostGuard, in front of this AccessGuard, lets
+through only requests naming a loopback host (`loopback_hosts`).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
 from ..live.messages import CloseCode
+from .problems import PROBLEM_JSON, problem, respond
 
 MAX_BODY = 64 * 1024
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -79,6 +79,36 @@ def loopback_hosts(host: str) -> list[str]:
 
 def _headers(scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:80" -> "[::1]"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.partition(":")[0]
+
+
+class HostGuard:
+    """ASGI middleware answering only requests that name one of `hosts` (the
+    DNS-rebinding defence above). Others get 400, the answer web servers give a Host
+    they do not serve (Starlette's TrustedHostMiddleware, Django): the request is
+    malformed for this server. Ours, not Starlette's, to say so in the API's error shape."""
+
+    def __init__(self, app, hosts: list[str]) -> None:
+        self.app = app
+        self.hosts = [h.lower() for h in hosts]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            name = host_name(_headers(scope).get("host", ""))
+            if name not in self.hosts:
+                detail = f"host: this server answers to {', '.join(self.hosts)}, not to {name!r}"
+                # A websocket handshake gets it as an HTTP answer too (Starlette sends it
+                # through the websocket.http.response extension).
+                await respond(problem(400, detail))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class AccessGuard:
@@ -193,9 +223,10 @@ class AccessGuard:
 
     @staticmethod
     async def _refuse_http(send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
+        # Answered before FastAPI's handlers: in their shape all the same (problems.py).
+        body = problem(status, detail).body()
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", PROBLEM_JSON.encode()),
             (b"content-length", str(len(body)).encode()),
         ]
         if status == 401:

@@ -231,8 +231,8 @@ def test_invalid_values_are_shown_next_to_their_field(page, server, page_errors)
     with page.expect_response("**/api/comparisons") as info:
         page.get_by_test_id("field-steps").press("Enter")  # Enter submits the form
     assert info.value.status == 422
-    detail = info.value.json()["detail"]
-    server_msg = next(d["msg"] for d in detail if d["loc"][-1] == "steps")
+    errors = info.value.json()["errors"]
+    server_msg = next(e["msg"] for e in errors if e["field"] == "steps")
     expect(steps_error).to_be_visible()
     expect(steps_error).to_contain_text(server_msg.removeprefix("Value error, "))
 

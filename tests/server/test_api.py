@@ -113,7 +113,7 @@ def test_list_is_newest_first_filterable_and_paginated(server):
     completed = server.http.get("/api/runs", params={"status": "completed"}).json()
     assert all(r["status"] == "completed" for r in completed["items"])
     bad = server.http.get("/api/runs", params={"status": "sleeping"})
-    assert bad.status_code == 422 and "status" in bad.json()["message"]
+    assert bad.status_code == 422 and "status" in bad.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -133,14 +133,14 @@ def test_invalid_configurations_are_refused_naming_the_field(server, body, field
     before = server.http.get("/api/runs").json()["total"]
     response = server.post("/api/runs", body)
     assert response.status_code == 422
-    assert field in response.json()["message"]
-    assert any(e["field"] == field for e in response.json()["detail"])
+    assert field in response.json()["detail"]
+    assert any(e["field"] == field for e in response.json()["errors"])
     assert server.http.get("/api/runs").json()["total"] == before  # nothing stored
 
 
 def test_a_comparison_refuses_batch_norm(server):
     response = server.post("/api/comparisons", {**TINY, "batch_norm": False})
-    assert response.status_code == 422 and "batch_norm" in response.json()["message"]
+    assert response.status_code == 422 and "batch_norm" in response.json()["detail"]
 
 
 def test_unknown_ids_are_404_with_a_message(server):
@@ -157,7 +157,8 @@ def test_unknown_ids_are_404_with_a_message(server):
     assert server.http.post("/api/runs/nope/cancel").status_code == 404
     assert server.http.delete("/api/runs/nope").status_code == 404
     empty = server.http.get("/api/compare", params={"runs": ","})
-    assert empty.status_code == 422 and "runs" in empty.json()["detail"]
+    assert empty.status_code == 422 and empty.json()["detail"].startswith("runs: ")
+    assert [e["field"] for e in empty.json()["errors"]] == ["runs"]
 
 
 def test_health_reports_workers_queue_and_tensorflow(server):
@@ -193,7 +194,7 @@ def test_openapi_documents_every_route(server):
 )
 def test_wrong_types_are_refused_not_coerced(server, body, field):
     response = server.post("/api/runs", body)
-    assert response.status_code == 422 and field in response.json()["message"]
+    assert response.status_code == 422 and field in response.json()["detail"]
 
 
 def test_a_deleted_runs_stream_is_told_and_closed(server):

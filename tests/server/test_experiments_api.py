@@ -179,7 +179,7 @@ def test_export_gives_one_row_per_run_and_the_curves_in_long_form(server, watche
     curves = server.http.get(f"/api/experiments/{experiment_id}/export?format=csv&part=curves")
     assert len(list(csv.DictReader(io.StringIO(curves.text)))) == RUNS * 4
     bad = server.http.get(f"/api/experiments/{experiment_id}/export?format=xml")
-    assert bad.status_code == 422 and "format" in bad.json()["message"]
+    assert bad.status_code == 422 and "format" in bad.json()["detail"]
 
 
 def test_cell_means_count_runs_without_diagnostics_out_and_refuse_an_unknown_layer(server, watched):
@@ -215,10 +215,10 @@ def test_a_bad_design_is_refused_naming_the_field_and_nothing_is_stored(server, 
     experiments = len(server.http.get("/api/experiments").json()["items"])
     response = server.post("/api/experiments", body)
     assert response.status_code == 422
-    (error,) = response.json()["detail"]
+    (error,) = response.json()["errors"]
     assert error["field"] == ".".join(loc)
     for word in words:
-        assert word in response.json()["message"]
+        assert word in response.json()["detail"]
     assert server.http.get("/api/runs").json()["total"] == before
     assert len(server.http.get("/api/experiments").json()["items"]) == experiments
 
@@ -248,8 +248,8 @@ def test_more_than_200_runs_is_refused_with_the_count(server):
     body = {"vary": {"learning_rate": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, "seeds": 17}
     response = server.post("/api/experiments", body)
     assert response.status_code == 422
-    assert response.json()["message"].startswith("seeds: ")
-    assert "204 runs" in response.json()["message"]
+    assert response.json()["detail"].startswith("seeds: ")
+    assert "204 runs" in response.json()["detail"]
 
 
 def test_presets_name_each_claim_with_a_design_the_api_takes(server):

@@ -53,10 +53,12 @@ def fuzz(operation, server: ServerProcess, cases: dict[str, int]) -> None:
         assert response.status_code != 401, (label, response.text[:500])
         cases[label] = cases.get(label, 0) + 1
         assert response.status_code < 500, (label, response.text[:500])
-        if response.status_code >= 400:
+        if response.status_code >= 400:  # a Problem (server/web/problems.py)
             content_type = response.headers.get("content-type", [""])[0]  # header -> [values]
-            assert content_type.startswith("application/json"), content_type
-            assert response.json().get("detail"), response.text[:500]
+            assert content_type == "application/problem+json", content_type
+            problem = response.json()
+            assert problem["status"] == response.status_code, response.text[:500]
+            assert problem["title"] and problem["detail"], response.text[:500]
 
     check()
 

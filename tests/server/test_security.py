@@ -16,7 +16,12 @@ from bnlab.server.web.settings import Settings
 from tests.server.samples import TINY
 
 TOKEN = "s3cret-token"
-REFUSED = {"detail": "this server needs its access token: send 'Authorization: Bearer <token>'"}
+REFUSED = {
+    "type": "about:blank",
+    "title": "Unauthorized",
+    "status": 401,
+    "detail": "this server needs its access token: send 'Authorization: Bearer <token>'",
+}
 # What a caller without the token may still GET from a server whose reads need it:
 # the API's description and the files the page needs to ask for the token (the
 # static mount, checked apart), and the health check. Every other GET is refused.
@@ -216,7 +221,11 @@ def test_oversized_and_malformed_bodies_are_refused(server):
     broken = server.http.post(
         "/api/runs", content=b'{"steps": ', headers={"Content-Type": "application/json"}
     )
-    assert broken.status_code == 422 and "detail" in broken.json()
+    assert broken.status_code == 422
+    assert (
+        broken.json()["detail"]
+        == "body: invalid JSON at line 1, column 11 (char 10): Expecting value"
+    )
 
 
 def test_refuses_to_serve_the_network_without_a_token(tmp_path):
@@ -289,15 +298,17 @@ def test_garbage_on_a_websocket_is_ignored_or_refused_never_a_crash(server):
 
 def test_a_dns_rebinding_page_cannot_reach_a_tokenless_server(server):
     """evil.example resolving to 127.0.0.1: same 'origin' as its Host, but not ours.
-    Refused with 400 "Invalid host header" (Starlette's TrustedHostMiddleware), the
-    answer web servers give a Host they do not serve."""
+    Refused with 400 (security.HostGuard), the answer web servers give a Host they
+    do not serve, in the API's error shape."""
     before = server.http.get("/api/runs").json()["total"]
     rebound = {
         "Host": f"evil.example:{server.port}",
         "Origin": f"http://evil.example:{server.port}",
     }
     refused = server.http.post("/api/runs", json=TINY, headers=rebound)
-    assert refused.status_code == 400 and "host" in refused.text.lower()
+    assert refused.status_code == 400 and refused.json()["status"] == 400
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["detail"].startswith("host: ") and "evil.example" in refused.text
     assert server.http.get("/api/runs", headers={"Host": "evil.example"}).status_code == 400
     assert server.http.get("/api/runs").json()["total"] == before  # nothing was started
     # The browser resolved evil.example to 127.0.0.1: it connects here and says

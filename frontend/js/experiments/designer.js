@@ -32,13 +32,9 @@ function typed(spec, text) {
   return raw;
 }
 
-/** The 422 `detail` as {field: message}, by the field path the API names ("base.steps"). */
+/** A 422's messages by the field path the API names ("base.steps"), else its detail. */
 function errorsByField(err) {
-  const out = {};
-  for (const item of Array.isArray(err.detail) ? err.detail : []) {
-    const key = item.field ?? "";
-    out[key] = out[key] ? `${out[key]}; ${item.msg}` : item.msg;
-  }
+  const out = { ...err.fieldErrors };
   if (!Object.keys(out).length) out[""] = err.message;
   return out;
 }

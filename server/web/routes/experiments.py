@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from ...experiments.cell_means import UnknownLayer
 from ...experiments.design import ExperimentCreate
@@ -20,6 +20,7 @@ from ...experiments.schemas import (
     PresetList,
 )
 from ..deps import ExperimentsDep
+from ..problems import invalid
 from .runs import DiagnosticsFlag
 
 router = APIRouter(prefix="/api")
@@ -115,4 +116,4 @@ async def experiment_diagnostics(
     try:
         return experiments.diagnostics(experiment_id, layer)
     except UnknownLayer as exc:
-        raise HTTPException(422, f"layer: {exc}") from None
+        raise invalid(("query", "layer"), str(exc)) from None

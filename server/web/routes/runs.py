@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from ....model.config import MAX_STEPS, RunConfig
 from ...runs.compare import pair_speedups, summarize_run
@@ -25,6 +25,7 @@ from ...runs.schemas import (
 from ...status import RunStatus
 from ...storage.points import PointCsv
 from ..deps import ServiceDep
+from ..problems import invalid
 from ..schemas import LIMITS
 
 router = APIRouter(prefix="/api")
@@ -101,9 +102,9 @@ async def delete_run(run_id: str, service: ServiceDep) -> Response:
 def _run_ids(runs: str) -> list[str]:
     ids = list(dict.fromkeys(i.strip() for i in runs.split(",") if i.strip()))
     if not ids:
-        raise HTTPException(422, "runs: give at least one run id, e.g. ?runs=abc,def")
+        raise invalid(("query", "runs"), "give at least one run id, e.g. ?runs=abc,def")
     if len(ids) > LIMITS.compare_max_runs:
-        raise HTTPException(422, f"runs: at most {LIMITS.compare_max_runs} runs at once")
+        raise invalid(("query", "runs"), f"at most {LIMITS.compare_max_runs} runs at once")
     return ids
 
 
