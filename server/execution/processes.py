@@ -19,7 +19,13 @@ from ..status import Outcome
 from .cluster import ClusterPublic
 from .executor import ExecutorKind, ExecutorMessage, RunEnded, TrainingEvent, exit_reason
 from .placement import cores_for, pin, threads_per_run
-from .stacks import StackCommand, StackReport, discard_checkpoints_of, run_stack_worker
+from .stacks import (
+    StackCommand,
+    StackReport,
+    checkpoint_dir,
+    discard_checkpoints_of,
+    run_stack_worker,
+)
 from .worker import WorkerMessage, run_worker
 
 CANCEL_GRACE = 10.0  # seconds a cancelled worker gets to stop by itself
@@ -183,7 +189,12 @@ class ProcessExecutor:
 
     def discard_checkpoint(self, run_id: str) -> None:
         shutil.rmtree(self.checkpoints / run_id, ignore_errors=True)
-        discard_checkpoints_of(self.checkpoints, run_id)
+        # A run that ended inside a stack still training (diverged, cancelled) leaves
+        # the stack's state alone: the stack removes it when it ends for good.
+        training = [
+            checkpoint_dir(self.checkpoints, w.runs) for w in self._stack_workers.values() if w.job
+        ]
+        discard_checkpoints_of(self.checkpoints, run_id, keep=training)
 
     def cancel(self, run_id: str) -> None:
         if run_id in self._stacked:

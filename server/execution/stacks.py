@@ -75,9 +75,12 @@ def checkpoint_dir(root: Path, run_ids: Sequence[str]) -> Path:
     return root / f"stack-{digest}"
 
 
-def discard_checkpoints_of(root: Path, run_id: str) -> None:
-    """Forget every stack checkpoint that holds `run_id` (its run was deleted)."""
+def discard_checkpoints_of(root: Path, run_id: str, keep: Sequence[Path] = ()) -> None:
+    """Forget every stack checkpoint that holds `run_id` (its run ended for good, or
+    was deleted), but those in `keep` (stacks still training)."""
     for directory in root.glob("stack-*"):
+        if directory in keep:
+            continue
         with contextlib.suppress(OSError):
             if run_id in (directory / "runs.txt").read_text().split():
                 shutil.rmtree(directory, ignore_errors=True)
