@@ -40,11 +40,10 @@ from contextlib import contextmanager
 from unittest import mock
 
 from bench.report import machine, write_section
-from bnlab.model.config import RunConfig
+from bnlab.model.config import PAPER_MLP, RunConfig
 from bnlab.model.data import load_mnist
 from bnlab.model.diagnostics import Diagnostician
 from bnlab.model.training import Trainer, train
-from bnlab.server.experiments.design import PAPER_MLP
 
 LEVELS = ("off", "basic", "full")
 TARGETS = {"basic": 1.05, "full": 1.25}

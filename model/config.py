@@ -49,6 +49,18 @@ class ArmName(StrEnum):
         return cls.BN if batch_norm else cls.NO_BN
 
 
+# The BN paper's MLP (section 4.1): 3 x 100 sigmoid, SGD, batch 60, images as they
+# are, no dropout; SGD at 0.5, as BN Lab's "Paper MLP" preset has it. The fields
+# that differ from the seed recipe (the defaults below).
+PAPER_MLP = {
+    "arch": "mlp",
+    "optimizer": "sgd",
+    "learning_rate": 0.5,
+    "batch_size": 60,
+    "dropout": 0.0,
+    "max_shift": 0,
+}
+
 # What the runs of one stack (model.stacked) must share: the graph's shapes, the
 # schedule, the update rule and the shifts' padding. Anything else may differ per model.
 STACK_FIELDS = ("arch", "batch_size", "steps", "eval_every", "optimizer", "max_shift")

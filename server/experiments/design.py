@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from ...model.config import ArmName, RunConfig
+from ...model.config import PAPER_MLP, ArmName, RunConfig
 from ..status import RunStatus
 
 ALPHA = 0.05  # every verdict's significance level
@@ -244,18 +244,6 @@ class Preset(BaseModel):
     title: str
     hypothesis: str
     design: ExperimentCreate
-
-
-# The BN paper's MLP (section 4.1): 3 x 100 sigmoid, SGD, batch 60, images as
-# they are, no dropout; SGD 0.5 as BN Lab's "Paper MLP" preset has it.
-PAPER_MLP = {
-    "arch": "mlp",
-    "optimizer": "sgd",
-    "learning_rate": 0.5,
-    "batch_size": 60,
-    "dropout": 0.0,
-    "max_shift": 0,
-}
 
 
 def _paper_mlp(varied: str | None = None, **fields: object) -> RunBase:

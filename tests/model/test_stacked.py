@@ -4,7 +4,7 @@ import pytest
 
 from bnlab.model import events as ev
 from bnlab.model import stacked
-from bnlab.model.config import RunConfig
+from bnlab.model.config import PAPER_MLP, RunConfig
 from bnlab.model.events import Cancelled, Diverged, TrainingPath
 from bnlab.model.stacked import train_stack
 from bnlab.model.training import train
@@ -15,12 +15,7 @@ STEPS, EVAL_EVERY = 50, 25
 def mlp(**overrides) -> RunConfig:
     """The paper's MLP (SGD, batch 60, no dropout, no shifts) for a few steps."""
     fields = {
-        "arch": "mlp",
-        "optimizer": "sgd",
-        "learning_rate": 0.5,
-        "batch_size": 60,
-        "dropout": 0.0,
-        "max_shift": 0,
+        **PAPER_MLP,
         "steps": STEPS,
         "eval_every": EVAL_EVERY,
     }

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnlab.model.config import PAPER_MLP
 from bnlab.server.execution.placement import cores_for
-from bnlab.server.experiments.design import PAPER_MLP, PRESETS
+from bnlab.server.experiments.design import PRESETS
 from bnlab.server.experiments.local import DesignError, load_design, print_table
 from bnlab.server.experiments.statistics import RunResult, summarize_cells
 

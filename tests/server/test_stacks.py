@@ -17,24 +17,15 @@ import pytest
 from bnlab.model.config import RunConfig
 from bnlab.server.execution.stacks import plan_stacks
 from bnlab.server.testing import ServerProcess
+from tests.server import test_experiments_api
 from tests.server.samples import TINY
 from tests.server.test_experiments_api import wait_experiment
 
-# 2 cells x 2 seeds x 2 arms = 8 runs of the paper's MLP, two stacks of four on two slots.
+# The experiments' tiny design, shorter, with diagnostics (each model of a stack
+# measures its own): 2 cells x 2 seeds x 2 arms = 8 runs, a BN and a no-BN stack.
 DESIGN = {
     "label": "stacked",
-    "base": {
-        "arch": "mlp",
-        "steps": 40,
-        "eval_every": 20,
-        "train_subset": 1000,
-        "batch_size": 32,
-        "dropout": 0.0,
-        "optimizer": "adam",
-        "max_shift": 0,
-        "bn_decay": 0.5,
-        "diagnostics": "basic",  # each run of a stack measures its own
-    },
+    "base": {**test_experiments_api.DESIGN["base"], "steps": 40, "diagnostics": "basic"},
     # The second rate blows the no-BN models up within a few steps (BN's may survive
     # it): each stops alone, at the step it would alone, while its stack trains on.
     "vary": {"learning_rate": [0.01, 1e6]},
