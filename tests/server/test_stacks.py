@@ -105,6 +105,18 @@ def test_a_single_run_beside_stacks_trains_in_a_process_of_its_own(server):
     assert (done["path"], done["stack_size"]) == ("single", 1)
 
 
+def start_training(server: ServerProcess) -> str:
+    """An experiment of DESIGN's runs made long enough to train until stopped, once its
+    stacks have taken their first steps."""
+    long = {**DESIGN, "label": "long", "base": {**DESIGN["base"], **LONG_RUNS}}
+    experiment_id = server.post("/api/experiments", long).json()["id"]
+    deadline = time.monotonic() + 120
+    while server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]["steps"] == 0:
+        assert time.monotonic() < deadline, "the stacks never started"
+        time.sleep(0.2)
+    return experiment_id
+
+
 def _stack_worker_pids(server: ServerProcess) -> list[int]:
     """The stack workers: while only an experiment's MLP runs train, every process
     the server spawned is one."""
@@ -112,12 +124,7 @@ def _stack_worker_pids(server: ServerProcess) -> list[int]:
 
 
 def test_cancelling_an_experiment_cancels_its_stacks_and_the_worker_trains_the_next(server):
-    long = {**DESIGN, "label": "long", "base": {**DESIGN["base"], **LONG_RUNS}}
-    experiment_id = server.post("/api/experiments", long).json()["id"]
-    deadline = time.monotonic() + 120
-    while server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]["steps"] == 0:
-        assert time.monotonic() < deadline, "the stacks never started"
-        time.sleep(0.2)
+    experiment_id = start_training(server)
     workers = set(_stack_worker_pids(server))
     assert server.post(f"/api/experiments/{experiment_id}/cancel").status_code == 202
     ended = wait_experiment(server, experiment_id, "cancelled", timeout=60)
@@ -130,12 +137,7 @@ def test_cancelling_an_experiment_cancels_its_stacks_and_the_worker_trains_the_n
 
 def test_a_stack_worker_killed_fails_only_its_own_runs_with_the_reason(start_server, tmp_path):
     server = start_server(tmp_path / "killed.db")
-    long = {**DESIGN, "label": "long", "base": {**DESIGN["base"], **LONG_RUNS}}
-    experiment_id = server.post("/api/experiments", long).json()["id"]
-    deadline = time.monotonic() + 120
-    while server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]["steps"] == 0:
-        assert time.monotonic() < deadline, "the stacks never started"
-        time.sleep(0.2)
+    experiment_id = start_training(server)
     victim = _stack_worker_pids(server)[0]
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 60
