@@ -106,9 +106,10 @@ def test_a_single_run_beside_stacks_trains_in_a_process_of_its_own(server):
 
 
 def start_training(server: ServerProcess) -> str:
-    """An experiment of DESIGN's runs made long enough to train until stopped, once its
-    stacks have taken their first steps."""
-    long = {**DESIGN, "label": "long", "base": {**DESIGN["base"], **LONG_RUNS}}
+    """An experiment of DESIGN's runs made long enough to train until stopped, at gentle
+    rates only (none diverges), once its stacks have taken their first steps."""
+    base = {**DESIGN["base"], **LONG_RUNS}
+    long = {**DESIGN, "label": "long", "base": base, "vary": {"learning_rate": [0.01, 0.02]}}
     experiment_id = server.post("/api/experiments", long).json()["id"]
     deadline = time.monotonic() + 120
     while server.http.get(f"/api/experiments/{experiment_id}").json()["progress"]["steps"] == 0:
