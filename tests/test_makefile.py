@@ -4,7 +4,6 @@ would run, none run): on a machine whose NVIDIA driver lists a GPU (a fake
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,11 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
 
 
-def installs(path: str, *variables: str) -> list[str]:
-    """The `pip install` lines of `make run VARIABLES` with PATH `path`."""
+def installs(*variables: str) -> list[str]:
+    """The `pip install` lines of `make run VARIABLES`."""
     out = subprocess.run(
         ["make", "-n", "-B", "-C", str(ROOT), "run", *variables],
-        env={**os.environ, "PATH": path},
         capture_output=True,
         text=True,
         timeout=60,
@@ -31,22 +29,14 @@ def installs(path: str, *variables: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-def driver_path(tmp_path) -> str:
-    script = tmp_path / "nvidia-smi"
-    script.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"\n')
-    script.chmod(0o755)
-    return f"{tmp_path}:{os.environ['PATH']}"
-
-
 def test_without_a_driver_make_run_installs_what_serving_needs():
     assert shutil.which("nvidia-smi") is None  # this machine: no NVIDIA driver
-    assert installs(os.environ["PATH"]) == ["'.'"]
-    assert installs(os.environ["PATH"], "RAY=1") == ["'.[ray]'"]
-    assert installs(os.environ["PATH"], "GPU=1") == ["'.[gpu]'"]
+    assert installs() == ["'.'"]
+    assert installs("RAY=1") == ["'.[ray]'"]
+    assert installs("GPU=1") == ["'.[gpu]'"]
 
 
-def test_with_a_driver_make_run_installs_cuda_s_libraries_unless_told_not_to(driver_path):
-    assert installs(driver_path) == ["'.[gpu]'"]
-    assert installs(driver_path, "RAY=1") == ["'.[gpu,ray]'"]
-    assert installs(driver_path, "GPU=0") == ["'.'"]
+def test_with_a_driver_make_run_installs_cuda_s_libraries_unless_told_not_to(fake_nvidia_smi):
+    assert installs() == ["'.[gpu]'"]
+    assert installs("RAY=1") == ["'.[gpu,ray]'"]
+    assert installs("GPU=0") == ["'.'"]

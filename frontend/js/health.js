@@ -1,5 +1,6 @@
 // The header's line on the server: TensorFlow's version, the devices it trains on, the
-// workers, and a warning when the NVIDIA driver lists GPUs TensorFlow cannot use.
+// workers; under the header, a warning when the NVIDIA driver lists GPUs TensorFlow
+// cannot use.
 
 import { api } from "./api.js";
 

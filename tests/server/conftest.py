@@ -3,7 +3,6 @@ and real worker processes training on the real MNIST."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,24 +52,3 @@ def server(tmp_path_factory, data_dir):
 @pytest.fixture
 def release_db(tmp_path) -> Path:
     return load_release_db(tmp_path / "release.db")
-
-
-FAKE_NVIDIA_SMI = """#!/bin/sh
-# nvidia-smi -L on a one-GPU machine: what the NVIDIA driver would list.
-echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
-"""
-
-
-@pytest.fixture
-def fake_nvidia_smi(monkeypatch, tmp_path) -> Path:
-    """An NVIDIA driver that lists one GPU, on this machine without one: a fake
-    `nvidia-smi` first on PATH (for this process and the servers it starts), and no
-    CUDA_VISIBLE_DEVICES narrowing its list. TensorFlow, asked for real, sees no GPU."""
-    bin_dir = tmp_path / "fake-driver"
-    bin_dir.mkdir()
-    script = bin_dir / "nvidia-smi"
-    script.write_text(FAKE_NVIDIA_SMI)
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return script
