@@ -6,17 +6,27 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # RAY=1: `make run` installs Ray too (`pip install 'bnlab[ray]'`), for --executor ray.
 RAY ?=
+# GPU=1: `make run` installs TensorFlow's CUDA libraries too (`pip install 'bnlab[gpu]'`,
+# a few GB; docs/gpu.md), without which TensorFlow trains on the CPU. The default where
+# the NVIDIA driver lists a GPU (`nvidia-smi -L`); GPU=0 installs without them.
+GPU ?= $(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU '),1,0)
+comma := ,
 
 # What .venv holds, one stamp per install: `serve` (BN Lab and what serving needs),
 # `ray` (that and Ray), `dev` (that and the test tools). Each includes the ones before
 # it, so a target needing `serve` is content with any of them: `make run` after
 # `make test` installs nothing, `make test` after `make run` adds the test tools.
+# With GPU=1 each of them has CUDA's libraries too (`gpu`, `gpu,ray`, `gpu,dev`).
 # A stamp is named by pyproject.toml's checksum: a changed one installs again.
 SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
 stamp = $(VENV)/.installed-$(1)-$(SUM)
 # The first of these installs that is there, else the first one (to be made).
 installed = $(firstword $(wildcard $(foreach set,$(1),$(call stamp,$(set)))) $(call stamp,$(firstword $(1))))
-SERVE := $(call installed,$(if $(RAY),ray dev,serve ray dev))
+SETS := $(if $(RAY),ray dev,serve ray dev)
+ifeq ($(GPU),1)
+SETS := $(patsubst gpu$(comma)serve,gpu,$(addprefix gpu$(comma),$(SETS)))
+endif
+SERVE := $(call installed,$(SETS))
 DEV := $(call installed,dev)
 
 .PHONY: install run test lint format system-deps mnist bench clean
@@ -29,6 +39,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-%-$(SUM): pyproject.toml | $(BIN)/python
+	$(if $(findstring gpu,$*),@echo "installing TensorFlow's CUDA libraries too ('bnlab[gpu]', a few GB) for the NVIDIA GPU; GPU=0 installs without them")
 	$(BIN)/python -m pip install --quiet -e '.$(if $(filter serve,$*),,[$*])'
 	rm -f $(filter-out %-$(SUM),$(wildcard $(VENV)/.installed-*))
 	touch $@

@@ -255,6 +255,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "with `ray start --head`) or its HOST:PORT (default auto; $BNLAB_RAY_ADDRESS)",
     )
     p.add_argument(
+        "--device",
+        type=_setting("device"),
+        help="where runs train: 'auto' (a GPU per worker where the NVIDIA driver lists "
+        "any, else the CPU; the default) or 'cpu' (the CPU even where there are GPUs, "
+        "e.g. without CUDA's libraries) ($BNLAB_DEVICE)",
+    )
+    p.add_argument(
         "--gpus-per-run",
         type=_setting("gpus_per_run"),
         help="share of a GPU each run gets; 0.25 packs four runs on a card "

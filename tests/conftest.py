@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST directory, read through BNLAB_DATA_DIR."""
+"""Shared fixtures: the real MNIST directory, read through BNLAB_DATA_DIR; a fake NVIDIA
+driver."""
 
 from __future__ import annotations
 
@@ -55,3 +56,24 @@ def small_evaluations() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv(EVAL_SUBSET_ENV_VAR, str(EVAL_SUBSET))
         yield
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# nvidia-smi -L on a one-GPU machine: what the NVIDIA driver would list.
+echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
+"""
+
+
+@pytest.fixture
+def fake_nvidia_smi(monkeypatch, tmp_path) -> Path:
+    """An NVIDIA driver that lists one GPU, on this machine without one: a fake
+    `nvidia-smi` first on PATH (for this process and the servers it starts), and no
+    CUDA_VISIBLE_DEVICES narrowing its list. TensorFlow, asked for real, sees no GPU."""
+    bin_dir = tmp_path / "fake-driver"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    script.write_text(FAKE_NVIDIA_SMI)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return script

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from ..status import Outcome
 from .placement import limit_threads, pin
-from .worker import WorkerMessage, ending
+from .worker import WorkerMessage, ending, require_gpu
 
 T = TypeVar("T")
 
@@ -128,7 +128,7 @@ def run_stack_worker(
         if command.kind != "train":  # a cancel that came after its job ended
             continue
         if raw is None:
-            raw = _read_mnist(conn, command, data_dir)
+            raw = _prepare(conn, command, data_dir, gpu)
             if raw is None:
                 continue
         train_stack_job(command, raw, Path(checkpoints), conn)
@@ -141,12 +141,15 @@ def _send(conn: Connection, report: StackReport) -> None:
         os._exit(1)
 
 
-def _read_mnist(conn: Connection, command: StackCommand, data_dir: str | None):
+def _prepare(conn: Connection, command: StackCommand, data_dir: str | None, gpu: str | None):
+    """MNIST read once for every stack to come, in a worker whose GPU TensorFlow sees
+    (`require_gpu`); None when either failed, the job's runs failed with the reason."""
     from ...model.data import read_raw_mnist
 
     try:
+        require_gpu(gpu)
         return read_raw_mnist(data_dir)
-    except Exception as exc:  # every run of the job fails with the loader's message
+    except Exception as exc:  # every run of the job fails with the message
         for run_id in command.run_ids:
             _send(conn, StackReport(job=command.job, run_id=run_id, message=ending(exc)))
         _send(conn, StackReport(job=command.job, done=True))

@@ -26,6 +26,24 @@ if TYPE_CHECKING:
     from ...model.data import RawMnist
 
 
+class GpuUnavailable(Exception):
+    """This worker was given a GPU that TensorFlow cannot see (CUDA's libraries are
+    missing, most often): its runs fail saying so rather than train on the CPU unnoticed."""
+
+
+def require_gpu(gpu: str | None) -> None:
+    """Raise GpuUnavailable when this process was given GPU `gpu` (None: none, the
+    CPU) and TensorFlow lists no GPU. Imports TensorFlow."""
+    if gpu is None:
+        return
+    from ...model.cuda import gpu_missing_message, missing_libraries
+    from ...model.device import tensorflow_gpus
+
+    if not tensorflow_gpus():
+        why = gpu_missing_message([gpu], [], missing_libraries())
+        raise GpuUnavailable(f"{why} (or train on the CPU: bnlab serve --device cpu)")
+
+
 class WorkerMessage(BaseModel):
     """What travels from worker to server: an event, or the run's outcome."""
 
@@ -73,6 +91,7 @@ def run_worker(
             data_dir=data_dir,
             checkpoint_dir=checkpoint_dir,
             threads=threads,
+            gpu=gpu,
         )
     finally:
         conn.close()
@@ -87,10 +106,12 @@ def train_and_report(
     data_dir: str | None = None,
     checkpoint_dir: str | None = None,
     threads: int | None = None,
+    gpu: str | None = None,
 ) -> None:
     """Train the run, sending each event and finally its outcome (`ending`; never
     raises), for worker processes and Ray actors alike; `raw` is MNIST already in
-    memory, `threads` TensorFlow's pool sizes (`threads_per_run`; None: its defaults)."""
+    memory, `threads` TensorFlow's pool sizes (`threads_per_run`; None: its defaults),
+    `gpu` the GPU this process was given (`require_gpu`; None: none)."""
 
     def on_event(event) -> None:
         send(WorkerMessage(event=event.model_dump_json(), sent_at=time.time()))
@@ -100,6 +121,7 @@ def train_and_report(
         from ...model.data import split_mnist
         from ...model.training import train
 
+        require_gpu(gpu)
         config = RunConfig.model_validate_json(config_json)
         data = split_mnist(raw, config.train_subset) if raw is not None else None
         if threads is not None:
@@ -129,7 +151,7 @@ def ending(stopped: BaseException | None) -> WorkerMessage:
         return WorkerMessage(outcome=Outcome.COMPLETED)
     if isinstance(stopped, Cancelled):
         return WorkerMessage(outcome=Outcome.CANCELLED)
-    if isinstance(stopped, Diverged | DataError):
+    if isinstance(stopped, Diverged | DataError | GpuUnavailable):
         outcome = Outcome.DIVERGED if isinstance(stopped, Diverged) else Outcome.FAILED
         return WorkerMessage(outcome=outcome, error=str(stopped))
     traceback.print_exception(stopped)

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from bnlab import __version__
 
+from ..execution.devices import DeviceProbe
 from ..execution.executor import Executor, ExecutorKind
 from ..execution.processes import ProcessExecutor
 from ..experiments.service import ExperimentService
@@ -64,12 +65,17 @@ def create_app(settings: Settings) -> FastAPI:
         service = RunService(store, executor, Hub(), settings.max_queued)
         experiments = ExperimentService(service)
         await service.start()
+        # Which devices TensorFlow sees, asked in the background once the server is up.
+        devices = DeviceProbe(settings.gpus)
+        devices.start()
         app.state.service = service
         app.state.experiments = experiments
         app.state.settings = settings
+        app.state.devices = devices
         try:
             yield
         finally:
+            await devices.stop()
             await service.stop()
             store.close()
 

@@ -25,7 +25,22 @@ class Health(BaseModel):
         "access token on a server whose reads need it (the page then asks for the token)"
     )
     tensorflow: str | None = Field(None, description=f"its version; {READERS_ONLY}")
-    devices: list[str] | None = Field(None, description=READERS_ONLY)
+    devices: list[str] | None = Field(
+        None,
+        description="the devices the workers are given: a GPU each where the NVIDIA driver "
+        f"(nvidia-smi) lists any, else the CPU; {READERS_ONLY}",
+    )
+    tensorflow_devices: list[str] | None = Field(
+        None,
+        description="the devices TensorFlow itself sees (GPU:0, ... or CPU), asked once "
+        "after the server starts: null until it has answered (seconds); " + READERS_ONLY,
+    )
+    device_warning: str | None = Field(
+        None,
+        description="why training would not run where `devices` says: the GPUs the driver "
+        "lists that TensorFlow does not see, the CUDA libraries missing and the fix; "
+        + READERS_ONLY,
+    )
     workers: WorkerLoad | None = Field(None, description=READERS_ONLY)
     queue: int | None = Field(None, description=READERS_ONLY)
     cluster: ClusterPublic | None = Field(None, description=f"with --executor ray; {READERS_ONLY}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import sys
 
 from ..execution.executor import ExecutorKind
-from .settings import Settings, SettingsError, load_settings
+from .settings import DeviceChoice, Settings, SettingsError, load_settings
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -65,6 +66,10 @@ def serve(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"bnlab serve: error: {exc}", file=sys.stderr)
         return 1
+    if settings.device == DeviceChoice.CPU:
+        # Inherited by every process the server starts (its workers, the device probe):
+        # TensorFlow there sees no GPU, as the user asked, and none fails for want of one.
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     where = (
         f"{settings.worker_count} workers"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +47,18 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+class DeviceChoice(StrEnum):
+    """Where the user wants runs to train (`--device`, $BNLAB_DEVICE)."""
+
+    # One GPU per worker where the NVIDIA driver lists any, else the CPU. A worker
+    # given a GPU that TensorFlow cannot see fails its runs, saying why, rather than
+    # train on the CPU unnoticed.
+    AUTO = "auto"
+    # The CPU, even where there are GPUs: no worker is given one, and every process
+    # the server starts sees none (CUDA_VISIBLE_DEVICES=-1, set by `bnlab serve`).
+    CPU = "cpu"
 
 
 class Settings(BaseSettings):
@@ -90,10 +103,13 @@ class Settings(BaseSettings):
     # None: beside the database. With Ray, a directory every node reaches.
     checkpoint_root: Path | None = Field(None, validation_alias=f"{ENV_PREFIX}CHECKPOINT_DIR")
 
+    device: DeviceChoice = DeviceChoice.AUTO
+
     @cached_property
     def gpus(self) -> list[str]:
-        """Asked of the driver, not configured: not a setting."""
-        return visible_gpus()
+        """The GPUs the workers are given: asked of the driver, none when the user
+        chose the CPU."""
+        return [] if self.device == DeviceChoice.CPU else visible_gpus()
 
     @property
     def checkpoint_dir(self) -> Path:

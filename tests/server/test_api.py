@@ -165,6 +165,8 @@ def test_health_reports_workers_queue_and_tensorflow(server):
     health = server.http.get("/api/health").json()
     assert health["status"] == "ok" and health["tensorflow"].startswith("2.21")
     assert health["workers"]["total"] == 2 and health["devices"] == ["CPU"]
+    # No NVIDIA driver here: TensorFlow's own devices are known at once, and agree.
+    assert health["tensorflow_devices"] == ["CPU"] and health["device_warning"] is None
     assert health["queue"] >= 0
     assert health["executor"] == "process" and health["cluster"] is None
 

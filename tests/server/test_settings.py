@@ -147,3 +147,24 @@ def test_serve_refuses_an_empty_path_flag_instead_of_using_the_default(tmp_path,
 def test_a_network_host_from_the_environment_still_needs_a_token(tmp_path):
     out = serve("--port", "1", "--db", str(tmp_path / "x.db"), env={"BNLAB_HOST": "0.0.0.0"})
     assert out.returncode == 2 and "--host 0.0.0.0" in out.stderr and "BNLAB_TOKEN" in out.stderr
+
+
+def test_workers_are_given_the_drivers_gpus_unless_the_cpu_is_chosen(monkeypatch, fake_nvidia_smi):
+    assert load_settings().gpus == ["0"]  # nvidia-smi's list
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2")
+    assert load_settings().gpus == ["1", "2"]  # narrowed as the user asked
+    monkeypatch.setenv("BNLAB_DEVICE", "cpu")
+    assert load_settings().gpus == [] and load_settings().worker_count == 2
+    monkeypatch.delenv("BNLAB_DEVICE")
+    args = build_parser().parse_args(["serve", "--device", "cpu"])
+    assert settings_from_args(args).gpus == []
+    assert settings_from_args(build_parser().parse_args(["serve"])).gpus == ["1", "2"]
+
+
+def test_a_bad_device_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("BNLAB_DEVICE", "tpu")
+    with pytest.raises(SettingsError, match="BNLAB_DEVICE='tpu'"):
+        load_settings()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--device", "gpu"])
+    assert "argument --device: 'gpu'" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from bnlab import __version__
 
 from ...execution.cluster import WorkerLoad
-from ..deps import ServiceDep, SettingsDep
+from ..deps import DevicesDep, ServiceDep, SettingsDep
 from ..schemas import LIMITS, Health, Limits
 from ..security import may_read
 
@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api")
 
 
 @router.get("/health", response_model=Health)
-async def health(request: Request, service: ServiceDep, settings: SettingsDep) -> Health:
+async def health(
+    request: Request, service: ServiceDep, settings: SettingsDep, devices: DevicesDep
+) -> Health:
     """Open to every caller (health checks carry no token); see Health for what a
     caller without the token is told."""
     executor = service.executor.kind
@@ -27,13 +29,15 @@ async def health(request: Request, service: ServiceDep, settings: SettingsDep) -
         tf_version = metadata.version("tensorflow")
     except metadata.PackageNotFoundError:
         tf_version = None
-    devices = [f"GPU:{g}" for g in settings.gpus] or ["CPU"]
+    driver_devices = [f"GPU:{g}" for g in settings.gpus] or ["CPU"]
     return Health(
         version=__version__,
         executor=executor,
         can_read=True,
         tensorflow=tf_version,
-        devices=devices,
+        devices=driver_devices,
+        tensorflow_devices=devices.devices,
+        device_warning=devices.warning,
         workers=WorkerLoad(busy=service.executor.busy(), total=service.executor.capacity),
         queue=service.queue_length(),
         cluster=service.executor.cluster(),
