@@ -76,6 +76,14 @@ export const PRESETS = {
   },
 };
 
+// "Quick look": a whole BN vs no-BN comparison in about a minute on 2 cores, for a first
+// look at the answer. The seed CNN (the form's defaults) cut to 600 steps, evaluated every
+// 100: measured here at about a minute for the pair, both runs training at once on a
+// 2-core machine with nothing else running (far longer on a busy one). At 600 steps BN
+// is past 97 % validation accuracy and no-BN usually not yet: the answer shows already.
+// The one place these values live.
+export const QUICK_LOOK = Object.freeze({ steps: 600, eval_every: 100 });
+
 const fmt = (n) => (Number.isInteger(n) && Math.abs(n) >= 10000 ? n.toLocaleString("en-US") : String(n));
 
 /** Validates one raw string against a field spec; returns [value, error message or null]. */
@@ -172,7 +180,19 @@ export class RunForm {
     this.formError = form.querySelector("[data-testid=form-error]");
     this.formStatus = form.querySelector("[data-testid=form-status]");
     this.presetButtons = [...document.querySelectorAll("[data-preset]")];
+    this.quickLook = form.querySelector("[data-testid=quick-look]");
     this.submit.disabled = true;
+    this.quickLook.disabled = true;
+    this.quickLook.addEventListener("click", () => {
+      if (form.dataset.state !== "ready") return;
+      // The seed CNN (every field at its default, the advanced ones too), shortened.
+      const defaults = Object.fromEntries(Object.values(this.fields).map((f) => [f.name, f.default]));
+      this.fill({ ...defaults, ...QUICK_LOOK });
+      this.form.elements.namedItem("mode").value = "compare";
+      this.syncMode();
+      this.markPreset(null);
+      this.start();
+    });
 
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -234,6 +254,7 @@ export class RunForm {
     this.formError.textContent = "";
     this.syncMode();
     this.submit.disabled = false;
+    this.quickLook.disabled = false;
     this.form.dataset.state = "ready";
   }
 
