@@ -41,15 +41,18 @@ export function legendNames(runs) {
     const known = new Set(head);
     const rest = String(run.label || shortId(run.id)).split(" · ").filter((p) => !known.has(p) && p !== "BN" && p !== "no-BN");
     let name = head.join(" · ");
-    let cut = false;
     for (const p of rest) {
-      if (cut || `${name} · ${p}`.length > NAME_CHARS) {
-        cut = true;
+      if (`${name} · ${p}`.length <= NAME_CHARS) {
+        name = `${name} · ${p}`;
         continue;
       }
-      name = `${name} · ${p}`;
+      // The first part that does not fit is cut at its end (a long label of one's own
+      // keeps its start), or only marked when little room is left.
+      const room = NAME_CHARS - name.length - 4;
+      name = room >= 6 ? `${name} · ${p.slice(0, room)}…` : `${name} · …`;
+      break;
     }
-    names.set(run.id, cut ? `${name} · …` : name);
+    names.set(run.id, name);
   }
   // Runs alike in every field (one comparison started twice): their ids tell them apart.
   const counts = new Map();
