@@ -358,7 +358,8 @@ const CHARTS = [
     title: "Histogram over time",
     caption:
       "Each column is one evaluation's histogram (darker: more of the values) for the first " +
-      "BN and no-BN run plotted: look for mass piling into the end bins, where a sigmoid saturates.",
+      "BN and no-BN run plotted, over the range the values took (their middle 99 %, every " +
+      "evaluation): look for mass piling up at the extremes, where a sigmoid saturates.",
     pair: true,
     panels: [
       { title: "Without BN: input to the nonlinearity", bn: false, heat: true, series: heat("pre_activation"), yTitle: "value" },
