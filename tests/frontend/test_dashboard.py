@@ -149,7 +149,7 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
     assert {r["run"]["id"] for r in exported["runs"]} == set(ids)
 
     # Inside the network, the histograms' ranges follow the data: every evaluation's
-    # middle 99 % (with a bin to spare), not the bins' whole span set at initialisation.
+    # middle 98 % (with a bin to spare), not the bins' whole span set at initialisation.
     def heat_ranges() -> list[dict]:
         return page.evaluate(
             """() => { const el = document.querySelector('[data-testid=inside-heatmap]');

@@ -243,7 +243,7 @@ class LayerChart extends LiveChart {
   }
 
   /**
-   * A histogram panel's value range: the 0.5th to 99.5th percentile of every evaluation's
+   * A histogram panel's value range: the 1st to 99th percentile of every evaluation's
    * histogram, widest over time (so the columns compare), one bin of margin. The bins span
    * the layer's values at initialisation, often far wider than where they end up.
    */
@@ -264,8 +264,8 @@ class LayerChart extends LiveChart {
           let last = -1;
           counts.forEach((c, i) => {
             sum += c;
-            if (first < 0 && sum > 0.005 * total) first = i;
-            if (last < 0 && sum >= 0.995 * total) last = i;
+            if (first < 0 && sum > 0.01 * total) first = i;
+            if (last < 0 && sum >= 0.99 * total) last = i;
           });
           bin = Math.max(bin, edges[1] - edges[0]);
           low = Math.min(low, edges[first]);
@@ -358,7 +358,7 @@ const CHARTS = [
     title: "Histogram over time",
     caption:
       "Each column is one evaluation's histogram (darker: more of the values) for the first " +
-      "BN and no-BN run plotted, over the range the values took (their middle 99 %, every " +
+      "BN and no-BN run plotted, over the range the values took (their middle 98 %, every " +
       "evaluation): look for mass piling up at the extremes, where a sigmoid saturates.",
     pair: true,
     panels: [
