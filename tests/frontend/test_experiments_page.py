@@ -283,7 +283,8 @@ def test_two_varied_fields_add_a_heatmap_of_the_difference_per_cell(finished):
     differences = [c["effect"]["difference"]["mean"] * 100 for c in final["cells"]]
     assert trace["z"] == [pytest.approx(differences)]
     for text, difference in zip(trace["text"][0], differences, strict=True):
-        assert text.startswith(f"{difference:+.2f} %")
+        # Percentage points, not a percentage of anything.
+        assert text.startswith(f"{difference:+.2f} pp".replace("-", "\N{MINUS SIGN}"))
 
 
 def test_the_seed_toggle_draws_every_run_as_a_thin_line(finished):
