@@ -76,12 +76,13 @@ export const PRESETS = {
   },
 };
 
-// "Quick look": a whole BN vs no-BN comparison in a minute or two on 2 cores, for a first
+// "Quick look": a whole BN vs no-BN comparison in about two minutes on 2 cores, for a first
 // look at the answer. The seed CNN (the form's defaults) cut to 600 steps, evaluated every
-// 100, without diagnostics (the answer is the point, not the inside). Measured on a shared
-// 2-core machine: each run, on its own core, used about 0.15-0.25 s of CPU per step with
-// basic diagnostics, so 1.5-2.5 minutes on an idle machine, less without them. At 600
-// steps BN is usually past 97 % validation accuracy and no-BN not yet: the answer shows.
+// 100, without diagnostics (the answer is the point, not the inside). Timed roughly: two
+// workers train ~13 CNN steps/s between them (bench/RESULTS.md, "Sizing"), so ~95 s of
+// steps per run plus start-up and 7 evaluations; here, on a 2-core machine shared with
+// other jobs, each run took ~0.2 s of CPU per step. 600 steps, because at 300 (a minute)
+// neither run has reached 97 % yet; at 600 BN usually has and no-BN not: the answer shows.
 // The one place these values live.
 export const QUICK_LOOK = Object.freeze({ steps: 600, eval_every: 100, diagnostics: "off" });
 
