@@ -288,6 +288,7 @@ class LayerChart extends LiveChart {
       })),
     };
     for (const panel of this.panels) {
+      const range = panel.heat ? this.heatRange(panel) : null;
       layout[`xaxis${panel.n}`] = this.axis({
         domain: panel.domain, anchor: panel.y, title: { text: this.xTitle() }, uirevision: this.opts.xMode,
         ...(panel.heat ? {} : { rangemode: "tozero" }),
@@ -295,7 +296,7 @@ class LayerChart extends LiveChart {
       layout[`yaxis${panel.n}`] = this.axis({
         anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
         ...(panel.log ? logTicks(...this.extent(panel)) : {}),
-        ...(panel.heat && this.heatRange(panel) ? { range: this.heatRange(panel), autorange: false } : {}),
+        ...(range ? { range, autorange: false } : {}),
         ...(panel.yaxis ?? {}),
       });
     }
