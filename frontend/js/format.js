@@ -8,6 +8,11 @@ export function pct(x, digits = 2) {
   return isNum(x) ? `${(x * 100).toFixed(digits)} %` : DASH;
 }
 
+/** A difference of two accuracies, in percentage points: 0.0111 -> "+1.11 pp". */
+export function pp(x, digits = 2) {
+  return isNum(x) ? `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(digits)} pp` : DASH;
+}
+
 export function num(x, digits = 4) {
   if (!isNum(x)) return DASH;
   if (x !== 0 && (Math.abs(x) >= 1e5 || Math.abs(x) < 1e-3)) return x.toExponential(2);

@@ -2,13 +2,14 @@
 // (frontend/README.md has the map). No framework.
 
 import { api } from "./api.js";
-import { captureTokenFromUrl } from "./auth.js";
+import { TOKEN_EVENT, captureTokenFromUrl } from "./auth.js";
 import { watchConnections } from "./banner.js";
 import { ExperimentsPage } from "./experiments/page.js";
 import { showHealth } from "./health.js";
 import { RunsFeed, connections } from "./livesocket.js";
 import { notice } from "./notice.js";
 import { RunsPage } from "./runs/page.js";
+import { TERMINAL } from "./status.js";
 import { setupTokenForm } from "./tokenform.js";
 import { followViews } from "./views.js";
 
@@ -29,10 +30,14 @@ new RunsFeed({
   onRun: (run) => {
     runs.upsertRun(run, "feed");
     if (run.experiment_id) experiments.runChanged();
+    // A run that ended is one more the designer's estimate can learn from.
+    if (TERMINAL.has(run.status)) experiments.runEnded();
   },
   onDeleted: (id) => runs.removeRun(id),
 }).start();
 showHealth();
+// A token entered after the page opened: the health line could not be read without it.
+window.addEventListener(TOKEN_EVENT, showHealth);
 runs.start();
 // The server's limits, once: without them (an older server, a failed request) the page
 // caps nothing itself and the server's answer says what is too much.

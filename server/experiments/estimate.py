@@ -211,3 +211,22 @@ def estimate(
         basis=basis,
         assumptions=list(assumptions),
     )
+
+
+def remaining(
+    pending: Sequence[RunPublic],
+    finished: Iterable[RunPublic],
+    workers: int,
+    stacking: bool = False,
+) -> float | None:
+    """Wall seconds left for an experiment's `pending` (queued and running) runs, by the
+    model a plan is timed with (`estimate`): their whole time, by the share of their
+    steps still to train. None when that model cannot tell (see `estimate`)."""
+    if not pending:
+        return 0.0
+    whole = estimate([run.config for run in pending], finished, workers, stacking)
+    total = sum(run.total_steps for run in pending)
+    if whole.seconds is None or total <= 0:
+        return None
+    left = sum(max(0, run.total_steps - run.step) for run in pending)
+    return whole.seconds * left / total

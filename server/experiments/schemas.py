@@ -22,6 +22,11 @@ class ExperimentProgress(BaseModel):
     runs: dict[RunStatus, int] = Field(description="Runs by status (statuses with none left out)")
     steps: int = Field(description="Updates done so far, over every run")
     total_steps: int
+    eta_seconds: float | None = Field(
+        None,
+        description="Seconds left for the queued and running runs, by the model "
+        "POST /api/experiments/plan estimates with; null when done or when it cannot tell",
+    )
 
 
 class ExperimentOverview(BaseModel):

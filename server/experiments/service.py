@@ -49,7 +49,7 @@ from .design import (
     Preset,
     experiment_status,
 )
-from .estimate import BASIS_RUNS, estimate
+from .estimate import BASIS_RUNS, estimate, remaining
 from .schemas import (
     ExperimentCurveRow,
     ExperimentDiagnostics,
@@ -113,7 +113,7 @@ class ExperimentService:
             "created_at": row["created_at"],
             "design": ExperimentCreate.model_validate_json(row["design"]),
             "status": experiment_status(r.status for r in runs),
-            "progress": _progress(runs),
+            "progress": _progress(runs, self._eta(runs)),
             "last_seq": self._seq.get(row["id"], row["last_seq"]),
         }
 
@@ -138,12 +138,26 @@ class ExperimentService:
     def presets(self) -> list[Preset]:
         return list(PRESETS.values())
 
+    def _finished(self) -> list[RunPublic]:
+        """The completed runs the estimates learn from: the newest, read now (a run that
+        ended a moment ago counts)."""
+        rows, _ = self.store.list_runs(RunStatus.COMPLETED, limit=BASIS_RUNS)
+        return [self.runs.from_row(row) for row in rows]
+
+    def _eta(self, runs: list[RunPublic]) -> float | None:
+        """Seconds left for the experiment's queued and running runs (None: done, or
+        unknown), by the plan's model."""
+        pending = [r for r in runs if r.status in (RunStatus.QUEUED, RunStatus.RUNNING)]
+        if not pending:
+            return None
+        executor = self.runs.executor
+        return remaining(pending, self._finished(), executor.capacity, executor.stacking)
+
     def plan(self, design: ExperimentCreate) -> ExperimentPlan:
         """The design's size and its estimated time here; nothing is stored or queued."""
         configs = [run.config for run in design.runs()]
-        rows, _ = self.store.list_runs(RunStatus.COMPLETED, limit=BASIS_RUNS)
         workers = self.runs.executor.capacity
-        finished = (self.runs.from_row(row) for row in rows)
+        finished = self._finished()
         guess = estimate(configs, finished, workers, stacking=self.runs.executor.stacking)
         return ExperimentPlan(
             cells=len(design.cells()),
@@ -400,10 +414,11 @@ class ExperimentService:
             self._publish(experiment_id)
 
 
-def _progress(runs: list[RunPublic]) -> ExperimentProgress:
+def _progress(runs: list[RunPublic], eta_seconds: float | None = None) -> ExperimentProgress:
     counts = Counter(run.status for run in runs)
     return ExperimentProgress(
         runs={status: counts[status] for status in RunStatus if counts[status]},
         steps=sum(run.step for run in runs),
         total_steps=sum(run.total_steps for run in runs),
+        eta_seconds=eta_seconds,
     )

@@ -148,6 +148,39 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
     )
     assert {r["run"]["id"] for r in exported["runs"]} == set(ids)
 
+    # Inside the network, the histograms' ranges follow the data: every evaluation's
+    # middle 98 % (with a bin to spare), not the bins' whole span set at initialisation.
+    def heat_ranges() -> list[dict]:
+        return page.evaluate(
+            """() => { const el = document.querySelector('[data-testid=inside-heatmap]');
+                return el.data.filter(t => t.type === 'heatmap').map(t => {
+                    const axis = el.layout[(t.yaxis || 'y').replace('y', 'yaxis')];
+                    return {range: axis.range, edges: Array.from(t.y), z: t.z}; }); }"""
+        )
+
+    for heat in heat_ranges():
+        low, high = heat["range"]
+        edges, bin_ = heat["edges"], heat["edges"][1] - heat["edges"][0]
+        assert edges[0] - bin_ <= low < high <= edges[-1] + bin_, heat["range"]
+        for column in heat["z"]:  # each evaluation's mass is (almost) all in the range
+            inside = sum(
+                f
+                for f, a, b in zip(column, edges, edges[1:], strict=False)
+                if a >= low and b <= high
+            )
+            assert inside >= 0.98, (heat["range"], column)
+    # The CNN's dense layer has no BN: its panels say so instead of "before/after BN".
+    page.get_by_test_id("inside-layer").select_option("fc1")
+    page.wait_for_function(
+        """() => (document.querySelector('[data-testid=inside-bands]').layout.annotations || [])
+            .some(a => a.text === 'With BN: input to the nonlinearity (no BN on this layer)')"""
+    )
+    titles = page.evaluate(
+        """() => document.querySelector('[data-testid=inside-bands]').layout.annotations
+            .map(a => a.text)"""
+    )
+    assert "With BN: no BN on this layer" in titles and "With BN: before BN" not in titles
+
     save_screenshot(page, output_dir, "comparison.png")
 
 

@@ -251,14 +251,14 @@ def test_a_long_label_does_not_widen_the_page(page, server):
     # speed-up line, the charts' legends.
     expect(page.get_by_test_id("form-status")).to_contain_text(label)
     expect(page.get_by_test_id("speedup")).to_contain_text(label)
-    # Plotly clips a long legend entry (it does not wrap it): the page cuts it with "…" in
-    # the middle, keeping the end where a comparison's runs differ.
+    # Plotly clips a long legend entry (it does not wrap it): the page names a run by BN or
+    # no-BN first, then as much of its label as fits, cut with "…" (runs/labels.js).
     names = page.evaluate(
         """() => document.querySelector('[data-testid=chart-acc]').data
             .filter(t => t.showlegend !== false).map(t => t.name)"""
     )
-    assert len(names) == 2 and all(len(n) <= 32 and "…" in n for n in names), names
-    assert [n.rsplit("L", 1)[1] for n in names] == [" (BN)", " (no-BN)"], names
+    assert len(names) == 2 and all(len(n) <= 40 and n.endswith("L…") for n in names), names
+    assert [n.split(" · ")[0] for n in names] == ["BN", "no-BN"], names
     for width in (1440, 1280, 800):
         page.set_viewport_size({"width": width, "height": 800})
         page.wait_for_timeout(300)  # Plotly's resize

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.frontend.conftest import OUTPUT, VIEWPORT, PageErrors, wait_until_ready
-from tests.frontend.dashboard import save_screenshot
+from tests.frontend.dashboard import TINY, save_screenshot
 
 # The learning-rate preset (the paper's MLP), cut down: 2 cells x 2 seeds x 2 arms = 8
 # runs of 60 steps on 1,000 images. BN's moving averages must catch up within 60 steps.
@@ -283,7 +283,8 @@ def test_two_varied_fields_add_a_heatmap_of_the_difference_per_cell(finished):
     differences = [c["effect"]["difference"]["mean"] * 100 for c in final["cells"]]
     assert trace["z"] == [pytest.approx(differences)]
     for text, difference in zip(trace["text"][0], differences, strict=True):
-        assert text.startswith(f"{difference:+.2f} %")
+        # Percentage points, not a percentage of anything.
+        assert text.startswith(f"{difference:+.2f} pp".replace("-", "\N{MINUS SIGN}"))
 
 
 def test_the_seed_toggle_draws_every_run_as_a_thin_line(finished):
@@ -359,6 +360,26 @@ def test_a_cell_opens_its_runs_in_the_runs_view(finished):
     expected = {r["id"] for r in final["runs"] if r["config"]["learning_rate"] == 0.5}
     page.wait_for_function("n => window.bnlab.selected().length === n", arg=len(expected))
     assert set(page.evaluate("window.bnlab.selected()")) == expected
+    # The runs named, alone in the table, at the top of the page; the address names them,
+    # so a reload shows the same.
+    for _ in range(2):
+        assert set(page.url.split("#runs=")[1].split(",")) == expected
+        shown = page.locator("[data-testid=run-row]:visible")
+        expect(shown).to_have_count(len(expected))
+        assert {r.get_attribute("data-run-id") for r in shown.all()} == expected
+        page.wait_for_function("() => window.scrollY === 0")
+        page.reload()
+        wait_until_ready(page)
+        page.wait_for_function("n => window.bnlab.selected().length === n", arg=len(expected))
+    # The user's own runs leave the experiment's behind one line; it shows them on a click.
+    page.get_by_test_id("run-group-back").click()
+    group = page.locator(f'[data-testid=run-group][data-experiment-id="{final["id"]}"]')
+    expect(group).to_contain_text(f"{RUNS} runs")
+    for run_id in expected:
+        expect(page.locator(f'[data-testid=run-row][data-run-id="{run_id}"]')).to_be_hidden()
+    group.click()
+    page.wait_for_url(f"**/#runs=experiment:{final['id']}")
+    expect(page.locator("[data-testid=run-row]:visible")).to_have_count(RUNS)
 
 
 def test_a_bad_design_shows_the_fields_error_and_starts_nothing(open_page, page_errors, server):
@@ -396,6 +417,19 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     expect(plan).to_contain_text("about ")
     # (other test files share this server: CNN runs of theirs may be counted too)
     expect(plan).to_contain_text(re.compile(r"from the speed of (\d+ CNN runs?, )?\d+ MLP runs"))
+
+    # Runs that end while the design is open count at once: the page asks again.
+    before = int(re.search(r"(\d+) MLP runs", plan.inner_text()).group(1))
+    started = page.request.post(
+        server_root(page) + "/api/comparisons", data={**TINY, "steps": 20, "eval_every": 10}
+    )
+    assert started.status == 201, started.text()
+    page.wait_for_function(
+        """n => Number((/(\\d+) MLP runs/.exec(
+            document.querySelector('[data-testid=exp-plan]').textContent) || [0, 0])[1]) >= n""",
+        arg=before + 2,
+        timeout=TIMEOUT_S * 1000,
+    )
 
 
 def inside_traces(page, chart: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -80,3 +80,15 @@ def test_a_public_board_shows_its_runs_without_the_token(open_page, public_serve
     page.wait_for_timeout(1000)
     expect(page.get_by_test_id("conn-banner")).to_be_hidden()  # the live feed is open
     assert not page_errors.errors
+
+
+def test_the_health_line_fills_once_a_token_is_entered(open_page, token_server, page_errors):
+    page_errors.allow(r"status of 401")  # Chromium logs the refused requests itself
+    page_errors.allow(r"WebSocket connection to .* failed")
+    page = open_page(token_server.url + "/")
+    health = page.get_by_test_id("health")
+    expect(page.get_by_test_id("token-form")).to_be_visible()
+    assert health.text_content() == ""
+    page.get_by_test_id("token-input").fill(token_server.token)
+    page.get_by_test_id("token-save").click()
+    expect(health).to_contain_text("TensorFlow")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab.model.config import RunConfig
-from bnlab.server.experiments.estimate import RunTime, estimate, run_times
+from bnlab.server.experiments.estimate import RunTime, estimate, remaining, run_times
 from bnlab.server.runs.schemas import RunPublic
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -182,3 +182,18 @@ def test_stacks_with_no_stacked_run_measured_are_timed_as_runs_of_their_own_and_
     got = estimate([planned(steps=1000)] * 4, [finished("mlp", 1000, 5.0)], 2, stacking=True)
     assert got.seconds == pytest.approx(4 * 5.0 / 2)
     assert any("no stacked MLP run" in a for a in got.assumptions)
+
+
+def _pending(steps: int, done: int, status: str = "running") -> RunPublic:
+    run = finished("mlp", steps, 1.0, status=status)
+    return run.model_copy(update={"id": f"pending-{steps}-{done}", "step": done})
+
+
+def test_an_experiments_time_left_is_the_plans_model_by_the_steps_left():
+    basis = [finished("mlp", 1000, 4.0), finished("mlp", 1000, 6.0)]
+    whole = estimate([planned(steps=1000, eval_every=100)] * 2, basis, workers=2).seconds
+    pending = [_pending(1000, 250), _pending(1000, 0, status="queued")]
+    assert remaining(pending, basis, workers=2) == pytest.approx(whole * 1750 / 2000)
+    # Nothing of the architecture finished here: the plan cannot tell, nor can this.
+    assert remaining(pending, [finished("cnn", 100, 10.0)], workers=2) is None
+    assert remaining([], basis, workers=2) == 0.0

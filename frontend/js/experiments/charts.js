@@ -6,7 +6,7 @@
 /* global Plotly */
 
 import { ARM_NAME, ARM_ORDER, Arm } from "../arms.js";
-import { isNum, pValue } from "../format.js";
+import { isNum, pValue, pp } from "../format.js";
 import { colourAt, withAlpha } from "../plot/colour.js";
 import { CONFIG, FONT, GRID, LEGEND, note } from "../plot/figure.js";
 import { spreadByFactors } from "../plot/logaxis.js";
@@ -224,8 +224,9 @@ export class FactorPlot extends Chart {
       },
       yaxis: {
         automargin: true, title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%",
-        range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => [
-          y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)])), 0, 1),
+        // No finished run yet: the whole 0–100 % (Plotly's empty axis would read 0–5 %).
+        range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => (isNum(y) ? [
+          y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)] : []))), 0, 1) ?? [0, 1],
       },
       annotations: experiment.cells.every((c) => ARM_ORDER.every((a) => !c.arms[a].n_finished))
         ? [note("no finished runs yet")] : [],
@@ -257,7 +258,7 @@ export class Heatmap extends Chart {
       if (!isNum(d)) continue;
       z[r][c] = d * 100;
       const p = isNum(cell.effect.p_value) ? `p ${pValue(cell.effect.p_value)}` : "";
-      text[r][c] = `${d >= 0 ? "+" : ""}${(d * 100).toFixed(2)} %<br>${p}`;
+      text[r][c] = `${pp(d)}<br>${p}`;
     }
     const reach = Math.max(0.01, ...z.flat().filter(isNum).map(Math.abs));
     const data = [{

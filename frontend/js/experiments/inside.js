@@ -97,7 +97,7 @@ export class CellMeansPanel extends InsidePanel {
         heatmap:
           "Each column is one evaluation's histogram (darker: more of the values), averaged " +
           "over the seeds of the first cell that share its bins: look for mass piling into " +
-          "the end bins, where a sigmoid saturates.",
+          "the extremes, where a sigmoid saturates.",
       },
     });
     this.points = points;

@@ -77,6 +77,11 @@ export class ExperimentsPage {
     }, LIST_REFRESH_MS);
   }
 
+  /** A run ended (runs feed): the open design's estimate may know more now. */
+  runEnded() {
+    if (!this.designer.form.hidden) this.designer.checkSoon();
+  }
+
   renderPresets() {
     const items = this.presets.map((preset) => {
       const li = document.createElement("li");

@@ -3,7 +3,7 @@
 // Every update replaces the state; the charts redraw from it at the next free frame.
 
 import { api } from "../api.js";
-import { duration, isNum, pct, pValue } from "../format.js";
+import { duration, isNum, pct, pp, pValue } from "../format.js";
 import { ARM_ORDER, Arm } from "../arms.js";
 import { Painter } from "../plot/frames.js";
 import { ACTIVE, ExperimentStatus, RESUMABLE, Status } from "../status.js";
@@ -27,7 +27,8 @@ const VERDICT_WORDS = {
 const RATE_WINDOW_MS = 60_000; // the ETA's speed: steps over the last minute
 const EXPORT_REFRESH_MS = 2000; // the export (the seeds' curves): at most one load per interval
 
-const signed = (x) => (isNum(x) ? `${x >= 0 ? "+" : ""}${(x * 100).toFixed(2)} %` : "—");
+// A difference of accuracies is in percentage points, not a percentage of anything.
+const signed = (x) => pp(x);
 const interval = (low, high, f) => (isNum(low) && isNum(high) ? `${f(low)} to ${f(high)}` : "—");
 const ratio = (x) => (isNum(x) ? `${x.toFixed(2)}×` : "—");
 
@@ -199,7 +200,11 @@ export class ExperimentView {
       .map(([key, word]) => `${progress.runs[key] ?? 0} ${word}`);
     const total = Object.values(progress.runs).reduce((a, b) => a + b, 0);
     let eta = "";
-    if (EXPERIMENT_ACTIVE.has(status)) {
+    if (EXPERIMENT_ACTIVE.has(status) && isNum(progress.eta_seconds)) {
+      // The server's, by the model the designer's estimate uses (the runs finished here).
+      eta = ` · ETA ${duration(progress.eta_seconds)}`;
+    } else if (EXPERIMENT_ACTIVE.has(status)) {
+      // No run of this kind finished here yet: the steps trained over the last minute.
       const [t0, s0] = this.samples[0];
       const rate = now > t0 ? (progress.steps - s0) / ((now - t0) / 1000) : 0;
       eta = rate > 0 ? ` · ETA ${duration((progress.total_steps - progress.steps) / rate)}` : " · ETA estimating…";

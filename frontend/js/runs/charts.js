@@ -15,19 +15,10 @@ export const uidOf = (key) => `u-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
 
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
-// A legend entry longer than this is cut with "…": Plotly clips, not wraps, long ones (the
-// hover label has the whole name). The cut is in the middle: runs of one experiment or
-// comparison share the start of their labels and differ at the end (seed, arm).
-const LEGEND_CHARS = 32;
-const LEGEND_HEAD = 12;
-
+/** A run's legend entry: its short name (labels.js) and how it ended, unless completed. */
 export function runName(run) {
   const flag = TERMINAL.has(run.status) && run.status !== Status.COMPLETED ? ` (${run.status})` : "";
-  const { label } = run;
-  const cut = label.length > LEGEND_CHARS
-    ? `${label.slice(0, LEGEND_HEAD)}…${label.slice(label.length - (LEGEND_CHARS - LEGEND_HEAD - 1))}`
-    : label;
-  return `${cut}${flag}`;
+  return `${run.name ?? run.label}${flag}`;
 }
 
 const axisNames = (layout) => Object.keys(layout).filter((key) => /^[xy]axis\d*$/.test(key));
@@ -52,10 +43,11 @@ function whyEmpty(runs, getPoints, value) {
 }
 
 /** One plotted run: what the charts need to know about it. */
-export function chartRun(run, colour) {
+export function chartRun(run, colour, name = undefined) {
   return {
     id: run.id,
     label: run.label || run.id,
+    name,
     status: run.status,
     bn: run.config?.batch_norm !== false,
     colour,
@@ -156,7 +148,8 @@ export class LiveChart {
   setRuns(runs) {
     const same =
       runs.length === this.runs.length &&
-      runs.every((r, i) => r.id === this.runs[i].id && r.colour === this.runs[i].colour && r.bn === this.runs[i].bn);
+      runs.every((r, i) => r.id === this.runs[i].id && r.colour === this.runs[i].colour && r.bn === this.runs[i].bn &&
+        r.label === this.runs[i].label);
     const before = new Map(this.runs.map((r) => [r.id, r]));
     this.runs = runs;
     if (!same || !this.drawn) return this.redraw();
@@ -224,7 +217,8 @@ export class LiveChart {
       plot_bgcolor: "#ffffff",
       margin: { l: 58, r: 14, t: 34, b: 30 },
       hovermode: "closest",
-      hoverlabel: { font: { size: 12 } },
+      // The whole run label in the hover box (Plotly cuts it at 15 characters by default).
+      hoverlabel: { font: { size: 12 }, namelength: -1 },
       legend: LEGEND,
       showlegend: true,
     };
@@ -241,8 +235,9 @@ export class LiveChart {
 
 /** Validation loss or accuracy against step or wall time; BN solid, no-BN dashed. */
 export class CurveChart extends LiveChart {
-  constructor(el, getPoints, { metric, title, yTitle, tickformat, hoverformat }) {
+  constructor(el, getPoints, { metric, title, yTitle, tickformat, hoverformat, bounds }) {
     super(el, getPoints);
+    this.bounds = bounds; // [low, high] the axis never goes past (accuracy: 0 to 1)
     this.metric = metric;
     this.title = title;
     this.yTitle = yTitle;
@@ -310,6 +305,10 @@ export class CurveChart extends LiveChart {
         tickformat: this.tickformat,
         uirevision: this.opts.yLog ? "log" : "linear",
         ...(this.opts.yLog ? DECADE_TICKS : {}),
+        // One point (step 0) would get an axis from -50 % to 100 % otherwise.
+        ...(this.bounds && !this.opts.yLog
+          ? { autorangeoptions: { minallowed: this.bounds[0], maxallowed: this.bounds[1] } }
+          : {}),
       }),
     };
   }
@@ -386,7 +385,8 @@ export class ProbeChart extends LiveChart {
       xaxis: this.axis({ domain: [0, 0.47], title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
       yaxis: this.axis({ title: { text: "input to the unit" }, zeroline: true, zerolinecolor: "#d5dbe3" }),
       xaxis2: this.axis({ domain: [0.53, 1], anchor: "y2", title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
-      yaxis2: this.axis({ anchor: "x2", zeroline: true, zerolinecolor: "#d5dbe3" }),
+      // One scale for both: how far each band moves is what the two panels compare.
+      yaxis2: this.axis({ anchor: "x2", matches: "y", zeroline: true, zerolinecolor: "#d5dbe3" }),
       annotations: PROBE_PANELS.map(({ title, centre }) => head(title, centre)),
     };
   }

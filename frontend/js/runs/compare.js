@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { Status, TERMINAL } from "../status.js";
 import { duration, int, isNum, num, pct, shortId } from "../format.js";
+import { headline } from "./headline.js";
 
 const ROWS = [
   { key: "test_accuracy", label: "Test accuracy", fmt: (v) => pct(v), better: "max" },
@@ -36,6 +37,7 @@ export class ComparePanel {
     this.table = root.querySelector("[data-testid=compare-table]");
     this.empty = root.querySelector("[data-testid=compare-empty]");
     this.pairs = root.querySelector("[data-testid=compare-pairs]");
+    this.headline = root.querySelector("[data-testid=compare-headline]");
     this.csv = root.querySelector("[data-testid=export-csv]");
     this.json = root.querySelector("[data-testid=export-json]");
     this.ids = [];
@@ -72,6 +74,8 @@ export class ComparePanel {
     if (!any) {
       this.table.replaceChildren();
       this.pairs.replaceChildren();
+      this.headline.replaceChildren();
+      this.headline.hidden = true;
       this.empty.hidden = false;
       return;
     }
@@ -111,6 +115,42 @@ export class ComparePanel {
         this.refresh();
       }
     }
+  }
+
+  /** The answer in words for each comparison whose two runs are shown (the first few). */
+  renderHeadline(entries, pairs) {
+    const byId = new Map(entries.map((e) => [e.run.id, e]));
+    const shown = pairs.filter((p) => byId.has(p.bn) && byId.has(p.no_bn)).slice(0, 3);
+    this.headline.hidden = !shown.length;
+    this.headline.replaceChildren(
+      ...shown.map((pair) => {
+        const { lead, milestones } = headline(byId.get(pair.bn), byId.get(pair.no_bn));
+        const box = document.createElement("div");
+        box.className = "headline-pair";
+        box.dataset.comparisonId = pair.comparison_id;
+        if (shown.length > 1) {
+          const name = document.createElement("p");
+          name.className = "muted small";
+          name.textContent = byId.get(pair.bn).run.label.replace(/^BN · /, "");
+          box.append(name);
+        }
+        const p = document.createElement("p");
+        p.className = "headline-lead";
+        p.dataset.testid = "headline-lead";
+        p.textContent = lead;
+        const ul = document.createElement("ul");
+        ul.className = "headline-milestones";
+        for (const m of milestones) {
+          const li = document.createElement("li");
+          li.dataset.testid = "headline-milestone";
+          li.dataset.milestone = m.key;
+          li.textContent = m.text;
+          ul.append(li);
+        }
+        box.append(p, ul);
+        return box;
+      }),
+    );
   }
 
   render(data) {
@@ -162,6 +202,8 @@ export class ComparePanel {
     const tbody = document.createElement("tbody");
     tbody.append(...body);
     this.table.replaceChildren(thead, tbody);
+
+    this.renderHeadline(entries, data.pairs ?? []);
 
     const label = (id) => entries.find((e) => e.run.id === id)?.run.label ?? shortId(id);
     const stepsTo98 = (id) => entries.find((e) => e.run.id === id)?.summary?.steps_to?.["0.98"];

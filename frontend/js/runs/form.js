@@ -76,6 +76,16 @@ export const PRESETS = {
   },
 };
 
+// "Quick look": a whole BN vs no-BN comparison in about two minutes on 2 cores, for a first
+// look at the answer. The seed CNN (the form's defaults) cut to 600 steps, evaluated every
+// 100, without diagnostics (the answer is the point, not the inside). Timed roughly: two
+// workers train ~13 CNN steps/s between them (bench/RESULTS.md, "Sizing"), so ~95 s of
+// steps per run plus start-up and 7 evaluations; here, on a 2-core machine shared with
+// other jobs, each run took ~0.2 s of CPU per step. 600 steps, because at 300 (a minute)
+// neither run has reached 97 % yet; at 600 BN usually has and no-BN not: the answer shows.
+// The one place these values live.
+export const QUICK_LOOK = Object.freeze({ steps: 600, eval_every: 100, diagnostics: "off" });
+
 const fmt = (n) => (Number.isInteger(n) && Math.abs(n) >= 10000 ? n.toLocaleString("en-US") : String(n));
 
 /** Validates one raw string against a field spec; returns [value, error message or null]. */
@@ -172,7 +182,19 @@ export class RunForm {
     this.formError = form.querySelector("[data-testid=form-error]");
     this.formStatus = form.querySelector("[data-testid=form-status]");
     this.presetButtons = [...document.querySelectorAll("[data-preset]")];
+    this.quickLook = form.querySelector("[data-testid=quick-look]");
     this.submit.disabled = true;
+    this.quickLook.disabled = true;
+    this.quickLook.addEventListener("click", () => {
+      if (form.dataset.state !== "ready") return;
+      // The seed CNN (every field at its default, the advanced ones too), shortened.
+      const defaults = Object.fromEntries(Object.values(this.fields).map((f) => [f.name, f.default]));
+      this.fill({ ...defaults, ...QUICK_LOOK });
+      this.form.elements.namedItem("mode").value = "compare";
+      this.syncMode();
+      this.markPreset(null);
+      this.start();
+    });
 
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -234,6 +256,7 @@ export class RunForm {
     this.formError.textContent = "";
     this.syncMode();
     this.submit.disabled = false;
+    this.quickLook.disabled = false;
     this.form.dataset.state = "ready";
   }
 

@@ -215,6 +215,11 @@ class LayerChart extends LiveChart {
       const axis = layout[`yaxis${panel.n}`];
       for (const key of TICK_KEYS) update[`yaxis${panel.n}.${key}`] = axis[key];
     }
+    // The histograms' ranges widen as evaluations arrive.
+    for (const panel of this.panels.filter((p) => p.heat)) {
+      const { range } = layout[`yaxis${panel.n}`];
+      if (range) update[`yaxis${panel.n}.range`] = range;
+    }
     return update;
   }
 
@@ -227,17 +232,63 @@ class LayerChart extends LiveChart {
     return values.length ? [Math.min(...values), Math.max(...values)] : [1, 1];
   }
 
+  /**
+   * The picked layer has no BN in the runs with BN (the seed CNN's dense layer): they have
+   * recorded it, without a "before BN" distribution. Undecided (false) until they record.
+   */
+  layerWithoutBn() {
+    const layer = this.layer();
+    const seen = this.runs.filter((r) => r.bn).flatMap((r) => this.getPoints(r.id)).map((p) => layerOf(p, layer)).filter(Boolean);
+    return seen.length > 0 && seen.every((l) => !l.pre_bn);
+  }
+
+  /**
+   * A histogram panel's value range: the 1st to 99th percentile of every evaluation's
+   * histogram, widest over time (so the columns compare), one bin of margin. The bins span
+   * the layer's values at initialisation, often far wider than where they end up.
+   */
+  heatRange(panel) {
+    let low = Infinity;
+    let high = -Infinity;
+    let bin = 0;
+    for (const run of this.runsOf(panel)) {
+      for (const s of panel.series(run)) {
+        for (const p of this.getPoints(run.id)) {
+          const counts = s.value(p, this.layer());
+          const edges = s.edges?.(p, this.layer());
+          if (!counts || !edges) continue;
+          const total = counts.reduce((a, b) => a + b, 0);
+          if (!(total > 0)) continue;
+          let sum = 0;
+          let first = -1;
+          let last = -1;
+          counts.forEach((c, i) => {
+            sum += c;
+            if (first < 0 && sum > 0.01 * total) first = i;
+            if (last < 0 && sum >= 0.99 * total) last = i;
+          });
+          bin = Math.max(bin, edges[1] - edges[0]);
+          low = Math.min(low, edges[first]);
+          high = Math.max(high, edges[last + 1]);
+        }
+      }
+    }
+    return Number.isFinite(low) && Number.isFinite(high) ? [low - bin, high + bin] : null;
+  }
+
   layout() {
+    const bare = this.layerWithoutBn();
     const layout = {
       ...this.baseLayout(),
       margin: { l: 58, r: 14, t: 30, b: 40 },
       showlegend: this.panels.some((p) => !p.heat),
       annotations: this.panels.map((panel) => ({
-        text: panel.title, x: panel.centre, y: 1.02, xref: "paper", yref: "paper", xanchor: "center",
+        text: bare && panel.noBnTitle ? panel.noBnTitle : panel.title, x: panel.centre, y: 1.02, xref: "paper", yref: "paper", xanchor: "center",
         yanchor: "bottom", showarrow: false, font: { size: 12.5 },
       })),
     };
     for (const panel of this.panels) {
+      const range = panel.heat ? this.heatRange(panel) : null;
       layout[`xaxis${panel.n}`] = this.axis({
         domain: panel.domain, anchor: panel.y, title: { text: this.xTitle() }, uirevision: this.opts.xMode,
         ...(panel.heat ? {} : { rangemode: "tozero" }),
@@ -245,6 +296,7 @@ class LayerChart extends LiveChart {
       layout[`yaxis${panel.n}`] = this.axis({
         anchor: panel.x, title: { text: panel.yTitle ?? "" }, type: panel.log ? "log" : "linear",
         ...(panel.log ? logTicks(...this.extent(panel)) : {}),
+        ...(range ? { range, autorange: false } : {}),
         ...(panel.yaxis ?? {}),
       });
     }
@@ -290,13 +342,16 @@ const CHARTS = [
     name: "bands",
     title: "Distributions over training",
     caption:
-      "15th–85th percentile band and median over the validation set: without BN the input to " +
-      "the nonlinearity drifts and spreads as training goes on; after BN it should stay put, " +
-      "whatever the values before BN do.",
+      "15th–85th percentile band and median over the validation set. Look at how far the input " +
+      "to the nonlinearity moves and spreads as training goes on, without BN and after BN: " +
+      "BN's claim is that it moves less. On a layer without BN, both runs show the raw input.",
     panels: [
       { title: "Without BN: input to the nonlinearity", bn: false, series: band("pre_activation") },
-      { title: "With BN: before BN", bn: true, missing: "no BN on this layer", series: band("pre_bn") },
-      { title: "With BN: after BN (input to the nonlinearity)", bn: true, series: band("pre_activation") },
+      { title: "With BN: before BN", noBnTitle: "With BN: no BN on this layer", bn: true, missing: "no BN on this layer", series: band("pre_bn") },
+      {
+        title: "With BN: after BN (input to the nonlinearity)",
+        noBnTitle: "With BN: input to the nonlinearity (no BN on this layer)", bn: true, series: band("pre_activation"),
+      },
     ],
   },
   {
@@ -304,12 +359,16 @@ const CHARTS = [
     title: "Histogram over time",
     caption:
       "Each column is one evaluation's histogram (darker: more of the values) for the first " +
-      "BN and no-BN run plotted: look for mass piling into the end bins, where a sigmoid saturates.",
+      "BN and no-BN run plotted, over the range the values took (their middle 98 %, every " +
+      "evaluation): look for mass piling up at the extremes, where a sigmoid saturates.",
     pair: true,
     panels: [
       { title: "Without BN: input to the nonlinearity", bn: false, heat: true, series: heat("pre_activation"), yTitle: "value" },
-      { title: "With BN: before BN", bn: true, heat: true, missing: "no BN on this layer", series: heat("pre_bn") },
-      { title: "With BN: after BN", bn: true, heat: true, series: heat("pre_activation") },
+      { title: "With BN: before BN", noBnTitle: "With BN: no BN on this layer", bn: true, heat: true, missing: "no BN on this layer", series: heat("pre_bn") },
+      {
+        title: "With BN: after BN", noBnTitle: "With BN: input to the nonlinearity (no BN on this layer)",
+        bn: true, heat: true, series: heat("pre_activation"),
+      },
     ],
   },
   {
@@ -397,19 +456,22 @@ export class InsidePanel {
       const title = Object.assign(document.createElement("strong"), { textContent: `${spec.title}. ` });
       caption.append(title, captions[spec.name] ?? spec.caption);
       caption.className = "hint muted";
-      // Charts only runs with full diagnostics fill: one line instead when none of them has.
+      // A chart with nothing recorded to show (diagnostics off; or only runs with full
+      // diagnostics fill it and none has them) is one line instead: its title and why.
       const collapsed = Object.assign(document.createElement("p"), {
         className: "hint muted inside-collapsed",
-        textContent: "Not recorded: only runs with diagnostics = full measure this.",
         hidden: true,
       });
+      collapsed.dataset.testid = `${testid}-${spec.name}-collapsed`;
       figure.append(caption, collapsed, el);
       grid.append(figure);
       const chart = new LayerChart(el, getPoints, () => this.layer(), spec.panels);
       chart.pair = Boolean(spec.pair);
       chart.fullOnly = spec.panels.every((p) => p.fullOnly);
       chart.figure = figure;
+      chart.caption = caption;
       chart.collapsed = collapsed;
+      chart.title = spec.title;
       return chart;
     });
   }
@@ -519,11 +581,22 @@ export class InsidePanel {
           : "waiting";
     this.select.disabled = !this.layers.length;
     const full = recorded.some((x) => x.level === "full");
-    for (const chart of this.charts.filter((c) => c.fullOnly)) {
-      const collapse = recorded.length > 0 && !full;
+    const offOnly = !recorded.length && missing.length > 0;
+    for (const chart of this.charts) {
+      const why = offOnly
+        ? "not recorded: these runs trained with diagnostics off (or before BN Lab recorded them)."
+        : chart.fullOnly && recorded.length > 0 && !full
+          ? "not recorded: only runs with diagnostics = full measure this."
+          : null;
+      const collapse = why !== null;
+      if (collapse) {
+        const title = Object.assign(document.createElement("strong"), { textContent: `${chart.title}: ` });
+        chart.collapsed.replaceChildren(title, why);
+      }
       if (chart.collapsed.hidden === !collapse) continue;
       chart.collapsed.hidden = !collapse;
       chart.el.hidden = collapse;
+      chart.caption.hidden = collapse;
       // Drawn while hidden, it has the width of nothing: size it to its column again.
       if (!collapse && chart.drawn) chart.enqueue(() => Plotly.Plots.resize(chart.el));
     }

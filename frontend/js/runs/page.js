@@ -2,6 +2,7 @@
 // panel and the compare panel, fed by the runs feed and one stream per plotted run.
 
 import { api } from "../api.js";
+import { route } from "../experiments/page.js";
 import { RunStream } from "../livesocket.js";
 import { notice } from "../notice.js";
 import { TERMINAL } from "../status.js";
@@ -10,7 +11,9 @@ import { CurveChart, ProbeChart, chartRun } from "./charts.js";
 import { Colours } from "./colours.js";
 import { ComparePanel } from "./compare.js";
 import { RunForm } from "./form.js";
+import { Scope, filterHash, parseFilter, shows } from "./filter.js";
 import { InsidePanel } from "./inside.js";
+import { legendNames } from "./labels.js";
 import { RunsTable } from "./runstable.js";
 import { RunState } from "./state.js";
 
@@ -32,7 +35,10 @@ export class RunsPage {
       onCancel: (id) => this.act(api.cancelRun(id), "cancel"),
       onResume: (id) => this.act(api.resumeRun(id), "resume"),
       onDelete: (id) => this.act(api.deleteRun(id), "delete"),
+      onFilter: (filter) => this.showFilter(filter),
     }, colourOf);
+    this.table.setFilter(parseFilter());
+    window.addEventListener("hashchange", () => this.followAddress());
 
     const points = (id) => this.store.points(id);
     this.lossChart = new CurveChart($("[data-testid=chart-loss]"), points, {
@@ -41,7 +47,7 @@ export class RunsPage {
     });
     const accChart = new CurveChart($("[data-testid=chart-acc]"), points, {
       metric: "val_acc", title: "Validation accuracy", yTitle: "accuracy", tickformat: ".0%",
-      hoverformat: "%{y:.2%} at %{x}",
+      hoverformat: "%{y:.2%} at %{x}", bounds: [0, 1],
     });
     this.probeChart = new ProbeChart($("[data-testid=chart-probe]"), points);
     this.charts = [this.lossChart, accChart, this.probeChart, new InsidePanel($("[data-testid=inside-panel]"), points)];
@@ -49,6 +55,8 @@ export class RunsPage {
 
     new RunForm($("[data-testid=run-form]"), (started) => {
       for (const run of started) this.upsertRun(run);
+      // New runs of the user's own: shown, whichever runs the table showed.
+      if (!started.every((r) => shows(this.table.filter, r))) this.showFilter({ scope: Scope.OWN });
       // What was just started is what the user wants to watch: it replaces the selection
       // (ticking older runs back on adds them to it).
       this.setSelected(started.map((r) => r.id));
@@ -103,17 +111,43 @@ export class RunsPage {
     this.updateSummary();
     if (!this.listed) {
       this.listed = true;
-      this.setSelected(this.state.initialSelection(list));
+      const filter = parseFilter();
+      if (filter.scope === Scope.IDS && !route()) this.followAddress();
+      else this.setSelected(this.state.initialSelection(list));
     } else {
       this.compare.refreshSoon(0);
     }
   }
 
-  /** A cell's runs, from the Experiments area: plotted and compared as a selection of their own. */
+  /**
+   * A cell's runs, from the Experiments area: the table shows them alone, and they are
+   * plotted and compared as a selection of their own; the address names them.
+   */
   openRuns(runs) {
     for (const run of runs) this.upsertRun(run);
-    location.hash = "runs";
-    this.setSelected(runs.map((r) => r.id));
+    this.showFilter({ scope: Scope.IDS, ids: runs.map((r) => r.id) });
+  }
+
+  /** Puts `filter` in the address (a reload keeps it), which shows it (followAddress). */
+  showFilter(filter) {
+    const hash = filterHash(filter);
+    if (location.hash === hash) this.followAddress();
+    else location.hash = hash;
+  }
+
+  /**
+   * The runs the address names: the table shows them and, for runs named one by one
+   * (a deep link, "Open runs"), they are the selection; the page opens at its top.
+   * Before the feed's first list the runs are not known: onList comes back here.
+   */
+  followAddress() {
+    if (route()) return; // the Experiments area's address
+    const filter = parseFilter();
+    this.table.setFilter(filter);
+    if (filter.scope === Scope.IDS && this.listed) {
+      this.setSelected(filter.ids);
+      requestAnimationFrame(() => window.scrollTo(0, 0));
+    }
   }
 
   // ---- selection, streams, charts -----------------------------------------------------
@@ -157,7 +191,9 @@ export class RunsPage {
   }
 
   replot() {
-    const list = this.state.plotted().map((r) => chartRun(r, this.colourOf(r)));
+    const plotted = this.state.plotted();
+    const names = legendNames(plotted);
+    const list = plotted.map((r) => chartRun(r, this.colourOf(r), names.get(r.id)));
     for (const chart of this.charts) chart.setRuns(list);
   }
 

@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { RESUMABLE, Status, TERMINAL } from "../status.js";
 import { describeConfig, duration, isNum, pct, rate, shortId } from "../format.js";
+import { Scope, experimentName, shows } from "./filter.js";
 
 const BAD = new Set([Status.FAILED, Status.DIVERGED, Status.INTERRUPTED]);
 
@@ -35,12 +36,28 @@ function el(tag, attrs = {}, ...children) {
 export class RunsTable {
   /**
    * @param {HTMLElement} root  element holding the table
-   * @param {object} handlers  onToggle(id, selected), onCancel(id), onResume(id), onDelete(id)
+   * @param {object} handlers  onToggle(id, selected), onCancel(id), onResume(id), onDelete(id),
+   *   onFilter(filter): the user asks for other runs (filter.js)
    * @param {(run) => string} colourOf
    */
-  constructor(root, { onToggle, onCancel, onResume, onDelete }, colourOf) {
+  constructor(root, { onToggle, onCancel, onResume, onDelete, onFilter }, colourOf) {
     this.root = root;
-    this.handlers = { onToggle, onCancel, onResume, onDelete };
+    this.handlers = { onToggle, onCancel, onResume, onDelete, onFilter };
+    this.filter = { scope: Scope.OWN };
+    this.filterSelect = root.querySelector("[data-testid=runs-filter]");
+    this.groups = root.querySelector("[data-testid=run-groups]");
+    this.groupsPending = false;
+    this.filterSelect.addEventListener("change", () => {
+      const [scope, experiment] = this.filterSelect.value.split(":");
+      if (scope === Scope.IDS) return; // the linked runs: only a link names them
+      onFilter(scope === Scope.EXPERIMENT ? { scope, experiment } : { scope });
+    });
+    this.groups.addEventListener("click", (ev) => {
+      const button = ev.target.closest("button[data-experiment-id], button[data-scope]");
+      if (!button) return;
+      const { experimentId, scope } = button.dataset;
+      onFilter(experimentId ? { scope: Scope.EXPERIMENT, experiment: experimentId } : { scope });
+    });
     this.colourOf = colourOf;
     this.rows = new Map(); // id -> {tr, parts}
     this.selected = new Set();
@@ -77,8 +94,66 @@ export class RunsTable {
     }
     row.run = run;
     this.fill(row, run);
+    row.tr.hidden = !shows(this.filter, run);
     this.refreshEmpty();
     this.fitSoon();
+  }
+
+  /** Shows the runs `filter` names (filter.js), the rest waiting behind the group line. */
+  setFilter(filter) {
+    this.filter = filter;
+    for (const row of this.rows.values()) row.tr.hidden = !shows(filter, row.run);
+    this.wrap.scrollTop = 0;
+    this.refreshEmpty();
+    this.fitSoon();
+  }
+
+  /**
+   * The filter picker and, for the user's own runs, one line per experiment whose runs
+   * are not shown (a collapsed group: a click shows them). Newest experiment first.
+   */
+  renderGroups() {
+    this.groupsPending = false;
+    const experiments = new Map(); // id -> {name, count, newest}
+    for (const { run } of this.rows.values()) {
+      if (!run.experiment_id) continue;
+      const e = experiments.get(run.experiment_id) ?? { name: experimentName(run), count: 0, newest: "" };
+      e.count += 1;
+      if (String(run.created_at) > e.newest) e.newest = String(run.created_at);
+      experiments.set(run.experiment_id, e);
+    }
+    const ordered = [...experiments.entries()].sort((a, b) => b[1].newest.localeCompare(a[1].newest));
+    const option = (value, text) => Object.assign(document.createElement("option"), { value, textContent: text });
+    const own = [...this.rows.values()].filter(({ run }) => !run.experiment_id).length;
+    const options = [
+      option(Scope.OWN, `Comparisons and single runs (${own})`),
+      option(Scope.ALL, `All runs (${this.rows.size})`),
+      ...ordered.map(([id, e]) => option(`${Scope.EXPERIMENT}:${id}`, `Experiment ${e.name} (${e.count} runs)`)),
+    ];
+    if (this.filter.scope === Scope.IDS) options.unshift(option(Scope.IDS, `The ${this.filter.ids.length} runs linked`));
+    this.filterSelect.replaceChildren(...options);
+    this.filterSelect.value = this.filter.scope === Scope.EXPERIMENT ? `${Scope.EXPERIMENT}:${this.filter.experiment}` : this.filter.scope;
+    const parts = [];
+    if (this.filter.scope === Scope.OWN && ordered.length) {
+      parts.push("Experiments' runs:");
+      for (const [id, e] of ordered) {
+        parts.push(Object.assign(document.createElement("button"), {
+          type: "button", className: "chip", textContent: `▸ ${e.name} · ${e.count} runs`,
+          title: "show this experiment's runs",
+        }));
+        parts.at(-1).dataset.experimentId = id;
+        parts.at(-1).dataset.testid = "run-group";
+      }
+    } else if (this.filter.scope !== Scope.OWN) {
+      const back = Object.assign(document.createElement("button"), {
+        type: "button", className: "chip", textContent: "◂ Comparisons and single runs",
+      });
+      back.dataset.scope = Scope.OWN;
+      back.dataset.testid = "run-group-back";
+      parts.push(back);
+    }
+    this.groups.replaceChildren(...parts.flatMap((x, i) => (i ? [" ", x] : [x])));
+    this.groups.hidden = !parts.length;
   }
 
   remove(id) {
@@ -102,7 +177,7 @@ export class RunsTable {
    */
   fit() {
     this.fitPending = false;
-    const rows = this.tbody.rows;
+    const rows = [...this.tbody.rows].filter((r) => !r.hidden);
     if (!rows.length || !Number.isFinite(this.budget)) {
       this.wrap.style.maxHeight = "";
       return;
@@ -241,7 +316,18 @@ export class RunsTable {
   }
 
   refreshEmpty() {
-    this.empty.hidden = this.rows.size > 0;
-    if (this.count) this.count.textContent = this.rows.size ? `${this.rows.size}` : "";
+    const shown = [...this.rows.values()].filter((row) => !row.tr.hidden).length;
+    this.empty.hidden = shown > 0;
+    this.empty.textContent = this.rows.size
+      ? this.filter.scope === Scope.OWN
+        ? "No comparisons or single runs yet: start one from the form (the experiments' runs are behind the line above)."
+        : "None of the runs named here is on this server any more."
+      : "No runs yet — start a comparison from the form.";
+    if (this.count) this.count.textContent = this.rows.size ? (shown === this.rows.size ? `${shown}` : `${shown} of ${this.rows.size}`) : "";
+    // The group line and the picker follow the runs, once per frame.
+    if (!this.groupsPending) {
+      this.groupsPending = true;
+      requestAnimationFrame(() => this.renderGroups());
+    }
   }
 }

@@ -64,8 +64,9 @@ export class RunState {
     }
     if (Array.isArray(saved)) return [...new Set([...this.selected, ...saved])].filter((id) => this.runs.has(id));
     if (this.selected.length || !list.length) return this.selected;
-    // First visit: show the newest comparison (or run).
-    const newest = list[0];
+    // First visit: show the newest comparison (or run) of the user's own, the table's
+    // first rows (an experiment's runs wait behind their group line).
+    const newest = list.find((r) => !r.experiment_id) ?? list[0];
     return list.filter((r) => r.id === newest.id || (newest.comparison_id && r.comparison_id === newest.comparison_id)).map((r) => r.id);
   }
 
