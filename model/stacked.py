@@ -295,7 +295,7 @@ def train_stack(
     """
     if not configs:
         return []
-    device_name = device.configure()
+    device_name = device.configure().device  # a DeviceReport since issue #29
     if data is None:
         data = load_mnist(data_dir)
     with tf.device(f"/{device_name}"):
