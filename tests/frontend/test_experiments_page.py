@@ -559,10 +559,9 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
     assert len(loads) == 3 and not [url for url in requests if "/export" in url], requests
 
 
-def test_the_claim_is_the_headline_and_more_seeds_are_added_from_the_page(finished, server):
+def test_the_claim_is_the_headline_and_more_seeds_are_added_from_the_page(open_page, server):
     """A claim in words above the cells, with its p raw and after Holm; then one more
     seed from the button, and the verdict says it was added after looking."""
-    page = finished["page"]
     design = {
         "label": "claimed",
         "base": {"arch": "mlp", "optimizer": "adam", "learning_rate": 0.01, "max_shift": 0}
@@ -573,7 +572,7 @@ def test_the_claim_is_the_headline_and_more_seeds_are_added_from_the_page(finish
     created = server.post("/api/experiments", design)
     assert created.status_code == 201, created.text
     experiment_id = created.json()["id"]
-    page.goto(server_root(page) + f"/#experiment={experiment_id}")
+    page = open_page(server.url + f"/#experiment={experiment_id}")
     expect(page.get_by_test_id("exp-status")).to_have_text("completed", timeout=TIMEOUT_S * 1000)
     claim = page.get_by_test_id("exp-claim")
     expect(claim.get_by_test_id("claim-statement")).to_have_text(" BN helps the tiny MLP")
