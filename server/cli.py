@@ -3,7 +3,8 @@
 `bnlab train` (one run in the console) takes its flags from RunConfig's fields:
 name, type, bounds-checked value, default, choices and help all come from the
 model, so a field added there is a flag here. `bnlab serve` runs the dashboard;
-`bnlab experiment` runs an experiment's runs locally, without a server.
+`bnlab experiment` runs an experiment's runs locally, without a server;
+`bnlab analyze` recomputes an exported experiment's verdicts offline.
 `python -m bnlab` is the same command.
 """
 
@@ -298,7 +299,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
     # Imported when the parser is built rather than with this module: the design
-    # module brings scipy, which no other subcommand needs.
+    # brings pydantic models no other subcommand needs (never scipy: see its claim).
     from .experiments.design import PRESETS
 
     p = subparsers.add_parser(
@@ -332,6 +333,32 @@ def experiment(args: argparse.Namespace) -> int:
     return run_experiment(args)
 
 
+# -- bnlab analyze --------------------------------------------------------------------
+
+
+def add_analyze_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="recompute every figure and verdict of an exported experiment, offline",
+        description="Read an experiment's JSON export (GET /api/experiments/{id}/export) and "
+        "recompute its claim's verdict and every cell's from the runs in it, without a "
+        "server; then print the table `bnlab experiment` prints. Edit a run's result in the "
+        "export (test_correct, or summary.test_accuracy with test_correct null) to see "
+        "what it changes.",
+    )
+    p.add_argument("export", metavar="EXPORT", help="the experiment's JSON export")
+    p.add_argument(
+        "--json", action="store_true", help="print the analysis as the API shows it (claim, cells)"
+    )
+    p.set_defaults(handler=analyze)
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from .experiments.local import run_analyze
+
+    return run_analyze(args)
+
+
 # -- the command ----------------------------------------------------------------------
 
 
@@ -343,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_serve_parser(subparsers)
     add_experiment_parser(subparsers)
+    add_analyze_parser(subparsers)
     return parser
 
 

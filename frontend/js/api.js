@@ -97,6 +97,7 @@ export const api = {
   startExperiment: (design) => request("POST", "/api/experiments", design),
   cancelExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/cancel`),
   resumeExperiment: (id) => request("POST", `/api/experiments/${enc(id)}/resume`),
+  addSeeds: (id, seeds) => request("POST", `/api/experiments/${enc(id)}/seeds`, { seeds }),
   // The seeds' curves need no diagnostics (~7.5 KB a CNN point).
   experimentExport: (id) => request("GET", `/api/experiments/${enc(id)}/export?format=json`),
   // Each cell's seed means inside the network, of one layer (null: of every layer).

@@ -14,7 +14,6 @@ TensorFlow-free; the server and `bnlab experiment` both use it.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -27,24 +26,22 @@ from pydantic import (
     ValidationInfo,
     field_serializer,
     field_validator,
+    model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ...model.config import PAPER_MLP, ArmName, RunConfig
 from ..status import RunStatus
+from .contrasts import Claim
+from .significance import ALPHA, DEFAULT_MARGIN, MIN_PAIRS, smallest_nonzero_pairs
 
-ALPHA = 0.05  # every verdict's significance level
+__all__ = [  # re-exported: the design is where callers look for its level and floor
+    "ALPHA",
+    "MIN_PAIRS",
+    "smallest_nonzero_pairs",
+]
 
-
-def smallest_nonzero_pairs(alpha: float) -> int:
-    """The fewest pairs with a nonzero difference for which the paired sign-flip
-    test's smallest p, 2 / 2**n, is below alpha (arithmetic: `bnlab --help` builds
-    the design's flags without loading scipy)."""
-    return max(1, math.floor(math.log2(2 / alpha)) + 1)
-
-
-# The fewest seeds per cell that can give a verdict in a cell tested alone.
-MIN_PAIRS = smallest_nonzero_pairs(ALPHA)
 MAX_VARIED = 2
 MAX_VALUES = 8
 MAX_SEEDS = 20
@@ -116,6 +113,17 @@ class ExperimentCreate(BaseModel):
         "verdict",
     )
 
+    margin: float = Field(
+        DEFAULT_MARGIN,
+        gt=0,
+        le=0.05,
+        description="Equivalence margin in accuracy (0.005 = ±0.5 points): a cell says "
+        "'no difference' only when its difference is shown to lie within it",
+    )
+    claim: Claim | None = Field(
+        None, description="What the experiment sets out to show and the contrasts that test it"
+    )
+
     @field_validator("vary")
     @classmethod
     def _valid_vary(
@@ -164,6 +172,24 @@ class ExperimentCreate(BaseModel):
                 f"{cells} cell(s) x {seeds} seeds x 2 arms = {runs} runs, more than {MAX_RUNS}"
             )
         return seeds
+
+    @model_validator(mode="after")
+    def _claim_fits(self) -> ExperimentCreate:
+        # Raised as a ValidationError of its own so the 422 names the exact field
+        # (claim.contrasts.0.cell.activation), not just `claim`.
+        if self.claim is not None and (misfits := self.claim.misfits(self.vary)):
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", message),
+                        loc=("claim", *where),
+                        input=self.claim.model_dump(mode="json"),
+                    )
+                    for where, message in misfits
+                ],
+            )
+        return self
 
     @field_serializer("base")
     def _base_without_varied(self, base: RunBase, info: SerializationInfo) -> dict[str, object]:
@@ -265,7 +291,13 @@ PRESETS: dict[str, Preset] = {
             # 12 runs x 1,800 steps = 21,600 CNN steps: ~28 min. BN's single
             # seed-0 pair crossed 98 % sooner (bench/RESULTS.md, "Reproduction").
             design=ExperimentCreate(
-                label="speed", base=RunBase(steps=1800, eval_every=100), seeds=6
+                label="speed",
+                base=RunBase(steps=1800, eval_every=100),
+                seeds=6,
+                claim=Claim(
+                    statement="BN reaches 98 % validation accuracy in fewer steps",
+                    contrasts=[{"kind": "milestone", "accuracy": 0.98}],
+                ),
             ),
         ),
         Preset(
@@ -279,6 +311,16 @@ PRESETS: dict[str, Preset] = {
                 base=_paper_mlp("learning_rate", steps=4000, eval_every=200),
                 vary={"learning_rate": [0.05, 0.5, 5.0, 50.0]},
                 seeds=8,
+                # Accuracy varies less across the rates with BN, and at 5.0, ten times
+                # the usual rate, the no-BN twin is the one that diverges.
+                claim=Claim(
+                    statement="BN keeps the MLP trainable across learning rates; without it, "
+                    "high rates make it diverge",
+                    contrasts=[
+                        {"kind": "sensitivity", "factor": "learning_rate"},
+                        {"kind": "divergence", "cell": {"learning_rate": 5.0}},
+                    ],
+                ),
             ),
         ),
         Preset(
@@ -292,6 +334,10 @@ PRESETS: dict[str, Preset] = {
                 base=_paper_mlp(steps=4000, eval_every=200),
                 vary={"init_scale": [0.01, 0.1, 1.0, 10.0, 100.0]},
                 seeds=8,
+                claim=Claim(
+                    statement="Test accuracy varies less across initial scales with BN",
+                    contrasts=[{"kind": "sensitivity", "factor": "init_scale"}],
+                ),
             ),
         ),
         Preset(
@@ -305,6 +351,25 @@ PRESETS: dict[str, Preset] = {
                 base=_paper_mlp(steps=4000, eval_every=200),
                 vary={"activation": ["sigmoid", "tanh", "relu"]},
                 seeds=8,
+                # Differences in differences, per seed: "significant with sigmoid, not
+                # with ReLU" would not be evidence of a difference between them.
+                claim=Claim(
+                    statement="BN's gain is larger with sigmoid and with tanh than with ReLU",
+                    contrasts=[
+                        {
+                            "kind": "interaction",
+                            "factor": "activation",
+                            "level": "sigmoid",
+                            "reference": "relu",
+                        },
+                        {
+                            "kind": "interaction",
+                            "factor": "activation",
+                            "level": "tanh",
+                            "reference": "relu",
+                        },
+                    ],
+                ),
             ),
         ),
         Preset(
@@ -318,6 +383,18 @@ PRESETS: dict[str, Preset] = {
                 base=_paper_mlp("dropout", steps=4000, eval_every=200, train_subset=2000),
                 vary={"dropout": [0.0, 0.5]},
                 seeds=8,
+                # Tested as "better": "at least as well" would need a non-inferiority
+                # margin; an inconclusive verdict is what a tie gives.
+                claim=Claim(
+                    statement="BN without dropout generalises better than no BN with dropout",
+                    contrasts=[
+                        {
+                            "kind": "cross_cell",
+                            "minuend": {"cell": {"dropout": 0.0}, "arm": "bn"},
+                            "subtrahend": {"cell": {"dropout": 0.5}, "arm": "no_bn"},
+                        }
+                    ],
+                ),
             ),
         ),
     ]

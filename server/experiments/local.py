@@ -29,8 +29,10 @@ from ..execution.placement import cores_for, limit_threads, pin, threads_per_run
 from ..execution.stacks import plan_stacks
 from ..execution.worker import WorkerMessage, ending, train_and_report
 from ..status import Outcome
+from .analysis import Analysis, ExportError, analyze, analyze_export
+from .claims import ClaimResult
 from .design import PRESETS, ExperimentCreate, PlannedRun
-from .statistics import Cell, CurvePoint, Interval, Ratio, RunResult, summarize_cells
+from .statistics import CurvePoint, Interval, Ratio, RunResult
 
 # Design field -> the flag that overrides it, so an error names the flag.
 FLAGS = {("seeds",): "--seeds", ("base", "steps"): "--steps"}
@@ -286,7 +288,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    cells = summarize_cells(results)
+    analysis = analyze(design, results)
     seconds = time.perf_counter() - started
     if args.json:
         print(
@@ -294,13 +296,28 @@ def run_experiment(args: argparse.Namespace) -> int:
                 {
                     "design": design.model_dump(mode="json"),
                     "seconds": seconds,
-                    "cells": [c.model_dump(mode="json") for c in cells],
+                    **analysis.model_dump(mode="json", include={"claim", "cells"}),
                     "runs": [r.model_dump(mode="json", exclude={"curve"}) for r in results],
                 }
             )
         )
     else:
-        print_table(cells, design, seconds, sys.stdout)
+        print_table(analysis, design, seconds, sys.stdout)
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """`bnlab analyze EXPORT.json`: every figure and verdict of an exported experiment,
+    recomputed here, offline; the table, or with --json the API's `claim` and `cells`."""
+    try:
+        design, analysis = analyze_export(Path(args.export))
+    except ExportError as exc:
+        print(f"bnlab analyze: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(analysis.model_dump_json(include={"claim", "cells"}))
+    else:
+        print_table(analysis, design, None, sys.stdout)
     return 0
 
 
@@ -328,10 +345,34 @@ def _ratio(r: Ratio) -> str:
     return f"{r.estimate:.2f}x [{low}, {high}]"
 
 
-def print_table(cells: list[Cell], design: ExperimentCreate, seconds: float, out: TextIO) -> None:
-    """One row per cell: test accuracy in % (mean [95 % CI]) per arm, their paired
-    difference, p, the speed-up to 98 % and the verdict; then each verdict in words."""
-    header = ["cell", "n", "BN %", "no-BN %", "BN - no-BN (pp)", "p", "speed-up 98 %", "verdict"]
+def _print_claim(claim: ClaimResult, out: TextIO) -> None:
+    """The headline: the claim's verdict, then each contrast's figures."""
+    print(f"Claim: {claim.statement}", file=out)
+    print(f"Verdict: {claim.verdict.value.replace('_', ' ').upper()}", file=out)
+    for result in claim.contrasts:
+        print(f"  {result.contrast.kind}: {result.sentence}", file=out)
+    print("", file=out)
+
+
+def print_table(
+    analysis: Analysis, design: ExperimentCreate, seconds: float | None, out: TextIO
+) -> None:
+    """The claim's verdict as the headline, then one row per cell: test accuracy in %
+    (mean [95 % CI]) per arm, their paired difference, raw and Holm-adjusted p, the
+    speed-up to 98 % and the verdict; then each verdict in words. `seconds`: how long
+    the runs took (None: re-analysed from an export)."""
+    cells = analysis.cells
+    header = [
+        "cell",
+        "n",
+        "BN %",
+        "no-BN %",
+        "BN - no-BN (pp)",
+        "p",
+        "p Holm",
+        "speed-up 98 %",
+        "verdict",
+    ]
     rows = []
     for cell in cells:
         effect = cell.effect
@@ -343,13 +384,17 @@ def print_table(cells: list[Cell], design: ExperimentCreate, seconds: float, out
                 _interval(cell.arms[ArmName.NO_BN].test_accuracy),
                 _interval(effect.difference),
                 "-" if effect.p_value is None else f"{effect.p_value:.3g}",
+                "-" if effect.p_adjusted is None else f"{effect.p_adjusted:.3g}",
                 _ratio(effect.speedup),
                 effect.verdict.value,
             ]
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     label = design.label or "experiment"
-    print(f"{label}: {len(design.runs())} runs in {seconds / 60:.1f} min", file=out)
+    took = "re-analysed from an export" if seconds is None else f"in {seconds / 60:.1f} min"
+    print(f"{label}: {len(design.runs())} runs {took}", file=out)
+    if analysis.claim is not None:
+        _print_claim(analysis.claim, out)
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
     for cell in cells:

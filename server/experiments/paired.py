@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy import optimize, stats
 
-from .design import ALPHA
+from .significance import ALPHA
 
 EXACT_PAIRS = 20
 MONTE_CARLO_RESAMPLES = 2**17 - 1

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy import optimize, stats
 
-from .design import ALPHA, smallest_nonzero_pairs
+from .significance import ALPHA, smallest_nonzero_pairs
 
 POWER = 0.8
 
@@ -110,3 +110,22 @@ def plan_power(
             else None
         ),
     )
+
+
+def verdict_warnings(power: Power) -> list[str]:
+    """In words, each verdict these seeds can never give, whatever the runs show."""
+    out = []
+    if not power.cell.possible:
+        out.append(
+            f"No cell can get a verdict: with {power.cells} cells Holm's first step tests "
+            f"at {power.cell.alpha:.3g}, which {power.seeds} seeds cannot reach (the "
+            f"smallest p they can give is {2 / 2**power.seeds:.3g}); it takes at least "
+            f"{power.cell.seeds_needed} seeds."
+        )
+    if power.claim is not None and not power.claim.possible:
+        out.append(
+            f"The claim cannot get a verdict: its test is decided at {power.claim.alpha:.3g}, "
+            f"which {power.seeds} seeds cannot reach; it takes at least "
+            f"{power.claim.seeds_needed} seeds."
+        )
+    return out

@@ -12,7 +12,9 @@ from ..runs.schemas import RunPublic, RunSummary
 from ..status import RunStatus
 from ..storage.points import PointPublic
 from .cell_means import CellDiagnostics
-from .design import ExperimentCreate, ExperimentStatus, Preset, Scalar
+from .claims import ClaimResult
+from .design import MAX_SEEDS, ExperimentCreate, ExperimentStatus, Preset, Scalar
+from .power import Power
 from .statistics import Cell
 
 
@@ -39,13 +41,25 @@ class ExperimentOverview(BaseModel):
     status: ExperimentStatus
     progress: ExperimentProgress
     last_seq: int = Field(0, description="Sequence number of the experiment stream's latest update")
+    seeds_added_after_looking: bool = Field(
+        False,
+        description="Seeds were added after the experiment ended (POST .../seeds): every "
+        "verdict says so, since its p-values assume the number of seeds was fixed in advance",
+    )
 
 
 class ExperimentPublic(ExperimentOverview):
     """An experiment, its runs (in the order they were queued) and the answer so far."""
 
     runs: list[RunPublic]
-    cells: list[Cell] = Field(description="Computed from the runs finished so far")
+    claim: ClaimResult | None = Field(
+        None,
+        description="The design's claim, evaluated: the experiment's headline (None: the "
+        "design states no claim); provisional while runs are still going",
+    )
+    cells: list[Cell] = Field(
+        description="Computed from the runs finished so far, Holm-corrected over the cells"
+    )
 
 
 class ExperimentList(BaseModel):
@@ -72,6 +86,13 @@ class ExperimentPlan(BaseModel):
         default_factory=list,
         description="What the estimate had to assume, in words (bnlab.server.experiments.estimate)",
     )
+    power: Power = Field(
+        description="The smallest effect each cell's test and the claim's could detect "
+        "with these seeds, after correction"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="Verdicts these seeds can never give, in words"
+    )
 
 
 class ExperimentRunRow(BaseModel):
@@ -82,7 +103,20 @@ class ExperimentRunRow(BaseModel):
     seed: int
     arm: ArmName
     status: RunStatus
+    test_correct: int | None = Field(
+        description="Correct test images, the count every verdict is computed from. The "
+        "store records the accuracy only, so this is round(test_accuracy x 10,000 test "
+        "images); `bnlab analyze` refuses a row whose two disagree (edit both, or null one)"
+    )
     summary: RunSummary
+
+
+class SeedsAdd(BaseModel):
+    """`POST /api/experiments/{id}/seeds`: seeds to add to an ended experiment."""
+
+    model_config = {"extra": "forbid"}
+
+    seeds: int = Field(ge=1, le=MAX_SEEDS, strict=True, description="New seeds in every cell")
 
 
 class ExperimentCurveRow(PointPublic):

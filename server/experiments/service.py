@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
+
+from pydantic import ValidationError
 
 from ...model.config import ArmName
 from ..live.messages import (
@@ -33,6 +36,7 @@ from ..runs.service import PROGRESS_PUBLISH_INTERVAL, Conflict, NotFound, RunSer
 from ..status import RunStatus
 from ..storage.points import PointCsv, PointPublic, csv_text, point_public
 from ..storage.store import PlacedRun
+from .analysis import Analysis, analyze
 from .cell_means import (
     Document,
     RunDiagnostics,
@@ -50,6 +54,7 @@ from .design import (
     experiment_status,
 )
 from .estimate import BASIS_RUNS, estimate, remaining
+from .power import plan_power, verdict_warnings
 from .schemas import (
     ExperimentCurveRow,
     ExperimentDiagnostics,
@@ -60,10 +65,14 @@ from .schemas import (
     ExperimentPublic,
     ExperimentRunRow,
 )
-from .statistics import MILESTONES, Cell, CurvePoint, RunResult, summarize_cells
+from .statistics import MILESTONES, TEST_IMAGES, CurvePoint, RunResult
 
 log = logging.getLogger("bnlab.experiments")
 ExportPart = Literal["runs", "curves"]
+
+
+class TooManySeeds(Exception):
+    """The seeds to add would take the design past its bounds (the message says which)."""
 
 
 def experiment_topic(experiment_id: str) -> str:
@@ -93,7 +102,7 @@ class ExperimentService:
         self.store = runs.store
         self.hub = runs.hub
         self._seq: dict[str, int] = {}
-        self._cells: dict[str, list[Cell]] = {}  # until one of the experiment's runs ends
+        self._analysis: dict[str, Analysis] = {}  # until one of the experiment's runs ends
         self._progress_published: dict[str, float] = {}
         self._quiet: set[str] = set()  # acting on many runs at once: one update at the end
         runs.listeners.append(self._on_run)
@@ -115,18 +124,23 @@ class ExperimentService:
             "status": experiment_status(r.status for r in runs),
             "progress": _progress(runs, self._eta(runs)),
             "last_seq": self._seq.get(row["id"], row["last_seq"]),
+            "seeds_added_after_looking": row["seeds_before_extension"] is not None,
         }
 
     def get(self, experiment_id: str) -> ExperimentPublic:
         row = self._row(experiment_id)
         runs = [self.runs.from_row(r) for r in self.store.experiment_runs(experiment_id)]
         overview = self._overview(row, runs)
-        cells = self._cells.get(experiment_id)
-        if cells is None:
+        analysis = self._analysis.get(experiment_id)
+        if analysis is None:
             results = self._results(experiment_id, overview["design"])
-            live = overview["status"] in (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING)
-            cells = self._cells[experiment_id] = summarize_cells(results, live=live)
-        return ExperimentPublic(**overview, runs=runs, cells=cells)
+            analysis = self._analysis[experiment_id] = analyze(
+                overview["design"],
+                results,
+                live=overview["status"] in (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING),
+                seeds_added_after_looking=overview["seeds_added_after_looking"],
+            )
+        return ExperimentPublic(**overview, runs=runs, claim=analysis.claim, cells=analysis.cells)
 
     def list(self) -> list[ExperimentOverview]:
         items = []
@@ -154,12 +168,20 @@ class ExperimentService:
         return remaining(pending, self._finished(), executor.capacity, executor.stacking)
 
     def plan(self, design: ExperimentCreate) -> ExperimentPlan:
-        """The design's size and its estimated time here; nothing is stored or queued."""
+        """The design's size, its estimated time here and what its seeds could detect;
+        nothing is stored or queued."""
         configs = [run.config for run in design.runs()]
         workers = self.runs.executor.capacity
         finished = self._finished()
         guess = estimate(configs, finished, workers, stacking=self.runs.executor.stacking)
+        power = plan_power(
+            design.seeds,
+            len(design.cells()),
+            claim_contrasts=len(design.claim.contrasts) if design.claim else None,
+        )
         return ExperimentPlan(
+            power=power,
+            warnings=verdict_warnings(power),
             cells=len(design.cells()),
             runs=len(configs),
             total_steps=sum(config.steps for config in configs),
@@ -204,17 +226,32 @@ class ExperimentService:
         placed = queue_order(design)
         self.runs.check_room(len(placed))
         experiment_id = uuid.uuid4().hex[:12]
-        stored = [
-            PlacedRun(
-                run_id=uuid.uuid4().hex[:12],
-                label=_run_label(design, run),
-                config=run.config,
-                cell=cell,
-                arm=run.arm,
-            )
-            for cell, run in placed
-        ]
+        stored = _placed(design, placed)
         self.store.insert_experiment(experiment_id, design.label, design.model_dump_json(), stored)
+        with self._one_update(experiment_id):
+            self.runs.queue_stored([run.run_id for run in stored])
+        return self.get(experiment_id)
+
+    def add_seeds(self, experiment_id: str, seeds: int) -> ExperimentPublic:
+        """`seeds` more seeds in every cell of an ended experiment, their runs queued
+        (seed by seed, as at creation). Its verdicts say from then on that seeds were
+        added after looking: the first results decided that more were needed."""
+        experiment = self.get(experiment_id)
+        if experiment.status in (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING):
+            raise Conflict(
+                f"experiment {experiment_id} is {experiment.status}; add seeds once it has ended"
+            )
+        old = experiment.design
+        try:
+            design = old.model_copy(update={"seeds": old.seeds + seeds})
+            design = ExperimentCreate.model_validate(design.model_dump(mode="json"))
+        except ValidationError as exc:
+            raise TooManySeeds(_first_message(exc)) from None
+        placed = [(cell, run) for cell, run in queue_order(design) if run.seed >= old.seeds]
+        self.runs.check_room(len(placed))
+        stored = _placed(design, placed)
+        self.store.extend_experiment(experiment_id, design.model_dump_json(), old.seeds, stored)
+        self._analysis.pop(experiment_id, None)
         with self._one_update(experiment_id):
             self.runs.queue_stored([run.run_id for run in stored])
         return self.get(experiment_id)
@@ -256,7 +293,7 @@ class ExperimentService:
         self.store.delete_experiment(experiment_id)
         for run in experiment.runs:
             self.runs.forget(run.id)
-        for cache in (self._seq, self._cells, self._progress_published):
+        for cache in (self._seq, self._analysis, self._progress_published):
             cache.pop(experiment_id, None)
         self.hub.end(experiment_topic(experiment_id), DeletedMessage(id=experiment_id).text())
 
@@ -305,6 +342,7 @@ class ExperimentService:
                     run_id=run.id,
                     **place,
                     status=run.status,
+                    test_correct=_test_correct(row["test_accuracy"]),
                     summary=summarize_run(run, run_points),
                 )
             )
@@ -395,7 +433,7 @@ class ExperimentService:
             return
         if kind == "status" and run.status != RunStatus.RUNNING:
             # Ended, or queued again by a resume: the finished runs changed.
-            self._cells.pop(experiment_id, None)
+            self._analysis.pop(experiment_id, None)
         if experiment_id in self._quiet:
             return
         if kind == "status":
@@ -412,6 +450,31 @@ class ExperimentService:
         finally:
             self._quiet.discard(experiment_id)
             self._publish(experiment_id)
+
+
+def _placed(design: ExperimentCreate, placed: list[tuple[int, PlannedRun]]) -> list[PlacedRun]:
+    return [
+        PlacedRun(
+            run_id=uuid.uuid4().hex[:12],
+            label=_run_label(design, run),
+            config=run.config,
+            cell=cell,
+            arm=run.arm,
+        )
+        for cell, run in placed
+    ]
+
+
+def _test_correct(accuracy: float | None) -> int | None:
+    """Correct test images from the stored accuracy (the store keeps no count): exact,
+    since the accuracy is a count over the 10,000 test images."""
+    if accuracy is None or not math.isfinite(accuracy):
+        return None
+    return round(accuracy * TEST_IMAGES)
+
+
+def _first_message(error: ValidationError) -> str:
+    return error.errors()[0]["msg"].removeprefix("Value error, ")
 
 
 def _progress(runs: list[RunPublic], eta_seconds: float | None = None) -> ExperimentProgress:

@@ -48,7 +48,6 @@ from scipy import stats
 
 from ...model.config import ArmName
 from ..status import FINISHED, RunStatus
-from .design import ALPHA, MIN_PAIRS, smallest_nonzero_pairs
 from .milestones import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -67,6 +66,7 @@ from .paired import (
     share_ahead,
     sign_flip,
 )
+from .significance import ALPHA, DEFAULT_MARGIN, MIN_PAIRS, smallest_nonzero_pairs
 
 __all__ = [  # the names other modules import from here
     "ALPHA",
@@ -91,7 +91,6 @@ CONFIDENCE = 1 - ALPHA
 TEST_IMAGES = 10_000  # MNIST's test set: every accuracy is a count of these
 CHANCE = 0.1  # a diverged run's test accuracy: ten classes
 CHANCE_CORRECT = round(CHANCE * TEST_IMAGES)
-DEFAULT_MARGIN = 0.005  # ±0.5 accuracy points: "no difference" means within this
 MILESTONES = (0.97, 0.98, 0.99)
 SPEEDUP_AT = "0.98"
 TEST_NAME = "sign-flip permutation"

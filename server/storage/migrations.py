@@ -125,11 +125,18 @@ def _add_training_path(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN stack_size INTEGER")
 
 
+def _add_seed_extension(db: sqlite3.Connection) -> None:
+    """The seeds an experiment had when it was first extended with more (issue #26):
+    NULL, never extended. Its verdicts then say seeds were added after looking."""
+    db.execute("ALTER TABLE experiments ADD COLUMN seeds_before_extension INTEGER")
+
+
 MIGRATIONS: list[Migration] = [
     _initial_schema,
     _add_experiments,
     _add_diagnostics,
     _add_training_path,
+    _add_seed_extension,
 ]
 
 

@@ -214,27 +214,47 @@ class Store:
                     "INSERT INTO experiments (id, label, created_at, design) VALUES (?, ?, ?, ?)",
                     (experiment_id, label, stamp, design_json),
                 )
-                self.db.executemany(
-                    "INSERT INTO runs (id, label, config, status, total_steps, created_at,"
-                    " experiment_id, cell, seed, arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            run.run_id,
-                            run.label,
-                            run.config.model_dump_json(),
-                            RunStatus.QUEUED,
-                            run.config.steps,
-                            stamp,
-                            experiment_id,
-                            run.cell,
-                            run.config.seed,
-                            run.arm,
-                        )
-                        for run in runs
-                    ],
-                )
+                self._insert_placed(experiment_id, runs, stamp)
         except sqlite3.Error as exc:
             raise StoreError(f"database write failed ({self.path}): {exc}") from None
+
+    def extend_experiment(
+        self, experiment_id: str, design_json: str, seeds_before: int, runs: Iterable[PlacedRun]
+    ) -> None:
+        """More seeds for an ended experiment: its new design and the new seeds' runs,
+        queued, in one transaction. `seeds_before` is kept from the first extension:
+        the seeds the experiment had when its results were first seen."""
+        try:
+            with self.db:
+                self.db.execute(
+                    "UPDATE experiments SET design = ?,"
+                    " seeds_before_extension = COALESCE(seeds_before_extension, ?) WHERE id = ?",
+                    (design_json, seeds_before, experiment_id),
+                )
+                self._insert_placed(experiment_id, runs, now().isoformat())
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed ({self.path}): {exc}") from None
+
+    def _insert_placed(self, experiment_id: str, runs: Iterable[PlacedRun], stamp: str) -> None:
+        self.db.executemany(
+            "INSERT INTO runs (id, label, config, status, total_steps, created_at,"
+            " experiment_id, cell, seed, arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run.run_id,
+                    run.label,
+                    run.config.model_dump_json(),
+                    RunStatus.QUEUED,
+                    run.config.steps,
+                    stamp,
+                    experiment_id,
+                    run.cell,
+                    run.config.seed,
+                    run.arm,
+                )
+                for run in runs
+            ],
+        )
 
     def get_experiment(self, experiment_id: str) -> sqlite3.Row | None:
         return self.db.execute(

@@ -40,8 +40,11 @@ def open_experiments(page, url: str) -> None:
 
 
 def open_tiny_design(page, **changes: str) -> None:
-    """Open the learning-rate preset and shrink it, as a person would in the designer."""
+    """Open the learning-rate preset and shrink it, as a person would in the designer,
+    without the preset's claim (its contrasts name rates the tiny design does not have)."""
     page.get_by_test_id("exp-preset-learning-rate").click()
+    expect(page.get_by_test_id("exp-claim-statement")).to_contain_text("learning rates")
+    page.get_by_test_id("exp-claim-on").uncheck()
     expect(page.get_by_test_id("exp-vary-field-0")).to_have_value("learning_rate")
     page.get_by_test_id("exp-vary-values-0").fill(changes.pop("values", LEARNING_RATES))
     page.get_by_test_id("exp-seeds").fill(changes.pop("seeds", "2"))
@@ -217,7 +220,7 @@ def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
         effect = cell["effect"]
         assert effect["verdict"] == "not_enough_seeds"  # two seeds can never show p < 0.05
         expect(row).to_have_attribute("data-verdict", "not_enough_seeds")
-        expect(row).to_contain_text("not enough seeds to tell")
+        expect(row).to_contain_text("too few seeds to ever tell")
         # The sentence, under the cell's figures, with the test's name.
         expect(sentences.nth(i)).to_have_text(f"{effect['sentence']} ({effect['test']} test)")
         expect(sentences.nth(i)).to_contain_text("Not enough seeds to tell")
@@ -231,14 +234,20 @@ def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
         p_cell = row.locator("td").nth(5)
         expect(p_cell).to_have_text(f"{effect['p_value']:.3g}")
         assert f"p = {p_cell.inner_text()}," in effect["sentence"]
+        # beside it, the p the verdict is decided on: Holm over the experiment's cells
+        expect(row.get_by_test_id("p-adjusted")).to_have_text(f"{effect['p_adjusted']:.3g}")
+        # the paired difference, in percentage points
+        difference = effect["difference"]["mean"] * 100
+        expect(row.locator("td").nth(4)).to_contain_text(f"{difference:+.2f} points")
     headers = table.locator("thead th").all_inner_texts()
-    assert headers[:8] == [
+    assert headers[:9] == [
         "CELL",
         "N PAIRS",
         "BN",
         "NO BN",
         "BN \N{MINUS SIGN} NO BN",
         "P",
+        "P (HOLM)",
         "SPEED-UP TO 98 %",
         "VERDICT",
     ]
@@ -410,6 +419,14 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     # The preset as it is: 4 rates x 8 seeds x 2 arms, timed by this server's MLP runs
     # (the experiment above finished 8 of them).
     expect(plan).to_contain_text("64 runs (4 cells \N{MULTIPLICATION SIGN} 8 seeds")
+    # What the seeds could detect, after Holm's correction over the cells and the claim's
+    power = page.get_by_test_id("exp-power")
+    expect(power).to_contain_text("Each of the 4 cells' tests can detect an effect of about")
+    expect(power).to_contain_text("the claim's test can detect")
+    page.get_by_test_id("exp-seeds").fill("3")
+    expect(power).to_contain_text("can never give a verdict with 3 seeds")
+    expect(power).to_contain_text("Warning: No cell can get a verdict")
+    page.get_by_test_id("exp-seeds").fill("8")
     # Its values show whole in their box, not cut off at its edge.
     values = page.get_by_test_id("exp-vary-values-0")
     expect(values).to_have_value(re.compile(r"(, [\d.e-]+){3}"))
@@ -574,3 +591,48 @@ def test_inside_the_network_shows_each_arms_mean_over_its_seeds(finished):
     page.wait_for_timeout(2500)
     loads = [url for url in requests if "/diagnostics" in url]
     assert len(loads) == 3 and not [url for url in requests if "/export" in url], requests
+
+
+def test_the_claim_is_the_headline_and_more_seeds_are_added_from_the_page(open_page, server):
+    """A claim in words above the cells, with its p raw and after Holm; then one more
+    seed from the button, and the verdict says it was added after looking."""
+    design = {
+        "label": "claimed",
+        "base": {"arch": "mlp", "optimizer": "adam", "learning_rate": 0.01, "max_shift": 0}
+        | {k: int(v) if v.isdigit() else float(v) for k, v in TINY_DESIGN.items()},
+        "seeds": 1,
+        "claim": {"statement": "BN helps the tiny MLP", "contrasts": [{"kind": "effect"}]},
+    }
+    created = server.post("/api/experiments", design)
+    assert created.status_code == 201, created.text
+    experiment_id = created.json()["id"]
+    page = open_page(server.url + f"/#experiment={experiment_id}")
+    expect(page.get_by_test_id("exp-status")).to_have_text("completed", timeout=TIMEOUT_S * 1000)
+    claim = page.get_by_test_id("exp-claim")
+    expect(claim.get_by_test_id("claim-statement")).to_have_text(" BN helps the tiny MLP")
+    # one seed can never pass the test: said so, in words
+    expect(claim.get_by_test_id("claim-verdict")).to_have_text("Not enough seeds")
+    expect(claim.get_by_test_id("claim-meaning")).to_contain_text("Add seeds to be able to tell")
+    (result,) = server.http.get(f"/api/experiments/{experiment_id}").json()["claim"]["contrasts"]
+    contrast = claim.get_by_test_id("claim-contrast")
+    expect(contrast).to_contain_text(f"p = {result['p_value']:.3g} · after Holm")
+    expect(contrast).to_contain_text(f"{result['estimate'] * 100:+.2f} points")
+    # the headline stands above the cells
+    above = page.evaluate(
+        """() => document.querySelector('[data-testid=exp-claim]').compareDocumentPosition(
+            document.querySelector('[data-testid=verdict-table]'))
+            & Node.DOCUMENT_POSITION_FOLLOWING"""
+    )
+    assert above
+    page.get_by_test_id("exp-more-seeds-n").fill("1")
+    page.get_by_test_id("exp-add-seeds").click()
+    expect(page.get_by_test_id("exp-more-seeds")).to_be_hidden()  # running again
+    # At once, before the new seed's runs end: provisional, and added after looking.
+    expect(claim.get_by_test_id("claim-verdict")).to_contain_text("(provisional)")
+    expect(claim.get_by_test_id("claim-meaning")).to_contain_text("Provisional: runs are still")
+    expect(claim.get_by_test_id("claim-meaning")).to_contain_text("Seeds were added after")
+    extended = server.http.get(f"/api/experiments/{experiment_id}").json()
+    assert extended["design"]["seeds"] == 2 and len(extended["runs"]) == 4
+    # (what the new seed's runs then say is the service's, tested in test_experiments.py)
+    # its runs are not needed further: stopped (409 only if both have already ended)
+    assert server.http.post(f"/api/experiments/{experiment_id}/cancel").status_code in (202, 409)

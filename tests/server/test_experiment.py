@@ -201,3 +201,86 @@ def test_a_preset_design_posts_back_as_it_is_served(name):
     again = ExperimentCreate.model_validate(served)
     assert again.runs() == design.runs()
     assert design.seeds >= MIN_PAIRS and len(design.runs()) <= MAX_RUNS
+    assert again.claim == design.claim
+
+
+def test_every_preset_states_its_claim_with_the_contrast_that_tests_it():
+    kinds = {
+        name: [c.kind for c in preset.design.claim.contrasts] for name, preset in PRESETS.items()
+    }
+    assert kinds == {
+        "speed": ["milestone"],
+        "learning-rate": ["sensitivity", "divergence"],
+        "initialization": ["sensitivity"],
+        "saturating": ["interaction", "interaction"],
+        "regularization": ["cross_cell"],
+    }
+    (speed,) = PRESETS["speed"].design.claim.contrasts
+    assert speed.accuracy == 0.98 and speed.expect == "less"
+    saturating = PRESETS["saturating"].design.claim.contrasts
+    assert [(c.level, c.reference) for c in saturating] == [("sigmoid", "relu"), ("tanh", "relu")]
+    (regularization,) = PRESETS["regularization"].design.claim.contrasts
+    assert (regularization.minuend.cell, regularization.minuend.arm) == ({"dropout": 0.0}, "bn")
+    assert regularization.subtrahend.cell == {"dropout": 0.5}
+    assert regularization.subtrahend.arm == "no_bn"
+
+
+# --- the claim and the margin in the design (issue #26) ----------------------------------
+
+ACTIVATIONS = {"vary": {"activation": ["relu", "tanh"]}}
+
+
+def claimed(*contrasts: dict) -> dict:
+    return {**ACTIVATIONS, "claim": {"statement": "BN helps", "contrasts": list(contrasts)}}
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "words"),
+    [
+        (
+            claimed({"kind": "effect", "cell": {"activation": "sigmoid"}}),
+            ("claim", "contrasts", 0, "cell", "activation"),
+            ["'sigmoid'", "relu", "tanh"],
+        ),
+        (
+            claimed({"kind": "effect", "cell": {"activation": "relu"}}, {"kind": "effect"}),
+            ("claim", "contrasts", 1, "cell"),
+            ["activation"],
+        ),
+        (
+            claimed({"kind": "interaction", "factor": "dropout", "level": 0, "reference": 1}),
+            ("claim", "contrasts", 0, "factor"),
+            ["'dropout'", "not varied"],
+        ),
+        (
+            claimed({"kind": "sensitivity", "factor": "activation", "at": {"dropout": 0.1}}),
+            ("claim", "contrasts", 0, "at"),
+            ["dropout", "not varied"],
+        ),
+        (
+            claimed({"kind": "telepathy"}),
+            ("claim", "contrasts", 0),
+            ["telepathy"],
+        ),
+        (
+            {**ACTIVATIONS, "claim": {"statement": " ", "contrasts": [{"kind": "effect"}]}},
+            ("claim", "statement"),
+            ["say what"],
+        ),
+        ({"margin": 0}, ("margin",), ["greater than 0"]),
+        ({"margin": 0.5}, ("margin",), ["0.05"]),
+    ],
+)
+def test_a_claim_that_does_not_fit_the_design_is_refused_naming_the_field(body, loc, words):
+    got_loc, message = refused(body)
+    assert got_loc == loc
+    for word in words:
+        assert word in message, message
+
+
+def test_a_fitting_claim_and_a_margin_are_kept():
+    design = ExperimentCreate.model_validate(
+        {**claimed({"kind": "effect", "cell": {"activation": "tanh"}}), "margin": 0.01}
+    )
+    assert design.margin == 0.01 and design.claim.contrasts[0].cell == {"activation": "tanh"}
+    assert ExperimentCreate().margin == 0.005 and ExperimentCreate().claim is None

@@ -13,9 +13,12 @@ import json
 import pytest
 
 from bnlab.model import events
+from bnlab.server.experiments.analysis import analyze_export
+from bnlab.server.experiments.contrasts import Claim
 from bnlab.server.experiments.design import ExperimentCreate
 from bnlab.server.experiments.service import (
     ExperimentService,
+    TooManySeeds,
     experiment_topic,
     queue_order,
 )
@@ -327,3 +330,112 @@ async def test_unknown_experiments_are_not_found(make_service):
         with pytest.raises(NotFound):
             act("nope")
     await asyncio.sleep(0)
+
+
+# --- the claim, the export re-analysed, more seeds (issue #26) ---------------------------
+
+CLAIMED = DESIGN.model_copy(
+    update={
+        "claim": Claim(
+            statement="BN helps at the small rate",
+            contrasts=[{"kind": "effect", "cell": {"learning_rate": 0.01}}],
+        )
+    }
+)
+
+
+async def finish_by_arm(executor: FakeExecutor, experiments: ExperimentService, eid: str) -> None:
+    """Finish every run: BN at 0.97 + 0.001 x seed, no-BN at 0.96."""
+    runs = {r.id: r.config for r in experiments.get(eid).runs}
+    while executor.running:
+        for run_id in list(executor.running):
+            config = runs.get(run_id) or experiments.runs.get(run_id).config
+            finish(executor, run_id, 0.97 + 0.001 * config.seed if config.batch_norm else 0.96)
+        await executor.settled()
+
+
+async def test_the_claim_is_evaluated_provisional_while_live_and_the_export_reanalyses(
+    make_service, tmp_path
+):
+    experiments, executor = await make_service(capacity=2)
+    created = experiments.create(CLAIMED)
+    assert created.design.claim == CLAIMED.claim
+    assert created.claim is not None and created.claim.provisional
+    assert created.claim.sentence.startswith("Provisional")
+    await finish_by_arm(executor, experiments, created.id)
+    final = experiments.get(created.id)
+    assert final.status == "completed" and not final.claim.provisional
+    (contrast,) = final.claim.contrasts
+    # seeds 0 and 1 at the small rate: +1.0 and +1.1 points
+    assert contrast.estimate == pytest.approx(0.0105)
+    assert contrast.n_pairs == 2 and final.claim.verdict == "not_enough_seeds"
+    assert all(c.effect.p_adjusted is not None for c in final.cells)
+
+    export = experiments.export(created.id)
+    assert export.experiment.design.claim == CLAIMED.claim
+    assert [r.test_correct for r in export.runs[:2]] == [9700, 9600]
+    path = tmp_path / "export.json"
+    path.write_text(export.model_dump_json())
+    design, analysis = analyze_export(path)
+    assert design == final.design
+    assert analysis.claim == final.claim and analysis.cells == final.cells
+
+    # One run's result edited (the count and the accuracy together): the analysis follows.
+    document = json.loads(path.read_text())
+    bn_seed0 = document["runs"][0]
+    assert (bn_seed0["factors"], bn_seed0["arm"], bn_seed0["seed"]) == (
+        {"learning_rate": 0.01},
+        "bn",
+        0,
+    )
+    bn_seed0["summary"]["test_accuracy"] = 0.99
+    bn_seed0["test_correct"] = None
+    path.write_text(json.dumps(document))
+    _, edited = analyze_export(path)
+    assert edited.claim.contrasts[0].estimate == pytest.approx((0.03 + 0.011) / 2)
+    assert edited.cells[0].effect.difference.mean == pytest.approx((0.03 + 0.011) / 2)
+    assert edited.cells[1] == final.cells[1]
+
+
+async def test_seeds_added_after_it_ends_are_queued_and_every_verdict_says_so(make_service):
+    experiments, executor = await make_service(capacity=2)
+    eid = experiments.create(CLAIMED).id
+    with pytest.raises(Conflict, match="once it has ended"):
+        experiments.add_seeds(eid, 1)
+    await finish_by_arm(executor, experiments, eid)
+    assert not experiments.get(eid).seeds_added_after_looking
+    extended = experiments.add_seeds(eid, 5)
+    assert extended.design.seeds == 7 and len(extended.runs) == 28
+    new = extended.runs[8:]
+    assert {r.config.seed for r in new} == {2, 3, 4, 5, 6}
+    assert all(r.status in ("queued", "running") for r in new)
+    assert extended.seeds_added_after_looking
+    await finish_by_arm(executor, experiments, eid)
+    final = experiments.get(eid)
+    assert final.status == "completed" and final.claim.contrasts[0].n_pairs == 7
+    # seven pairs, all BN ahead: enough for a family of one
+    assert final.claim.verdict == "supported"
+    assert "added after" in final.claim.sentence
+    assert all("added after" in c.effect.sentence for c in final.cells)
+    with pytest.raises(TooManySeeds, match="20"):
+        experiments.add_seeds(eid, 14)
+    # stored with the experiment: its row in the list says so too
+    assert experiments.list()[0].seeds_added_after_looking
+
+
+async def test_a_plan_warns_when_no_verdict_is_possible(make_service):
+    experiments, _ = await make_service()
+    sixteen = ExperimentCreate(
+        base={"arch": "mlp", "steps": 20, "eval_every": 10},
+        vary={"learning_rate": [0.01, 0.02, 0.05, 0.1], "init_scale": [0.1, 1.0, 10.0, 100.0]},
+        seeds=6,
+    )
+    plan = experiments.plan(sixteen)
+    assert plan.power.cells == 16 and not plan.power.cell.possible
+    assert plan.power.cell.alpha == pytest.approx(0.05 / 16)
+    assert plan.power.claim is None
+    (warning,) = plan.warnings
+    assert "16 cells" in warning and "6 seeds" in warning
+    fine = experiments.plan(CLAIMED.model_copy(update={"seeds": 8}))
+    assert fine.warnings == [] and fine.power.cell.dz is not None
+    assert fine.power.claim is not None and fine.power.claim.possible

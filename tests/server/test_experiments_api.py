@@ -320,3 +320,32 @@ def test_a_restart_interrupts_the_unfinished_runs_and_one_resume_finishes_the_sa
     assert {k: cell["effect"][k] for k in own} == {k: whole["effect"][k] for k in own}
     assert cell["effect"]["difference"]["mean"] == whole["effect"]["difference"]["mean"]
     assert (cell["effect"]["cells"], whole["effect"]["cells"]) == (1, 2)
+
+
+def test_a_claim_that_does_not_fit_is_a_422_naming_the_exact_field(server):
+    body = {
+        **DESIGN,
+        "claim": {
+            "statement": "BN helps",
+            "contrasts": [{"kind": "effect", "cell": {"learning_rate": 0.5}}],
+        },
+    }
+    response = server.post("/api/experiments", body)
+    assert response.status_code == 422
+    (error,) = response.json()["errors"]
+    assert error["field"] == "claim.contrasts.0.cell.learning_rate"
+    assert error["loc"] == ["body", "claim", "contrasts", 0, "cell", "learning_rate"]
+    assert "0.5" in error["msg"] and "0.01" in error["msg"]
+
+
+def test_a_plan_says_what_the_seeds_can_detect_and_warns_when_nothing(server):
+    plan = server.post("/api/experiments/plan", DESIGN).json()  # two seeds, two cells
+    assert plan["power"]["seeds"] == 2 and plan["power"]["cells"] == 2
+    assert plan["power"]["cell"]["possible"] is False and plan["power"]["claim"] is None
+    assert len(plan["warnings"]) == 1 and "at least" in plan["warnings"][0]
+
+
+def test_seeds_are_added_only_to_an_ended_experiment_and_checked(server):
+    assert server.post("/api/experiments/nope/seeds", {"seeds": 1}).status_code == 404
+    bad = server.post("/api/experiments/nope/seeds", {"seeds": 0})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "seeds"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,9 +17,10 @@ import pytest
 
 from bnlab.model.config import PAPER_MLP
 from bnlab.server.execution.placement import cores_for
+from bnlab.server.experiments.analysis import analyze
 from bnlab.server.experiments.design import PRESETS
 from bnlab.server.experiments.local import DesignError, load_design, print_table
-from bnlab.server.experiments.statistics import RunResult, summarize_cells
+from bnlab.server.experiments.statistics import RunResult
 
 TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000, "diagnostics": "off"}
 
@@ -74,7 +76,7 @@ def test_the_table_has_a_row_and_a_sentence_per_cell():
     runs[3] = runs[3].model_copy(update={"status": "failed", "test_accuracy": None})
     out = io.StringIO()
     design = load_design(PRESETS["regularization"].name, None, None)
-    print_table(summarize_cells(runs), design, 90.0, out)
+    print_table(analyze(design, runs), design, 90.0, out)
     text = out.getvalue()
     assert "regularization: 32 runs in 1.5 min" in text
     # seven seeds: enough for two cells after Holm's correction (2/2**7 < 0.05/2)
@@ -182,3 +184,104 @@ def test_ctrl_c_stops_the_runs_and_the_workers(tmp_path, data_dir):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+
+
+# --- bnlab analyze: an exported experiment, re-analysed offline (issue #26) -------------
+
+
+def hand_export(bn_gain: float = 0.01) -> dict:
+    """An export as GET /api/experiments/{id}/export gives it (the fields analyze reads):
+    the regularization preset at 7 seeds, BN without dropout ahead of no-BN with it."""
+    design = PRESETS["regularization"].design.model_copy(update={"seeds": 7})
+    runs = []
+    for planned in design.runs():
+        accuracy = 0.95 + 0.001 * planned.seed
+        if planned.arm == "bn" and planned.factors["dropout"] == 0.0:
+            accuracy += bn_gain
+        runs.append(
+            {
+                "run_id": f"r{len(runs)}",
+                "factors": planned.factors,
+                "seed": planned.seed,
+                "arm": planned.arm,
+                "status": "completed",
+                "test_correct": round(accuracy * 10_000),
+                "summary": {"test_accuracy": accuracy},
+            }
+        )
+    experiment = {"design": design.model_dump(mode="json"), "status": "completed"}
+    return {"experiment": experiment, "runs": runs, "curves": []}
+
+
+def analyze_cli(path, *flags):
+    from bnlab.server.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["analyze", str(path), *flags])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_analyze_prints_the_claim_as_the_headline_then_the_cells(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(hand_export()))
+    code, out, err = analyze_cli(path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "regularization: 28 runs re-analysed from an export"
+    assert lines[1] == f"Claim: {PRESETS['regularization'].design.claim.statement}"
+    assert lines[2] == "Verdict: SUPPORTED"
+    assert "cross_cell: bn at dropout=0.0 minus no_bn at dropout=0.5: +1.00 points" in lines[3]
+    assert out.index("Verdict") < out.index("p Holm") < out.index("- dropout=0.0")
+
+
+def test_analyze_json_is_the_apis_claim_and_cells_and_follows_an_edit(tmp_path):
+    path = tmp_path / "export.json"
+    document = hand_export()
+    path.write_text(json.dumps(document))
+    code, out, _ = analyze_cli(path, "--json")
+    before = json.loads(out)
+    assert code == 0 and set(before) == {"claim", "cells"}
+    assert before["claim"]["verdict"] == "supported"
+    assert before["claim"]["contrasts"][0]["estimate"] == pytest.approx(0.01)
+    # one run's test accuracy edited (its count set to null): every figure follows
+    first = document["runs"][0]
+    assert (first["factors"], first["arm"], first["seed"]) == ({"dropout": 0.0}, "bn", 0)
+    first["summary"]["test_accuracy"] = 0.88
+    first["test_correct"] = None
+    path.write_text(json.dumps(document))
+    code, out, _ = analyze_cli(path, "--json")
+    after = json.loads(out)
+    assert code == 0
+    assert after["claim"]["contrasts"][0]["estimate"] == pytest.approx(0.01 - 0.08 / 7)
+    assert after["claim"]["verdict"] != "supported"
+    assert after["cells"][0]["effect"]["difference"]["mean"] == pytest.approx(0.01 - 0.08 / 7)
+    # the other cell's runs are as they were (its Holm step may move: one family)
+    assert after["cells"][1]["arms"] == before["cells"][1]["arms"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda d: "not json", ["cannot read it as JSON"]),
+        (lambda d: {**d, "runs": []}, ["runs", "at least 1"]),
+        (lambda d: d["runs"][3].update(status="exploded") or d, ["runs.3.status"]),
+        (lambda d: d["runs"][2].update(factors={"dropout": 0.3}) or d, ["runs.2.factors"]),
+        (lambda d: d["runs"][1].update(test_correct=1) or d, ["runs.1", "disagree"]),
+        (lambda d: d["experiment"]["design"].update(seeds=0) or d, ["experiment.design.seeds"]),
+    ],
+)
+def test_analyze_refuses_a_bad_export_naming_the_file_and_field(tmp_path, edit, words):
+    path = tmp_path / "bad.json"
+    document = edit(hand_export())
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    code, out, err = analyze_cli(path)
+    assert code == 2 and out == ""
+    assert err.startswith(f"bnlab analyze: error: {path}: ") and len(err.splitlines()) == 1
+    for word in words:
+        assert word in err, err
+
+
+def test_analyze_names_a_missing_file(tmp_path):
+    code, _, err = analyze_cli(tmp_path / "nope.json")
+    assert code == 2 and "nope.json" in err

@@ -73,6 +73,7 @@ def test_an_empty_file_gets_the_release_schema_and_the_experiments(store):
         "created_at",
         "design",
         "last_seq",
+        "seeds_before_extension",  # migration 5: seeds an experiment had when extended
     ]
     # Migration 3: each point's diagnostics, one JSON document.
     added = columns(store.db, "points")[len(columns(release, "points")) :]

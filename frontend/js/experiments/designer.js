@@ -84,6 +84,12 @@ export class Designer {
     this.form.querySelector("[data-testid=exp-label]").value = design.label ?? "";
     this.root.querySelector("[data-testid=exp-design-title]").textContent = preset.title;
     this.root.querySelector("[data-testid=exp-design-hypothesis]").textContent = preset.hypothesis;
+    // The preset's claim goes with its design while the box is ticked; a design edited
+    // so that the claim no longer fits gets the server's 422 naming the contrast's field.
+    const claimToggle = this.form.querySelector("[data-testid=exp-claim-toggle]");
+    claimToggle.hidden = !design.claim;
+    this.form.querySelector("[data-testid=exp-claim-on]").checked = Boolean(design.claim);
+    this.form.querySelector("[data-testid=exp-claim-statement]").textContent = design.claim?.statement ?? "";
     this.form.hidden = false;
     this.syncVaried();
     this.check();
@@ -169,7 +175,9 @@ export class Designer {
     const seedsText = this.form.querySelector("[data-testid=exp-seeds]").value.trim();
     const seeds = /^\d+$/.test(seedsText) ? Number(seedsText) : seedsText;
     const label = this.form.querySelector("[data-testid=exp-label]").value.trim();
-    return { ...(label ? { label } : {}), base, vary, seeds };
+    const { claim, margin } = this.preset?.design ?? {};
+    const claimed = claim && this.form.querySelector("[data-testid=exp-claim-on]").checked;
+    return { ...(label ? { label } : {}), base, vary, seeds, ...(margin ? { margin } : {}), ...(claimed ? { claim } : {}) };
   }
 
   checkSoon() {
@@ -181,16 +189,20 @@ export class Designer {
     clearTimeout(this.checkTimer);
     const ticket = ++this.checking;
     const summary = this.root.querySelector("[data-testid=exp-plan]");
+    const power = this.root.querySelector("[data-testid=exp-power]");
     try {
       const plan = await api.planExperiment(this.design());
       if (ticket !== this.checking) return;
       this.showErrors({});
       summary.textContent = describePlan(plan);
       summary.dataset.state = "ok";
+      power.textContent = describePower(plan);
+      power.dataset.state = plan.warnings.length ? "warning" : "ok";
     } catch (err) {
       if (ticket !== this.checking) return;
       summary.textContent = err.status === 422 ? "Fix the fields marked below to see the runs and time." : `Cannot check the design: ${err.message}`;
       summary.dataset.state = "error";
+      power.textContent = "";
       if (err.status === 422) this.showErrors(errorsByField(err));
     }
   }
@@ -235,6 +247,19 @@ export class Designer {
     formError.textContent = rest.join("; ");
     formError.hidden = !rest.length;
   }
+}
+
+/** What the seeds could detect, after correction, and any verdict they can never give. */
+function describePower(plan) {
+  const { power } = plan;
+  const detect = (d, what) =>
+    d.possible
+      ? `${what} can detect an effect of about ${d.dz.toFixed(2)} standard deviations of the seed-to-seed differences (80 % of the time, tested at ${Number(d.alpha.toPrecision(2))})`
+      : `${what} can never give a verdict with ${power.seeds} seeds (it takes ${d.seeds_needed})`;
+  const parts = [detect(power.cell, power.cells === 1 ? "The cell's test" : `Each of the ${power.cells} cells' tests`)];
+  if (power.claim) parts.push(detect(power.claim, "the claim's test"));
+  const warnings = plan.warnings.map((w) => ` Warning: ${w}`).join("");
+  return `${parts.join("; ")}.${warnings}`;
 }
 
 function describePlan(plan) {

@@ -21,14 +21,32 @@ const ALWAYS_COUNTED = new Set([Status.COMPLETED, Status.RUNNING, Status.QUEUED]
 // An experiment is under way while queued or running (its statuses share the runs' names).
 const EXPERIMENT_ACTIVE = new Set([ExperimentStatus.QUEUED, ExperimentStatus.RUNNING]);
 const VERDICT_WORDS = {
-  bn_better: "BN better", bn_worse: "BN worse", no_difference: "no difference shown",
-  not_enough_seeds: "not enough seeds to tell",
+  bn_better: "BN better", bn_worse: "BN worse", no_difference: "no difference (within the margin)",
+  inconclusive: "can't tell either way", not_enough_seeds: "too few seeds to ever tell",
+};
+// The claim's verdict, worded for someone who is not a statistician.
+const CLAIM_WORDS = {
+  supported: ["Supported", "the runs show what the claim says."],
+  contradicted: ["Contradicted", "the runs show the opposite of what the claim says."],
+  inconclusive: ["Inconclusive", "the runs neither show the claim nor rule it out: the difference could still be zero. More seeds may settle it."],
+  not_enough_seeds: ["Not enough seeds", "with this few seeds no outcome could have passed the test, whatever the runs did. Add seeds to be able to tell."],
+};
+const CONTRAST_KINDS = {
+  effect: "BN's effect", interaction: "difference in BN's effect", sensitivity: "sensitivity",
+  cross_cell: "across cells", milestone: "time to a milestone", divergence: "divergence",
 };
 const RATE_WINDOW_MS = 60_000; // the ETA's speed: steps over the last minute
 const EXPORT_REFRESH_MS = 2000; // the export (the seeds' curves): at most one load per interval
 
-// A difference of accuracies is in percentage points, not a percentage of anything.
+// A difference of accuracies: in percentage points, never in %.
 const signed = (x) => pp(x);
+/** A contrast's estimate in its unit (server/experiments/claims.py's `unit`). */
+function inUnit(x, unit) {
+  if (!isNum(x)) return "—";
+  if (unit.startsWith("accuracy")) return signed(x);
+  if (unit === "steps") return `${x >= 0 ? "+" : ""}${Math.round(x)} steps`;
+  return pct(x, 0);
+}
 const interval = (low, high, f) => (isNum(low) && isNum(high) ? `${f(low)} to ${f(high)}` : "—");
 const ratio = (x) => (isNum(x) ? `${x.toFixed(2)}×` : "—");
 
@@ -75,7 +93,8 @@ export class ExperimentView {
     this.el = {
       title: $("exp-title"), status: $("exp-status"), hypothesis: $("exp-hypothesis"), progress: $("exp-progress"),
       bar: $("exp-bar"), table: $("verdict-table"), seeds: $("seed-toggle"), cancel: $("exp-cancel"),
-      resume: $("exp-resume"), json: $("exp-export-json"), csvRuns: $("exp-export-csv"),
+      resume: $("exp-resume"), json: $("exp-export-json"), claim: $("exp-claim"),
+      moreSeeds: $("exp-more-seeds"), moreSeedsN: $("exp-more-seeds-n"), addSeeds: $("exp-add-seeds"), csvRuns: $("exp-export-csv"),
       csvCurves: $("exp-export-curves"), heatmap: $("heatmap"), gone: $("exp-gone"), body: $("exp-body"),
     };
     this.charts = {
@@ -92,6 +111,8 @@ export class ExperimentView {
     this.el.seeds.addEventListener("change", () => this.loadExport());
     this.el.cancel.addEventListener("click", () => this.act(api.cancelExperiment, "cancel"));
     this.el.resume.addEventListener("click", () => this.act(api.resumeExperiment, "resume"));
+    this.el.addSeeds.addEventListener("click", () =>
+      this.act((id) => api.addSeeds(id, Number(this.el.moreSeedsN.value)), "add seeds to"));
     this.presets = [];
   }
 
@@ -111,7 +132,8 @@ export class ExperimentView {
     // Nothing of the experiment shown before stays: its hypothesis, its buttons, and the
     // exports only once this one is known to exist (a missing one's would answer 404).
     this.el.hypothesis.textContent = "";
-    this.el.cancel.hidden = this.el.resume.hidden = true;
+    this.el.cancel.hidden = this.el.resume.hidden = this.el.moreSeeds.hidden = true;
+    this.el.claim.hidden = true;
     this.showExports(false);
     this.el.status.textContent = "connecting…";
     this.el.status.className = "badge";
@@ -140,7 +162,7 @@ export class ExperimentView {
     this.el.gone.hidden = false;
     this.el.body.hidden = true;
     this.el.hypothesis.textContent = "";
-    this.el.cancel.hidden = this.el.resume.hidden = true;
+    this.el.cancel.hidden = this.el.resume.hidden = this.el.moreSeeds.hidden = true;
     this.showExports(false);
     this.el.status.textContent = "not found";
   }
@@ -152,9 +174,10 @@ export class ExperimentView {
     this.renderHead();
     this.renderProgress(experiment.status, experiment.progress);
     // Runs starting change the progress only; the answer changes when one ends.
-    const key = JSON.stringify(experiment.cells);
+    const key = JSON.stringify([experiment.claim, experiment.cells]);
     if (key !== this.cellsKey) {
       this.cellsKey = key;
+      this.renderClaim();
       this.renderTable();
       this.redraw();
       if (this.el.seeds.checked) this.loadExportSoon();
@@ -190,6 +213,54 @@ export class ExperimentView {
     const active = experiment.runs.some((r) => ACTIVE.has(r.status));
     this.el.cancel.hidden = !active;
     this.el.resume.hidden = active || !experiment.runs.some((r) => RESUMABLE.has(r.status));
+    this.el.moreSeeds.hidden = EXPERIMENT_ACTIVE.has(experiment.status);
+  }
+
+  /** The experiment's headline: its claim's verdict, then each contrast's figures. */
+  renderClaim() {
+    const { claim } = this.experiment;
+    const box = this.el.claim;
+    box.hidden = !claim;
+    if (!claim) {
+      box.replaceChildren();
+      return;
+    }
+    const [word, meaning] = CLAIM_WORDS[claim.verdict] ?? [claim.verdict, ""];
+    box.dataset.verdict = claim.verdict;
+    const head = document.createElement("p");
+    head.className = "claim-head";
+    const verdict = document.createElement("strong");
+    verdict.className = `claim-verdict claim-${claim.verdict}`;
+    verdict.dataset.testid = "claim-verdict";
+    verdict.textContent = claim.provisional ? `${word} (provisional)` : word;
+    const statement = document.createElement("span");
+    statement.dataset.testid = "claim-statement";
+    statement.textContent = ` ${claim.statement}`;
+    head.append(verdict, statement);
+    const explain = document.createElement("p");
+    explain.className = "hint";
+    explain.dataset.testid = "claim-meaning";
+    explain.textContent = `${claim.provisional ? "Provisional: runs are still going, so this can change. " : ""}${meaning}${
+      this.experiment.seeds_added_after_looking ? " Seeds were added after the first results were seen, so the p-values are optimistic." : ""}`;
+    const list = document.createElement("ul");
+    list.className = "claim-contrasts";
+    for (const result of claim.contrasts) {
+      const li = document.createElement("li");
+      li.dataset.testid = "claim-contrast";
+      const iv = result.interval;
+      const range = isNum(iv.low) || isNum(iv.high)
+        ? ` (${(iv.level * 100).toFixed(1)} % interval ${isNum(iv.low) ? inUnit(iv.low, result.unit) : "−∞"} to ${isNum(iv.high) ? inUnit(iv.high, result.unit) : "+∞"})`
+        : "";
+      const figures = document.createElement("span");
+      figures.className = "num";
+      figures.textContent = `${CONTRAST_KINDS[result.contrast.kind] ?? result.contrast.kind}: ${inUnit(result.estimate, result.unit)}${range} · p = ${pValue(result.p_value)} · after Holm ${pValue(result.p_adjusted)} · ${result.n_pairs} seeds`;
+      const sentence = document.createElement("span");
+      sentence.className = "muted small";
+      sentence.textContent = ` ${result.sentence}`;
+      li.append(figures, sentence);
+      list.append(li);
+    }
+    box.replaceChildren(head, explain, list);
   }
 
   renderProgress(status, progress) {
@@ -239,10 +310,13 @@ export class ExperimentView {
         ...ARM_ORDER.map((arm) => meanCell(cell.arms[arm].test_accuracy, pct, diverged(arm))),
         meanCell(effect.difference, signed),
         td(pValue(effect.p_value), { class: "num", title: effect.test }),
+        td(pValue(effect.p_adjusted), { class: "num", title: `Holm over ${effect.cells} cells`, "data-testid": "p-adjusted" }),
         effect.n_pairs && effect.speedup.estimate === null
           ? td("not reached", { class: "num muted", title: "an arm's median run never reached 98 % validation accuracy" })
           : speedupCell(effect.speedup),
-        td(VERDICT_WORDS[effect.verdict] ?? effect.verdict, { class: `verdict verdict-${effect.verdict}` }),
+        td(`${VERDICT_WORDS[effect.verdict] ?? effect.verdict}${effect.provisional ? " (provisional)" : ""}`, {
+          class: `verdict verdict-${effect.verdict}`,
+        }),
       );
       const open = document.createElement("button");
       open.type = "button";
@@ -256,7 +330,7 @@ export class ExperimentView {
       const sentence = document.createElement("tr");
       sentence.className = "sentence-row";
       const text = td(`${effect.sentence} (${effect.test} test)`, {
-        colspan: "9", class: `verdict-${effect.verdict}`, "data-testid": "verdict-sentence",
+        colspan: "10", class: `verdict-${effect.verdict}`, "data-testid": "verdict-sentence",
       });
       sentence.append(text);
       for (const row of [tr, sentence]) {

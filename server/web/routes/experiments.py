@@ -18,7 +18,9 @@ from ...experiments.schemas import (
     ExperimentPlan,
     ExperimentPublic,
     PresetList,
+    SeedsAdd,
 )
+from ...experiments.service import TooManySeeds
 from ..deps import ExperimentsDep
 from ..problems import invalid
 from .runs import DiagnosticsFlag
@@ -69,6 +71,18 @@ async def cancel_experiment(experiment_id: str, experiments: ExperimentsDep) -> 
 async def resume_experiment(experiment_id: str, experiments: ExperimentsDep) -> ExperimentPublic:
     """Queue every interrupted or failed run of the experiment again."""
     return experiments.resume(experiment_id)
+
+
+@router.post("/experiments/{experiment_id}/seeds", status_code=status.HTTP_202_ACCEPTED)
+async def add_seeds(
+    experiment_id: str, body: SeedsAdd, experiments: ExperimentsDep
+) -> ExperimentPublic:
+    """Add seeds to every cell of an ended experiment and queue their runs; its verdicts
+    then say that seeds were added after looking."""
+    try:
+        return experiments.add_seeds(experiment_id, body.seeds)
+    except TooManySeeds as exc:
+        raise invalid(("body", "seeds"), str(exc)) from None
 
 
 @router.delete("/experiments/{experiment_id}", status_code=status.HTTP_204_NO_CONTENT)
