@@ -44,11 +44,13 @@ T = TypeVar("T")
 MAX_STACK = 64
 
 
-def stack_size(runs: int, slots: int) -> int:
+def stack_size(runs: int, slots: int, groups: int = 1) -> int:
     """How many of `runs` compatible runs one stack takes when `slots` worker slots
-    are free: the runs are spread over the free slots (each slot's cores train one
-    stack), at most MAX_STACK in one."""
-    return max(1, min(MAX_STACK, math.ceil(runs / max(1, slots))))
+    are free for `groups` groups of compatible runs (BN and no-BN are two): each group
+    gets its share of the slots and spreads its runs over them (each slot's cores
+    train one stack), at most MAX_STACK in one."""
+    share = max(1, slots // max(1, groups))
+    return max(1, min(MAX_STACK, math.ceil(runs / share)))
 
 
 def plan_stacks(keys: Sequence[tuple | None], slots: int) -> list[list[int]]:
@@ -63,7 +65,7 @@ def plan_stacks(keys: Sequence[tuple | None], slots: int) -> list[list[int]]:
             groups.setdefault(key, []).append(i)
     stacks = []
     for members in groups.values():
-        size = stack_size(len(members), slots)
+        size = stack_size(len(members), slots, len(groups))
         stacks += [members[i : i + size] for i in range(0, len(members), size)]
     return sorted(stacks + alone, key=lambda stack: stack[0])
 

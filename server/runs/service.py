@@ -311,14 +311,18 @@ class RunService:
         if not self.executor.stacking or row["experiment_id"] is None or key is None:
             return None
         members = [(run_id, config)]
+        keys = {key}  # the experiment's groups of compatible runs waiting
         for other in list(self._queue)[1:]:
             other_row = self.store.get_run(other)
             if other_row["experiment_id"] == row["experiment_id"]:
                 other_config = RunConfig.from_stored(other_row["config"])
-                if other_config.stack_key() == key:
+                other_key = other_config.stack_key()
+                if other_key is not None:
+                    keys.add(other_key)
+                if other_key == key:
                     members.append((other, other_config))
         free = self.executor.capacity - self.executor.busy()
-        return members[: stack_size(len(members), free)]
+        return members[: stack_size(len(members), free, len(keys))]
 
     def _alone(self, row) -> bool:
         """Whether the run about to start may have the machine to itself: no other

@@ -51,6 +51,22 @@ def wait_experiment(
     raise AssertionError(f"experiment never got {statuses}: {experiment['progress']}")
 
 
+def assert_close(got: Any, want: Any, path: str = "") -> None:
+    """Equal, but for floats equal to rounding (relative 1e-5)."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for key in want:
+            assert_close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-9), path
+    else:
+        assert got == want, path
+
+
 def until_completed(ws) -> list[dict[str, Any]]:
     """An experiment stream's messages up to the one saying it completed."""
     messages = []
@@ -313,9 +329,12 @@ def test_a_restart_interrupts_the_unfinished_runs_and_one_resume_finishes_the_sa
     done = wait_experiment(server, experiment_id, "completed")
     assert done["progress"]["runs"] == {"completed": RUNS // 2}
     # Same seeds, same runs: the cell's own figures are the uninterrupted experiment's
-    # (its corrected ones depend on how many cells it is one of: Holm's family).
+    # (its corrected ones depend on how many cells it is one of: Holm's family). The
+    # runs trained in stacks of another size there (two cells' runs, not one's), which
+    # may round the curves' last bits differently; the test images each got right are
+    # the same, so every test figure is too.
     [cell], whole = done["cells"], watched["final"]["cells"][0]
-    assert cell["arms"] == whole["arms"]
+    assert_close(cell["arms"], whole["arms"])
     own = ("n_pairs", "n_zero", "p_value", "raw_interval", "effect_size", "p_bn_ahead", "speedup")
     assert {k: cell["effect"][k] for k in own} == {k: whole["effect"][k] for k in own}
     assert cell["effect"]["difference"]["mean"] == whole["effect"]["difference"]["mean"]

@@ -28,7 +28,7 @@ DESIGN = {
     "base": {**test_experiments_api.DESIGN["base"], "steps": 40, "diagnostics": "basic"},
     # The second rate blows the no-BN models up within a few steps (BN's may survive
     # it): each stops alone, at the step it would alone, while its stack trains on.
-    "vary": {"learning_rate": [0.01, 1e6]},
+    "vary": {"learning_rate": [0.01, 1000.0]},
     "seeds": 2,
 }
 RUNS = 8
@@ -70,7 +70,7 @@ def test_an_experiments_runs_train_in_stacks_and_each_is_a_run_of_its_own(server
     for run in runs:
         points = server.http.get(f"/api/runs/{run['id']}/metrics").json()["points"]
         if run["status"] == "diverged":  # stopped alone; its stack trained on without it
-            assert run["config"]["learning_rate"] == 1e6 and run["test_metrics"] is None
+            assert run["config"]["learning_rate"] == 1000 and run["test_metrics"] is None
             continue
         assert [p["step"] for p in points] == [0, 20, 40]
         assert all(p["diagnostics"] is not None for p in points)
@@ -179,3 +179,6 @@ def test_runs_are_grouped_into_stacks_by_key_and_size():
         [0, 1, 2],
         [3, 4],
     ]
+    # Two groups (BN, no-BN) on two slots: a slot each, not two half stacks of each.
+    arms = [_mlp(seed=s, batch_norm=s % 2 == 0).stack_key() for s in range(8)]
+    assert plan_stacks(arms, slots=2) == [[0, 2, 4, 6], [1, 3, 5, 7]]
