@@ -31,6 +31,7 @@ class ScriptedExecutor:
     start, two evaluations, progress, test metrics and its end, at once."""
 
     capacity = 1
+    stacking = False  # every run reports as a run of its own
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[ExecutorMessage] = asyncio.Queue()
