@@ -190,6 +190,13 @@ def summary(values: tf.Tensor, edges: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return percentiles(values, bins=(index, counts)), counts
 
 
+def sampled_units(seed: int, sizes: list[int]) -> list[np.ndarray]:
+    """Which units (flat indices into a layer's values per image, `sizes` of them) a
+    run's distributions pool, per hidden layer: drawn once per run from its seed."""
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(size, min(SAMPLED_UNITS, size), replace=False)) for size in sizes]
+
+
 def _norm(tensors: list[tf.Tensor]) -> tf.Tensor:
     return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
@@ -222,32 +229,60 @@ class Diagnostician:
     initial weights, so a resumed run keeps the edges it started with.
     """
 
-    def __init__(self, trainer: Trainer, validation: Split) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        validation: Split,
+        *,
+        shared: Diagnostician | None = None,
+        initial: list[tuple[np.ndarray, ...]] | None = None,
+    ) -> None:
+        """`shared` (the stacked path, model.stacked): a Diagnostician of a run of the
+        same architecture whose compiled functions this run uses, so that they are
+        traced once for all such runs. What differs between the runs (the sampled
+        units, the edges, the seed, the learning rate) goes in as arguments; the shared
+        one's network and optimizer must hold this run's weights and slots when it
+        measures. `initial`: this run's sampled values on the first EDGE_IMAGES
+        validation images at initialisation, per layer (else measured here)."""
         config = trainer.config
         self.level = DiagnosticsLevel(config.diagnostics)
         self.full_every = config.full_diagnostics_every
         self.eval_steps = config.eval_steps()
         self.trainer = trainer
-        self.network: Network = trainer.network
+        self.network: Network = shared.network if shared else trainer.network
         self.blocks = self.network.blocks()
         self.names = [linear.name for linear, _ in self.blocks]
         self.has_bn = config.batch_norm
-        rng = np.random.default_rng(config.seed)
-        # Which units (flat indices into a layer's values per image) the distributions pool.
-        self.units = [
-            tf.constant(np.sort(rng.choice(size, min(SAMPLED_UNITS, size), replace=False)))
-            for size in self._sizes()
-        ]
+        self.sizes = shared.sizes if shared else self._sizes()
+        self.units = tuple(tf.constant(u) for u in sampled_units(config.seed, self.sizes))
+        self._seed = tf.constant(config.seed, tf.int32)
+        self._learning_rate = tf.constant(config.learning_rate, tf.float32)
+        self._samples: tuple[tuple[tf.Tensor, ...], ...] = ()  # the last validation pass's
+        if shared is not None:
+            self._inspect, self._gradients = shared._inspect, shared._gradients
+            self._measures = shared._measures
+            self.val_batches, self.val_labels = shared.val_batches, shared.val_labels
+        else:
+            self._compile(validation)
+        if initial is None:
+            initial = self._inspect(validation.images[:EDGE_IMAGES], self.units)[2]
+            initial = [tuple(v.numpy() for v in layer) for layer in initial]
+        # Per layer, one set of edges per distribution (before BN, after it).
+        self.edges = [tuple(histogram_edges(v) for v in layer) for layer in initial]
+        self._edges = tuple(
+            tuple(tf.constant(e, tf.float64) for e in layer) for layer in self.edges
+        )
+
+    def _compile(self, validation: Split) -> None:
+        config = self.trainer.config
         # No AutoGraph: every branch and loop in these functions is over Python values
         # fixed at tracing (layers, multiples), so there is nothing for it to convert.
         compiled = functools.partial(tf.function, autograph=False)
+        units = tuple(tf.TensorSpec([u.shape[0]], u.dtype) for u in self.units)
         self._inspect = compiled(
-            self._inspect_step, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)]
+            self._inspect_step,
+            input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32), units],
         )
-        first = self._inspect(validation.images[:EDGE_IMAGES])[2]
-        # Per layer, one set of edges per distribution (before BN, after it).
-        self.edges = [tuple(histogram_edges(v.numpy()) for v in layer) for layer in first]
-        self._samples: tuple[tuple[tf.Tensor, ...], ...] = ()  # the last validation pass's
         # BN's gap and batch-statistics accuracy: validation batches of the training size.
         size = min(config.batch_size, len(validation))
         count = max(1, min(BATCH_STATS_BATCHES, len(validation) // size))
@@ -257,13 +292,21 @@ class Diagnostician:
         self._gradients = compiled(self._loss_and_gradients)
         # One call per evaluation, traced once (at the first): the samples stay where the
         # validation pass left them, and `full` is a tensor, not a retrace per value.
+        # Per layer, its distributions: before BN and after it, or the one without BN.
+        distributions = [1 if norm is None else 2 for _, norm in self.blocks]
         signature = [
             tuple(
-                tuple(tf.TensorSpec([None, units.shape[0]], tf.float32) for _ in layer_edges)
-                for units, layer_edges in zip(self.units, self.edges, strict=True)
+                tuple(tf.TensorSpec([None, u.shape[0]], tf.float32) for _ in range(n))
+                for u, n in zip(self.units, distributions, strict=True)
+            ),
+            tuple(
+                tuple(tf.TensorSpec([BINS + 1], tf.float64) for _ in range(n))
+                for n in distributions
             ),
             tf.TensorSpec([config.batch_size], tf.int32),
             tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.float32),
         ]
         if self.level is DiagnosticsLevel.FULL:
             signature.append(tf.TensorSpec([], tf.bool))
@@ -279,7 +322,14 @@ class Diagnostician:
         """The diagnostics of the evaluation at `step`, after its `validation_pass`."""
         index = self.eval_steps.index(step) if step in self.eval_steps else 0
         full = self.level is DiagnosticsLevel.FULL and index % self.full_every == 0
-        arguments = [self._samples, tf.constant(self.trainer.order.indices(step)), step]
+        arguments = [
+            self._samples,
+            self._edges,
+            tf.constant(self.trainer.order.indices(step)),
+            step,
+            self._seed,
+            self._learning_rate,
+        ]
         if self.level is DiagnosticsLevel.FULL:
             arguments.append(full)
         summaries, batch_stats, basic, santurkar = tf.nest.map_structure(
@@ -345,14 +395,14 @@ class Diagnostician:
 
     # -- the validation pass ----------------------------------------------------------
 
-    def _inspect_step(self, x: tf.Tensor):
+    def _inspect_step(self, x: tf.Tensor, units: tuple[tf.Tensor, ...]):
         taps: list[Tap] = []
         logits, probe = self.network.forward(x, training=False, taps=taps)
         samples = []
-        for tap, units in zip(taps, self.units, strict=True):
+        for tap, layer_units in zip(taps, units, strict=True):
             values = [t for t in (tap.pre_bn, tap.pre_activation) if t is not None]
             flat = [tf.reshape(t, [tf.shape(t)[0], -1]) for t in values]
-            samples.append(tuple(tf.gather(f, units, axis=1) for f in flat))
+            samples.append(tuple(tf.gather(f, layer_units, axis=1) for f in flat))
         return logits, probe, tuple(samples)
 
     def validation_pass(self, images: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -360,28 +410,35 @@ class Diagnostician:
         sampled values of every layer (as tensors, for the next `measure`)."""
         logits, probes, samples = [], [], []
         for start in range(0, len(images), chunk):
-            chunk_logits, chunk_probe, chunk_samples = self._inspect(images[start : start + chunk])
+            chunk_logits, chunk_probe, chunk_samples = self._inspect(
+                images[start : start + chunk], self.units
+            )
             logits.append(chunk_logits.numpy())
             probes.append(chunk_probe.numpy())
             samples.append(chunk_samples)
         self._samples = tf.nest.map_structure(lambda *chunks: tf.concat(chunks, 0), *samples)
         return np.concatenate(logits), np.concatenate(probes)
 
-    def _summarize(self, samples):
+    def use_samples(self, samples: tuple[tuple[tf.Tensor, ...], ...]) -> None:
+        """The sampled values of a validation pass made elsewhere (a stack's, of all its
+        models at once), per layer as `validation_pass` keeps them, for the next `measure`."""
+        self._samples = samples
+
+    def _summarize(self, samples, edges):
         """Per layer and distribution, (percentiles, histogram counts) of its samples."""
         return tuple(
             tuple(
-                summary(tf.reshape(values, [-1]), tf.constant(e, tf.float64))
+                summary(tf.reshape(values, [-1]), e)
                 for values, e in zip(layer, layer_edges, strict=True)
             )
-            for layer, layer_edges in zip(samples, self.edges, strict=True)
+            for layer, layer_edges in zip(samples, edges, strict=True)
         )
 
-    def _all_measures(self, samples, indices: tf.Tensor, step: tf.Tensor, full=None):
+    def _all_measures(self, samples, edges, indices, step, seed, learning_rate, full=None):
         """Everything an evaluation measures, in one compiled call: (distributions, BN's
         gap and accuracies, the norms, and with `full` the Santurkar measures: zeros
         when `full` is false at this evaluation)."""
-        x, y = self._batch(indices, step)
+        x, y = self._batch(indices, step, seed)
         variables = self.network.trainable_variables
         loss, grads = self._gradients(x, y)
         basic = (loss, *self._norms(dict(zip(map(id, variables), grads, strict=True))))
@@ -394,10 +451,10 @@ class Diagnostician:
             skipped = (tf.zeros([layers]),) * 2 + (tf.zeros([len(STEP_MULTIPLES)]),) * 2
             santurkar = tf.cond(
                 full,
-                lambda: self._santurkar_measures(x, y, grads),
+                lambda: self._santurkar_measures(x, y, grads, learning_rate),
                 lambda: (*skipped, tf.constant(0.0)),
             )
-        return self._summarize(samples), batch_stats, basic, santurkar
+        return self._summarize(samples, edges), batch_stats, basic, santurkar
 
     # -- BN with batch statistics on validation batches -------------------------------
 
@@ -433,10 +490,11 @@ class Diagnostician:
 
     # -- the training batch of the next update ----------------------------------------
 
-    def _batch(self, indices: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _batch(self, indices, step, seed) -> tuple[tf.Tensor, tf.Tensor]:
         trainer = self.trainer
-        seed = tf.stack([tf.constant(trainer.config.seed, tf.int32), step])
-        x = random_shift(tf.gather(trainer.images, indices), trainer.config.max_shift, seed)
+        x = random_shift(
+            tf.gather(trainer.images, indices), trainer.config.max_shift, tf.stack([seed, step])
+        )
         return x, tf.gather(trainer.labels, indices)
 
     def _loss_and_gradients(self, x: tf.Tensor, y: tf.Tensor):
@@ -464,7 +522,7 @@ class Diagnostician:
             steps.append(tf.norm(update) / weight_norm)
         return tf.stack(grad_norms), tf.stack(weight_norms), tf.stack(steps)
 
-    def _santurkar_measures(self, x: tf.Tensor, y: tf.Tensor, grads: list[tf.Tensor]):
+    def _santurkar_measures(self, x, y, grads: list[tf.Tensor], learning_rate: tf.Tensor):
         optimizer = self.trainer.optimizer
         variables = self.network.trainable_variables
         grad_of = dict(zip(map(id, variables), grads, strict=True))
@@ -488,7 +546,7 @@ class Diagnostician:
             cosines.append(tf.reduce_sum(g * g_after) / (tf.norm(g) * tf.norm(g_after)))
 
         # The landscape along the gradient.
-        lr = tf.cast(self.trainer.config.learning_rate, tf.float32)
+        lr = learning_rate
         losses, changes = [], []
         for multiple in STEP_MULTIPLES:
             moved = [

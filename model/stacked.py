@@ -11,9 +11,17 @@ network, built by `build_network`), batch order (`BatchOrder`), shifts
 stack's loss is the sum of the models' mean losses, so each model's gradient is
 exactly its own. A model whose loss stops being finite stops alone: its weights and
 slots are frozen from that update on (`tf.where`), it reports `diverged` at the step
-it would report alone, and the others go on. Its evaluations, diagnostics and test
-metrics are the single run's own code (model.training, model.diagnostics) on the
-model's weights, written into its own network first.
+it would report alone, and the others go on.
+
+An evaluation is one inference pass of every model over the validation set (the test
+set at the end): logits, probe and the values the diagnostics sample, BN on each
+model's moving averages, computed as BatchNorm's inference path computes them. Each
+model's diagnostics are then the single run's own code (model.diagnostics) on its
+weights and slots, written into a network and optimizer it shares with the models of
+its *view* (the same architecture and settings but for seed, learning rate and other
+numbers the compiled measures take as arguments): traced once per view, not per model.
+Before this, step 0's evaluation (tracing per model) was most of a short stack's time
+(bench/RESULTS.md, "Stacked training").
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -32,7 +40,7 @@ from . import device
 from .augment import random_shift
 from .config import STACK_FIELDS, RunConfig
 from .data import BatchOrder, Mnist, load_mnist
-from .diagnostics import Diagnostician
+from .diagnostics import EDGE_IMAGES, Diagnostician, sampled_units
 from .events import (
     Cancelled,
     DiagnosticsLevel,
@@ -68,7 +76,8 @@ OnStackEvent = Callable[[int, Event], None]
 @dataclass
 class _Solo:
     """One model's run as the single-run code sees it: the attributes Diagnostician
-    reads of a Trainer, its network holding the model's weights when evaluated."""
+    reads of a Trainer. The solos of one view share a network and an optimizer
+    (`StackTrainer.view_of`), which hold a model's weights and slots when it is measured."""
 
     config: RunConfig
     network: Network
@@ -76,25 +85,18 @@ class _Solo:
     order: BatchOrder
     images: tf.Tensor
     labels: tf.Tensor
-    predict_step: Callable = field(init=False)
     diagnostician: Diagnostician | None = None
 
-    def __post_init__(self) -> None:
-        self.predict_step = tf.function(
-            self._forward, input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)]
-        )
 
-    def _forward(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return self.network.forward(x, training=False)
+# What the models of one view may differ in: numbers that the compiled evaluation of
+# a single run takes as arguments or variables (the seed's units, edges and shifts, the
+# optimizer's learning rate), or that it does not use (initialisation, the training
+# subset, dropout, which evaluation turns off). Anything else gives a view of its own.
+VIEW_FREE = ("seed", "learning_rate", "init_scale", "train_subset", "dropout")
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and probe values for a whole split, in chunks (as Trainer.predict)."""
-        logits, probes = [], []
-        for start in range(0, len(images), EVAL_CHUNK):
-            chunk_logits, chunk_probe = self.predict_step(images[start : start + EVAL_CHUNK])
-            logits.append(chunk_logits.numpy())
-            probes.append(chunk_probe.numpy())
-        return np.concatenate(logits), np.concatenate(probes)
+
+def _view_key(config: RunConfig) -> str:
+    return repr(sorted(config.model_dump(exclude=set(VIEW_FREE)).items()))
 
 
 class StackTrainer:
@@ -112,18 +114,37 @@ class StackTrainer:
         self.batch_size, self.max_shift = first.batch_size, first.max_shift
         self.images = tf.constant(data.train.images)
         self.labels = tf.constant(data.train.labels)
-        solos = []
-        for config in configs:
+        solos, networks, views = [], [], {}
+        for m, config in enumerate(configs):
             network = build_network(config)
-            optimizer = make_optimizer(config)
-            optimizer.build(network.trainable_variables)
+            networks.append(network)
+            # One network and optimizer per view: the evaluation's compiled functions
+            # (diagnostics) are traced once per view, not once per model.
+            view = views.setdefault(_view_key(config), m)
+            if view == m:
+                optimizer = make_optimizer(config)
+                optimizer.build(network.trainable_variables)
+            else:
+                network, optimizer = solos[view].network, solos[view].optimizer
             # A run alone with a training subset loads only the first N images; here
             # every model indexes the full set's first N.
             size = min(config.train_subset or len(data.train), len(data.train))
             order = BatchOrder(size, config.batch_size, config.seed)
             solos.append(_Solo(config, network, optimizer, order, self.images, self.labels))
         self.solos = solos
-        self.network = StackedMLP(configs, [s.network for s in solos])
+        self.view_of = [views[_view_key(c)] for c in configs]
+        self.network = StackedMLP(configs, networks)
+        self._sources: dict[int, dict[int, int]] = {}
+        self.sizes = [int(k.shape[2]) for k in self.network.kernels[:-1]]
+        self.units = tuple(
+            tf.constant(np.stack(layer))
+            for layer in zip(*(sampled_units(c.seed, self.sizes) for c in configs), strict=True)
+        )
+        self._infer = tf.function(
+            self._inference,
+            autograph=False,
+            input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+        )
         self.optimizer = StackedOptimizer(configs, self.network.trainable_variables)
         self._seeds = tf.constant([c.seed for c in configs], tf.int32)
         # On a CPU, XLA fuses the many small elementwise passes (BN, the activations,
@@ -219,6 +240,38 @@ class StackTrainer:
     def compile(self) -> None:
         self._run_window.get_concrete_function()
 
+    def _inference(self, x: tf.Tensor):
+        """Every model's logits [M,N,10] and probe [M,N] of the images `x` (BN on its
+        moving averages), and per hidden layer the values each model's diagnostics
+        sample ([M,N,U] before BN and before the nonlinearity): one pass for all."""
+        taps: list[tuple[tf.Tensor, tf.Tensor]] = []
+        logits, probe, _ = self.network.forward(tf.reshape(x, [tf.shape(x)[0], -1]), taps=taps)
+        samples = tuple(
+            tuple(tf.gather(t, units, axis=2, batch_dims=1) for t in tap)
+            for tap, units in zip(taps, self.units, strict=True)
+        )
+        return logits, probe, samples
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """`_inference` of a whole split, in chunks of EVAL_CHUNK as a run alone evaluates:
+        logits and probes as arrays, the samples as tensors."""
+        logits, probes, samples = [], [], []
+        for start in range(0, len(images), EVAL_CHUNK):
+            chunk_logits, chunk_probe, chunk_samples = self._infer(
+                images[start : start + EVAL_CHUNK]
+            )
+            logits.append(chunk_logits.numpy())
+            probes.append(chunk_probe.numpy())
+            samples.append(chunk_samples)
+        joined = tf.nest.map_structure(lambda *chunks: tf.concat(chunks, 1), *samples)
+        return np.concatenate(logits, 1), np.concatenate(probes, 1), joined
+
+    def samples_of(self, m: int, samples: tuple) -> tuple[tuple[tf.Tensor, ...], ...]:
+        """Model m's share of `infer`'s samples, per layer as its Diagnostician keeps
+        them: (before BN, before the nonlinearity) with BN, (before the nonlinearity) without."""
+        bn = self.configs[m].batch_norm
+        return tuple((pre_bn[m], pre[m]) if bn else (pre[m],) for pre_bn, pre in samples)
+
     def run(
         self, first_step: int, count: int, loss_sum: np.ndarray, alive: np.ndarray
     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -238,18 +291,22 @@ class StackTrainer:
             last_loss.numpy(),
         )
 
-    def load_into_solo(self, m: int, step: int) -> _Solo:
-        """Model `m`'s weights and optimizer slots written into its single-run view."""
+    def load_into_view(self, m: int, step: int) -> _Solo:
+        """Model `m`'s weights, optimizer slots and learning rate written into the
+        network and optimizer of its view; its solo returned."""
         solo = self.solos[m]
-        self.network.load_into(m)
-        variables = self.network.trainable_variables
-        index_of = {id(v): i for i, v in enumerate(variables)}
-        sources = {}
-        for variable in solo.network.trainable_variables:
-            stacked = self.network.source_of(solo.network, variable)
-            if stacked is not None and id(stacked) in index_of:
-                sources[id(variable)] = index_of[id(stacked)]
-        self.optimizer.load_into(m, solo.optimizer, sources, step)
+        self.network.load_into(m, solo.network)
+        view = self.view_of[m]
+        if view not in self._sources:
+            index_of = {id(v): i for i, v in enumerate(self.network.trainable_variables)}
+            sources = {}
+            for variable in solo.network.trainable_variables:
+                stacked = self.network.source_of(solo.network, variable)
+                if stacked is not None and id(stacked) in index_of:
+                    sources[id(variable)] = index_of[id(stacked)]
+            self._sources[view] = sources
+        self.optimizer.load_into(m, solo.optimizer, self._sources[view], step)
+        solo.optimizer.learning_rate = solo.config.learning_rate
         return solo
 
 
@@ -313,9 +370,19 @@ def train_stack(
             else None
         )
         # Before the restore: the diagnostics' histogram edges come from the initial weights.
-        for solo in trainer.solos:
-            if solo.config.diagnostics != DiagnosticsLevel.OFF:
-                solo.diagnostician = Diagnostician(solo, data.validation)
+        diagnosed = [c.diagnostics != DiagnosticsLevel.OFF for c in configs]
+        if any(diagnosed):
+            _, _, initial = trainer.infer(data.validation.images[:EDGE_IMAGES])
+            for m, solo in enumerate(trainer.solos):
+                if not diagnosed[m]:
+                    continue
+                view = trainer.solos[trainer.view_of[m]].diagnostician
+                values = [
+                    tuple(v.numpy() for v in layer) for layer in trainer.samples_of(m, initial)
+                ]
+                solo.diagnostician = Diagnostician(
+                    solo, data.validation, shared=view, initial=values
+                )
     first_step, elapsed_before = checkpointer.restore() if checkpointer else (0, 0.0)
     alive = state.alive.numpy().copy()
     outcomes: list[Outcome | None] = [None] * trainer.size
@@ -356,17 +423,18 @@ def train_stack(
     def evaluate(step: int) -> None:
         nonlocal loss_sum, loss_count, train_seconds
         elapsed = time.perf_counter() - started
+        # One pass of every model over the validation set; then each model's own
+        # diagnostics, through the compiled functions of its view.
+        logits, probes, samples = trainer.infer(data.validation.images)
         for m in np.flatnonzero(alive):
-            solo = trainer.load_into_solo(m, step)
-            if solo.diagnostician is None:
-                logits, probe = solo.predict(data.validation.images)
-            else:
-                logits, probe = solo.diagnostician.validation_pass(
-                    data.validation.images, EVAL_CHUNK
-                )
-            val_loss, val_acc, _ = _loss_and_accuracy(logits, data.validation.labels)
-            p15, p50, p85 = np.percentile(probe, [15, 50, 85])
-            diagnostics = solo.diagnostician.measure(step) if solo.diagnostician else None
+            solo = trainer.solos[m]
+            val_loss, val_acc, _ = _loss_and_accuracy(logits[m], data.validation.labels)
+            p15, p50, p85 = np.percentile(probes[m], [15, 50, 85])
+            diagnostics = None
+            if solo.diagnostician is not None:
+                trainer.load_into_view(m, step)
+                solo.diagnostician.use_samples(trainer.samples_of(m, samples))
+                diagnostics = solo.diagnostician.measure(step)
             on_event(
                 m,
                 EvalEvent(
@@ -417,9 +485,9 @@ def train_stack(
         if step in eval_at and alive.any():
             evaluate(step)
 
+    logits = trainer.infer(data.test.images)[0] if alive.any() else None
     for m in np.flatnonzero(alive):
-        logits, _ = trainer.load_into_solo(m, step).predict(data.test.images)
-        test_loss, test_accuracy, log_loss = _loss_and_accuracy(logits, data.test.labels)
+        test_loss, test_accuracy, log_loss = _loss_and_accuracy(logits[m], data.test.labels)
         metrics = TestEvent(test_loss=test_loss, test_accuracy=test_accuracy, log_loss=log_loss)
         on_event(m, metrics)
         outcomes[m] = TestMetrics(**metrics.model_dump(exclude={"type"}))

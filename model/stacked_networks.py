@@ -149,9 +149,10 @@ class StackedMLP:
         gamma, beta = self.gammas[i][:, None, :], self.betas[i][:, None, :]
         epsilon = self.epsilon[:, None, :]
         if not training:
+            # As BatchNorm's inference path computes it (model.batchnorm), op for op.
             mean = self.moving_means[i][:, None, :]
             variance = self.moving_variances[i][:, None, :]
-            return (x - mean) * (gamma * tf.math.rsqrt(variance + epsilon)) + beta, None
+            return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon), None
         # The centred textbook formula, as model.batchnorm's autodiff path.
         mean = tf.reduce_mean(x, 1, keepdims=True)
         centred = x - mean
@@ -182,16 +183,21 @@ class StackedMLP:
         return tf.stack(keeps)
 
     def forward(
-        self, x: tf.Tensor, training: bool = False, keep: tf.Tensor | None = None
+        self,
+        x: tf.Tensor,
+        training: bool = False,
+        keep: tf.Tensor | None = None,
+        taps: list[tuple[tf.Tensor, tf.Tensor]] | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor, list[Moving]]:
         """(logits [M,B,10], probe [M,B], BN's new moving averages when training) of
-        `x`: [M,B,784], each model its own batch, or [B,784] shared by all.
-        `keep` (training) is dropout's mask, `dropout_keep`'s."""
-        if x.shape.rank == 2:
-            x = tf.broadcast_to(x, [self.size, *x.shape])
+        `x`: [M,B,784], each model its own batch, or [B,784] shared by all (the
+        product broadcasts it: no M copies of the images). `keep` (training) is
+        dropout's mask, `dropout_keep`'s. `taps`, when given, receives per hidden layer
+        its linear output before BN and the input to its nonlinearity, [M,B,F] each
+        (a no-BN model's first is its product without the bias: not its Tap's None)."""
         movings = []
         for i in range(len(HIDDEN)):
-            h = tf.matmul(x, self.kernels[i])
+            h = product = tf.matmul(x, self.kernels[i])
             if self.bn.any():
                 normalized, moving = self._normalize(h, i, training)
                 movings.append(moving)
@@ -200,6 +206,8 @@ class StackedMLP:
             h = self._select(
                 self.bn, normalized, lambda h=h, i=i: h + self.biases[i][:, None, :], 3
             )
+            if taps is not None:
+                taps.append((product, h))
             probe = h[:, :, 0]
             x = self._activate(h)
         if training and keep is not None:
@@ -207,9 +215,10 @@ class StackedMLP:
         logits = tf.matmul(x, self.kernels[-1]) + self.biases[-1][:, None, :]
         return logits, probe, movings
 
-    def load_into(self, m: int) -> Network:
-        """Model `m`'s weights written into its own single-run network, which is returned."""
-        network = self.networks[m]
+    def load_into(self, m: int, network: Network | None = None) -> Network:
+        """Model `m`'s weights written into a single-run network of its architecture
+        (default: its own), which is returned."""
+        network = self.networks[m] if network is None else network
         for variable in network.variables:
             source = self.source_of(network, variable)
             if source is not None:

@@ -38,3 +38,36 @@ def test_keras_peer_counts_each_call_exactly_and_fits_the_data():
     assert updates_in_call(850, 899, steps_per_epoch) == 9
     assert updates_in_call(858, 858, steps_per_epoch) == 1  # one step per call
     assert epochs_for(2100, steps_per_epoch) == 3 and epochs_for(859, steps_per_epoch) == 1
+
+
+def _cell(lr: float, verdict: str, bn: tuple, no_bn: tuple) -> dict:
+    def interval(mean_low_high: tuple) -> dict:
+        mean, low, high = mean_low_high
+        return {"test_accuracy": {"mean": mean, "ci_low": low, "ci_high": high}}
+
+    return {
+        "factors": {"learning_rate": lr},
+        "arms": {"bn": interval(bn), "no_bn": interval(no_bn)},
+        "effect": {"verdict": verdict},
+    }
+
+
+def test_stacked_experiment_bench_compares_verdicts_and_intervals_cell_by_cell():
+    from bench.stacked_experiment import agreement, design_body
+
+    stacked = [
+        _cell(0.5, "bn_better", (0.95, 0.94, 0.96), (0.90, 0.88, 0.92)),
+        _cell(5.0, "bn_better", (0.93, 0.92, 0.94), (0.50, 0.40, 0.60)),
+    ]
+    alone = [  # in another order; the second cell's BN arm outside the stacked interval
+        _cell(5.0, "inconclusive", (0.97, 0.925, 0.99), (0.52, 0.41, 0.63)),
+        _cell(0.5, "bn_better", (0.951, 0.94, 0.96), (0.905, 0.89, 0.92)),
+    ]
+    rows = agreement(stacked, alone)
+    assert rows == [
+        ("learning_rate=0.5", "bn_better", "bn_better", True),
+        ("learning_rate=5.0", "bn_better", "inconclusive", False),
+    ]
+    body = design_body("learning-rate", seeds=2, steps=30)
+    assert body["seeds"] == 2 and body["base"]["steps"] == 30
+    assert body["base"]["eval_every"] <= 30  # an evaluation inside the shortened run

@@ -39,8 +39,11 @@ from .worker import WorkerMessage, ending, require_gpu
 
 T = TypeVar("T")
 
-# The largest stack: measured on the paper's MLP, steps/s per model keep growing up to
-# here on 2 CPU cores (bench/stacked.py; bench/RESULTS.md, "Stacked training").
+# The largest stack. On 2 CPU cores the paper's MLP trains at about the same rate per
+# model from M = 4 to 64 (725-1,336 model-steps/s under XLA, within the shared machine's
+# noise; bench/stacked.py, bench/RESULTS.md "Stacked training"), so a larger stack costs
+# no training speed and saves a worker's start-up and tracing per stack; its memory at
+# 64 (weights, slots, a 1,000-image evaluation chunk per model) is a few hundred MB at most.
 MAX_STACK = 64
 
 

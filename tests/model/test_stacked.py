@@ -83,6 +83,24 @@ def test_a_stacked_model_follows_its_run_alone(index, stack_run, mnist_small_eva
             assert a.weight_norm == pytest.approx(b.weight_norm, rel=1e-5)
             assert a.effective_step == pytest.approx(b.effective_step, rel=1e-4)
             assert (a.bn_gap is None) == (b.bn_gap is None)
+            if a.bn_gap is not None:
+                assert a.bn_gap == pytest.approx(b.bn_gap, rel=1e-4, abs=1e-6)
+            # Sampled from the stack's one pass of all models, through compiled functions
+            # shared by the models of a view: each model's own units and edges still.
+            for mine_d, theirs_d in ((a.pre_bn, b.pre_bn), (a.pre_activation, b.pre_activation)):
+                assert (mine_d is None) == (theirs_d is None)
+                if mine_d is not None:
+                    assert mine_d.edges == pytest.approx(theirs_d.edges)
+                    assert mine_d.p50 == pytest.approx(theirs_d.p50, rel=1e-4, abs=1e-5)
+                    # A value on a bin's edge may fall either side of it in float rounding.
+                    assert (
+                        sum(abs(x - y) for x, y in zip(mine_d.counts, theirs_d.counts, strict=True))
+                        <= 4
+                    )
+        moving = (mine.diagnostics.val_acc_moving_stats, theirs.diagnostics.val_acc_moving_stats)
+        assert (moving[0] is None) == (moving[1] is None)
+        if moving[0] is not None:
+            assert moving[0] == pytest.approx(moving[1], abs=2.5e-3)  # one image of 480
     assert isinstance(outcomes[index], ev.TestMetrics)
     assert outcomes[index].test_loss == pytest.approx(metrics.test_loss, rel=1e-5)
     assert ours[-1].type == "test" and ours[-1].test_loss == outcomes[index].test_loss
