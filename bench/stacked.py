@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.report import machine, write_section
+from bnlab.model.config import PAPER_MLP as PAPER_RECIPE
 from bnlab.model.config import RunConfig
 from bnlab.model.data import load_mnist
 from bnlab.model.stacked import StackTrainer
