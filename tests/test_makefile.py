@@ -16,9 +16,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make he
 
 
 def installs(*variables: str) -> list[str]:
-    """The `pip install` lines of `make run VARIABLES`."""
+    """The `pip install` lines of `make run VARIABLES` into a new virtualenv (a checkout's
+    own .venv may hold the test tools already, and then `make run` installs nothing)."""
     out = subprocess.run(
-        ["make", "-n", "-B", "-C", str(ROOT), "run", *variables],
+        ["make", "-n", "-B", "-C", str(ROOT), "run", "VENV=.venv-never-made", *variables],
         capture_output=True,
         text=True,
         timeout=60,

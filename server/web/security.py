@@ -42,7 +42,8 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 API = "/api"
 # Under /api/, what a caller without the token may still ask: container and load
 # balancer health checks carry no token.
-OPEN_READS = {"/api/health"}
+# The limits hold no run data, and the page asks for them before it knows a token.
+OPEN_READS = {"/api/health", "/api/limits"}
 # The request scope's state key saying whether this caller may read the lab's data.
 MAY_READ = "may_read"
 

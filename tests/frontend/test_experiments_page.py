@@ -238,7 +238,8 @@ def test_the_verdict_table_reads_the_answer_cell_by_cell(finished):
         expect(row.get_by_test_id("p-adjusted")).to_have_text(f"{effect['p_adjusted']:.3g}")
         # the paired difference, in percentage points
         difference = effect["difference"]["mean"] * 100
-        expect(row.locator("td").nth(4)).to_contain_text(f"{difference:+.2f} points")
+        sign = "+" if difference >= 0 else "\u2212"  # format.js's pp: a true minus sign
+        expect(row.locator("td").nth(4)).to_contain_text(f"{sign}{abs(difference):.2f} pp")
     headers = table.locator("thead th").all_inner_texts()
     assert headers[:9] == [
         "CELL",

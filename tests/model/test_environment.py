@@ -56,7 +56,7 @@ def test_a_run_without_a_gpu_says_where_it_trains_and_nothing_else(data_dir, tmp
 
 WORKER_VIEW = """
 import json, os, sys
-from bnlab.server import worker  # what a spawned worker imports first
+from bnlab.server.execution import worker  # what a spawned worker imports first
 print(json.dumps({
     "tensorflow_loaded": "tensorflow" in sys.modules,
     **{name: os.environ.get(name) for name in %r},

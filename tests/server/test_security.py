@@ -32,6 +32,7 @@ OPEN_READS = {
     "/redoc",
     "/vendor/plotly.min.js",
     "/api/health",
+    "/api/limits",  # no run data; the page asks before it knows the token
 }
 PAGE_FILES = ["/", "/index.html", "/js/api.js", "/js/main.js", "/css/style.css"]
 DUMMY_EXPERIMENT = "no-such-experiment"  # 404 with the token: past the guard all the same
