@@ -57,7 +57,7 @@ def assert_close(got: Any, want: Any, path: str = "") -> None:
         assert got.keys() == want.keys(), path
         for key in want:
             assert_close(got[key], want[key], f"{path}.{key}")
-    elif isinstance(want, list):
+    elif isinstance(want, list | tuple):
         assert len(got) == len(want), path
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
             assert_close(g, w, f"{path}[{i}]")

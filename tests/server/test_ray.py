@@ -25,6 +25,7 @@ from bnlab.model.data import FILES
 from bnlab.server.status import Outcome
 from bnlab.server.testing import RayCluster
 from tests.server.samples import LONG, TINY
+from tests.server.test_experiments_api import assert_close
 
 pytest.importorskip("ray")
 
@@ -100,7 +101,10 @@ def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
         results.append(([r["test_metrics"] for r in runs], curves))
         server.stop()
     through_ray, through_processes = results
-    assert through_ray == through_processes
+    # The same runs, step for step; equal up to float rounding: an actor's TensorFlow
+    # pools are Ray's share of the CPU, a worker process's its slot's, and the sums
+    # of a reduction may round differently (seen: 1e-7 relative in the test loss).
+    assert_close(through_ray, through_processes)
     assert len(through_ray[1][0]) == 5  # steps 0, 5, 10, 15, 20
 
 
