@@ -141,12 +141,17 @@ def report(body: dict, results: dict[str, dict[bool, Outcome]], header: str) -> 
             f"**{ratio:.2f}x** | ≥ {TARGETS[path]:g}x ({met}) |"
         )
     lines += ["", f"{runs} runs per training.", ""]
-    lines += ["| path | cell | verdict stacked | verdict per run | test acc. within |"]
-    lines += ["|---|---|---|---|---|"]
+    lines += ["| path | cell | verdict stacked | verdict per run | p Holm, stacked / per run |"]
+    lines[-1] += " test acc. within |"
+    lines += ["|---|---|---|---|---|---|"]
     for path, sides in results.items():
+        p_of = [
+            {_name(c): c["effect"].get("p_adjusted") for c in sides[k].cells} for k in (True, False)
+        ]
         for name, mine, theirs, within in agreement(sides[True].cells, sides[False].cells):
+            ps = " / ".join("-" if p[name] is None else f"{p[name]:.3g}" for p in p_of)
             lines.append(
-                f"| {path} | {name} | {mine} | {theirs} | {'yes' if within else '**no**'} |"
+                f"| {path} | {name} | {mine} | {theirs} | {ps} | {'yes' if within else '**no**'} |"
             )
     return "\n".join(lines)
 
@@ -191,7 +196,15 @@ def main() -> None:
                 results[path][stack] = outcome
                 label = "stacked" if stack else "per run"
                 print(f"{path:6} {label:8} {outcome.seconds:7.1f} s", flush=True)
-    size = "default size" if args.seeds is None and args.steps is None else "quick variant"
+    preset = PRESETS[args.preset].design
+    if args.quick:
+        size = "quick variant"
+    elif (body["seeds"], body["base"]["steps"]) == (preset.seeds, preset.base.steps):
+        size = "default size"
+    else:
+        size = (
+            f"custom size (the preset's default: {preset.seeds} seeds, {preset.base.steps} steps)"
+        )
     command = " ".join(["python -m bench.stacked_experiment", *sys.argv[1:]])
     header = (
         f"`{command}` on {machine()}; load average {load_before:.1f} before, "
@@ -203,7 +216,7 @@ def main() -> None:
     text = report(body, results, header)
     print(text)
     if not args.no_record:
-        section = "stacked-experiment-quick" if size == "quick variant" else "stacked-experiment"
+        section = "stacked-experiment-quick" if args.quick else "stacked-experiment"
         write_section(section, text)
 
 

@@ -71,3 +71,33 @@ def test_stacked_experiment_bench_compares_verdicts_and_intervals_cell_by_cell()
     body = design_body("learning-rate", seeds=2, steps=30)
     assert body["seeds"] == 2 and body["base"]["steps"] == 30
     assert body["base"]["eval_every"] <= 30  # an evaluation inside the shortened run
+
+
+def test_presets_bench_records_the_claim_and_every_cell_as_analyze_gives_them():
+    """bench.presets renders what `bnlab analyze` computes: the claim's verdict with its
+    contrast's figures first, then one row per cell with raw and Holm-adjusted p."""
+    from bench.presets import render
+    from bnlab.server.experiments.analysis import analyze
+    from bnlab.server.experiments.design import PRESETS
+    from bnlab.server.experiments.statistics import RunResult
+
+    design = PRESETS["regularization"].design.model_copy(update={"seeds": 8})
+    runs = [
+        RunResult(factors={"dropout": d}, seed=s, arm=arm, status="completed", test_accuracy=acc)
+        for d in (0.0, 0.5)
+        for s in range(8)
+        for arm, acc in (("bn", 0.90 + 0.001 * s - 0.01 * d), ("no_bn", 0.88 + 0.002 * d))
+    ]
+    analysis = analyze(design, runs)
+    text = render("regularization", analysis, len(design.runs()), (3.5, 1.0))
+    assert text.startswith("#### `regularization`: 32 runs, 3.5 min at load 1.0")
+    claim = analysis.claim
+    assert f"**Verdict: {claim.verdict.value}.**" in text
+    (contrast,) = claim.contrasts
+    assert f"| cross_cell | 8 | {contrast.estimate * 100:+.2f} (" in text
+    assert contrast.sentence in text
+    for cell in analysis.cells:
+        where = ", ".join(f"{k}={v}" for k, v in cell.factors.items())
+        row = next(line for line in text.splitlines() if line.startswith(f"| {where} |"))
+        assert row.endswith(f"| {cell.effect.verdict.value} |")
+        assert f"{cell.effect.p_adjusted:.3g}" in row

@@ -417,9 +417,9 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     page.goto(server_root(page) + "/#experiments")
     page.get_by_test_id("exp-preset-learning-rate").click()
     plan = page.get_by_test_id("exp-plan")
-    # The preset as it is: 4 rates x 8 seeds x 2 arms, timed by this server's MLP runs
+    # The preset as it is: 4 rates x 12 seeds x 2 arms, timed by this server's MLP runs
     # (the experiment above finished 8 of them).
-    expect(plan).to_contain_text("64 runs (4 cells \N{MULTIPLICATION SIGN} 8 seeds")
+    expect(plan).to_contain_text("96 runs (4 cells \N{MULTIPLICATION SIGN} 12 seeds")
     # What the seeds could detect, after Holm's correction over the cells and the claim's
     power = page.get_by_test_id("exp-power")
     expect(power).to_contain_text("Each of the 4 cells' tests can detect an effect of about")
@@ -427,7 +427,7 @@ def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     page.get_by_test_id("exp-seeds").fill("3")
     expect(power).to_contain_text("can never give a verdict with 3 seeds")
     expect(power).to_contain_text("Warning: No cell can get a verdict")
-    page.get_by_test_id("exp-seeds").fill("8")
+    page.get_by_test_id("exp-seeds").fill("12")
     # Its values show whole in their box, not cut off at its edge.
     values = page.get_by_test_id("exp-vary-values-0")
     expect(values).to_have_value(re.compile(r"(, [\d.e-]+){3}"))

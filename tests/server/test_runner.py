@@ -78,7 +78,7 @@ def test_the_table_has_a_row_and_a_sentence_per_cell():
     design = load_design(PRESETS["regularization"].name, None, None)
     print_table(analyze(design, runs), design, 90.0, out)
     text = out.getvalue()
-    assert "regularization: 32 runs in 1.5 min" in text
+    assert "regularization: 48 runs in 1.5 min" in text
     # seven seeds: enough for two cells after Holm's correction (2/2**7 < 0.05/2)
     assert text.count("bn_better") == 2 and "dropout=0.5" in text
     assert "BN better" in text and "n = 7 seed pairs" in text

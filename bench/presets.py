@@ -1,0 +1,147 @@
+"""Every preset at its default size, through the dashboard's own path (issue #26 §6).
+
+    BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.presets \\
+        [--presets speed,learning-rate,...] [--out DIR] [--from-exports]
+
+One `bnlab serve` (bnlab.server.testing.ServerProcess, two workers, stacking on: the
+server's defaults) trains the presets one after another, each POSTed as the
+Experiments tab would; each finished experiment's JSON export (runs and curves, what
+`bnlab analyze` reads) is saved as `DIR/PRESET.json`, and re-analysed offline from that
+file (`analysis.analyze_export`), so the tables below are exactly what anyone gets
+from `bnlab analyze` on the same export. `--from-exports` only re-analyses saved exports.
+
+Recorded in bench/RESULTS.md ("presets"): per preset its wall time, then the claim's
+verdict with each contrast (estimate, interval at the level the verdict is decided at,
+raw and Holm-adjusted p), then each cell (Holm over the preset's cells).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.report import machine, write_section
+from bnlab.model.config import ArmName
+from bnlab.server.experiments.analysis import Analysis, analyze_export
+from bnlab.server.experiments.design import PRESETS
+from bnlab.server.testing import ServerProcess
+
+POLL = 2.0
+
+
+def train(presets: list[str], out: Path, data_dir: str) -> dict[str, tuple[float, float]]:
+    """Each preset through one server; its export saved. Returns (minutes, load) each."""
+    timings: dict[str, tuple[float, float]] = {}
+    with ServerProcess(out / "bnlab.db", Path(data_dir), workers=2) as server:
+        for name in presets:
+            body = PRESETS[name].design.model_dump(mode="json")
+            load = os.getloadavg()[0]
+            started = time.perf_counter()
+            response = server.post("/api/experiments", body)
+            response.raise_for_status()
+            experiment_id = response.json()["id"]
+            while True:
+                experiment = server.get(f"/api/experiments/{experiment_id}").json()
+                done = sum(r["status"] not in ("queued", "running") for r in experiment["runs"])
+                print(
+                    f"\r{name}: {done}/{len(experiment['runs'])} runs, "
+                    f"{time.perf_counter() - started:.0f} s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if experiment["status"] not in ("queued", "running"):
+                    break
+                time.sleep(POLL)
+            minutes = (time.perf_counter() - started) / 60
+            print(file=sys.stderr)
+            if experiment["status"] != "completed":
+                raise RuntimeError(f"{name} ended {experiment['status']}")
+            export = server.get(f"/api/experiments/{experiment_id}/export")
+            export.raise_for_status()
+            (out / f"{name}.json").write_bytes(export.content)
+            timings[name] = (minutes, load)
+            print(f"{name}: {minutes:.1f} min (load {load:.1f} at start)", flush=True)
+    return timings
+
+
+def _pp(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:+.2f}" if unit.startswith("accuracy") else f"{value:.3g}"
+
+
+def _percent(i) -> str:
+    """An accuracy or a difference of two, in % (points): mean [interval]."""
+    if i.mean is None:
+        return "-"
+    if i.ci_low is None or i.ci_high is None:
+        return f"{i.mean * 100:.2f}"
+    return f"{i.mean * 100:.2f} [{i.ci_low * 100:.2f}, {i.ci_high * 100:.2f}]"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
+def render(name: str, analysis: Analysis, runs: int, timing: tuple[float, float] | None) -> str:
+    took = f"{timing[0]:.1f} min at load {timing[1]:.1f}" if timing else "re-analysed"
+    lines = [f"#### `{name}`: {runs} runs, {took}", ""]
+    claim = analysis.claim
+    if claim is not None:
+        lines += [f"**Claim:** {claim.statement}. **Verdict: {claim.verdict.value}.**", ""]
+        lines += ["| contrast | n | estimate | interval | p | p Holm | verdict |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for c in claim.contrasts:
+            unit = c.unit
+            interval = f"[{_pp(c.interval.low, unit)}, {_pp(c.interval.high, unit)}]"
+            lines.append(
+                f"| {c.contrast.kind} | {c.n_pairs} | {_pp(c.estimate, unit)} ({unit}) | "
+                f"{interval} | {_p(c.p_value)} | {_p(c.p_adjusted)} | {c.verdict.value} |"
+            )
+        lines += [""] + [f"- {c.contrast.kind}: {c.sentence}" for c in claim.contrasts] + [""]
+    lines += ["| cell | n | BN % | no-BN % | BN - no-BN (pp) | p | p Holm | verdict |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for cell in analysis.cells:
+        effect = cell.effect
+        figures = [cell.arms[ArmName.BN].test_accuracy, cell.arms[ArmName.NO_BN].test_accuracy]
+        where = ", ".join(f"{k}={v}" for k, v in cell.factors.items()) or "(one cell)"
+        lines.append(
+            f"| {where} | {effect.n_pairs} | "
+            + " | ".join(_percent(i) for i in (*figures, effect.difference))
+            + f" | {_p(effect.p_value)} | {_p(effect.p_adjusted)} | {effect.verdict.value} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated")
+    parser.add_argument("--out", default="bench/presets", help="where the exports go")
+    parser.add_argument("--from-exports", action="store_true", help="only re-analyse")
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.presets.split(",")]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        parser.error(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    if not args.from_exports:
+        timings = train(names, out, os.environ.get("BNLAB_DATA_DIR", ""))
+    blocks = [f"`python -m bench.presets {' '.join(sys.argv[1:])}` on {machine()}."]
+    for name in names:
+        design, analysis = analyze_export(out / f"{name}.json")
+        blocks.append(render(name, analysis, len(design.runs()), timings.get(name)))
+    body = "\n\n".join(blocks)
+    print(body)
+    if not args.no_record:
+        write_section("presets", body)
+
+
+if __name__ == "__main__":
+    main()
