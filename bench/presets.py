@@ -83,6 +83,22 @@ def _percent(i) -> str:
     return f"{i.mean * 100:.2f} [{i.ci_low * 100:.2f}, {i.ci_high * 100:.2f}]"
 
 
+def _detail(c) -> str:
+    """A milestone's ratio of medians and shares that got there; a divergence's counts."""
+    if c.milestone is not None:
+        r, reached = c.milestone.speedup, c.milestone.reached
+        low = "?" if r.ci_low is None else f"{r.ci_low:.2f}"
+        high = "inf" if r.ci_high is None else f"{r.ci_high:.2f}"
+        ratio = "-" if r.estimate is None else f"{r.estimate:.2f}x [{low}, {high}]"
+        shares = ", ".join(f"{arm.value} {reached[arm].estimate:.0%}" for arm in reached)
+        return f" Speed-up (no-BN / BN median steps): {ratio}; reached it: {shares}."
+    if c.divergence is not None:
+        d = c.divergence
+        counts = ", ".join(f"{arm.value} {n}" for arm, n in d.diverged.items())
+        return f" Diverged: {counts}; only BN's twin: {d.bn_only}, only no-BN's: {d.no_bn_only}."
+    return ""
+
+
 def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.3g}"
 
@@ -102,7 +118,10 @@ def render(name: str, analysis: Analysis, runs: int, timing: tuple[float, float]
                 f"| {c.contrast.kind} | {c.n_pairs} | {_pp(c.estimate, unit)} ({unit}) | "
                 f"{interval} | {_p(c.p_value)} | {_p(c.p_adjusted)} | {c.verdict.value} |"
             )
-        lines += [""] + [f"- {c.contrast.kind}: {c.sentence}" for c in claim.contrasts] + [""]
+        lines.append("")
+        for c in claim.contrasts:
+            lines.append(f"- {c.contrast.kind}: {c.sentence}{_detail(c)}")
+        lines.append("")
     lines += ["| cell | n | BN % | no-BN % | BN - no-BN (pp) | p | p Holm | verdict |"]
     lines += ["|---|---|---|---|---|---|---|---|"]
     for cell in analysis.cells:

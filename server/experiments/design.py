@@ -295,7 +295,7 @@ PRESETS: dict[str, Preset] = {
             title="BN trains faster",
             hypothesis="With BN the seed CNN reaches 97 % validation accuracy in fewer steps "
             "than the same network without it.",
-            # 12 runs x 1,000 steps = 12,000 CNN steps: ~17 min on 2 cores (the CNN trains
+            # 12 runs x 1,000 steps = 12,000 CNN steps: 21.5 min on 2 cores (the CNN trains
             # one run per worker on a CPU: grouped convolutions did not pay there). At the
             # recipe's pace BN's runs pass 97 % at a median of step 400 and no-BN's at 700
             # (bench/RESULTS.md, "Experiments", 2026-11-28), so 1,000 steps see both arms
