@@ -6,9 +6,10 @@
 One `bnlab serve` (bnlab.server.testing.ServerProcess, two workers, stacking on: the
 server's defaults) trains the presets one after another, each POSTed as the
 Experiments tab would; each finished experiment's JSON export (runs and curves, what
-`bnlab analyze` reads) is saved as `DIR/PRESET.json`, and re-analysed offline from that
-file (`analysis.analyze_export`), so the tables below are exactly what anyone gets
-from `bnlab analyze` on the same export. `--from-exports` only re-analyses saved exports.
+`bnlab analyze` reads) is saved as `DIR/PRESET.json.gz` (default DIR: bench/preset-exports, where
+the exports of the run on record are kept), and re-analysed offline from that file
+(`analysis.analyze_export`), so the tables are exactly what anyone gets from
+`bnlab analyze DIR/PRESET.json.gz`. `--from-exports` only re-analyses saved exports.
 
 Recorded in bench/RESULTS.md ("presets"): per preset its wall time, then the claim's
 verdict with each contrast (estimate, interval at the level the verdict is decided at,
@@ -18,6 +19,8 @@ raw and Holm-adjusted p), then each cell (Holm over the preset's cells).
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import sys
 import time
@@ -62,7 +65,7 @@ def train(presets: list[str], out: Path, data_dir: str) -> dict[str, tuple[float
                 raise RuntimeError(f"{name} ended {experiment['status']}")
             export = server.get(f"/api/experiments/{experiment_id}/export")
             export.raise_for_status()
-            (out / f"{name}.json").write_bytes(export.content)
+            (out / f"{name}.json.gz").write_bytes(gzip.compress(export.content))
             timings[name] = (minutes, load)
             print(f"{name}: {minutes:.1f} min (load {load:.1f} at start)", flush=True)
     return timings
@@ -104,8 +107,8 @@ def _p(p: float | None) -> str:
 
 
 def render(name: str, analysis: Analysis, runs: int, timing: tuple[float, float] | None) -> str:
-    took = f"{timing[0]:.1f} min at load {timing[1]:.1f}" if timing else "re-analysed"
-    lines = [f"#### `{name}`: {runs} runs, {took}", ""]
+    took = f"trained in {timing[0]:.1f} min (load {timing[1]:.1f} at its start)" if timing else ""
+    lines = [f"#### `{name}`: {runs} runs" + (f", {took}" if took else ""), ""]
     claim = analysis.claim
     if claim is not None:
         lines += [f"**Claim:** {claim.statement}. **Verdict: {claim.verdict.value}.**", ""]
@@ -139,7 +142,7 @@ def render(name: str, analysis: Analysis, runs: int, timing: tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated")
-    parser.add_argument("--out", default="bench/presets", help="where the exports go")
+    parser.add_argument("--out", default="bench/preset-exports", help="where the exports go")
     parser.add_argument("--from-exports", action="store_true", help="only re-analyse")
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
@@ -149,12 +152,15 @@ def main() -> None:
         parser.error(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    timings = {}
+    # Wall times live beside the exports, so that a re-analysis still says them.
+    timings_file = out / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     if not args.from_exports:
-        timings = train(names, out, os.environ.get("BNLAB_DATA_DIR", ""))
+        timings |= train(names, out, os.environ.get("BNLAB_DATA_DIR", ""))
+        timings_file.write_text(json.dumps(timings, indent=1))
     blocks = [f"`python -m bench.presets {' '.join(sys.argv[1:])}` on {machine()}."]
     for name in names:
-        design, analysis = analyze_export(out / f"{name}.json")
+        design, analysis = analyze_export(out / f"{name}.json.gz")
         blocks.append(render(name, analysis, len(design.runs()), timings.get(name)))
     body = "\n\n".join(blocks)
     print(body)

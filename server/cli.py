@@ -11,6 +11,7 @@ model, so a field added there is a flag here. `bnlab serve` runs the dashboard;
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -382,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`bnlab analyze X | head`): stop quietly, as Unix tools do,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

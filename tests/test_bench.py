@@ -90,7 +90,7 @@ def test_presets_bench_records_the_claim_and_every_cell_as_analyze_gives_them():
     ]
     analysis = analyze(design, runs)
     text = render("regularization", analysis, len(design.runs()), (3.5, 1.0))
-    assert text.startswith("#### `regularization`: 32 runs, 3.5 min at load 1.0")
+    assert text.startswith("#### `regularization`: 32 runs, trained in 3.5 min (load 1.0 at its")
     claim = analysis.claim
     assert f"**Verdict: {claim.verdict.value}.**" in text
     (contrast,) = claim.contrasts

@@ -9,6 +9,7 @@ if the number of seeds had been fixed in advance, and they were not.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,8 +116,10 @@ def read_export(path: Path) -> tuple[_Export, list[RunResult]]:
     `summary.test_accuracy` x 10,000; an export where the two disagree was edited
     in one place only, and which one was meant cannot be told: ExportError."""
     try:
-        document = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # Gzipped as kept beside the results (bench/presets/), or as downloaded.
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        document = json.loads(raw.decode())
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"{path}: cannot read it as JSON: {exc}") from None
     try:
         export = _Export.model_validate(document)
