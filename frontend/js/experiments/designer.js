@@ -230,8 +230,20 @@ export class Designer {
       box.hidden = true;
     }
     for (const control of this.form.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
-    for (const [field, message] of Object.entries(errors)) {
-      const key = field.startsWith("vary") ? "vary" : field.startsWith("base.") ? field.split(".").slice(0, 2).join(".") : field;
+    for (const [field, raw] of Object.entries(errors)) {
+      const key = field.startsWith("vary")
+        ? "vary"
+        : field.startsWith("base.")
+          ? field.split(".").slice(0, 2).join(".")
+          : field.startsWith("claim")
+            ? "claim"
+            : field;
+      // The preset's claim compares cells of its own design: say so, and the way out, next
+      // to its box (not "claim.contrasts.1.cell.learning_rate" under the Start button).
+      const message =
+        key === "claim"
+          ? `the claim compares cells this design no longer has (${raw}): keep its values, or untick "Test the claim"`
+          : raw;
       const box = this.form.querySelector(`[data-testid="exp-error-${key}"]`);
       if (!box || box.parentElement.closest("[hidden]")) { // no box, or its field is varied
         rest.push(field ? `${field}: ${message}` : message);
