@@ -432,6 +432,19 @@ def test_a_claim_the_edited_design_no_longer_fits_says_so_beside_its_box(
     expect(claim_error).to_be_hidden()
 
 
+def test_the_designers_empty_training_images_say_all_of_them(open_page, server):
+    # The first hour's trial: the designer's empty "Training images" read "none".
+    page = open_page(server.url + "/#experiments")
+    page.wait_for_selector("[data-testid=experiments-page][data-state=ready]", state="attached")
+    page.get_by_test_id("exp-preset-learning-rate").click()
+    schema = server.http.get("/openapi.json").json()["components"]["schemas"]["RunCreate"]
+    placeholder = schema["properties"]["train_subset"]["placeholder"]
+    assert placeholder.startswith("all ")
+    expect(page.get_by_test_id("exp-base-train_subset")).to_have_attribute(
+        "placeholder", placeholder
+    )
+
+
 def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     page = finished["page"]
     page.goto(server_root(page) + "/#experiments")

@@ -110,7 +110,10 @@ export class Designer {
       control.value = String(Boolean(value));
     } else {
       const numeric = spec.kind !== "text";
-      control = element("input", { id, name, type: "text", inputmode: numeric ? "decimal" : null, placeholder: spec.optional ? "none" : null });
+      // The schema's placeholder says what an empty optional field means ("all 55,000"
+      // training images), as on the run form; "none" read as "no images".
+      const placeholder = spec.placeholder || (spec.optional ? "none" : null);
+      control = element("input", { id, name, type: "text", inputmode: numeric ? "decimal" : null, placeholder });
       control.value = value ?? "";
     }
     control.dataset.testid = `exp-base-${name}`;
