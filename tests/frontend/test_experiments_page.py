@@ -412,6 +412,39 @@ def test_a_bad_design_shows_the_fields_error_and_starts_nothing(open_page, page_
     assert server.http.get("/api/experiments").json()["items"] == before
 
 
+def test_a_claim_the_edited_design_no_longer_fits_says_so_beside_its_box(
+    open_page, page_errors, server
+):
+    # The first hour's trial: cutting the learning-rate preset to "0.5, 50" drops the rate
+    # its claim compares; the message sat under Start as "claim.contrasts.1.cell...".
+    page_errors.allow(r"status of 422")
+    page = open_page(server.url + "/#experiments")
+    page.wait_for_selector("[data-testid=experiments-page][data-state=ready]", state="attached")
+    page.get_by_test_id("exp-preset-learning-rate").click()
+    page.get_by_test_id("exp-vary-values-0").fill("0.5, 50")
+    claim_error = page.get_by_test_id("exp-error-claim")
+    expect(claim_error).to_contain_text("the claim compares cells this design no longer has")
+    expect(claim_error).to_contain_text('untick "Test the claim"')
+    expect(page.get_by_test_id("exp-claim-on")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("exp-form-error")).to_be_hidden()
+    page.get_by_test_id("exp-claim-on").uncheck()
+    expect(page.get_by_test_id("exp-plan")).to_contain_text("(2 cells \N{MULTIPLICATION SIGN}")
+    expect(claim_error).to_be_hidden()
+
+
+def test_the_designers_empty_training_images_say_all_of_them(open_page, server):
+    # The first hour's trial: the designer's empty "Training images" read "none".
+    page = open_page(server.url + "/#experiments")
+    page.wait_for_selector("[data-testid=experiments-page][data-state=ready]", state="attached")
+    page.get_by_test_id("exp-preset-learning-rate").click()
+    schema = server.http.get("/openapi.json").json()["components"]["schemas"]["RunCreate"]
+    placeholder = schema["properties"]["train_subset"]["placeholder"]
+    assert placeholder.startswith("all ")
+    expect(page.get_by_test_id("exp-base-train_subset")).to_have_attribute(
+        "placeholder", placeholder
+    )
+
+
 def test_the_designer_estimates_the_time_from_the_runs_finished_here(finished):
     page = finished["page"]
     page.goto(server_root(page) + "/#experiments")

@@ -5,6 +5,7 @@ rules behind the words are checked on the page's own modules."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from playwright.sync_api import expect
 from bnlab.server.testing import ServerProcess
 from tests.frontend.conftest import wait_until_ready
 from tests.frontend.dashboard import TINY, row
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +226,16 @@ def test_the_small_things_read_right(page):
     )
 
 
-def test_quick_look_starts_a_short_seed_cnn_comparison(page, server):
+def test_quick_look_starts_a_short_high_learning_rate_comparison(page, server):
+    # The quick look's values live in the page's module; the request, the button's hover
+    # text and the README's Quick start all say the same.
+    quick = page.evaluate(
+        """async () => {
+          const { PRESETS, QUICK_LOOK } = await import('/js/runs/form.js');
+          return { ...PRESETS[QUICK_LOOK.preset].values({}), ...QUICK_LOOK.values };
+        }"""
+    )
+    assert quick["optimizer"] == "sgd" and quick["diagnostics"] == "off"
     with page.expect_response(
         lambda r: r.url.endswith("/api/comparisons") and r.request.method == "POST"
     ) as info:
@@ -236,6 +248,10 @@ def test_quick_look_starts_a_short_seed_cnn_comparison(page, server):
     assert [c["batch_norm"] for c in configs] == [True, False]
     defaults = server.http.get("/openapi.json").json()["components"]["schemas"]["RunCreate"]
     assert all(c["arch"] == defaults["properties"]["arch"]["default"] for c in configs)
-    assert all(
-        (c["steps"], c["eval_every"], c["diagnostics"]) == (600, 100, "off") for c in configs
-    )
+    assert all({k: c[k] for k in quick} == quick for c in configs)
+    title = page.get_by_test_id("quick-look").get_attribute("title")
+    assert f"for {quick['steps']} steps" in title and f"at {quick['learning_rate']}" in title
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quick_start = readme[readme.index("**For a quick first look**") :][:600]
+    assert f"for {quick['steps']} steps" in quick_start
+    assert f"SGD at {quick['learning_rate']}" in quick_start

@@ -110,7 +110,10 @@ export class Designer {
       control.value = String(Boolean(value));
     } else {
       const numeric = spec.kind !== "text";
-      control = element("input", { id, name, type: "text", inputmode: numeric ? "decimal" : null, placeholder: spec.optional ? "none" : null });
+      // The schema's placeholder says what an empty optional field means ("all 55,000"
+      // training images), as on the run form; "none" read as "no images".
+      const placeholder = spec.placeholder || (spec.optional ? "none" : null);
+      control = element("input", { id, name, type: "text", inputmode: numeric ? "decimal" : null, placeholder });
       control.value = value ?? "";
     }
     control.dataset.testid = `exp-base-${name}`;
@@ -230,8 +233,20 @@ export class Designer {
       box.hidden = true;
     }
     for (const control of this.form.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
-    for (const [field, message] of Object.entries(errors)) {
-      const key = field.startsWith("vary") ? "vary" : field.startsWith("base.") ? field.split(".").slice(0, 2).join(".") : field;
+    for (const [field, raw] of Object.entries(errors)) {
+      const key = field.startsWith("vary")
+        ? "vary"
+        : field.startsWith("base.")
+          ? field.split(".").slice(0, 2).join(".")
+          : field.startsWith("claim")
+            ? "claim"
+            : field;
+      // The preset's claim compares cells of its own design: say so, and the way out, next
+      // to its box (not "claim.contrasts.1.cell.learning_rate" under the Start button).
+      const message =
+        key === "claim"
+          ? `the claim compares cells this design no longer has (${raw}): keep its values, or untick "Test the claim"`
+          : raw;
       const box = this.form.querySelector(`[data-testid="exp-error-${key}"]`);
       if (!box || box.parentElement.closest("[hidden]")) { // no box, or its field is varied
         rest.push(field ? `${field}: ${message}` : message);
