@@ -390,6 +390,39 @@ def test_runs_waiting_for_mnist_share_one_attempt_and_one_cancelled_leaves_it_to
     assert attempts == ["/data", "/data"]
 
 
+def test_a_stack_waiting_for_mnist_stops_once_every_run_of_it_is_cancelled(monkeypatch):
+    from bnlab.server.execution import ray_driver
+    from bnlab.server.execution.ray_executor import DriverCommand, DriverMessage
+    from bnlab.server.execution.stacks import StackCommand
+
+    release = threading.Event()
+    monkeypatch.setattr(ray_driver, "put_mnist", lambda data_dir: release.wait(10))
+    server_end, driver_end = multiprocessing.Pipe()
+    driver = ray_driver.Driver(driver_end, "10.0.0.5:6379", 1.0, "/data")
+    stack = StackCommand(kind="train", job="a", run_ids=["a", "b"], configs=["{}", "{}"])
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            driver.run_stack(DriverCommand(action="stack", run_id="a", stack=stack))
+        )
+        await asyncio.sleep(0)
+        assert driver.stacked == {"a": "a", "b": "a"}
+        driver.cancel("a")  # one run: the stack would train the other
+        await asyncio.sleep(0.1)
+        assert not task.done() and not server_end.poll()
+        driver.cancel("b")  # the last: the stack stops before it started
+        await asyncio.wait_for(task, 5)
+        release.set()
+
+    asyncio.run(scenario())
+    ends = [DriverMessage.model_validate_json(server_end.recv_bytes()) for _ in range(2)]
+    assert [(m.run_id, m.worker.outcome) for m in ends] == [
+        ("a", Outcome.CANCELLED),
+        ("b", Outcome.CANCELLED),
+    ]
+    assert driver.jobs == {} and driver.stacked == {}
+
+
 @pytest.mark.parametrize(
     ("mode", "hint"),
     [
