@@ -15,8 +15,7 @@ queue keeps what does not fit, so a run is `running` only while it has its share
 An experiment's compatible runs train as stacks (issue #27, `execution.stacks`), as
 on worker processes: a stack is one actor (`ray_driver.StackActor`) on one slot,
 with one run's share, however many runs it trains (`ray_driver.Driver.resources`
-says why), and
-each of its runs reports and ends as if it trained alone.
+says why), and each of its runs reports and ends as if it trained alone.
 """
 
 from __future__ import annotations
