@@ -274,8 +274,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         dest="stack",
         action="store_const",
         const=False,
-        help="train every run of an experiment in a process of its own instead of "
-        "stacking compatible runs into one program per worker ($BNLAB_STACK=0)",
+        help="train every run of an experiment in a process (or Ray actor) of its own "
+        "instead of stacking compatible runs into one program per worker ($BNLAB_STACK=0)",
     )
     p.add_argument(
         "--checkpoint-dir",

@@ -264,12 +264,14 @@ class RayNode:
     def pids(self) -> list[int]:
         return session_pids(self.process)
 
-    def actor_pids(self) -> list[int]:
-        """Processes running a run's actor (Ray titles them after the actor class)."""
+    def actor_pids(self, classes: tuple[str, ...] = ("RunActor", "StackActor")) -> list[int]:
+        """Processes running a run's or a stack's actor (Ray titles them after the
+        actor class; `classes`: only these)."""
+        titles = tuple(f"ray::{name}".encode() for name in classes)
         pids = []
         for pid in self.pids():
             with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RunActor"):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(titles):
                     pids.append(pid)
         return pids
 

@@ -4,8 +4,10 @@ Started by `server.ray_executor.RayExecutor`, which explains why it is a process
 of its own. It connects with Ray's own settings (RAY_AUTH_MODE, the token file,
 RAY_ADDRESS-style addresses), puts MNIST into the object store once, as uint8
 (while the files cannot be read, each run tries again, as a worker process
-would), and trains each run in an actor of its own. Events come back through a
-streaming generator the driver awaits as they are yielded: in order, without polling.
+would), and trains each run in an actor of its own, and each stack of an
+experiment's runs (issue #27) in one actor for the stack, with the stack worker
+process's code (`stacks.train_stack_job`). Events come back through a streaming
+generator the driver awaits as they are yielded: in order, without polling.
 
 Lifetimes: actors are not detached, so Ray ends them when this driver ends, and
 this driver ends when the server's end of the pipe closes, however the server
@@ -22,9 +24,10 @@ import queue
 import re
 import signal
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError
@@ -40,6 +43,7 @@ from .ray_executor import (
     DriverCommand,
     DriverMessage,
 )
+from .stacks import StackCommand, StackReport, train_stack_job
 from .worker import WorkerMessage, train_and_report
 
 NAMESPACE = "bnlab"
@@ -50,10 +54,10 @@ WATCH_TIMEOUT = 4.0  # a look that takes longer than this means the cluster is g
 CONNECT_TIMEOUT = 20.0
 
 
-@ray.remote
-class RunActor:
-    """One run. Threaded (max_concurrency=2) so that `cancel` is heard while
-    `train` is busy: cancelling is cooperative, checked between steps."""
+class _Actor:
+    """What a run's actor and a stack's share: TensorFlow set up once, and where it lives.
+    Threaded (max_concurrency=2) so that `cancel` is heard while `train` is busy:
+    cancelling is cooperative, checked between steps (a stack's: between windows)."""
 
     def __init__(self) -> None:
         # Before TensorFlow's import, so before any op: several runs share a GPU
@@ -66,16 +70,23 @@ class RunActor:
             del os.environ["OMP_NUM_THREADS"]
         import tensorflow  # noqa: F401  once per actor: the run pays for it up front
 
-        self._stop = threading.Event()
-
     def node(self) -> str:
         """The address of the node this actor lives on, for a failure's reason."""
         return ray.util.get_node_ip_address()
 
+
+@ray.remote
+class RunActor(_Actor):
+    """One run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stop = threading.Event()
+
     def cancel(self) -> None:
         self._stop.set()
 
-    def train(self, config_json: str, raw: RawMnist, checkpoint_dir: str) -> Iterator[str]:
+    def train(self, config_json: str, checkpoint_dir: str, raw: RawMnist) -> Iterator[str]:
         """Yield the run's WorkerMessages (JSON) as they happen, the outcome last."""
         messages: queue.SimpleQueue[WorkerMessage] = queue.SimpleQueue()
         threading.Thread(
@@ -89,6 +100,47 @@ class RunActor:
             message = messages.get()
             yield message.model_dump_json()
             if message.outcome is not None:
+                return
+
+
+@ray.remote
+class StackActor(_Actor):
+    """One stack of an experiment's runs, trained and reported as a stack worker
+    process does it (`stacks.train_stack_job`), its pipe replaced by two queues."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cancels: queue.SimpleQueue[StackCommand] = queue.SimpleQueue()
+
+    def cancel(self, command_json: str) -> None:
+        """Cancel some runs of the stack (a StackCommand's JSON); heard between windows."""
+        self._cancels.put(StackCommand.model_validate_json(command_json))
+
+    def _cancelled(self) -> list[StackCommand]:
+        commands = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                commands.append(self._cancels.get_nowait())
+        return commands
+
+    def train(self, command_json: str, checkpoints: str, raw: RawMnist) -> Iterator[str]:
+        """Yield the stack's StackReports (JSON) as they happen, `done` last."""
+        reports: queue.SimpleQueue[StackReport | BaseException] = queue.SimpleQueue()
+        command = StackCommand.model_validate_json(command_json)
+
+        def work() -> None:
+            try:
+                train_stack_job(command, raw, Path(checkpoints), reports.put, self._cancelled)
+            except BaseException as exc:  # where a stack worker process would die
+                reports.put(exc)
+
+        threading.Thread(target=work, name="bnlab-stack", daemon=True).start()
+        while True:
+            report = reports.get()
+            if isinstance(report, BaseException):
+                raise report  # the driver fails the stack's runs with it
+            yield report.model_dump_json()
+            if report.done:
                 return
 
 
@@ -188,10 +240,16 @@ def snapshot(address: str) -> ClusterPublic:
 
 @dataclass
 class _Job:
-    task: asyncio.Task  # the driver's `run` for it
+    """A run's actor, or a stack's, from its submit to its end."""
+
+    task: asyncio.Task  # the driver's `run` (`run_stack`) for it
     actor: ray.actor.ActorHandle | None = None  # none while the run waits for MNIST
-    cancelled: bool = False
+    cancelled: bool = False  # the actor as a whole is to stop
     kill_timer: asyncio.TimerHandle | None = None
+    runs: list[str] = field(default_factory=list)  # a stack's runs
+    stack_cancelled: set[str] = field(default_factory=set)  # of them, cancelled
+    said: dict[str, WorkerMessage] = field(default_factory=dict)  # their outcomes, reported
+    told: set[str] = field(default_factory=set)  # their ends, sent to the server
 
 
 class Driver:
@@ -215,7 +273,8 @@ class Driver:
         self.data_dir = data_dir
         self.data: ray.ObjectRef | None = None  # MNIST in the object store, once it is there
         self.loading: asyncio.Task[ray.ObjectRef] | None = None  # the attempt under way
-        self.jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, _Job] = {}  # by run id, or by job for a stack
+        self.stacked: dict[str, str] = {}  # a stacked run's id -> its stack's job
         self.tasks: set[asyncio.Task] = set()
         self.gpu_cluster = False
 
@@ -288,8 +347,9 @@ class Driver:
         except (EOFError, OSError):  # the server closed us (or died): end, actors too
             os._exit(0)
         command = DriverCommand.model_validate_json(raw)
-        if command.action == "submit":
-            task = asyncio.get_running_loop().create_task(self.run(command))
+        if command.action in ("submit", "stack"):
+            train = self.run if command.action == "submit" else self.run_stack
+            task = asyncio.get_running_loop().create_task(train(command))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif command.action == "cancel":
@@ -299,68 +359,181 @@ class Driver:
         message = WorkerMessage(outcome=outcome, error=error)
         self.send(DriverMessage(run_id=run_id, worker=message))
 
-    async def run(self, command: DriverCommand) -> None:
-        run_id = command.run_id
+    def resources(self) -> dict[str, float]:
+        """What an actor asks Ray for: one slot's share, a run's or a stack's alike."""
         # A GPU cluster packs by GPU share alone: a CPU reservation as well would
         # cap the runs per card at the node's CPU count.
-        resources = (
-            {"num_gpus": self.gpus_per_run, "num_cpus": 0}
-            if self.gpu_cluster
-            else {"num_cpus": CPUS_PER_RUN}
-        )
-        job = self.jobs[run_id] = _Job(asyncio.current_task())
+        # A stack's actor asks what a run's does, not M shares for its M runs: the
+        # scheduler counts a stack as one slot (RayExecutor.busy) and sizes stacks to
+        # spread an experiment's runs over the free slots (stacks.stack_size), as on
+        # worker processes. M shares would leave Ray short of them while the server
+        # shows the stack's runs `running` (and M CPUs, M up to 64, fit no node). A
+        # stack is one program, one TensorFlow and one CUDA context running one
+        # compiled step, and its M models' weights are small beside that (the MLP's
+        # are about 1 MB each): filling the card one small run leaves idle is the point.
+        if self.gpu_cluster:
+            return {"num_gpus": self.gpus_per_run, "num_cpus": 0}
+        return {"num_cpus": CPUS_PER_RUN}
+
+    async def _train(
+        self,
+        job: _Job,
+        actor_class: ray.actor.ActorClass,
+        on_message: Callable[[str], bool],
+        *args: str,
+        started: Callable[[ray.actor.ActorHandle], None] | None = None,
+    ) -> tuple[Outcome, str | None] | None:
+        """Start `job`'s actor, call its `train(*args, MNIST)` and give each message it
+        yields to `on_message` until that says it was the last (True): then None.
+        Otherwise how the actor ended for what it did not report: cancelled, or failed
+        with the reason. The actor is killed when this returns."""
         node = None
-        outcome, error = Outcome.FAILED, "the Ray actor ended without saying how the run ended"
         try:
             data = await self.mnist()
             # No await from here to the actor's handle: `cancel` finds either.
-            actor = job.actor = RunActor.options(max_concurrency=2, **resources).remote()
+            actor = job.actor = actor_class.options(max_concurrency=2, **self.resources()).remote()
+            if started is not None:
+                started(actor)
             # Answered while the actor lives, so still known once it (or its node) is gone.
             node = actor.node.remote()
-            stream = actor.train.options(num_returns="streaming").remote(
-                command.config, data, command.checkpoint_dir
-            )
+            stream = actor.train.options(num_returns="streaming").remote(*args, data)
             async for ref in stream:
-                message = WorkerMessage.model_validate_json(await ref)
-                if message.outcome is not None:
-                    outcome, error = message.outcome, message.error
-                    break
-                self.send(DriverMessage(run_id=run_id, worker=message))
+                if on_message(await ref):
+                    return None
+            return Outcome.FAILED, "the Ray actor ended without saying how the run ended"
         except asyncio.CancelledError:  # by `cancel`, while it waited for MNIST
-            outcome, error = Outcome.CANCELLED, None
+            return Outcome.CANCELLED, None
         except DataError as exc:  # as a worker process's run fails without the files
-            outcome, error = Outcome.FAILED, str(exc)
+            return Outcome.FAILED, str(exc)
         except RayActorError as exc:
             if job.cancelled:
-                outcome, error = Outcome.CANCELLED, None
-            else:
-                # The actor alone, or the whole cluster? The user's next move differs.
-                cluster = await self.cluster_answers()
-                lost = isinstance(cluster, BaseException)
-                reason = self.lost(cluster) if lost else death_reason(exc, await node_address(node))
-                outcome, error = Outcome.FAILED, reason
+                return Outcome.CANCELLED, None
+            # The actor alone, or the whole cluster? The user's next move differs.
+            cluster = await self.cluster_answers()
+            if isinstance(cluster, BaseException):
+                return Outcome.FAILED, self.lost(cluster)
+            return Outcome.FAILED, death_reason(exc, await node_address(node))
         except Exception as exc:  # Ray refused the actor, or lost it some other way
-            outcome, error = Outcome.FAILED, f"Ray: {_first_line(exc)}"
+            return Outcome.FAILED, f"Ray: {_first_line(exc)}"
         finally:
-            self.jobs.pop(run_id, None)
             if job.kill_timer is not None:
                 job.kill_timer.cancel()
             if job.actor is not None:
                 # Now, not when the handle is collected: its GPU share is free for the next run.
                 with contextlib.suppress(RayError):
                     ray.kill(job.actor)
-        self.end(run_id, outcome, error)
+
+    async def run(self, command: DriverCommand) -> None:
+        run_id = command.run_id
+        job = self.jobs[run_id] = _Job(asyncio.current_task())
+
+        def on_message(raw: str) -> bool:
+            message = WorkerMessage.model_validate_json(raw)
+            if message.outcome is not None:
+                job.said[run_id] = message
+                return True
+            self.send(DriverMessage(run_id=run_id, worker=message))
+            return False
+
+        try:
+            ended = await self._train(
+                job, RunActor, on_message, command.config, command.checkpoint_dir
+            )
+        finally:
+            self.jobs.pop(run_id, None)
+        said = job.said.get(run_id)
+        self.end(run_id, *((said.outcome, said.error) if said else ended))
+
+    async def run_stack(self, command: DriverCommand) -> None:
+        """A stack: each run's events and end as a run's own, its last end once the
+        actor is gone (its slot free), as the process executor tells a stack's."""
+        stack = command.stack
+        job = self.jobs[stack.job] = _Job(asyncio.current_task(), runs=stack.run_ids)
+        self.stacked.update((run_id, stack.job) for run_id in stack.run_ids)
+
+        def on_message(raw: str) -> bool:
+            report = StackReport.model_validate_json(raw)
+            run_id, message = report.run_id, report.message
+            if report.done:
+                return True
+            if message is None or run_id not in job.runs or run_id in job.said:
+                return False
+            if message.outcome is None:
+                self.send(DriverMessage(run_id=run_id, worker=message))
+                return False
+            job.said[run_id] = message
+            if len(job.said) < len(job.runs):
+                self.tell(job, run_id, message.outcome, message.error)
+            return False
+
+        def started(actor: ray.actor.ActorHandle) -> None:
+            if job.stack_cancelled:  # cancelled while the stack waited for MNIST
+                actor.cancel.remote(self.stack_cancel(stack.job, job.stack_cancelled))
+
+        try:
+            ended = await self._train(
+                job,
+                StackActor,
+                on_message,
+                stack.model_dump_json(),
+                command.checkpoint_dir,
+                started=started,
+            )
+        finally:
+            self.jobs.pop(stack.job, None)
+            for run_id in stack.run_ids:
+                self.stacked.pop(run_id, None)
+        for run_id in job.runs:
+            if (said := job.said.get(run_id)) is not None:
+                self.tell(job, run_id, said.outcome, said.error)
+            elif run_id in job.stack_cancelled:
+                self.tell(job, run_id, Outcome.CANCELLED)
+            elif ended is None:  # the stack ended without a word on it
+                self.tell(job, run_id, Outcome.FAILED, "the stack ended without it")
+            else:
+                self.tell(job, run_id, *ended)
+
+    def tell(self, job: _Job, run_id: str, outcome: Outcome, error: str | None = None) -> None:
+        """A stacked run's end, once."""
+        if run_id not in job.told:
+            job.told.add(run_id)
+            self.end(run_id, outcome, error)
+
+    @staticmethod
+    def stack_cancel(stack_job: str, run_ids: set[str]) -> str:
+        return StackCommand(kind="cancel", job=stack_job, run_ids=sorted(run_ids)).model_dump_json()
 
     def cancel(self, run_id: str) -> None:
+        if run_id in self.stacked:
+            self.cancel_stacked(run_id)
+            return
         job = self.jobs.get(run_id)
         if job is None or job.cancelled:
             return
+        if job.actor is not None:
+            job.actor.cancel.remote()
+        self.stop(job)
+
+    def cancel_stacked(self, run_id: str) -> None:
+        """One run of a stack: it ends when the stack next asks (between windows), and
+        its model trains on with the others; the last run cancelled stops the stack."""
+        stack_job = self.stacked[run_id]
+        job = self.jobs[stack_job]
+        if run_id in job.stack_cancelled or job.cancelled:
+            return
+        job.stack_cancelled.add(run_id)
+        if job.actor is not None:
+            job.actor.cancel.remote(self.stack_cancel(stack_job, {run_id}))
+        if job.stack_cancelled | set(job.said) >= set(job.runs):
+            self.stop(job)
+
+    def stop(self, job: _Job) -> None:
+        """Stop the actor as a whole: cooperatively first (its `cancel` was called); an
+        actor stuck in a step (or still starting) is killed after the grace period."""
         job.cancelled = True
         if job.actor is None:  # still waiting for MNIST: nothing trains yet to be told
             job.task.cancel()
             return
-        job.actor.cancel.remote()
-        # Cooperative first; an actor stuck in a step (or still starting) is killed.
         job.kill_timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, ray.kill, job.actor)
 
 

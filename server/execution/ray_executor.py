@@ -11,6 +11,11 @@ keeps serving. A later submit starts a new driver, which reconnects.
 Capacity follows the cluster: a GPU cluster gives floor(GPUs / --gpus-per-run)
 runs, a CPU-only one a run per CPU (at most --workers, when given). The server's
 queue keeps what does not fit, so a run is `running` only while it has its share.
+
+An experiment's compatible runs train as stacks (issue #27, `execution.stacks`), as
+on worker processes: a stack is one actor (`ray_driver.StackActor`) on one slot,
+with one run's share, however many runs it trains (`ray_driver.Driver.resources`
+says why), and each of its runs reports and ends as if it trained alone.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ...model.events import event_adapter
 from ..status import Outcome
 from .cluster import ClusterPublic
 from .executor import ExecutorKind, ExecutorMessage, RunEnded, TrainingEvent, exit_reason
+from .stacks import StackCommand, checkpoint_dir, discard_checkpoints_of
 from .worker import WorkerMessage
 
 log = logging.getLogger("bnlab.ray")
@@ -54,10 +60,11 @@ NODE_LOSS_TARGET = 10.0  # seconds: a run on a lost node must fail within this (
 class DriverCommand(BaseModel):
     """Server to driver."""
 
-    action: Literal["submit", "cancel"]
-    run_id: str
+    action: Literal["submit", "stack", "cancel"]
+    run_id: str  # with "stack", the stack's job (its first run)
     config: str | None = None  # RunConfig JSON, with submit
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | None = None  # the run's; with "stack", the root of stacks' dirs
+    stack: StackCommand | None = None  # with "stack": its runs and their configs
 
 
 class DriverMessage(BaseModel):
@@ -86,10 +93,10 @@ def _driver_main(*args: object) -> None:
 
 
 class RayExecutor:
-    """Each run in an actor of its own on a Ray cluster, through the driver process."""
+    """Each run, or each stack of an experiment's runs, in an actor of its own on a Ray
+    cluster, through the driver process."""
 
     kind = ExecutorKind.RAY
-    stacking = False  # each run is an actor of its own (stacks on Ray: not yet)
 
     def __init__(
         self,
@@ -98,15 +105,22 @@ class RayExecutor:
         workers: int | None,
         data_dir: str | None,
         checkpoints: Path,
+        stacking: bool = True,
     ) -> None:
         self.address = address
         self.gpus_per_run = gpus_per_run
         self.workers = workers
         self.data_dir = data_dir
         self.checkpoints = checkpoints
+        self.stacking = stacking
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: asyncio.Queue[ExecutorMessage] = asyncio.Queue()
-        self._runs: set[str] = set()
+        self._runs: set[str] = set()  # every run on the cluster, stacked or not
+        # Stacks on the cluster, by job: all their runs, and the stack of each run. A
+        # stack holds its slot until its last run ended (the driver tells that once
+        # the actor is gone, as a single run's end).
+        self._stacks: dict[str, list[str]] = {}
+        self._stack_of: dict[str, str] = {}
         self._slots = workers or 1  # until the cluster says how many it holds
         self._cluster = ClusterPublic(address=address, connected=False, error="connecting")
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -159,8 +173,14 @@ class RayExecutor:
             event = event_adapter.validate_json(worker.event)
             self._queue.put_nowait(TrainingEvent(message.run_id, event, worker.sent_at))
         if worker.outcome is not None and message.run_id in self._runs:
-            self._runs.discard(message.run_id)
+            self._ended(message.run_id)
             self._queue.put_nowait(RunEnded(message.run_id, worker.outcome, worker.error))
+
+    def _ended(self, run_id: str) -> None:
+        self._runs.discard(run_id)
+        job = self._stack_of.pop(run_id, None)
+        if job is not None and not any(r in self._runs for r in self._stacks[job]):
+            del self._stacks[job]
 
     def _driver_gone(self) -> None:
         """The pipe closed: the driver quit (cluster lost) or died. Its runs fail;
@@ -170,6 +190,8 @@ class RayExecutor:
         self._conn.close()
         self._conn = None
         orphans, self._runs = self._runs, set()
+        self._stacks.clear()
+        self._stack_of.clear()
         task = loop.create_task(self._fail_runs(self._process, orphans, self._fatal))
         self._process = None
         self._reaping.add(task)
@@ -195,7 +217,8 @@ class RayExecutor:
         return self._slots
 
     def busy(self) -> int:
-        return len(self._runs)
+        # A stack takes one slot, however many runs it trains.
+        return len(self._runs) - len(self._stack_of) + len(self._stacks)
 
     def cluster(self) -> ClusterPublic | None:
         return self._cluster
@@ -212,12 +235,35 @@ class RayExecutor:
             )
         )
 
+    def submit_stack(self, runs: list[tuple[str, RunConfig]]) -> None:
+        """Train `runs` as one stack in one actor, on one slot (`ray_driver.Driver.resources`)."""
+        run_ids = [run_id for run_id, _ in runs]
+        job = run_ids[0]  # a stack is named by its first run, as on worker processes
+        self._runs.update(run_ids)
+        self._stacks[job] = run_ids
+        self._stack_of.update((run_id, job) for run_id in run_ids)
+        command = StackCommand(
+            kind="train",
+            job=job,
+            run_ids=run_ids,
+            configs=[config.model_dump_json() for _, config in runs],
+        )
+        self._send(
+            DriverCommand(
+                action="stack", run_id=job, checkpoint_dir=str(self.checkpoints), stack=command
+            )
+        )
+
     def cancel(self, run_id: str) -> None:
+        # A stacked run too: the driver knows its stack, and cancels it alone.
         if run_id in self._runs and self._conn is not None:
             self._send(DriverCommand(action="cancel", run_id=run_id))
 
     def discard_checkpoint(self, run_id: str) -> None:
         shutil.rmtree(self.checkpoints / run_id, ignore_errors=True)
+        # As on worker processes: a stack still training keeps its state until it ends.
+        training = [checkpoint_dir(self.checkpoints, runs) for runs in self._stacks.values()]
+        discard_checkpoints_of(self.checkpoints, run_id, keep=training)
 
     async def messages(self) -> AsyncIterator[ExecutorMessage]:
         while True:

@@ -13,7 +13,9 @@ The worker and the executor talk over one duplex pipe, in JSON: the executor sen
 a `StackCommand` (train these runs, or cancel some of them), the worker sends
 `StackReport`s (a run's event or outcome, or the job's end). A run cancelled alone
 ends at once and its later events are dropped; its model trains on in the stack,
-which stops only when every run of it has been cancelled.
+which stops only when every run of it has been cancelled. `train_stack_job` speaks
+that protocol through two callables, not the pipe itself, so that the Ray
+executor's stack actor (`ray_driver.StackActor`) trains a stack with the same code.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import shutil
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -136,7 +138,21 @@ def run_stack_worker(
             raw = _prepare(conn, command, data_dir, gpu)
             if raw is None:
                 continue
-        train_stack_job(command, raw, Path(checkpoints), conn)
+        train_stack_job(
+            command,
+            raw,
+            Path(checkpoints),
+            lambda report: _send(conn, report),
+            lambda: _cancels(conn),
+        )
+
+
+def _cancels(conn: Connection) -> list[StackCommand]:
+    """The commands waiting on the pipe (while a stack trains, only cancels come)."""
+    commands = []
+    while conn.poll():
+        commands.append(StackCommand.model_validate_json(conn.recv_bytes()))
+    return commands
 
 
 def _send(conn: Connection, report: StackReport) -> None:
@@ -161,8 +177,16 @@ def _prepare(conn: Connection, command: StackCommand, data_dir: str | None, gpu:
         return None
 
 
-def train_stack_job(command: StackCommand, raw, checkpoints: Path, conn: Connection) -> None:
-    """Train one stack and report each run's events and outcome, then `done`."""
+def train_stack_job(
+    command: StackCommand,
+    raw,
+    checkpoints: Path,
+    send: Callable[[StackReport], None],
+    cancels: Callable[[], Iterable[StackCommand]],
+) -> None:
+    """Train one stack and `send` each run's events and outcome, then `done`; `cancels`
+    gives the cancel commands that came since it was last asked (between compiled
+    windows). Its state is kept in `checkpoint_dir(checkpoints, ...)`."""
     from ...model.config import RunConfig
     from ...model.data import split_mnist
     from ...model.events import TestMetrics
@@ -174,7 +198,7 @@ def train_stack_job(command: StackCommand, raw, checkpoints: Path, conn: Connect
     def report(run_id: str, message: WorkerMessage) -> None:
         if message.outcome is not None:
             ended.add(run_id)
-        _send(conn, StackReport(job=command.job, run_id=run_id, message=message))
+        send(StackReport(job=command.job, run_id=run_id, message=message))
 
     def on_event(index: int, event) -> None:
         if run_ids[index] not in ended:
@@ -182,9 +206,7 @@ def train_stack_job(command: StackCommand, raw, checkpoints: Path, conn: Connect
             report(run_ids[index], message)
 
     def should_stop() -> bool:
-        # Cancels arrive on the pipe; asked between compiled windows.
-        while conn.poll():
-            cancel = StackCommand.model_validate_json(conn.recv_bytes())
+        for cancel in cancels():
             for run_id in cancel.run_ids:
                 if cancel.job == command.job and run_id in run_ids and run_id not in ended:
                     report(run_id, WorkerMessage(outcome=Outcome.CANCELLED))
@@ -211,7 +233,7 @@ def train_stack_job(command: StackCommand, raw, checkpoints: Path, conn: Connect
                 report(run_id, ending(None if isinstance(outcome, TestMetrics) else outcome))
     if not failed:  # every run ended for good (completed, diverged or cancelled)
         shutil.rmtree(directory, ignore_errors=True)
-    _send(conn, StackReport(job=command.job, done=True))
+    send(StackReport(job=command.job, done=True))
 
 
 def stacked(items: Sequence[T], key: Callable[[T], tuple | None], slots: int) -> list[list[T]]:

@@ -47,6 +47,7 @@ def make_executor(settings: Settings) -> Executor:
             settings.workers,
             settings.data_dir,
             settings.checkpoint_dir,
+            stacking=settings.stack,
         )
     return ProcessExecutor(
         settings.worker_count,

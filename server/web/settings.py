@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # A share of one GPU per run: 0.25 packs four runs on a card (both executors).
     gpus_per_run: float = Field(1.0, gt=0, le=1)
     # An experiment's compatible runs train as one program per slot (issue #27);
-    # False: every run in a process of its own, as before stacks.
+    # False: every run in a process (or Ray actor) of its own, as before stacks.
     stack: bool = True
     # None: beside the database. With Ray, a directory every node reaches.
     checkpoint_root: Path | None = Field(None, validation_alias=f"{ENV_PREFIX}CHECKPOINT_DIR")

@@ -23,11 +23,27 @@ import pytest
 
 from bnlab.model.data import FILES
 from bnlab.server.status import Outcome
-from bnlab.server.testing import RayCluster
+from bnlab.server.testing import RayCluster, ServerProcess
+from tests.server import test_experiments_api
 from tests.server.samples import LONG, TINY
-from tests.server.test_experiments_api import assert_close
+from tests.server.test_experiments_api import assert_close, wait_experiment
 
 pytest.importorskip("ray")
+
+
+# An experiment of one cell x two seeds x two arms: a BN and a no-BN stack of two
+# runs each on two slots (half the logical GPU each), as on two worker processes.
+STACKED = {
+    "label": "stacked on ray",
+    "base": {**test_experiments_api.DESIGN["base"], "steps": 20, "eval_every": 10},
+    "vary": {"learning_rate": [0.01]},
+    "seeds": 2,
+}
+STACKED_RUNS = 4
+
+
+def place(run: dict) -> tuple:
+    return (run["config"]["seed"], run["config"]["batch_norm"])
 
 
 @pytest.fixture(scope="module")
@@ -81,31 +97,46 @@ def test_health_reports_the_executor_and_the_clusters_nodes_and_resources(ray_se
     assert "node health checks take up to 65 s" in server.log.read_text()
 
 
-def test_a_comparison_through_ray_stores_what_the_process_executor_stores(
+def results(server: ServerProcess, runs: list[dict]) -> tuple[list, list]:
+    """The runs' test metrics and curves, in the order given."""
+    points = [server.http.get(f"/api/runs/{r['id']}/metrics").json()["points"] for r in runs]
+    curves = [
+        [(p["step"], p["val_loss"], p["val_acc"], p["train_loss"]) for p in run_points]
+        for run_points in points
+    ]
+    return [r["test_metrics"] for r in runs], curves
+
+
+def test_a_comparison_and_a_stacked_experiment_through_ray_store_what_processes_store(
     ray_server, start_server, tmp_path
 ):
     config = {**TINY, "seed": 7}
-    results = []
-    # Both twins at once on either side: half the logical GPU each, two workers.
+    twins, stacks = [], []
+    # Both twins at once on either side: half the logical GPU each, two workers; then
+    # the experiment's two stacks, one a slot.
     servers = (ray_server(extra=["--gpus-per-run", "0.5"]), start_server(db=tmp_path / "l.db"))
     for server in servers:
         comparison = server.post("/api/comparisons", config).json()
+        experiment_id = server.post("/api/experiments", STACKED).json()["id"]
         ids = [run["id"] for run in comparison["runs"]]
         runs = [server.wait_status(i, "completed", "failed", "cancelled") for i in ids]
         assert [r["status"] for r in runs] == ["completed", "completed"], runs
-        points = [server.http.get(f"/api/runs/{i}/metrics").json()["points"] for i in ids]
-        curves = [
-            [(p["step"], p["val_loss"], p["val_acc"], p["train_loss"]) for p in run_points]
-            for run_points in points
-        ]
-        results.append(([r["test_metrics"] for r in runs], curves))
+        twins.append(results(server, runs))
+        experiment = wait_experiment(server, experiment_id, "completed", "failed", timeout=240)
+        runs = sorted(experiment["runs"], key=place)
+        assert [r["status"] for r in runs] == ["completed"] * STACKED_RUNS, runs
+        # Trained as stacks, BN and no-BN apart (the start event names the path).
+        assert {(r["path"], r["stack_size"]) for r in runs} == {("stacked", 2)}
+        stacks.append(results(server, runs))
         server.stop()
-    through_ray, through_processes = results
     # The same runs, step for step; equal up to float rounding: an actor's TensorFlow
     # pools are Ray's share of the CPU, a worker process's its slot's, and the sums
     # of a reduction may round differently (seen: 1e-7 relative in the test loss).
-    assert_close(through_ray, through_processes)
-    assert len(through_ray[1][0]) == 5  # steps 0, 5, 10, 15, 20
+    assert_close(*twins)
+    assert len(twins[0][1][0]) == 5  # steps 0, 5, 10, 15, 20
+    # A stack's actor trains it as a stack worker process does, model for model.
+    assert_close(*stacks)
+    assert len(stacks[0][1][0]) == 3  # steps 0, 10, 20
 
 
 def test_two_runs_share_the_gpu_a_third_waits_then_cancel_frees_its_share(ray_server, cluster):
@@ -139,6 +170,42 @@ def test_a_killed_actor_fails_its_run_within_10_s_the_other_goes_on(ray_server, 
     assert time.monotonic() - killed_at < 10
     assert "Ray actor" in failed["error"]
     assert server.wait_status(neighbour["id"], "completed", "failed")["status"] == "completed"
+
+
+def test_a_killed_stack_actor_fails_only_its_own_runs_and_a_stacked_run_cancels_alone(
+    ray_server, cluster
+):
+    server = ray_server(extra=["--gpus-per-run", "0.5"])
+    long = {**STACKED, "base": {**STACKED["base"], "steps": 100_000, "eval_every": 1000}}
+    experiment_id = server.post("/api/experiments", long).json()["id"]
+    ids = [run["id"] for run in server.get(f"/api/experiments/{experiment_id}").json()["runs"]]
+    for run_id in ids:  # both stacks train: one actor each, a slot each
+        server.wait_for(run_id, lambda r: r["status"] == "running" and r["step"] > 0)
+    health = server.http.get("/api/health").json()
+    assert health["workers"]["busy"] == 2 and health["cluster"]["gpus"]["free"] == 0
+    victim, _ = cluster.actor_pids(("StackActor",))
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    deadline = killed_at + 10
+    while len(failed := [r for r in map(server.run, ids) if r["status"] == "failed"]) < 2:
+        assert time.monotonic() < deadline, [server.run(i)["status"] for i in ids]
+        time.sleep(0.2)
+    assert len({r["config"]["batch_norm"] for r in failed}) == 1  # one stack's runs
+    for run in failed:
+        assert "Ray actor" in run["error"], run["error"]
+    # The other stack trains on; one of its runs cancelled stops alone.
+    first, second = [i for i in ids if i not in {r["id"] for r in failed}]
+    server.post(f"/api/runs/{first}/cancel")
+    assert server.wait_status(first, "cancelled", timeout=30)["error"] is None
+    step = server.run(second)["step"]
+    server.wait_for(second, lambda r: r["status"] == "running" and r["step"] > step)
+    # The last cancelled: the stack stops, its actor goes and its slot is free.
+    server.post(f"/api/runs/{second}/cancel")
+    server.wait_status(second, "cancelled", timeout=30)
+    deadline = time.monotonic() + 15
+    while cluster.actor_pids() or server.http.get("/api/health").json()["workers"]["busy"]:
+        assert time.monotonic() < deadline, "the stack's actor outlived its runs"
+        time.sleep(0.2)
 
 
 def test_no_actor_outlives_its_driver_or_its_server_and_a_restart_interrupts_the_run(
@@ -321,6 +388,39 @@ def test_runs_waiting_for_mnist_share_one_attempt_and_one_cancelled_leaves_it_to
 
     asyncio.run(scenario())
     assert attempts == ["/data", "/data"]
+
+
+def test_a_stack_waiting_for_mnist_stops_once_every_run_of_it_is_cancelled(monkeypatch):
+    from bnlab.server.execution import ray_driver
+    from bnlab.server.execution.ray_executor import DriverCommand, DriverMessage
+    from bnlab.server.execution.stacks import StackCommand
+
+    release = threading.Event()
+    monkeypatch.setattr(ray_driver, "put_mnist", lambda data_dir: release.wait(10))
+    server_end, driver_end = multiprocessing.Pipe()
+    driver = ray_driver.Driver(driver_end, "10.0.0.5:6379", 1.0, "/data")
+    stack = StackCommand(kind="train", job="a", run_ids=["a", "b"], configs=["{}", "{}"])
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            driver.run_stack(DriverCommand(action="stack", run_id="a", stack=stack))
+        )
+        await asyncio.sleep(0)
+        assert driver.stacked == {"a": "a", "b": "a"}
+        driver.cancel("a")  # one run: the stack would train the other
+        await asyncio.sleep(0.1)
+        assert not task.done() and not server_end.poll()
+        driver.cancel("b")  # the last: the stack stops before it started
+        await asyncio.wait_for(task, 5)
+        release.set()
+
+    asyncio.run(scenario())
+    ends = [DriverMessage.model_validate_json(server_end.recv_bytes()) for _ in range(2)]
+    assert [(m.run_id, m.worker.outcome) for m in ends] == [
+        ("a", Outcome.CANCELLED),
+        ("b", Outcome.CANCELLED),
+    ]
+    assert driver.jobs == {} and driver.stacked == {}
 
 
 @pytest.mark.parametrize(
