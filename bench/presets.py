@@ -23,16 +23,14 @@ import gzip
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from bench.report import machine, write_section
+from bench.stacked_experiment import train_experiment
 from bnlab.model.config import ArmName
 from bnlab.server.experiments.analysis import Analysis, analyze_export
 from bnlab.server.experiments.design import PRESETS
 from bnlab.server.testing import ServerProcess
-
-POLL = 2.0
 
 
 def train(presets: list[str], out: Path, data_dir: str) -> dict[str, tuple[float, float]]:
@@ -42,28 +40,11 @@ def train(presets: list[str], out: Path, data_dir: str) -> dict[str, tuple[float
         for name in presets:
             body = PRESETS[name].design.model_dump(mode="json")
             load = os.getloadavg()[0]
-            started = time.perf_counter()
-            response = server.post("/api/experiments", body)
-            response.raise_for_status()
-            experiment_id = response.json()["id"]
-            while True:
-                experiment = server.get(f"/api/experiments/{experiment_id}").json()
-                done = sum(r["status"] not in ("queued", "running") for r in experiment["runs"])
-                print(
-                    f"\r{name}: {done}/{len(experiment['runs'])} runs, "
-                    f"{time.perf_counter() - started:.0f} s",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if experiment["status"] not in ("queued", "running"):
-                    break
-                time.sleep(POLL)
-            minutes = (time.perf_counter() - started) / 60
-            print(file=sys.stderr)
+            experiment, seconds = train_experiment(server, body, progress=name)
+            minutes = seconds / 60
             if experiment["status"] != "completed":
                 raise RuntimeError(f"{name} ended {experiment['status']}")
-            export = server.get(f"/api/experiments/{experiment_id}/export")
+            export = server.get(f"/api/experiments/{experiment['id']}/export")
             export.raise_for_status()
             (out / f"{name}.json.gz").write_bytes(gzip.compress(export.content))
             timings[name] = (minutes, load)

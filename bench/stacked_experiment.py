@@ -56,20 +56,36 @@ def design_body(preset: str, seeds: int | None, steps: int | None) -> dict:
     return body
 
 
+def train_experiment(
+    server: ServerProcess, body: dict, progress: str | None = None
+) -> tuple[dict, float]:
+    """POST the design as the Experiments tab does and wait until it has ended: the
+    experiment as the API gives it, and the seconds from the POST. `progress`: a name
+    to show a line of runs ended so far under, on stderr."""
+    started = time.perf_counter()
+    response = server.post("/api/experiments", body)
+    response.raise_for_status()
+    experiment_id = response.json()["id"]
+    while True:
+        experiment = server.get(f"/api/experiments/{experiment_id}").json()
+        if progress is not None:
+            done = sum(r["status"] not in ("queued", "running") for r in experiment["runs"])
+            seconds = time.perf_counter() - started
+            line = f"\r{progress}: {done}/{len(experiment['runs'])} runs, {seconds:.0f} s"
+            print(line, end="", file=sys.stderr, flush=True)
+        if experiment["status"] not in ("queued", "running"):
+            break
+        time.sleep(POLL)
+    if progress is not None:
+        print(file=sys.stderr)
+    return experiment, time.perf_counter() - started
+
+
 def via_server(body: dict, data_dir: str, workers: int, stack: bool, tmp: Path) -> Outcome:
     extra = [] if stack else ["--no-stack"]
     db = tmp / f"server-{'stack' if stack else 'runs'}.db"
     with ServerProcess(db, Path(data_dir), workers=workers, extra=extra) as server:
-        started = time.perf_counter()
-        response = server.post("/api/experiments", body)
-        response.raise_for_status()
-        experiment_id = response.json()["id"]
-        while True:
-            experiment = server.get(f"/api/experiments/{experiment_id}").json()
-            if experiment["status"] not in ("queued", "running"):
-                break
-            time.sleep(POLL)
-        seconds = time.perf_counter() - started
+        experiment, seconds = train_experiment(server, body)
     if experiment["status"] != "completed":
         raise RuntimeError(f"the server's experiment ended {experiment['status']}")
     return Outcome(seconds, experiment["cells"])
