@@ -116,7 +116,7 @@ def read_export(path: Path) -> tuple[_Export, list[RunResult]]:
     `summary.test_accuracy` x 10,000; an export where the two disagree was edited
     in one place only, and which one was meant cannot be told: ExportError."""
     try:
-        # Gzipped as kept beside the results (bench/presets/), or as downloaded.
+        # Gzipped as kept beside the results (bench/preset-exports/), or as downloaded.
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         document = json.loads(raw.decode())
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
