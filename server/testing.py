@@ -132,14 +132,13 @@ class ServerProcess:
         return session_pids(self.process)
 
     def worker_pids(self) -> list[int]:
+        """The server's run, stack and Ray driver workers (each titles itself
+        `bnlab-…`: `worker.title_process`), not its fork server or resource tracker."""
         pids = []
         for pid in self.pids():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if b"spawn_main" in cmdline:
-                pids.append(pid)
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().startswith("bnlab-"):
+                    pids.append(pid)
         return pids
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -44,7 +44,7 @@ from .ray_executor import (
     DriverMessage,
 )
 from .stacks import StackCommand, StackReport, train_stack_job
-from .worker import WorkerMessage, train_and_report
+from .worker import WorkerMessage, title_process, train_and_report
 
 NAMESPACE = "bnlab"
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the names in its messages
@@ -558,6 +558,7 @@ def run_driver(conn: Connection, address: str, gpus_per_run: float, data_dir: st
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides when the driver ends (by closing the pipe).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    title_process("bnlab-ray")
 
     def give_up() -> None:
         reason = (

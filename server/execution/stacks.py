@@ -37,7 +37,7 @@ from pydantic import BaseModel
 
 from ..status import Outcome
 from .placement import limit_threads, pin
-from .worker import WorkerMessage, ending, require_gpu
+from .worker import WorkerMessage, ending, require_gpu, title_process
 
 T = TypeVar("T")
 
@@ -121,6 +121,7 @@ def run_stack_worker(
 ) -> None:
     """A stack worker's life: set up once, then train each stack it is sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides, as for run_worker
+    title_process("bnlab-stack")
     pin(cores)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -1,17 +1,21 @@
 """The worker process: one training run, reported back over a pipe.
 
-Runs in a freshly spawned interpreter; TensorFlow is imported here and only
-here, after CUDA_VISIBLE_DEVICES is set so the worker sees just its own GPU.
+Runs in a fresh process: spawned, TensorFlow imported here after CUDA_VISIBLE_DEVICES
+is set so the worker sees just its own GPU; or, on a machine without an NVIDIA driver,
+forked from a server that has imported TensorFlow and run nothing
+(`processes.worker_context`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -29,6 +33,14 @@ if TYPE_CHECKING:
 class GpuUnavailable(Exception):
     """This worker was given a GPU that TensorFlow cannot see (CUDA's libraries are
     missing, most often): its runs fail saying so rather than train on the CPU unnoticed."""
+
+
+def title_process(title: str) -> None:
+    """Name this process `title` where `ps`, `top` and the tests see it (the kernel's
+    `comm`, at most 15 characters): a forked worker otherwise looks like its fork
+    server, a spawned one like any Python."""
+    with contextlib.suppress(OSError):  # not Linux: the name is only a convenience
+        Path("/proc/self/comm").write_text(title[:15])
 
 
 def require_gpu(gpu: str | None) -> None:
@@ -69,6 +81,7 @@ def run_worker(
     # Ctrl-C in the server's terminal reaches the whole process group; the
     # server decides what happens to its workers, so ignore it here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    title_process("bnlab-run")
     pin(cores)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
