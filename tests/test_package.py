@@ -203,6 +203,10 @@ def test_bnlab_serve_from_an_installed_wheel_serves_the_dashboard(venv: Path, tm
                     assert time.monotonic() < deadline, "no answer from bnlab serve in 90 s"
                     time.sleep(0.2)
             assert health.status_code == 200 and health.json()["status"] == "ok"
+            # Something at once, before the imports that take a cold install a minute.
+            said = (tmp_path / "serve.log").read_text().splitlines()
+            assert said[0] == "bnlab serve: starting…", said
+            assert any(line.startswith(f"BN Lab: http://127.0.0.1:{port}") for line in said)
             page = http.get("/")
             assert page.status_code == 200 and "BN Lab" in page.text
             script = http.get("/js/main.js")

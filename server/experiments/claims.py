@@ -36,7 +36,6 @@ from enum import StrEnum
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import stats
 
 from .contrasts import (
     Cell,
@@ -55,6 +54,9 @@ from .multiplicity import holm
 from .paired import Bounds, Proportion, sign_flip
 from .significance import ALPHA, smallest_nonzero_pairs
 from .statistics import TEST_IMAGES, ArmName, RunResult, run_length
+
+# scipy is imported inside the functions that use it: scipy.stats alone takes about
+# 2 s to import, which every server start would pay before any experiment is analysed.
 
 # --- outcomes ---------------------------------------------------------------------
 
@@ -232,6 +234,8 @@ def _test(contrast: Contrast, runs: Sequence[RunResult]) -> _Tested:
 
 
 def _milestone(contrast: MilestoneContrast, runs: Sequence[RunResult]) -> MilestoneDetail:
+    from scipy import stats
+
     table = _finished(runs)
     places = [(contrast.cell, "bn"), (contrast.cell, "no_bn")]
     seeds, _ = _per_seed(table, places, lambda r: 0.0)
@@ -258,6 +262,8 @@ def _milestone(contrast: MilestoneContrast, runs: Sequence[RunResult]) -> Milest
 
 
 def _divergence(contrast: DivergenceContrast, runs: Sequence[RunResult]) -> _Tested:
+    from scipy import stats
+
     table = _finished(runs)
     places = [(contrast.cell, "bn"), (contrast.cell, "no_bn")]
     seeds, pairs = _per_seed(table, places, lambda r: (r[0].diverged, r[1].diverged))

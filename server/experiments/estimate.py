@@ -39,13 +39,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
 
 from ...model.config import RunConfig
 from ...model.events import TrainingPath
 from ..execution.stacks import plan_stacks
 from ..runs.schemas import RunPublic
 from ..status import RunStatus
+
+# scipy is imported inside the functions that use it: scipy.stats alone takes about
+# 2 s to import, which every server start would pay before any experiment is analysed.
 
 # The newest completed runs the estimate read: recent enough to be this
 # machine as it is now, enough to smooth one odd run out.
@@ -105,6 +107,8 @@ def _samples(
 
 
 def _fit(samples: Sequence[_Sample]) -> RunTime:
+    from scipy import optimize
+
     walls = np.array([s.wall for s in samples])
     steps = np.array([s.steps for s in samples], dtype=np.float64)
     evaluations = np.array([s.evaluations for s in samples], dtype=np.float64)

@@ -30,7 +30,9 @@ from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import stats
+
+# scipy is imported inside the functions that use it: scipy.stats alone takes about
+# 2 s to import, which every server start would pay before any experiment is analysed.
 
 BOOTSTRAP_SEED = 0
 # 9,999 resamples put the 2.5 % and 97.5 % quantiles 0.95 and 0.05 of the way
@@ -97,6 +99,8 @@ def speedup(
     """No-BN's over BN's median steps to the milestone, seed pairs aligned, with
     a percentile bootstrap interval over the pairs. `budget`: the runs' length,
     which bounds a median that was never reached."""
+    from scipy import stats
+
     bn, no_bn = _never(bn_steps), _never(no_bn_steps)
     median_bn, median_no_bn = censored_median(bn_steps), censored_median(no_bn_steps)
     none = Ratio(estimate=None, ci_low=None, ci_high=None)

@@ -38,9 +38,11 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import optimize, stats
 
 from .significance import ALPHA
+
+# scipy is imported inside the functions that use it: scipy.stats alone takes about
+# 2 s to import, which every server start would pay before any experiment is analysed.
 
 EXACT_PAIRS = 20
 MONTE_CARLO_RESAMPLES = 2**17 - 1
@@ -167,6 +169,8 @@ def share_ahead(differences: np.ndarray, alpha: float = ALPHA) -> Proportion:
     without ties it is the Clopper-Pearson interval itself. (The ends are beta
     quantiles, `scipy.stats.beta.ppf`: what `binomtest(...).proportion_ci()`
     finds by root-finding, 100 times slower; the tests check they agree.)"""
+    from scipy import stats
+
     d = np.asarray(differences)
     n = len(d)
     if n == 0:
@@ -189,6 +193,8 @@ class EffectSize(BaseModel):
 def effect_size(differences: np.ndarray, alpha: float = ALPHA) -> EffectSize:
     """d_z with the interval of the noncentral t (`scipy.stats.nct`) inverted: exact
     when the differences are normal, a yardstick otherwise (it is not the test)."""
+    from scipy import optimize, stats
+
     d = np.asarray(differences, dtype=np.float64)
     n = len(d)
     if n < 2 or np.std(d) == 0:

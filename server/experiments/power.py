@@ -22,15 +22,19 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import optimize, stats
 
 from .significance import ALPHA, smallest_nonzero_pairs
+
+# scipy is imported inside the functions that use it: scipy.stats alone takes about
+# 2 s to import, which every server start would pay before any experiment is analysed.
 
 POWER = 0.8
 
 
 def t_power(dz: float, n: int, alpha: float = ALPHA) -> float:
     """Power of the two-sided paired t test at level alpha for effect d_z with n pairs."""
+    from scipy import stats
+
     df = n - 1
     critical = stats.t.ppf(1 - alpha / 2, df)
     nc = dz * math.sqrt(n)
@@ -42,6 +46,8 @@ def t_power(dz: float, n: int, alpha: float = ALPHA) -> float:
 
 def detectable_dz(n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """The smallest d_z detected with `power` by n pairs; None below two pairs."""
+    from scipy import optimize
+
     if n < 2:
         return None
     high = 1.0

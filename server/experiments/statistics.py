@@ -44,7 +44,6 @@ from enum import StrEnum
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from ...model.config import ArmName
 from ..status import FINISHED, RunStatus
@@ -67,6 +66,9 @@ from .paired import (
     sign_flip,
 )
 from .significance import ALPHA, DEFAULT_MARGIN, MIN_PAIRS, smallest_nonzero_pairs
+
+# scipy is imported inside the functions that use it: scipy.stats alone takes about
+# 2 s to import, which every server start would pay before any experiment is analysed.
 
 __all__ = [  # the names other modules import from here
     "ALPHA",
@@ -248,6 +250,8 @@ def mean_interval(
 ) -> Interval:
     """Mean and 95 % t interval (scipy), clipped to [low, high]: the quantity's
     range, so the clipped interval covers its mean as often as the whole one."""
+    from scipy import stats
+
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
         return Interval(mean=None, ci_low=None, ci_high=None)

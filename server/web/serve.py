@@ -22,10 +22,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from ..storage.store import Store, StoreError
-    from .app import create_app
     from .security import is_loopback
 
     try:
@@ -59,6 +55,14 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # The web stack's imports take seconds, a minute or more on a cold install: say
+    # something at once rather than leave the terminal silent until the address.
+    print("bnlab serve: starting…", file=sys.stderr, flush=True)
+    import uvicorn
+
+    from ..storage.store import Store, StoreError
+    from .app import create_app
+
     try:
         # Opened (and migrated) here, before uvicorn: inside its start-up a refused
         # database would end in a traceback instead of this message.

@@ -72,6 +72,12 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
             r = row(page, run_id)
             seen_status[run_id].add(r.get_attribute("data-status"))
             seen_steps[run_id].add(r.get_by_test_id("run-progress").get_attribute("aria-valuenow"))
+        # The probe's two panels (no-BN | BN) keep one step axis while either run is ahead.
+        x, x2 = page.evaluate(
+            """() => { const l = document.querySelector('[data-testid=chart-probe]')._fullLayout;
+                return [l.xaxis.range, l.xaxis2.range]; }"""
+        )
+        assert x == x2, (x, x2)
         if all(
             row(page, run_id).get_attribute("data-status") in TERMINAL for run_id in ids
         ) and all(max(seen_lengths[i]) == 5 for i in ids):

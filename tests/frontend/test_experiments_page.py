@@ -390,6 +390,15 @@ def test_a_cell_opens_its_runs_in_the_runs_view(finished):
     group.click()
     page.wait_for_url(f"**/#runs=experiment:{final['id']}")
     expect(page.locator("[data-testid=run-row]:visible")).to_have_count(RUNS)
+    # Each seed's twins side by side, BN first, as a comparison's are.
+    by_id = {r["id"]: r["config"] for r in final["runs"]}
+    order = [
+        by_id[r.get_attribute("data-run-id")]
+        for r in page.locator("[data-testid=run-row]:visible").all()
+    ]
+    for bn, no_bn in zip(order[::2], order[1::2], strict=True):
+        assert (bn["batch_norm"], no_bn["batch_norm"]) == (True, False), order
+        assert {**bn, "batch_norm": False} == no_bn
 
 
 def test_a_bad_design_shows_the_fields_error_and_starts_nothing(open_page, page_errors, server):

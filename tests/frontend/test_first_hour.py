@@ -78,6 +78,17 @@ def test_the_answer_says_who_reached_each_milestone_first_and_when(page):
     assert answer["milestones"][0]["text"] == (
         "97 %: BN at step 300; no-BN has not reached it yet."
     )
+    # Short of the first milestone (the quick look: BN at 95 %, no-BN at chance), the
+    # answer says how far each run got, and where.
+    low = _entry("completed", 0.9565, never)
+    low["summary"].update(best_val_acc=0.958, best_val_acc_step=300)
+    chance = _entry("completed", 0.1135, never)
+    chance["summary"].update(best_val_acc=0.1126, best_val_acc_step=50)
+    answer = _headline(page, low, chance)
+    assert [m["text"] for m in answer["milestones"]] == [
+        "97 % validation accuracy: neither run reached it; "
+        "best BN 95.80 % (step 300), no-BN 11.26 % (step 50)."
+    ]
 
 
 def test_a_deep_link_shows_its_runs_at_the_top_with_the_answer_under_the_curves(
@@ -106,7 +117,13 @@ def test_a_deep_link_shows_its_runs_at_the_top_with_the_answer_under_the_curves(
     lead = page.get_by_test_id("headline-lead")
     expect(lead).to_contain_text("Test accuracy: BN ")
     expect(lead).to_contain_text(" pp)")
-    expect(page.get_by_test_id("headline-milestone").first).to_contain_text("97 %: ")
+    # 40 steps reach no milestone: the answer says how far each run got instead.
+    expect(page.get_by_test_id("headline-milestone").first).to_contain_text(
+        "97 % validation accuracy: neither run reached it; best BN "
+    )
+    expect(page.get_by_test_id("speedup")).to_contain_text(
+        "never reached 98 % validation accuracy (best: "
+    )
 
     # Diagnostics off: each chart of the Inside panel is one line, not a tall placeholder.
     collapsed = page.locator("[data-testid=inside-panel] .inside-collapsed:visible")

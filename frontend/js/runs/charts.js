@@ -384,7 +384,8 @@ export class ProbeChart extends LiveChart {
       margin: { l: 58, r: 14, t: 30, b: 40 },
       xaxis: this.axis({ domain: [0, 0.47], title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
       yaxis: this.axis({ title: { text: "input to the unit" }, zeroline: true, zerolinecolor: "#d5dbe3" }),
-      xaxis2: this.axis({ domain: [0.53, 1], anchor: "y2", title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
+      // One step (or time) axis too: a run ahead of its twin must not stretch one panel.
+      xaxis2: this.axis({ domain: [0.53, 1], anchor: "y2", matches: "x", title: { text: this.xTitle() }, uirevision: this.opts.xMode, rangemode: "tozero" }),
       // One scale for both: how far each band moves is what the two panels compare.
       yaxis2: this.axis({ anchor: "x2", matches: "y", zeroline: true, zerolinecolor: "#d5dbe3" }),
       annotations: PROBE_PANELS.map(({ title, centre }) => head(title, centre)),

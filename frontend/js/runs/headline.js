@@ -44,9 +44,16 @@ export function headline(bn, noBn) {
       }
     } else if (isNum(b)) text = `${name}: BN at step ${int(b)}; no-BN ${missed(noBn)}.`;
     else if (isNum(n)) text = `${name}: no-BN at step ${int(n)}; BN ${missed(bn)}.`;
+    else if (milestones.length) text = `${name}: ${done(bn) && done(noBn) ? "neither run reached it" : "not reached yet"}.`;
     else {
-      const both = done(bn) && done(noBn) ? "neither run reached it" : "not reached yet";
-      text = `${name}: ${both}${milestones.length ? "" : " (validation accuracy)"}.`;
+      // Not even the first milestone: how far each run did get is the answer (a short
+      // run at a high rate: BN at 95 %, no-BN at chance).
+      const best = (e) =>
+        isNum(e.summary?.best_val_acc)
+          ? `${pct(e.summary.best_val_acc)}${isNum(e.summary.best_val_acc_step) ? ` (step ${int(e.summary.best_val_acc_step)})` : ""}`
+          : "—";
+      const ended = done(bn) && done(noBn);
+      text = `${name} validation accuracy: ${ended ? "neither run reached it" : "not reached yet"}; best${ended ? "" : " so far"} BN ${best(bn)}, no-BN ${best(noBn)}.`;
     }
     milestones.push({ key, text });
     if (!isNum(b) && !isNum(n)) break;

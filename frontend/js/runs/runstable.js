@@ -60,6 +60,8 @@ export class RunsTable {
     });
     this.colourOf = colourOf;
     this.rows = new Map(); // id -> {tr, parts}
+    this.pairs = new Map(); // run id -> pairOf(run), for experiment runs
+    this.pairCreated = new Map(); // pairOf(run) -> its earliest created_at
     this.selected = new Set();
     this.tbody = root.querySelector("tbody");
     this.empty = root.querySelector("[data-testid=runs-empty]");
@@ -200,7 +202,7 @@ export class RunsTable {
     }
   }
 
-  /** Newest first; the two runs of a comparison stay together (BN first). */
+  /** Newest first; the two runs of a comparison or an experiment's twins stay together (BN first). */
   place(row, run) {
     const mine = this.sortKey(run);
     for (const other of this.tbody.children) {
@@ -213,15 +215,34 @@ export class RunsTable {
     this.tbody.append(row.tr);
   }
 
-  /** Larger sorts first: the group's creation time, the group, then BN before no-BN. */
-  sortKey(run) {
-    let created = String(run.created_at ?? "");
-    if (run.comparison_id) {
-      for (const { run: r } of this.rows.values()) {
-        if (r.comparison_id === run.comparison_id && String(r.created_at) < created) created = String(r.created_at);
-      }
+  /**
+   * The pair a run belongs to: its comparison, or within an experiment its twin (the
+   * run with the same config but for batch norm); null for a run alone.
+   */
+  pairOf(run) {
+    if (run.comparison_id) return run.comparison_id;
+    if (!run.experiment_id) return null;
+    let pair = this.pairs.get(run.id); // a run's config never changes
+    if (pair === undefined) {
+      const { batch_norm: _bn, title: _title, ...rest } = run.config ?? {};
+      const fields = Object.keys(rest).sort().map((k) => [k, rest[k]]);
+      pair = `${run.experiment_id}|${JSON.stringify(fields)}`;
+      this.pairs.set(run.id, pair);
     }
-    return `${created}|${run.comparison_id ?? run.id}|${run.config?.batch_norm === false ? 0 : 1}`;
+    return pair;
+  }
+
+  /** Larger sorts first: the pair's creation time, the pair, then BN before no-BN. */
+  sortKey(run) {
+    const pair = this.pairOf(run);
+    let created = String(run.created_at ?? "");
+    if (pair) {
+      // The pair's first run's time, remembered so that placing a run stays linear.
+      const known = this.pairCreated.get(pair);
+      if (known === undefined || created < known) this.pairCreated.set(pair, created);
+      else created = known;
+    }
+    return `${created}|${pair ?? run.id}|${run.config?.batch_norm === false ? 0 : 1}`;
   }
 
   build(run) {
