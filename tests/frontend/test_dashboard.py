@@ -179,8 +179,17 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
     page.get_by_test_id("inside-layer").select_option("fc1")
     page.wait_for_function(
         """() => (document.querySelector('[data-testid=inside-bands]').layout.annotations || [])
-            .some(a => a.text === 'With BN: input to the nonlinearity (no BN on this layer)')"""
+            .some(a => a.text === "With BN: nonlinearity's input (no BN here)")"""
     )
+    # Every panel title is drawn whole: none runs past the figure's right edge.
+    cut = page.evaluate(
+        """() => { const gd = document.querySelector('[data-testid=inside-bands]');
+            const edge = gd.getBoundingClientRect().right;
+            return [...gd.querySelectorAll('.annotation-text')]
+                .filter(t => t.getBoundingClientRect().right > edge + 1)
+                .map(t => t.textContent); }"""
+    )
+    assert cut == [], cut
     titles = page.evaluate(
         """() => document.querySelector('[data-testid=inside-bands]').layout.annotations
             .map(a => a.text)"""

@@ -350,7 +350,7 @@ const CHARTS = [
       { title: "With BN: before BN", noBnTitle: "With BN: no BN on this layer", bn: true, missing: "no BN on this layer", series: band("pre_bn") },
       {
         title: "With BN: after BN (input to the nonlinearity)",
-        noBnTitle: "With BN: input to the nonlinearity (no BN on this layer)", bn: true, series: band("pre_activation"),
+        noBnTitle: "With BN: nonlinearity's input (no BN here)", bn: true, series: band("pre_activation"),
       },
     ],
   },
@@ -366,7 +366,7 @@ const CHARTS = [
       { title: "Without BN: input to the nonlinearity", bn: false, heat: true, series: heat("pre_activation"), yTitle: "value" },
       { title: "With BN: before BN", noBnTitle: "With BN: no BN on this layer", bn: true, heat: true, missing: "no BN on this layer", series: heat("pre_bn") },
       {
-        title: "With BN: after BN", noBnTitle: "With BN: input to the nonlinearity (no BN on this layer)",
+        title: "With BN: after BN", noBnTitle: "With BN: nonlinearity's input (no BN here)",
         bn: true, heat: true, series: heat("pre_activation"),
       },
     ],
