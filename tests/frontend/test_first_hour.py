@@ -122,7 +122,7 @@ def test_a_deep_link_shows_its_runs_at_the_top_with_the_answer_under_the_curves(
         "97 % validation accuracy: neither run reached it; best BN "
     )
     expect(page.get_by_test_id("speedup")).to_contain_text(
-        "never reached 98 % validation accuracy (best: "
+        "neither run reached 98 % validation accuracy (best: BN "
     )
 
     # Diagnostics off: each chart of the Inside panel is one line, not a tall placeholder.

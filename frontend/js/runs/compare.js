@@ -223,14 +223,16 @@ export class ComparePanel {
           strong.textContent = "n/a";
           const missing = [pair.bn, pair.no_bn].filter((id) => !isNum(stepsTo98(id)));
           const running = missing.some((id) => !TERMINAL.has(entries.find((e) => e.run.id === id)?.run.status));
-          // How far the runs that missed it got: "never reached 98 %" alone leaves a
-          // newcomer asking whether they were close (a quick look's BN at 95 %) or not.
+          const who = missing.length > 1 ? "neither run" : label(missing[0]);
+          const verb = running ? (missing.length > 1 ? "has reached" : "has not reached") : missing.length > 1 ? "reached" : "never reached";
+          // How far each run got: "never reached 98 %" alone leaves a newcomer asking
+          // whether it was close (a quick look's BN at 95 %) or not.
           const best = (id) => entries.find((e) => e.run.id === id)?.summary?.best_val_acc;
-          const got = missing.filter((id) => isNum(best(id))).map((id) => `${label(id)} ${pct(best(id))}`);
+          const got = [pair.bn, pair.no_bn].filter((id) => isNum(best(id))).map((id) => `${label(id)} ${pct(best(id))}`);
           li.append(
             "BN speedup ",
             strong,
-            ` — ${missing.map(label).join(" and ")} ${running ? (missing.length > 1 ? "have not reached" : "has not reached") : "never reached"} 98 % validation accuracy${running ? " yet" : ""}${got.length ? ` (best: ${got.join(", ")})` : ""}.`,
+            ` — ${who} ${verb} 98 % validation accuracy${running ? " yet" : ""}${got.length ? ` (best: ${got.join(", ")})` : ""}.`,
           );
         }
         return li;

@@ -76,28 +76,24 @@ export const PRESETS = {
   },
 };
 
-// "Quick look": a whole BN vs no-BN comparison in under two minutes on 2 cores, for a first
+// "Quick look": a whole BN vs no-BN comparison in about a minute on 2 cores, for a first
 // look at the answer. The "High learning rate" recipe (plain SGD at 0.2 on the seed CNN)
-// cut to 300 steps, evaluated every 50, without diagnostics (the answer is the point, not
+// cut to 200 steps, evaluated every 50, without diagnostics (the answer is the point, not
 // the inside). Measured (seed 0): with BN the network learns (95.5 % validation accuracy
-// at step 200, 95.65 % test accuracy at 300), without BN it stays at chance (11.35 %)
-// throughout: the curves and the Compare headline differ at a glance, and what they show
-// is BN letting this network train at a rate that stops it without. Not the seed recipe:
-// its gap takes longer to show (at 300 steps 96.8 % vs 95.2 %, neither at 97 %; at 600,
-// two minutes, BN had reached 97 % and no-BN not). Why 300 steps: timed through a real
-// server, the twins took 96 s (BN) and 87 s (no-BN) of CPU each, start-up, 7 evaluations
-// and the test included (~0.2 s per step), measured while a benchmark held both cores,
-// which inflates CPU time too (the wall time was half an hour); on a quiet machine two
-// workers train ~13 CNN steps/s between them (bench/RESULTS.md, "Sizing"), ~0.16 s per
-// step each, so about 65 s from the click, a twin per core. Measured on a quiet machine
-// (2026-12-07, AMD EPYC, 2 cores, nothing else running): 104 s from the POST to both
-// twins' test metrics, the same test accuracies as above; 200 steps would get nearer a
-// minute, at the cost of BN's curve still climbing.
+// at step 200, 95.46 % test accuracy), without BN it stays at chance (9.8 %) throughout:
+// the curves and the headline differ at a glance, and what they show is BN letting this
+// network train at a rate that stops it without. Not the seed recipe: its gap takes longer
+// to show (at 300 steps 96.8 % vs 95.2 %, neither at 97 %; at 600, two minutes, BN had
+// reached 97 % and no-BN not). Why 200 steps: BN's validation accuracy has levelled off
+// there (95.5 % at 200, 95.6 % at 300), so the answer is the one 300 steps give, sooner.
+// Timed through a real server on a quiet machine (2026-12-07, AMD EPYC, 2 cores, a fresh
+// server, so its fork server started with these runs): 48 s from the POST to both twins'
+// test metrics (300 steps: 66 s; 104 s before workers were forked, on a less quiet machine).
 // The one place these values live: the button's label and hover text are built from them.
 export const QUICK_LOOK = Object.freeze({
   preset: "high_lr",
-  values: Object.freeze({ steps: 300, eval_every: 50, diagnostics: "off" }),
-  takes: "under two minutes",
+  values: Object.freeze({ steps: 200, eval_every: 50, diagnostics: "off" }),
+  takes: "about a minute",
 });
 
 const fmt = (n) => (Number.isInteger(n) && Math.abs(n) >= 10000 ? n.toLocaleString("en-US") : String(n));
