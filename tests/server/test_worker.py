@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bnlab.model.environment import nvidia_driver_present
+from bnlab.server.execution import processes
 from bnlab.server.execution.placement import cores_for, threads_per_run
 from tests.server.samples import LONG
 
@@ -110,5 +112,26 @@ def test_a_server_with_two_workers_gives_a_run_alone_every_core_and_splits_them_
     for run in twins:
         server.wait_for(run["id"], lambda r: r["status"] == "running" and r["step"] > 0)
     placed = [_thread_affinities(pid) for pid in server.worker_pids()]
+    # Without an NVIDIA driver each twin is forked from the server's fork server, which
+    # imported TensorFlow once (processes.worker_context), not spawned to import it again.
+    if not nvidia_driver_present():
+        parents = {_parent_cmdline(pid) for pid in server.worker_pids()}
+        assert len(parents) == 1 and b"forkserver" in parents.pop()
     server.cancel_active()
     assert sorted(placed) == split  # one core each on 2 cores
+
+
+def _parent_cmdline(pid: int) -> bytes:
+    status = Path(f"/proc/{pid}/status").read_text()
+    parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+    return Path(f"/proc/{parent}/cmdline").read_bytes()
+
+
+def test_workers_fork_from_a_warm_fork_server_only_where_no_gpu_can_be_touched(monkeypatch):
+    # A GPU given, or a driver that TensorFlow's import may already have loaded: a forked
+    # CUDA does not survive, so each worker is spawned and imports TensorFlow itself.
+    monkeypatch.setattr(processes, "nvidia_driver_present", lambda: False)
+    assert processes.worker_context([]).get_start_method() == "forkserver"
+    assert processes.worker_context(["0"]).get_start_method() == "spawn"
+    monkeypatch.setattr(processes, "nvidia_driver_present", lambda: True)
+    assert processes.worker_context([]).get_start_method() == "spawn"
