@@ -55,13 +55,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # The web stack's imports take seconds, a minute or more on a cold install: say
-    # something at once rather than leave the terminal silent until the address.
-    print("bnlab serve: starting…", file=sys.stderr, flush=True)
-    import uvicorn
-
     from ..storage.store import Store, StoreError
-    from .app import create_app
 
     try:
         # Opened (and migrated) here, before uvicorn: inside its start-up a refused
@@ -70,6 +64,13 @@ def serve(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"bnlab serve: error: {exc}", file=sys.stderr)
         return 1
+    # The web stack's imports take seconds, a minute or more on a cold install: say
+    # something at once rather than leave the terminal silent until the address.
+    print("bnlab serve: starting…", file=sys.stderr, flush=True)
+    import uvicorn
+
+    from .app import create_app
+
     if settings.device == DeviceChoice.CPU:
         # Inherited by every process the server starts (its workers, the device probe):
         # TensorFlow there sees no GPU, as the user asked, and none fails for want of one.
