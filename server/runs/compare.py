@@ -30,14 +30,27 @@ def summarize_run(run: RunPublic, points: list[PointPublic]) -> RunSummary:
     )
 
 
+def twins_key(run: RunPublic) -> tuple | None:
+    """What a run's BN/no-BN twin shares with it: its comparison, or within an
+    experiment the config but for batch norm (the same cell and seed); None for a
+    single run, which has no twin."""
+    if run.comparison_id:
+        return ("comparison", run.comparison_id)
+    if run.experiment_id:
+        return ("experiment", run.experiment_id, run.config.model_dump_json(exclude={"batch_norm"}))
+    return None
+
+
 def pair_speedups(runs: list[RunPublic], summaries: dict[str, RunSummary]) -> list[PairSpeedup]:
-    """For every comparison with both of its runs selected: the BN speedup."""
+    """For every pair of twins with both runs selected (a comparison's, or an
+    experiment's seed in one cell): the BN speedup."""
     pairs = []
-    by_comparison: dict[str, dict[bool, RunPublic]] = {}
+    by_pair: dict[tuple, dict[bool, RunPublic]] = {}
     for run in runs:
-        if run.comparison_id:
-            by_comparison.setdefault(run.comparison_id, {})[run.config.batch_norm] = run
-    for comparison_id, twins in by_comparison.items():
+        key = twins_key(run)
+        if key is not None:
+            by_pair.setdefault(key, {})[run.config.batch_norm] = run
+    for twins in by_pair.values():
         if len(twins) != 2:
             continue
         bn_steps = summaries[twins[True].id].steps_to[SPEEDUP_AT]
@@ -45,7 +58,8 @@ def pair_speedups(runs: list[RunPublic], summaries: dict[str, RunSummary]) -> li
         speedup = plain_steps / bn_steps if bn_steps and plain_steps else None
         pairs.append(
             PairSpeedup(
-                comparison_id=comparison_id,
+                comparison_id=twins[True].comparison_id,
+                experiment_id=twins[True].experiment_id,
                 bn=twins[True].id,
                 no_bn=twins[False].id,
                 speedup=speedup,

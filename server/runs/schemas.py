@@ -108,7 +108,11 @@ class RunComparison(BaseModel):
 
 
 class PairSpeedup(BaseModel):
-    comparison_id: str
+    """BN and no-BN twins: a comparison's two runs, or an experiment's runs of one cell
+    and seed (`runs.compare.twins_key`)."""
+
+    comparison_id: str | None = Field(description="The comparison; null for an experiment's")
+    experiment_id: str | None = None
     bn: str
     no_bn: str
     speedup: float | None = Field(

@@ -372,6 +372,20 @@ def test_a_cell_opens_its_runs_in_the_runs_view(finished):
     assert set(page.evaluate("window.bnlab.selected()")) == expected
     # The runs named, alone in the table, at the top of the page; the address names them,
     # so a reload shows the same.
+    # The answer under the curves pairs each seed's twins, as it pairs a comparison's,
+    # and each pair has one colour of its own.
+    expect(page.get_by_test_id("headline-lead")).to_have_count(2)  # 2 seeds
+    expect(page.get_by_test_id("speedup")).to_have_count(2)
+    config = {r["id"]: r["config"] for r in final["runs"]}
+    colours = {
+        t["meta"]["runId"]: t["color"]
+        for t in chart_traces(page, "chart-acc")
+        if (t["meta"] or {}).get("runId")
+    }
+    by_seed: dict[int, set[str]] = {}
+    for run_id, colour in colours.items():
+        by_seed.setdefault(config[run_id]["seed"], set()).add(colour)
+    assert sorted(len(c) for c in by_seed.values()) == [1, 1] and len(set(colours.values())) == 2
     for _ in range(2):
         assert set(page.url.split("#runs=")[1].split(",")) == expected
         shown = page.locator("[data-testid=run-row]:visible")
@@ -383,6 +397,11 @@ def test_a_cell_opens_its_runs_in_the_runs_view(finished):
         page.wait_for_function("n => window.bnlab.selected().length === n", arg=len(expected))
     # The user's own runs leave the experiment's behind one line; it shows them on a click.
     page.get_by_test_id("run-group-back").click()
+    # Back to the user's own runs, the experiment's are no longer plotted either: charts
+    # of runs the table hides (and cannot untick) read as broken.
+    page.wait_for_function(
+        "ids => !window.bnlab.selected().some(id => ids.includes(id))", arg=sorted(expected)
+    )
     group = page.locator(f'[data-testid=run-group][data-experiment-id="{final["id"]}"]')
     expect(group).to_contain_text(f"{RUNS} runs")
     for run_id in expected:

@@ -23,6 +23,8 @@ def run(
     *,
     batch_norm: bool = True,
     comparison_id: str | None = None,
+    experiment_id: str | None = None,
+    seed: int = 0,
     metrics: Metrics | None = None,
     finished: datetime | None = None,
 ) -> RunPublic:
@@ -30,7 +32,8 @@ def run(
         id=run_id,
         label=run_id,
         comparison_id=comparison_id,
-        config=RunConfig(batch_norm=batch_norm),
+        experiment_id=experiment_id,
+        config=RunConfig(batch_norm=batch_norm, seed=seed),
         status="completed" if finished else "running",
         step=0,
         total_steps=100,
@@ -111,3 +114,20 @@ def test_only_comparisons_with_both_twins_selected_make_a_pair():
     single = run("single")
     summaries = {r.id: summarize_run(r, curve(0.99)) for r in (alone, single)}
     assert pair_speedups([alone, single], summaries) == []
+
+
+def test_an_experiments_twins_pair_by_cell_and_seed():
+    """'Open runs' on a cell selects its runs: each seed's BN and no-BN run are twins
+    (the same config but batch norm), as a comparison's two runs are."""
+    runs = [
+        run(f"{arm}{seed}", batch_norm=arm == "bn", experiment_id="e", seed=seed)
+        for seed in (0, 1)
+        for arm in ("bn", "plain")
+    ]
+    runs.append(run("other-bn", experiment_id="e2", seed=0))  # another experiment's
+    summaries = {r.id: summarize_run(r, curve(0.9, 0.98, every=100)) for r in runs}
+    pairs = pair_speedups(runs, summaries)
+    assert [(p.experiment_id, p.comparison_id, p.bn, p.no_bn) for p in pairs] == [
+        ("e", None, "bn0", "plain0"),
+        ("e", None, "bn1", "plain1"),
+    ]

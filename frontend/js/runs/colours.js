@@ -1,6 +1,8 @@
-// One colour per comparison (a single run is its own group), from the page's palette.
+// One colour per pair of twins (a comparison, or an experiment's cell and seed; a single
+// run is its own group), from the page's palette.
 
 import { colourAt } from "../plot/colour.js";
+import { pairOf } from "./pairs.js";
 
 /** Each comparison's colour, stable for the page's life. */
 export class Colours {
@@ -8,7 +10,7 @@ export class Colours {
     this.byGroup = new Map();
   }
   static group(run) {
-    return run.comparison_id ?? run.id;
+    return pairOf(run) ?? run.id;
   }
   /** Assign colours to runs in creation order, so older groups keep theirs. */
   assign(runs) {

@@ -14,6 +14,7 @@ import { RunForm } from "./form.js";
 import { Scope, filterHash, parseFilter, shows } from "./filter.js";
 import { InsidePanel } from "./inside.js";
 import { legendNames } from "./labels.js";
+import { pairOf } from "./pairs.js";
 import { RunsTable } from "./runstable.js";
 import { RunState } from "./state.js";
 
@@ -113,7 +114,7 @@ export class RunsPage {
       this.listed = true;
       const filter = parseFilter();
       if (filter.scope === Scope.IDS && !route()) this.followAddress();
-      else this.setSelected(this.state.initialSelection(list));
+      else this.setSelected(this.shownOf(this.state.initialSelection(list), filter));
     } else {
       this.compare.refreshSoon(0);
     }
@@ -144,10 +145,27 @@ export class RunsPage {
     if (route()) return; // the Experiments area's address
     const filter = parseFilter();
     this.table.setFilter(filter);
-    if (filter.scope === Scope.IDS && this.listed) {
+    if (!this.listed) return;
+    if (filter.scope === Scope.IDS) {
       this.setSelected(filter.ids);
       requestAnimationFrame(() => window.scrollTo(0, 0));
+    } else {
+      this.setSelected(this.shownOf(this.state.selected, filter));
     }
+  }
+
+  /**
+   * The runs of `ids` that `filter` shows in the table, else (none of them shown) the
+   * newest shown run and its twin: charts of runs the table hides, which cannot be
+   * unticked there, read as broken (after "Open runs" and back to the user's own).
+   */
+  shownOf(ids, filter) {
+    const shown = [...this.state.runs.values()].filter((r) => shows(filter, r));
+    const kept = ids.filter((id) => shown.some((r) => r.id === id));
+    if (kept.length || !shown.length) return kept;
+    const newest = shown.reduce((a, b) => (String(b.created_at) > String(a.created_at) ? b : a));
+    const pair = pairOf(newest);
+    return shown.filter((r) => r.id === newest.id || (pair && pairOf(r) === pair)).map((r) => r.id);
   }
 
   // ---- selection, streams, charts -----------------------------------------------------

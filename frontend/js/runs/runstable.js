@@ -4,6 +4,7 @@ import { api } from "../api.js";
 import { RESUMABLE, Status, TERMINAL } from "../status.js";
 import { describeConfig, duration, isNum, pct, rate, shortId } from "../format.js";
 import { Scope, experimentName, shows } from "./filter.js";
+import { pairOf } from "./pairs.js";
 
 const BAD = new Set([Status.FAILED, Status.DIVERGED, Status.INTERRUPTED]);
 
@@ -60,7 +61,6 @@ export class RunsTable {
     });
     this.colourOf = colourOf;
     this.rows = new Map(); // id -> {tr, parts}
-    this.pairs = new Map(); // run id -> pairOf(run), for experiment runs
     this.pairCreated = new Map(); // pairOf(run) -> its earliest created_at
     this.selected = new Set();
     this.tbody = root.querySelector("tbody");
@@ -215,26 +215,9 @@ export class RunsTable {
     this.tbody.append(row.tr);
   }
 
-  /**
-   * The pair a run belongs to: its comparison, or within an experiment its twin (the
-   * run with the same config but for batch norm); null for a run alone.
-   */
-  pairOf(run) {
-    if (run.comparison_id) return run.comparison_id;
-    if (!run.experiment_id) return null;
-    let pair = this.pairs.get(run.id); // a run's config never changes
-    if (pair === undefined) {
-      const { batch_norm: _bn, title: _title, ...rest } = run.config ?? {};
-      const fields = Object.keys(rest).sort().map((k) => [k, rest[k]]);
-      pair = `${run.experiment_id}|${JSON.stringify(fields)}`;
-      this.pairs.set(run.id, pair);
-    }
-    return pair;
-  }
-
   /** Larger sorts first: the pair's creation time, the pair, then BN before no-BN. */
   sortKey(run) {
-    const pair = this.pairOf(run);
+    const pair = pairOf(run);
     let created = String(run.created_at ?? "");
     if (pair) {
       // The pair's first run's time, remembered so that placing a run stays linear.

@@ -2,6 +2,7 @@
 // which runs are selected (remembered in localStorage across visits).
 
 import { RESUMABLE, Status, TERMINAL } from "../status.js";
+import { pairOf } from "./pairs.js";
 
 const SELECTION_KEY = "bnlab.selected";
 
@@ -70,14 +71,18 @@ export class RunState {
     return list.filter((r) => r.id === newest.id || (newest.comparison_id && r.comparison_id === newest.comparison_id)).map((r) => r.id);
   }
 
-  /** The selected runs in a stable order: oldest comparison first, BN before no-BN. */
+  /** The selected runs in a stable order: oldest pair of twins first, BN before no-BN. */
   plotted() {
-    return this.selected
-      .map((id) => this.runs.get(id))
-      .filter(Boolean)
-      .sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)) ||
-        String(a.comparison_id ?? a.id).localeCompare(String(b.comparison_id ?? b.id)) ||
-        Number(b.config?.batch_norm !== false) - Number(a.config?.batch_norm !== false));
+    const runs = this.selected.map((id) => this.runs.get(id)).filter(Boolean);
+    const group = (r) => pairOf(r) ?? r.id;
+    const first = new Map(); // a pair's earliest created_at: twins need not share it
+    for (const r of runs) {
+      const at = String(r.created_at);
+      if (!first.has(group(r)) || at < first.get(group(r))) first.set(group(r), at);
+    }
+    return runs.sort((a, b) => first.get(group(a)).localeCompare(first.get(group(b))) ||
+      group(a).localeCompare(group(b)) ||
+      Number(b.config?.batch_norm !== false) - Number(a.config?.batch_norm !== false));
   }
 
   /** How many runs are running and queued, of how many. */
