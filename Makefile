@@ -41,7 +41,7 @@ $(BIN)/python:
 $(VENV)/.installed-%-$(SUM): pyproject.toml | $(BIN)/python
 	$(if $(findstring gpu,$*),@echo "installing TensorFlow's CUDA libraries too ('bnlab[gpu]', a few GB) for the NVIDIA GPU; GPU=0 installs without them")
 	$(BIN)/python -m pip install --quiet -e '.$(if $(filter serve,$*),,[$*])'
-	rm -f $(filter-out %-$(SUM),$(wildcard $(VENV)/.installed-*))
+	@rm -f $(filter-out %-$(SUM),$(wildcard $(VENV)/.installed-*))
 	touch $@
 
 ## make run: install into .venv and serve the dashboard at http://localhost:8000

@@ -122,8 +122,14 @@ def verdict_warnings(power: Power) -> list[str]:
     """In words, each verdict these seeds can never give, whatever the runs show."""
     out = []
     if not power.cell.possible:
+        # One cell has no correction: its test is at the level itself.
+        lead = (
+            "The cell cannot get a verdict: its test is"
+            if power.cells == 1
+            else f"No cell can get a verdict: with {power.cells} cells Holm's first step tests"
+        )
         out.append(
-            f"No cell can get a verdict: with {power.cells} cells Holm's first step tests "
+            f"{lead} "
             f"at {power.cell.alpha:.3g}, which {power.seeds} seeds cannot reach (the "
             f"smallest p they can give is {2 / 2**power.seeds:.3g}); it takes at least "
             f"{power.cell.seeds_needed} seeds."

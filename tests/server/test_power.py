@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bnlab.server.experiments.power import detectable_dz, pairs_for, plan_power, t_power
+from bnlab.server.experiments.power import (
+    detectable_dz,
+    pairs_for,
+    plan_power,
+    t_power,
+    verdict_warnings,
+)
 
 
 def test_detectable_effect_matches_the_table_and_the_power_is_80_percent():
@@ -58,3 +64,13 @@ def test_sixteen_cells_with_six_seeds_cannot_give_a_verdict():
     )
     assert ten.claim is None
     assert plan_power(6, 16).model_dump(mode="json")["cell"]["possible"] is False
+
+
+def test_the_warning_names_holms_step_only_where_there_are_cells_to_correct_for():
+    [many] = verdict_warnings(plan_power(3, 16))
+    assert many.startswith("No cell can get a verdict: with 16 cells Holm's first step tests")
+    [one] = verdict_warnings(plan_power(3, 1))
+    assert one == (
+        "The cell cannot get a verdict: its test is at 0.05, which 3 seeds cannot reach "
+        "(the smallest p they can give is 0.25); it takes at least 6 seeds."
+    )

@@ -221,6 +221,7 @@ export class ComparePanel {
           );
         } else {
           strong.textContent = "n/a";
+          strong.className = "none";
           const missing = [pair.bn, pair.no_bn].filter((id) => !isNum(stepsTo98(id)));
           const running = missing.some((id) => !TERMINAL.has(entries.find((e) => e.run.id === id)?.run.status));
           const who = missing.length > 1 ? "neither run" : label(missing[0]);

@@ -9,6 +9,9 @@ import { int, isNum, pct, pp } from "../format.js";
 // The milestones of /api/compare's steps_to, lowest first.
 export const MILESTONES = Object.freeze(["0.97", "0.98", "0.99"]);
 
+// Guessing one of MNIST's ten digits.
+const CHANCE = 0.1;
+
 const milestoneName = (key) => `${Math.round(Number(key) * 100)} %`;
 
 /**
@@ -24,6 +27,14 @@ export function headline(bn, noBn) {
     const diff = acc(bn) - acc(noBn);
     const who = Math.abs(diff) < 0.00005 ? "the same" : diff > 0 ? "BN ahead" : "no-BN ahead";
     lead = `Test accuracy: BN ${pct(acc(bn))}, no-BN ${pct(acc(noBn))} (${who}, ${pp(diff)}).`;
+    // A run that never beat guessing did not learn at all: the answer says so in words
+    // (the quick look's no-BN run), not only in a number a newcomer must interpret.
+    for (const [name, e] of [["BN", bn], ["no-BN", noBn]]) {
+      const best = e.summary?.best_val_acc;
+      if (isNum(best) && best < CHANCE + 0.05) {
+        lead += ` ${name} did not learn: its best validation accuracy, ${pct(best)}, is chance (one digit in ten).`;
+      }
+    }
   } else {
     const best = (e) => (isNum(e.summary?.best_val_acc) ? pct(e.summary.best_val_acc) : "—");
     lead = `Still training: best validation accuracy so far BN ${best(bn)}, no-BN ${best(noBn)}; the test accuracy comes when both finish.`;
