@@ -356,7 +356,16 @@ def evaluate_claim(
     for i, (contrast, t) in enumerate(zip(claim.contrasts, tested, strict=True)):
         unit = _UNITS[contrast.kind]
         interval = t.bounds(family.alphas[i])
-        if t.n and family.rejected[i] and t.estimate is not None:
+        # No run of either arm reached the milestone: every pair is tied at the budget,
+        # which measures nothing (not "+0 steps"), and more seeds would tie again.
+        unreached = (
+            t.milestone is not None
+            and t.n > 0
+            and not any(share.estimate for share in t.milestone.reached.values())
+        )
+        if unreached:
+            verdict = ClaimVerdict.INCONCLUSIVE
+        elif t.n and family.rejected[i] and t.estimate is not None:
             above = t.estimate > t.null
             shown = above == (contrast.expect == "greater")
             verdict = ClaimVerdict.SUPPORTED if shown else ClaimVerdict.CONTRADICTED
@@ -377,7 +386,15 @@ def evaluate_claim(
             f"{_describe(contrast)}: {_number(t.estimate, unit)} ({shown}), {p_text}, "
             f"n = {t.n} seeds."
         )
-        if verdict == ClaimVerdict.NOT_ENOUGH_SEEDS:
+        if not t.n:
+            sentence = f"{_describe(contrast)}: no seed has both twins finished yet."
+        elif unreached:
+            sentence = (
+                f"{_describe(contrast)}: no run of either arm reached it in "
+                f"{t.milestone.budget} steps, n = {t.n} seeds; longer runs can tell, more "
+                "seeds cannot."
+            )
+        elif verdict == ClaimVerdict.NOT_ENOUGH_SEEDS:
             needed = smallest_nonzero_pairs(alpha / len(tested))
             which = (
                 "where exactly one twin diverged"
@@ -394,7 +411,7 @@ def evaluate_claim(
                 unit=unit,
                 null=t.null,
                 n_pairs=t.n,
-                estimate=t.estimate,
+                estimate=None if unreached else t.estimate,
                 interval=interval,
                 raw_interval=t.bounds(alpha),
                 p_value=t.p if t.n else None,

@@ -269,6 +269,22 @@ def test_a_milestone_with_a_censored_arm():
     assert detail.reached["bn"].estimate == 1.0
 
 
+def test_a_milestone_no_run_reached_is_inconclusive_not_a_tie():
+    """Every pair tied at the budget measures nothing: no '+0 steps', and no advice to
+    add seeds, which would tie again."""
+    n = 8
+    curves = {("relu", arm, s): curve_reaching(None) for arm in ("bn", "no_bn") for s in range(n)}
+    runs = runs_from({("relu", "bn"): [9500] * n, ("relu", "no_bn"): [9400] * n}, curves=curves)
+    result = evaluate_claim(
+        claim({"kind": "milestone", "accuracy": 0.98, "cell": {"activation": "relu"}}), runs
+    )
+    [contrast] = result.contrasts
+    assert contrast.estimate is None and contrast.verdict == ClaimVerdict.INCONCLUSIVE
+    assert result.verdict == ClaimVerdict.INCONCLUSIVE
+    assert "no run of either arm reached it in 1000 steps" in contrast.sentence
+    assert "more seeds cannot" in contrast.sentence
+
+
 def test_divergence_is_tested_on_the_discordant_pairs():
     n = 12
     no_bn_diverged = {0, 1, 2, 3, 4, 5, 6, 7}
