@@ -123,6 +123,20 @@ async def test_an_experiment_queues_all_its_runs_at_once_in_the_interleaved_orde
     assert bn.twin() == no_bn
 
 
+async def test_each_runs_label_names_its_cell_even_at_the_recipes_values(make_service):
+    experiments, _ = await make_service(capacity=1)
+    design = ExperimentCreate(
+        label="init",
+        base={"arch": "mlp", "steps": 20, "eval_every": 10},
+        vary={"init_scale": [1.0, 100.0], "dropout": [0.0, 0.5]},
+        seeds=1,
+    )
+    labels = {r.label for r in experiments.create(design).runs}
+    # init scale 1 and dropout 0.5 are the recipe's: a run's own label would omit them.
+    assert "init · BN · mlp · adagrad 0.01 · init scale 1 · dropout rate 0.5 · seed 0" in labels
+    assert "init · no-BN · mlp · adagrad 0.01 · init scale 100 · dropout rate 0 · seed 0" in labels
+
+
 async def test_an_experiment_is_queued_until_a_run_starts(make_service):
     experiments, executor = await make_service(capacity=1)
     blocker = experiments.runs.create_run(DESIGN.runs()[0].config)
