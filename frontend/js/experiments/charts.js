@@ -223,7 +223,7 @@ export class FactorPlot extends Chart {
         ...(numeric ? { tickvals: values, ticktext: values.map(String) } : {}),
       },
       yaxis: {
-        automargin: true, title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1%",
+        automargin: true, title: { text: "test accuracy" }, gridcolor: GRID, tickformat: ".1~%",
         // No finished run yet: the whole 0–100 % (Plotly's empty axis would read 0–5 %).
         range: clampedRange(data.flatMap((t) => t.y.flatMap((y, i) => (isNum(y) ? [
           y, y + (t.error_y?.array[i] ?? 0), y - (t.error_y?.arrayminus[i] ?? 0)] : []))), 0, 1) ?? [0, 1],

@@ -99,7 +99,7 @@ export class ExperimentView {
     };
     this.charts = {
       acc: new BandChart($("exp-chart-acc"), this.painter, {
-        metric: "val_acc", title: "Validation accuracy against step (mean and 95 % band)", yTitle: "accuracy", tickformat: ".1%",
+        metric: "val_acc", title: "Validation accuracy against step (mean and 95 % band)", yTitle: "accuracy", tickformat: ".1~%",
       }),
       loss: new BandChart($("exp-chart-loss"), this.painter, {
         metric: "val_loss", title: "Validation loss against step (mean and 95 % band)", yTitle: "cross-entropy",

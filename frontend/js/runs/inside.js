@@ -583,22 +583,22 @@ export class InsidePanel {
     const full = recorded.some((x) => x.level === "full");
     const offOnly = !recorded.length && missing.length > 0;
     for (const chart of this.charts) {
-      const why = offOnly
-        ? "not recorded: these runs trained with diagnostics off (or before BN Lab recorded them)."
-        : chart.fullOnly && recorded.length > 0 && !full
-          ? "not recorded: only runs with diagnostics = full measure this."
-          : null;
+      // Nothing recorded for any run (diagnostics off: the quick look): the status line
+      // says so once, and no chart repeats it.
+      const gone = offOnly;
+      const why = chart.fullOnly && recorded.length > 0 && !full ? "not recorded: only runs with diagnostics = full measure this." : null;
       const collapse = why !== null;
       if (collapse) {
         const title = Object.assign(document.createElement("strong"), { textContent: `${chart.title}: ` });
         chart.collapsed.replaceChildren(title, why);
       }
-      if (chart.collapsed.hidden === !collapse) continue;
+      if (chart.collapsed.hidden === !collapse && chart.figure.hidden === gone) continue;
+      chart.figure.hidden = gone;
       chart.collapsed.hidden = !collapse;
       chart.el.hidden = collapse;
       chart.caption.hidden = collapse;
       // Drawn while hidden, it has the width of nothing: size it to its column again.
-      if (!collapse && chart.drawn) chart.enqueue(() => Plotly.Plots.resize(chart.el));
+      if (!collapse && !gone && chart.drawn) chart.enqueue(() => Plotly.Plots.resize(chart.el));
     }
     const text = [];
     if (recorded.length) {
@@ -612,6 +612,7 @@ export class InsidePanel {
     if (missing.length) {
       const names = missing.length <= NAMED_RUNS ? missing.map((x) => x.run.label).join(", ") : `${missing.length} runs`;
       text.push(`Not recorded for ${names}: trained with diagnostics off, or before BN Lab recorded them.`);
+      if (offOnly) text.push("Train with diagnostics Basic or Full to see inside the network.");
     }
     if (!this.runs.length) text.push("Select runs in the table to look inside them.");
     else if (!recorded.length && !missing.length) text.push("Waiting for the first evaluation…");
