@@ -224,16 +224,17 @@ export class ComparePanel {
           strong.className = "none";
           const missing = [pair.bn, pair.no_bn].filter((id) => !isNum(stepsTo98(id)));
           const running = missing.some((id) => !TERMINAL.has(entries.find((e) => e.run.id === id)?.run.status));
-          const who = missing.length > 1 ? "neither run" : label(missing[0]);
-          const verb = running ? (missing.length > 1 ? "has reached" : "has not reached") : missing.length > 1 ? "reached" : "never reached";
-          // How far each run got: "never reached 98 %" alone leaves a newcomer asking
-          // whether it was close (a quick look's BN at 95 %) or not.
-          const best = (id) => entries.find((e) => e.run.id === id)?.summary?.best_val_acc;
-          const got = [pair.bn, pair.no_bn].filter((id) => isNum(best(id))).map((id) => `${label(id)} ${pct(best(id))}`);
+          // Named, as a pair among several must be; then how far each got: "never
+          // reached 98 %" alone leaves a newcomer asking whether it was close (a quick
+          // look's BN at 95 %) or not.
+          const both = missing.length > 1;
+          const verb = running ? (both ? "have not reached" : "has not reached") : "never reached";
+          const best = missing.map((id) => entries.find((e) => e.run.id === id)?.summary?.best_val_acc);
+          const got = best.every(isNum) ? ` (best: ${best.map((x) => pct(x)).join(" and ")})` : "";
           li.append(
             "BN speedup ",
             strong,
-            ` — ${who} ${verb} 98 % validation accuracy${running ? " yet" : ""}${got.length ? ` (best: ${got.join(", ")})` : ""}.`,
+            ` — ${missing.map(label).join(" and ")} ${verb} 98 % validation accuracy${running ? " yet" : ""}${got}.`,
           );
         }
         return li;

@@ -155,14 +155,14 @@ export class RunsPage {
   }
 
   /**
-   * The runs of `ids` that `filter` shows in the table, else (none of them shown) the
-   * newest shown run and its twin: charts of runs the table hides, which cannot be
+   * The runs of `ids` that `filter` shows in the table, else (ids given, none of them
+   * shown) the newest shown run and its twin: charts of runs the table hides, which cannot be
    * unticked there, read as broken (after "Open runs" and back to the user's own).
    */
   shownOf(ids, filter) {
     const shown = [...this.state.runs.values()].filter((r) => shows(filter, r));
     const kept = ids.filter((id) => shown.some((r) => r.id === id));
-    if (kept.length || !shown.length) return kept;
+    if (kept.length || !ids.length || !shown.length) return kept; // nothing chosen stays so
     const newest = shown.reduce((a, b) => (String(b.created_at) > String(a.created_at) ? b : a));
     const pair = pairOf(newest);
     return shown.filter((r) => r.id === newest.id || (pair && pairOf(r) === pair)).map((r) => r.id);
