@@ -2,8 +2,8 @@
 
     BNLAB_DATA_DIR=../shared/data/mnist python -m bench.concurrency [--steps N] [--reps R]
 
-The same run (the seed CNN, the slow one) trains in worker processes spawned as
-the server spawns them: `run_worker` (bnlab.server.execution.worker), with the thread pool
+The same run (the seed CNN, the slow one) trains in spawned worker processes, through
+the server's own `run_worker` (bnlab.server.execution.worker), with the thread pool
 sizes and cores the server's `ProcessExecutor` gives them. Five sides,
 alternated within every repetition (in rotating order) so that machine noise hits
 all alike:
@@ -172,7 +172,7 @@ def main() -> None:
         f"{minutes:.0f} min (other processes on these cores slow every side; the ratios "
         "are taken in the same run).",
         f"Command: `python -m bench.concurrency --steps {args.steps} --reps {args.reps}` "
-        "(seed CNN, batch 64, workers spawned as the server spawns them; steps/s summed "
+        "(seed CNN, batch 64, spawned workers with the server's run_worker; steps/s summed "
         "over the runs while all train; median of the repetitions, rotating order).",
         "",
         f"| | steps/s (sum), median | vs one alone | each repetition vs its one alone "

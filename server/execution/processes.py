@@ -8,7 +8,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -148,12 +148,45 @@ class ProcessExecutor:
             name=f"bnlab-run-{run_id}",
             daemon=True,
         )
-        process.start()
-        child.close()  # only the worker holds the sending end: its death closes the pipe
         job = _Job(run_id, process, parent, cancel, slot, alone)
         self._jobs[run_id] = job
-        loop.add_reader(parent.fileno(), self._on_readable, job)
-        self._place_alone()
+
+        def started() -> None:
+            loop.add_reader(parent.fileno(), self._on_readable, job)
+            self._place_alone()
+
+        def failed(exc: BaseException) -> None:
+            parent.close()
+            self._finish(job, Outcome.FAILED, f"could not start its worker: {exc}")
+
+        self._start(process, child, started, failed)
+
+    def _start(
+        self,
+        process: multiprocessing.process.BaseProcess,
+        child: Connection,
+        started: Callable[[], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        """Start `process` off the event loop, then call `started` (or `failed`). A
+        forked worker's start waits until the fork server has imported TensorFlow
+        (seconds; a minute on a cold install), and the loop serves HTTP, websockets
+        and the other runs' events meanwhile. Until `started`, the process has no pid
+        and is not alive: nothing kills, pins or joins it."""
+
+        async def launch() -> None:
+            try:
+                await asyncio.to_thread(process.start)
+            except Exception as exc:  # no fork server, no memory: the run fails, not the server
+                child.close()
+                failed(exc)
+                return
+            child.close()  # only the worker holds its end now: its death closes the pipe
+            started()
+
+        task = asyncio.get_running_loop().create_task(launch())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
     def _place_alone(self) -> None:
         """Keep a run started alone off the cores of the runs beside it: while
@@ -161,7 +194,7 @@ class ProcessExecutor:
         them, and once it is alone again it has every core back. Its pools keep
         their size; only where their threads run changes (bench/concurrency.py)."""
         for job in self._jobs.values():  # running jobs only: `_finish` drops ended ones
-            if job.alone:
+            if job.alone and job.process.pid is not None:  # started (`_start`)
                 others = len(self._jobs) > 1
                 shared = cores_for(job.slot, self.capacity) if others else None
                 pin(shared or os.sched_getaffinity(0), job.process.pid)
@@ -273,10 +306,21 @@ class ProcessExecutor:
             name=f"bnlab-stacks-{slot}",
             daemon=True,
         )
-        process.start()
-        child.close()  # its death closes the pipe, as for a run's worker
+        # Commands sent before it has started wait in the pipe.
         worker = self._stack_workers[slot] = _StackWorker(slot, process, parent)
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_stack_readable, worker)
+
+        def started() -> None:
+            asyncio.get_running_loop().add_reader(parent.fileno(), self._on_stack_readable, worker)
+
+        def failed(exc: BaseException) -> None:
+            parent.close()
+            if self._stack_workers.get(slot) is worker:
+                del self._stack_workers[slot]
+            for run_id in worker.runs:
+                self._end_stacked(worker, run_id, Outcome.FAILED, f"could not start: {exc}")
+            self._end_stack(worker)
+
+        self._start(process, child, started, failed)
         return worker
 
     def _on_stack_readable(self, worker: _StackWorker) -> None:
@@ -376,6 +420,8 @@ class ProcessExecutor:
             if job.process.is_alive():
                 job.process.terminate()
         for job in list(self._jobs.values()):
+            if job.process.pid is None:  # still starting (`_start`): it sees its cancel
+                continue
             await asyncio.to_thread(job.process.join, 5)
             if job.process.is_alive():
                 job.process.kill()
@@ -387,6 +433,8 @@ class ProcessExecutor:
             if worker.job is not None and worker.process.is_alive():
                 worker.process.terminate()
         for worker in list(self._stack_workers.values()):
+            if worker.process.pid is None:  # still starting: its pipe is closed already
+                continue
             await asyncio.to_thread(worker.process.join, 5)
             if worker.process.is_alive():
                 worker.process.kill()

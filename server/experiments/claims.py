@@ -55,8 +55,7 @@ from .paired import Bounds, Proportion, sign_flip
 from .significance import ALPHA, smallest_nonzero_pairs
 from .statistics import TEST_IMAGES, ArmName, RunResult, run_length
 
-# scipy is imported inside the functions that use it: scipy.stats alone takes about
-# 2 s to import, which every server start would pay before any experiment is analysed.
+# scipy: imported where used (statistics.py says why).
 
 # --- outcomes ---------------------------------------------------------------------
 
@@ -363,7 +362,10 @@ def evaluate_claim(
             and t.n > 0
             and not any(share.estimate for share in t.milestone.reached.values())
         )
-        if unreached:
+        raw_interval = t.bounds(alpha)
+        if unreached:  # ties at the budget bound nothing: no "+0 to +0 steps" either
+            interval = Bounds(level=interval.level, low=None, high=None)
+            raw_interval = Bounds(level=raw_interval.level, low=None, high=None)
             verdict = ClaimVerdict.INCONCLUSIVE
         elif t.n and family.rejected[i] and t.estimate is not None:
             above = t.estimate > t.null
@@ -413,7 +415,7 @@ def evaluate_claim(
                 n_pairs=t.n,
                 estimate=None if unreached else t.estimate,
                 interval=interval,
-                raw_interval=t.bounds(alpha),
+                raw_interval=raw_interval,
                 p_value=t.p if t.n else None,
                 p_adjusted=family.adjusted[i] if t.n else None,
                 min_p=t.min_p if t.n else None,

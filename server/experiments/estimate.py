@@ -46,8 +46,7 @@ from ..execution.stacks import plan_stacks
 from ..runs.schemas import RunPublic
 from ..status import RunStatus
 
-# scipy is imported inside the functions that use it: scipy.stats alone takes about
-# 2 s to import, which every server start would pay before any experiment is analysed.
+# scipy: imported where used (statistics.py says why).
 
 # The newest completed runs the estimate read: recent enough to be this
 # machine as it is now, enough to smooth one odd run out.

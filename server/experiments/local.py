@@ -1,7 +1,7 @@
 """`bnlab experiment`: run an experiment's runs locally, without a server.
 
-Each run trains in a pool of spawned worker processes (TensorFlow is not
-fork-safe), one TensorFlow thread pool per worker sized to its share of the
+Each run trains in a pool of spawned worker processes, kept for the whole experiment
+(each imports TensorFlow once), one TensorFlow thread pool per worker sized to its share of the
 cores and pinned to it, as the server's workers are (`threads_per_run`,
 `cores_for` in bnlab.server.execution.worker; issue #14 §4, bench/concurrency.py).
 At the end it prints each cell's arms, the paired effect and the verdict.

@@ -31,8 +31,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-# scipy is imported inside the functions that use it: scipy.stats alone takes about
-# 2 s to import, which every server start would pay before any experiment is analysed.
+# scipy: imported where used (statistics.py says why).
 
 BOOTSTRAP_SEED = 0
 # 9,999 resamples put the 2.5 % and 97.5 % quantiles 0.95 and 0.05 of the way

@@ -41,8 +41,7 @@ from pydantic import BaseModel, Field
 
 from .significance import ALPHA
 
-# scipy is imported inside the functions that use it: scipy.stats alone takes about
-# 2 s to import, which every server start would pay before any experiment is analysed.
+# scipy: imported where used (statistics.py says why).
 
 EXACT_PAIRS = 20
 MONTE_CARLO_RESAMPLES = 2**17 - 1

@@ -25,8 +25,7 @@ from pydantic import BaseModel, Field
 
 from .significance import ALPHA, smallest_nonzero_pairs
 
-# scipy is imported inside the functions that use it: scipy.stats alone takes about
-# 2 s to import, which every server start would pay before any experiment is analysed.
+# scipy: imported where used (statistics.py says why).
 
 POWER = 0.8
 

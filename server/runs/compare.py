@@ -45,14 +45,16 @@ def pair_speedups(runs: list[RunPublic], summaries: dict[str, RunSummary]) -> li
     """For every pair of twins with both runs selected (a comparison's, or an
     experiment's seed in one cell): the BN speedup."""
     pairs = []
-    by_pair: dict[tuple, dict[bool, RunPublic]] = {}
+    by_pair: dict[tuple, dict[bool, list[RunPublic]]] = {}
     for run in runs:
         key = twins_key(run)
         if key is not None:
-            by_pair.setdefault(key, {})[run.config.batch_norm] = run
-    for twins in by_pair.values():
-        if len(twins) != 2:
+            by_pair.setdefault(key, {}).setdefault(run.config.batch_norm, []).append(run)
+    for arms in by_pair.values():
+        # Exactly one run a side, or no pair: which of two alike would be the twin?
+        if sorted((bn, len(r)) for bn, r in arms.items()) != [(False, 1), (True, 1)]:
             continue
+        twins = {bn: r[0] for bn, r in arms.items()}
         bn_steps = summaries[twins[True].id].steps_to[SPEEDUP_AT]
         plain_steps = summaries[twins[False].id].steps_to[SPEEDUP_AT]
         speedup = plain_steps / bn_steps if bn_steps and plain_steps else None

@@ -87,7 +87,7 @@ def test_the_answer_says_who_reached_each_milestone_first_and_when(page):
     answer = _headline(page, low, chance)
     assert answer["lead"] == (
         "Test accuracy: BN 95.65 %, no-BN 11.35 % (BN ahead, +84.30 pp). no-BN did not "
-        "learn: its best validation accuracy, 11.26 %, is chance (one digit in ten)."
+        "learn: its best validation accuracy, 11.26 %, is near chance (one digit in ten)."
     )
     assert [m["text"] for m in answer["milestones"]] == [
         "97 % validation accuracy: neither run reached it; "

@@ -280,6 +280,8 @@ def test_a_milestone_no_run_reached_is_inconclusive_not_a_tie():
     )
     [contrast] = result.contrasts
     assert contrast.estimate is None and contrast.verdict == ClaimVerdict.INCONCLUSIVE
+    for bounds in (contrast.interval, contrast.raw_interval):
+        assert bounds.low is None and bounds.high is None  # not "+0 to +0 steps"
     assert result.verdict == ClaimVerdict.INCONCLUSIVE
     assert "no run of either arm reached it in 1000 steps" in contrast.sentence
     assert "more seeds cannot" in contrast.sentence

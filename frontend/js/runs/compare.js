@@ -127,7 +127,7 @@ export class ComparePanel {
         const { lead, milestones } = headline(byId.get(pair.bn), byId.get(pair.no_bn));
         const box = document.createElement("div");
         box.className = "headline-pair";
-        box.dataset.comparisonId = pair.comparison_id;
+        if (pair.comparison_id) box.dataset.comparisonId = pair.comparison_id;
         if (shown.length > 1) {
           const name = document.createElement("p");
           name.className = "muted small";

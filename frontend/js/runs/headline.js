@@ -32,7 +32,7 @@ export function headline(bn, noBn) {
     for (const [name, e] of [["BN", bn], ["no-BN", noBn]]) {
       const best = e.summary?.best_val_acc;
       if (isNum(best) && best < CHANCE + 0.05) {
-        lead += ` ${name} did not learn: its best validation accuracy, ${pct(best)}, is chance (one digit in ten).`;
+        lead += ` ${name} did not learn: its best validation accuracy, ${pct(best)}, is near chance (one digit in ten).`;
       }
     }
   } else {

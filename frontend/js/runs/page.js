@@ -161,7 +161,8 @@ export class RunsPage {
    */
   shownOf(ids, filter) {
     const shown = [...this.state.runs.values()].filter((r) => shows(filter, r));
-    const kept = ids.filter((id) => shown.some((r) => r.id === id));
+    const visible = new Set(shown.map((r) => r.id));
+    const kept = ids.filter((id) => visible.has(id));
     if (kept.length || !ids.length || !shown.length) return kept; // nothing chosen stays so
     const newest = shown.reduce((a, b) => (String(b.created_at) > String(a.created_at) ? b : a));
     const pair = pairOf(newest);

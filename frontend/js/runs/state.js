@@ -68,7 +68,8 @@ export class RunState {
     // First visit: show the newest comparison (or run) of the user's own, the table's
     // first rows (an experiment's runs wait behind their group line).
     const newest = list.find((r) => !r.experiment_id) ?? list[0];
-    return list.filter((r) => r.id === newest.id || (newest.comparison_id && r.comparison_id === newest.comparison_id)).map((r) => r.id);
+    const pair = pairOf(newest);
+    return list.filter((r) => r.id === newest.id || (pair && pairOf(r) === pair)).map((r) => r.id);
   }
 
   /** The selected runs in a stable order: oldest pair of twins first, BN before no-BN. */
