@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from ...model.config import ArmName, RunConfig
+from ...model.config import ArmName
 from ..live.messages import (
     DeletedMessage,
     ExperimentMessage,
@@ -92,29 +92,8 @@ def queue_order(design: ExperimentCreate) -> list[tuple[int, PlannedRun]]:
 
 
 def _run_label(design: ExperimentCreate, run: PlannedRun) -> str:
-    """The run's label with every varied field in it: a run's own label names only the
-    knobs set away from the recipe, so the runs of a cell at init scale 1 or dropout 0.5
-    would not say which cell they are."""
     prefix = f"{design.label} · " if design.label else ""
-    shown = default_label(run.config)
-    varied = [
-        f"{RunConfig.model_fields[name].title or name} {_value(value)}".lower()
-        for name, value in run.factors.items()
-        if name not in _IN_DEFAULT_LABEL
-        or (name == "activation" and value is None)
-        or (name == "init_scale" and value == 1)
-    ]
-    return " · ".join([f"{prefix}{shown}", *varied, f"seed {run.seed}"])
-
-
-# The fields `default_label` always shows (activation and init scale: when not default).
-_IN_DEFAULT_LABEL = {"arch", "optimizer", "learning_rate", "activation", "init_scale"}
-
-
-def _value(value: object) -> str:
-    if value is None:
-        return "network's own"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{prefix}{default_label(run.config, named=run.factors)} · seed {run.seed}"
 
 
 class ExperimentService:

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from ...model.config import RunConfig
@@ -67,13 +67,31 @@ class _LiveState:
     published_at: float = 0.0
 
 
-def default_label(config: RunConfig) -> str:
+def default_label(config: RunConfig, named: Collection[str] = ()) -> str:
+    """ "BN · cnn · adagrad 0.01", and the fields in `named` whatever their values (an
+    experiment's varied fields: its cell at init scale 1 or dropout 0.5 must say so)."""
     bn = "BN" if config.batch_norm else "no-BN"
     # The knobs that change the network itself show only when set, so the
     # legend can tell a sigmoid CNN or a 10x initialisation from the recipe.
     arch = f"{config.arch} {config.activation}" if config.activation else config.arch
-    init = f" · init scale {config.init_scale:g}" if config.init_scale != 1 else ""
-    return f"{bn} · {arch} · {config.optimizer} {config.learning_rate:g}{init}"
+    parts = [bn, arch, f"{config.optimizer} {config.learning_rate:g}"]
+    shown = {"arch", "optimizer", "learning_rate", "batch_norm"}
+    if config.activation:
+        shown.add("activation")
+    if config.init_scale != 1 or "init_scale" in named:
+        parts.append(f"init scale {config.init_scale:g}")
+        shown.add("init_scale")
+    for name in named:
+        if name not in shown:
+            title = RunConfig.model_fields[name].title or name
+            parts.append(f"{title} {_value(getattr(config, name))}".lower())
+    return " · ".join(parts)
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "network's own"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class RunService:
