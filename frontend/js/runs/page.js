@@ -14,7 +14,7 @@ import { RunForm } from "./form.js";
 import { Scope, filterHash, parseFilter, shows } from "./filter.js";
 import { InsidePanel } from "./inside.js";
 import { legendNames } from "./labels.js";
-import { pairOf } from "./pairs.js";
+import { withTwin } from "./pairs.js";
 import { RunsTable } from "./runstable.js";
 import { RunState } from "./state.js";
 
@@ -165,8 +165,7 @@ export class RunsPage {
     const kept = ids.filter((id) => visible.has(id));
     if (kept.length || !ids.length || !shown.length) return kept; // nothing chosen stays so
     const newest = shown.reduce((a, b) => (String(b.created_at) > String(a.created_at) ? b : a));
-    const pair = pairOf(newest);
-    return shown.filter((r) => r.id === newest.id || (pair && pairOf(r) === pair)).map((r) => r.id);
+    return withTwin(newest, shown);
   }
 
   // ---- selection, streams, charts -----------------------------------------------------

@@ -18,3 +18,9 @@ export function pairOf(run) {
   }
   return key;
 }
+
+/** The ids of `run` and of its twin among `runs`: what the page selects when it picks one. */
+export function withTwin(run, runs) {
+  const pair = pairOf(run);
+  return runs.filter((r) => r.id === run.id || (pair && pairOf(r) === pair)).map((r) => r.id);
+}

@@ -2,7 +2,7 @@
 // which runs are selected (remembered in localStorage across visits).
 
 import { RESUMABLE, Status, TERMINAL } from "../status.js";
-import { pairOf } from "./pairs.js";
+import { pairOf, withTwin } from "./pairs.js";
 
 const SELECTION_KEY = "bnlab.selected";
 
@@ -68,8 +68,7 @@ export class RunState {
     // First visit: show the newest comparison (or run) of the user's own, the table's
     // first rows (an experiment's runs wait behind their group line).
     const newest = list.find((r) => !r.experiment_id) ?? list[0];
-    const pair = pairOf(newest);
-    return list.filter((r) => r.id === newest.id || (pair && pairOf(r) === pair)).map((r) => r.id);
+    return withTwin(newest, list);
   }
 
   /** The selected runs in a stable order: oldest pair of twins first, BN before no-BN. */
