@@ -13,7 +13,8 @@ evaluation (`basic`):
   times smaller than after), around its median at initialisation (histogram_edges),
   fixed for the whole run. They pool SAMPLED_UNITS units
   (for a convolution: positions x channels) per image, drawn once per run from the seed:
-  a layer's distribution without sorting millions of values at each evaluation.
+  a layer's distribution without sorting millions of values at each evaluation. The
+  pass samples them in the compiled network; `summary` summarises them in NumPy.
 - **Gradient norm, weight norm and effective step** of the layer's kernel W on the
   training batch of the next update (its shifts included, without dropout, BN on the
   batch's statistics). The effective step is the relative step ``||ΔW|| / ||W||``, ΔW
@@ -84,67 +85,6 @@ BATCH_STATS_BATCHES = 8  # validation batches BN's gap and batch-statistics accu
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # of the learning rate, for the landscape
 
 
-def bin_index(values: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
-    """The bin of each of the 1-D `values` among the float64 `edges`: i for [e_i, e_i+1)
-    (the last bin closed, as NumPy's); values outside go into the end bins, NaN into the last."""
-    index = tf.searchsorted(edges, tf.cast(values, tf.float64), side="right") - 1
-    return tf.cast(tf.clip_by_value(index, 0, tf.size(edges) - 2), tf.int32)
-
-
-def bin_counts(index: tf.Tensor, bins: int | tf.Tensor) -> tf.Tensor:
-    """How many of the bin indices `index` (each in [0, bins)) fall in each bin.
-
-    Summed one-hot rather than tf.math.bincount: a GPU's bincount adds with
-    atomics, so TensorFlow has no deterministic GPU kernel for it and raises
-    under op determinism, which GPU runs turn on (bnlab.model.device). Integer
-    sums are exact in any order. It costs about 5 ms more per 160,000 values on
-    this CPU than bincount, 30 ms per evaluation for six distributions.
-    """
-    return tf.reduce_sum(tf.one_hot(index, bins, dtype=tf.int32), axis=0)
-
-
-def histogram(values: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
-    """Counts of the 1-D `values` in the bins of the float64 `edges` (bin_index)."""
-    return bin_counts(bin_index(values, edges), tf.size(edges) - 1)
-
-
-def percentiles(
-    values: tf.Tensor,
-    qs: tuple[float, ...] = PERCENTILES,
-    bins: tuple[tf.Tensor, tf.Tensor] | None = None,
-) -> tf.Tensor:
-    """`qs` percentiles of the 1-D `values` in float64, as `numpy.percentile`'s
-    default (linear) method; NaN when any value is NaN (a diverging run).
-
-    `bins`, each value's bin_index and the bins' counts, spare the sort of all values
-    (bench/RESULTS.md, "Diagnostics"; six distributions per evaluation): the values of a
-    bin are a run of the sorted values, so sorting only the bins that hold the wanted
-    order statistics gives them, each shifted down by the values of the bins left out
-    below it. The same values as a full sort; without `bins`, one bin holds all.
-    """
-    if bins is None:
-        bins = tf.zeros_like(values, tf.int32), tf.size(values)[None]
-    index, counts = bins
-    ends = tf.cumsum(counts)  # values in the bins up to each, inclusive
-    position = tf.constant(qs, tf.float64) / 100.0 * tf.cast(tf.size(values) - 1, tf.float64)
-    below = tf.floor(position)
-    low_rank, high_rank = tf.cast(below, tf.int32), tf.cast(tf.math.ceil(position), tf.int32)
-    # The bins of each percentile's lower and upper neighbour (mostly one bin), and all
-    # the bins from one to the other: the ones sorted.
-    first = tf.searchsorted(ends, low_rank, side="right")
-    last = tf.searchsorted(ends, high_rank, side="right")
-    bin_numbers = tf.range(tf.size(counts))[None, :]
-    chosen = tf.reduce_any((bin_numbers >= first[:, None]) & (bin_numbers <= last[:, None]), 0)
-    ordered = tf.cast(tf.sort(tf.boolean_mask(values, tf.gather(chosen, index))), tf.float64)
-    skipped_below = (ends - counts) - tf.cumsum(tf.where(chosen, counts, 0), exclusive=True)
-    shift = tf.gather(skipped_below, first)
-    low = tf.gather(ordered, low_rank - shift)
-    high = tf.gather(ordered, high_rank - shift)
-    result = low + (high - low) * (position - below)
-    nan = tf.fill(tf.shape(result), tf.constant(math.nan, tf.float64))
-    return tf.where(tf.reduce_any(tf.math.is_nan(values)), nan, result)
-
-
 def bn_gap(pre_bn: tf.Tensor, norm: keras.layers.Layer) -> tf.Tensor:
     """The distance between the normalisation with `pre_bn`'s batch statistics and
     the one with `norm`'s moving statistics (the module's docstring has the formula)."""
@@ -181,13 +121,33 @@ def histogram_edges(values: np.ndarray) -> np.ndarray:
     return np.linspace(centre - limit, centre + limit, BINS + 1)
 
 
-def summary(values: tf.Tensor, edges: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(percentiles, histogram counts) of the 1-D `values`, one bin_index for both.
-    (Inlined in the caller's graph: as a tf.function of its own, traced once for all
-    distributions, it saved about a second of tracing but doubled each evaluation's cost.)"""
-    index = bin_index(values, edges)
-    counts = bin_counts(index, BINS)
-    return percentiles(values, bins=(index, counts)), counts
+def summary(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(percentiles, histogram counts) of `values` (all of them, flattened), from one sort.
+
+    The PERCENTILES are `numpy.percentile`'s default (linear) ones in float64, all NaN
+    when any value is NaN (a diverging run). The counts are over the bins of the float64
+    `edges`: [e_i, e_i+1), the last bin closed as NumPy's; values outside go into the
+    end bins, NaN into the last.
+
+    In NumPy on the host, not in the compiled measures: NumPy sorts float32 with SIMD
+    (about 2 ms per 160,000 values, a distribution, on this CPU), where TensorFlow's
+    sort took 20 ms and its histogram 6 ms more (bench/RESULTS.md, "Stacked training").
+    A stack's evaluation summarises every distribution of every model, so this was
+    most of its time.
+    """
+    ordered = np.sort(values, axis=None)
+    # Compared with the float64 edges in float64, as a value's bin always was.
+    wide = ordered.astype(np.float64)
+    # How many values lie below each inner edge (NaN sorts last, above every edge).
+    below = np.searchsorted(wide, edges[1:-1], side="left")
+    counts = np.diff(below, prepend=0, append=wide.size)
+    position = np.asarray(PERCENTILES, np.float64) / 100.0 * np.float64(wide.size - 1)
+    floor = np.floor(position)
+    low, high = wide[floor.astype(np.intp)], wide[np.ceil(position).astype(np.intp)]
+    result = low + (high - low) * (position - floor)
+    if np.isnan(wide[-1]):
+        result[:] = math.nan
+    return result, counts
 
 
 def sampled_units(seed: int, sizes: list[int]) -> list[np.ndarray]:
@@ -257,7 +217,7 @@ class Diagnostician:
         self.units = tuple(tf.constant(u) for u in sampled_units(config.seed, self.sizes))
         self._seed = tf.constant(config.seed, tf.int32)
         self._learning_rate = tf.constant(config.learning_rate, tf.float32)
-        self._samples: tuple[tuple[tf.Tensor, ...], ...] = ()  # the last validation pass's
+        self._samples: tuple[tuple[np.ndarray, ...], ...] = ()  # the last validation pass's
         if shared is not None:
             self._inspect, self._gradients = shared._inspect, shared._gradients
             self._measures = shared._measures
@@ -269,9 +229,6 @@ class Diagnostician:
             initial = [tuple(v.numpy() for v in layer) for layer in initial]
         # Per layer, one set of edges per distribution (before BN, after it).
         self.edges = [tuple(histogram_edges(v) for v in layer) for layer in initial]
-        self._edges = tuple(
-            tuple(tf.constant(e, tf.float64) for e in layer) for layer in self.edges
-        )
 
     def _compile(self, validation: Split) -> None:
         config = self.trainer.config
@@ -290,19 +247,9 @@ class Diagnostician:
         self.val_batches = tf.constant(validation.images[: count * size].reshape(*shape, 28, 28, 1))
         self.val_labels = tf.constant(validation.labels[: count * size].reshape(shape))
         self._gradients = compiled(self._loss_and_gradients)
-        # One call per evaluation, traced once (at the first): the samples stay where the
-        # validation pass left them, and `full` is a tensor, not a retrace per value.
-        # Per layer, its distributions: before BN and after it, or the one without BN.
-        distributions = [1 if norm is None else 2 for _, norm in self.blocks]
+        # One call per evaluation, traced once (at the first): `full` is a tensor, not a
+        # retrace per value.
         signature = [
-            tuple(
-                tuple(tf.TensorSpec([None, u.shape[0]], tf.float32) for _ in range(n))
-                for u, n in zip(self.units, distributions, strict=True)
-            ),
-            tuple(
-                tuple(tf.TensorSpec([BINS + 1], tf.float64) for _ in range(n))
-                for n in distributions
-            ),
             tf.TensorSpec([config.batch_size], tf.int32),
             tf.TensorSpec([], tf.int32),
             tf.TensorSpec([], tf.int32),
@@ -323,8 +270,6 @@ class Diagnostician:
         index = self.eval_steps.index(step) if step in self.eval_steps else 0
         full = self.level is DiagnosticsLevel.FULL and index % self.full_every == 0
         arguments = [
-            self._samples,
-            self._edges,
             tf.constant(self.trainer.order.indices(step)),
             step,
             self._seed,
@@ -332,12 +277,12 @@ class Diagnostician:
         ]
         if self.level is DiagnosticsLevel.FULL:
             arguments.append(full)
-        summaries, batch_stats, basic, santurkar = tf.nest.map_structure(
+        batch_stats, basic, santurkar = tf.nest.map_structure(
             lambda t: t.numpy(), self._measures(*arguments)
         )
         distributions = [
-            [_distribution(stats, e) for stats, e in zip(layer, edges, strict=True)]
-            for layer, edges in zip(summaries, self.edges, strict=True)
+            [_distribution(summary(values, e), e) for values, e in zip(layer, edges, strict=True)]
+            for layer, edges in zip(self._samples, self.edges, strict=True)
         ]
         val_acc_batch_stats = val_acc_moving_stats = None
         gaps = iter(())
@@ -415,28 +360,18 @@ class Diagnostician:
             )
             logits.append(chunk_logits.numpy())
             probes.append(chunk_probe.numpy())
-            samples.append(chunk_samples)
-        self._samples = tf.nest.map_structure(lambda *chunks: tf.concat(chunks, 0), *samples)
+            samples.append(tf.nest.map_structure(lambda t: t.numpy(), chunk_samples))
+        self._samples = tf.nest.map_structure(lambda *chunks: np.concatenate(chunks), *samples)
         return np.concatenate(logits), np.concatenate(probes)
 
-    def use_samples(self, samples: tuple[tuple[tf.Tensor, ...], ...]) -> None:
+    def use_samples(self, samples: tuple[tuple[np.ndarray, ...], ...]) -> None:
         """The sampled values of a validation pass made elsewhere (a stack's, of all its
         models at once), per layer as `validation_pass` keeps them, for the next `measure`."""
         self._samples = samples
 
-    def _summarize(self, samples, edges):
-        """Per layer and distribution, (percentiles, histogram counts) of its samples."""
-        return tuple(
-            tuple(
-                summary(tf.reshape(values, [-1]), e)
-                for values, e in zip(layer, layer_edges, strict=True)
-            )
-            for layer, layer_edges in zip(samples, edges, strict=True)
-        )
-
-    def _all_measures(self, samples, edges, indices, step, seed, learning_rate, full=None):
-        """Everything an evaluation measures, in one compiled call: (distributions, BN's
-        gap and accuracies, the norms, and with `full` the Santurkar measures: zeros
+    def _all_measures(self, indices, step, seed, learning_rate, full=None):
+        """Everything an evaluation measures but the distributions, in one compiled
+        call: (BN's gap and accuracies, the norms, and with `full` the Santurkar measures: zeros
         when `full` is false at this evaluation)."""
         x, y = self._batch(indices, step, seed)
         variables = self.network.trainable_variables
@@ -454,7 +389,7 @@ class Diagnostician:
                 lambda: self._santurkar_measures(x, y, grads, learning_rate),
                 lambda: (*skipped, tf.constant(0.0)),
             )
-        return self._summarize(samples, edges), batch_stats, basic, santurkar
+        return batch_stats, basic, santurkar
 
     # -- BN with batch statistics on validation batches -------------------------------
 

@@ -21,10 +21,8 @@ from bnlab.model.diagnostics import (
     STEP_MULTIPLES,
     Diagnostician,
     edge_limit,
-    histogram,
     histogram_edges,
     landscape_summary,
-    percentiles,
     summary,
 )
 from bnlab.model.events import Cancelled, LayerDiagnostics
@@ -50,31 +48,21 @@ def tiny(**overrides) -> RunConfig:
 # -- the pure functions against NumPy ------------------------------------------------
 
 
-def test_percentiles_are_numpys_linear_ones():
-    rng = np.random.default_rng(0)
-    for values in (rng.normal(size=1001), rng.integers(0, 5, size=64).astype(float), [3.0]):
-        values = np.asarray(values, np.float32)
-        ours = percentiles(tf.constant(values)).numpy()
-        np.testing.assert_allclose(ours, np.percentile(values, [15, 50, 85]), rtol=1e-6)
-    assert np.isnan(percentiles(tf.constant([1.0, np.nan, 2.0])).numpy()).all()
-
-
-def test_percentiles_from_the_histogram_bins_are_those_of_a_full_sort():
-    """Sorting only the bins a percentile falls in gives what sorting everything gives,
-    wherever the edges are: values spread over the bins, ties, all in one end bin (the
-    edges far above them), most outside (edges far narrower than the values)."""
+def test_percentiles_are_numpys_linear_ones_wherever_the_edges_are():
+    """Values spread over the bins, ties, all in one end bin (the edges far above
+    them), most outside (edges far narrower than the values), a single value."""
     rng = np.random.default_rng(3)
     spread = rng.normal(size=20_001).astype(np.float32)
     ties = rng.integers(-3, 4, size=5000).astype(np.float32)
     narrow = np.linspace(-0.1, 0.1, BINS + 1)
-    for values in (spread, ties):
+    for values in (spread, ties, np.array([3.0], np.float32)):
         for edges in (histogram_edges(values), np.linspace(5, 6, BINS + 1), narrow):
-            ours, counts = (t.numpy() for t in summary(tf.constant(values), tf.constant(edges)))
-            np.testing.assert_array_equal(ours, percentiles(tf.constant(values)).numpy())
+            ours, _ = summary(values, edges)
             np.testing.assert_allclose(ours, np.percentile(values, [15, 50, 85]), rtol=1e-6)
-            np.testing.assert_array_equal(counts, histogram(tf.constant(values), edges).numpy())
-    with_nan = tf.constant([1.0, math.nan, 2.0])
-    assert np.isnan(summary(with_nan, tf.constant(narrow))[0].numpy()).all()
+    # A 2-D sample (images x units) is pooled, as the evaluation pools it.
+    pooled = summary(spread[:20_000].reshape(1000, 20), narrow)[0]
+    np.testing.assert_allclose(pooled, np.percentile(spread[:20_000], [15, 50, 85]), rtol=1e-6)
+    assert np.isnan(summary(np.array([1.0, np.nan, 2.0], np.float32), narrow)[0]).all()
 
 
 def test_histogram_is_numpys_with_outside_values_in_the_end_bins():
@@ -82,10 +70,13 @@ def test_histogram_is_numpys_with_outside_values_in_the_end_bins():
     edges = np.linspace(-2, 2, 9)
     # Values on the edges themselves (NumPy: [e_i, e_i+1), the last bin closed) and outside.
     values = np.concatenate([rng.normal(0, 2, 5000), edges, [-100.0, 100.0]]).astype(np.float32)
-    ours = histogram(tf.constant(values), tf.constant(edges)).numpy()
+    _, ours = summary(values, edges)
     clipped = np.clip(values.astype(np.float64), edges[0], edges[-1])
     np.testing.assert_array_equal(ours, np.histogram(clipped, edges)[0])
     assert ours.sum() == len(values)
+    # NaN (a diverging run) is counted, in the last bin; infinities in the end bins.
+    _, counts = summary(np.array([np.nan, np.inf, -np.inf, 0.1], np.float32), edges)
+    assert counts.tolist() == [1, 0, 0, 0, 1, 0, 0, 2]
 
 
 @pytest.mark.parametrize(
