@@ -15,6 +15,7 @@ import fcntl
 import json
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -56,3 +57,20 @@ def write(name: str, key: str, value: object) -> None:
             Path(tmp.name).replace(target)
     except OSError:
         pass  # a read-only home: the choice is re-timed next run, nothing worse
+
+
+@contextlib.contextmanager
+def timing(name: str) -> Iterator[None]:
+    """Held while a choice of the file `name` is timed: workers started together would
+    otherwise time at once, each measuring the other's load; the next one in re-reads
+    the file and finds the choice made. Without a writable cache, nothing is held."""
+    target = path(name).with_suffix(".timing.lock")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(target, "w")  # noqa: SIM115  (held for the block, closed below)
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
