@@ -206,6 +206,14 @@ def test_a_stack_larger_than_the_machines_size_trains_in_parts(stack_run, mnist_
 # small training subset, for a few steps: its grouped convolutions under XLA are slow on
 # a CPU (model.stack_paths), and what is checked is that each model is its run alone.
 CNN = {"batch_size": 16, "steps": 4, "eval_every": 2, "train_subset": 256}
+# XLA's grouped convolutions sum in another order than a run alone's, and the CNN's
+# first Adagrad steps (its loss rises from 2.3 to about 4.7) amplify that rounding to
+# about 1e-4 relative; a wrong batch, shift or dropout mask moves the loss by percents.
+CNN_REL = 1e-3
+# The diagnostics are the most sensitive: at step 2 the first convolution's gradient
+# norm matched its run alone to 2e-6, at step 4 (val loss 1e-4 apart) to 0.55 %, the
+# median of a layer's values to 0.14 % (seed 1, BN; by hand).
+CNN_DIAGNOSTICS_REL = 1e-2
 
 
 @pytest.mark.parametrize("batch_norm", [True, False], ids=["bn", "no_bn"])
@@ -226,19 +234,19 @@ def test_a_stacked_cnn_follows_its_runs_alone(batch_norm, mnist_small_eval, data
         assert ours[0].parameters == alone[0].parameters
         for mine, theirs in zip(_evals(ours), _evals(alone), strict=True):
             assert mine.step == theirs.step
-            assert mine.val_loss == pytest.approx(theirs.val_loss, rel=1e-4)
+            assert mine.val_loss == pytest.approx(theirs.val_loss, rel=CNN_REL)
             if mine.train_loss is not None:
-                assert mine.train_loss == pytest.approx(theirs.train_loss, rel=1e-4)
+                assert mine.train_loss == pytest.approx(theirs.train_loss, rel=CNN_REL)
             assert mine.probe.p50 == pytest.approx(theirs.probe.p50, rel=1e-3, abs=1e-4)
             assert (mine.diagnostics is None) == (theirs.diagnostics is None)
             if mine.diagnostics is None:
                 continue
             for a, b in zip(mine.diagnostics.layers, theirs.diagnostics.layers, strict=True):
                 assert a.name == b.name
-                assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-3)
+                assert a.grad_norm == pytest.approx(b.grad_norm, rel=CNN_DIAGNOSTICS_REL)
                 assert a.weight_norm == pytest.approx(b.weight_norm, rel=1e-5)
                 assert (a.pre_bn is None) == (b.pre_bn is None)
                 assert a.pre_activation.p50 == pytest.approx(
-                    b.pre_activation.p50, rel=1e-3, abs=1e-4
+                    b.pre_activation.p50, rel=CNN_DIAGNOSTICS_REL, abs=1e-4
                 )
-        assert outcomes[i].test_loss == pytest.approx(metrics.test_loss, rel=1e-4)
+        assert outcomes[i].test_loss == pytest.approx(metrics.test_loss, rel=CNN_REL)
