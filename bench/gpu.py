@@ -3,6 +3,8 @@ and steps/s after warm-up against Keras and PyTorch.
 
     BNLAB_DATA_DIR=../shared/data/mnist .venv/bin/python -m bench.gpu [--steps N] [--reps R]
     python -m bench.gpu --check      # the record only: is this machine ready to measure?
+    python -m bench.gpu --stacked [--sizes 1,8,64]   # stacks only (3. below)
+    python -m bench.gpu --stacked --quick            # a smoke test of 3., on a CPU too
 
 In the image: `docker compose run --rm bnlab python -m bench.gpu` (bench/ is in it).
 
@@ -24,6 +26,14 @@ never records CPU numbers as GPU ones. Measures, in this order:
    `model.fit` (whole epochs of full batches; with `steps_per_execution` as well,
    many steps per call as train()'s windows) and PyTorch eager (when installed:
    `pip install -e '.[bench]'`), alternating in every repetition, with ratios.
+3. **Stacks** (issue #27): for each size M of `--sizes`, a stack of M paper MLPs and
+   one of M seed CNNs (unshifted, diagnostics off; model.stacked, the CNN's
+   convolutions grouped) against one such run alone, their training windows timed
+   alternately as `bench/stacked.py` times them (best of `--reps` rounds): model-steps/s
+   of the stack with and without XLA, and of M runs alone one after the other. With
+   `--stacked` only this is measured. `--quick` (M = 2, a CNN at batch 8, one round,
+   nothing written) runs on a CPU as well: it checks the measurement works before a
+   GPU's time is spent on it.
 """
 
 from __future__ import annotations
@@ -209,6 +219,57 @@ def peers(steps: int, reps: int) -> tuple[dict[str, list[float]], RunConfig]:
     return measured, config
 
 
+STACK_SIZES = "1,8,64"
+QUICK_CNN_BATCH = 8  # the CPU's grouped convolutions (under XLA) are slow: a smoke test
+
+
+def stacks(sizes: list[int], rounds: int, seconds: float, quick: bool) -> list[tuple]:
+    """(network, M, stack, stack model-steps/s, alone steps/s, ratio) per size and
+    stack (xla=0, xla=1): the module's docstring, 3."""
+    from bench.stacked import alone, stack, timed
+    from bnlab.model.config import PAPER_MLP
+    from bnlab.model.data import load_mnist
+
+    data = load_mnist()
+    cnn = {"max_shift": 0, "diagnostics": "off"}
+    if quick:
+        cnn["batch_size"] = QUICK_CNN_BATCH
+    kinds = {
+        "paper MLP": RunConfig(**{**PAPER_MLP, "diagnostics": "off"}),
+        "seed CNN": RunConfig(**cnn),
+    }
+    rows = []
+    for network, template in kinds.items():
+        for size in sizes:
+            configs = [template.model_copy(update={"seed": seed}) for seed in range(size)]
+            solo = alone(data, configs[0])
+            sides = [solo] + [stack(data, configs, xla, f"xla={int(xla)}") for xla in (0, 1)]
+            timed(sides, rounds, seconds)
+            for side in sides[1:]:
+                rate, single = side.model_steps_per_sec, solo.model_steps_per_sec
+                rows.append((network, size, side.name, rate, single, rate / single))
+                print(
+                    f"{network} M={size} {side.name}: {rate:.0f} model-steps/s, alone "
+                    f"{single:.0f} steps/s: x{rate / single:.2f}",
+                    flush=True,
+                )
+    return rows
+
+
+def stacks_table(rows: list[tuple], template: RunConfig) -> list[str]:
+    return [
+        f"Stacks (issue #27): model-steps/s of a stack of M against one run alone (the CNN "
+        f"at batch {template.batch_size}, unshifted; diagnostics off).",
+        "",
+        "| network | M | stack | model-steps/s | alone, steps/s | stack / alone |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {network} | {m} | {name} | {rate:.0f} | {single:.0f} | **{ratio:.2f}x** |"
+            for network, m, name, rate, single, ratio in rows
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="timed updates per measurement")
@@ -216,14 +277,26 @@ def main() -> None:
     parser.add_argument(
         "--check", action="store_true", help="print the record and stop: can this machine measure?"
     )
+    parser.add_argument("--stacked", action="store_true", help="measure stacks only (3.)")
+    parser.add_argument("--sizes", default=STACK_SIZES, help="stack sizes M for 3.")
+    parser.add_argument(
+        "--quick", action="store_true", help="with --stacked: a smoke test, on a CPU too"
+    )
     args = parser.parse_args()
     facts = record()
     print(json.dumps(facts, indent=2), flush=True)
     reason = needs_a_gpu(facts)
+    if args.stacked and args.quick:  # nothing recorded: it may run anywhere
+        rows = stacks([2], rounds=1, seconds=0.05, quick=True)
+        print("\n".join(stacks_table(rows, RunConfig(batch_size=QUICK_CNN_BATCH))))
+        return
     if reason is not None:
         sys.exit(reason)
     if args.check:
         print("bench.gpu: ready to measure", flush=True)
+        return
+    if args.stacked:
+        measure_stacks(args, facts)
         return
     data_dir = Path(os.environ.get("BNLAB_DATA_DIR", "../shared/data/mnist")).resolve()
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,6 +349,29 @@ def main() -> None:
     try:
         write_section("gpu", body)
     except OSError as exc:  # in the image bench/ is read-only: the body above is the record
+        print(f"bench.gpu: RESULTS.md not written: {exc}", file=sys.stderr)
+    measure_stacks(args, facts)
+
+
+def measure_stacks(args: argparse.Namespace, facts: dict) -> None:
+    """3. of the module's docstring, on a GPU, recorded in its own section."""
+    from bench.report import machine, write_section
+
+    rows = stacks([int(m) for m in args.sizes.split(",")], args.reps, seconds=1.0, quick=False)
+    body = "\n".join(
+        [
+            "### GPU: stacks (issue #27)",
+            "",
+            f"`python -m bench.gpu --sizes {args.sizes} --reps {args.reps}` on {machine()}; "
+            f"GPUs (name, driver, compute capability): {'; '.join(facts['driver_gpus'])}.",
+            "",
+            *stacks_table(rows, RunConfig()),
+        ]
+    )
+    print(body)
+    try:
+        write_section("gpu-stacked", body)
+    except OSError as exc:
         print(f"bench.gpu: RESULTS.md not written: {exc}", file=sys.stderr)
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from . import stack_paths
 from .events import DiagnosticsLevel
 
 MAX_STEPS = 100_000
@@ -263,9 +264,10 @@ class RunConfig(BaseModel):
 
     def stack_key(self) -> tuple | None:
         """Runs with equal keys train as one stack (model.stacked; grouped by the
-        server's execution.stacks.plan_stacks); None: this run trains alone (the CNN:
-        grouped convolutions did not pay on the CPU, bench/RESULTS.md, "Stacked
-        training")."""
-        if self.arch != "mlp":
+        server's execution.stacks.plan_stacks); None: this run trains alone. The CNN
+        stacks only where a stack worker timed grouped convolutions faster than separate
+        ones (model.stack_paths.cnn_stacks: on a 2-core EPYC they were 15x slower,
+        bench/RESULTS.md, "Stacked training")."""
+        if self.arch == "cnn" and not stack_paths.cnn_stacks():
             return None
         return tuple(getattr(self, name) for name in (*STACK_FIELDS, *STACK_APART))

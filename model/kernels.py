@@ -10,8 +10,8 @@ speed of its forward ones, on an AVX-512 Xeon they are the fast choice
 (bench/RESULTS.md). So each is timed on its real shapes the first time a step
 is traced, in the run's own thread configuration, the fastest is kept, and the
 choice is cached per (CPU model, TensorFlow version, intra-op threads, operation,
-shapes) in the per-user cache, so that it costs seconds once per machine rather
-than every run.
+shapes) in the per-user cache (model.machine_cache), so that it costs seconds once
+per machine rather than every run.
 
 A GPU keeps TensorFlow's own paths (cuDNN's backward kernels) without timing.
 `BNLAB_KERNELS` forces paths, for tests and benchmarks: `tf` (TensorFlow's own
@@ -21,17 +21,15 @@ everywhere), or `op=path` pairs such as `conv2d.dx=forward,dense.dx=tf`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
-import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import platformdirs
 import tensorflow as tf
+
+from . import machine_cache
+from .machine_cache import cpu_model
 
 ENV_VAR = "BNLAB_KERNELS"
 CACHE_FILE = "kernels.json"
@@ -58,16 +56,8 @@ _memo: dict[str, str] = {}
 _recorders: list[dict[str, str]] = []
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def cache_path() -> Path:
-    return Path(platformdirs.user_cache_dir("bnlab")) / CACHE_FILE
+    return machine_cache.path(CACHE_FILE)
 
 
 def forced() -> dict[str, str]:
@@ -110,28 +100,11 @@ def _key(op: str, shapes: Sequence[Shape]) -> str:
 
 
 def _read_cache() -> dict[str, str]:
-    try:
-        stored = json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return stored if isinstance(stored, dict) else {}
+    return machine_cache.read(CACHE_FILE)
 
 
 def _write_cache(key: str, path: str) -> None:
-    """Add one choice, under a lock and re-reading first: two workers started
-    together time and write at the same moment, and neither may drop the other's
-    choice (a lost one is re-timed next run and may come out the other way)."""
-    target = cache_path()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            entries = {**_read_cache(), key: path}
-            with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False) as tmp:
-                json.dump(entries, tmp, indent=1, sort_keys=True)
-            Path(tmp.name).replace(target)
-    except OSError:
-        pass  # a read-only home: the choice is re-timed next run, nothing worse
+    machine_cache.write(CACHE_FILE, key, path)
 
 
 def _time(candidates: dict[str, Candidate], shapes: Sequence[Shape]) -> dict[str, float]:

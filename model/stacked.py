@@ -22,6 +22,12 @@ its *view* (the same architecture and settings but for seed, learning rate and o
 numbers the compiled measures take as arguments): traced once per view, not per model.
 Before this, step 0's evaluation (tracing per model) was most of a short stack's time
 (bench/RESULTS.md, "Stacked training").
+
+Both networks stack (model.stacked_networks): the paper's MLP, and the seed CNN with
+its convolutions grouped; but the CNN's runs are grouped into stacks only where
+grouped convolutions were timed faster than separate ones (`RunConfig.stack_key`).
+Whether the update is compiled with XLA, and how many models train at once (more runs
+train as parts of that size), are this machine's timed choices (model.stack_paths).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import device
+from . import device, stack_paths
 from .augment import random_shift
 from .config import STACK_FIELDS, RunConfig
 from .data import BatchOrder, Mnist, load_mnist
@@ -58,7 +64,7 @@ from .events import (
 )
 from .networks import Network, build_network
 from .optimizers import make_optimizer
-from .stacked_networks import StackedMLP
+from .stacked_networks import STACKED
 from .stacked_optimizers import StackedOptimizer
 from .training import (
     EVAL_CHUNK,
@@ -103,21 +109,31 @@ class StackTrainer:
     """The compiled pieces of a stack: the stacked network, its optimizer and the
     training window; and per model its single-run view (`solos`)."""
 
-    def __init__(self, configs: list[RunConfig], data: Mnist, *, xla: bool = False) -> None:
-        if any(c.stack_key() is None for c in configs):
-            raise ValueError("a stack holds MLP runs only: the CNN trains one run at a time")
+    def __init__(
+        self,
+        configs: list[RunConfig],
+        data: Mnist,
+        *,
+        xla: bool = False,
+        networks: list[Network] | None = None,
+    ) -> None:
+        """`networks`: each model's initial network (default: built from its config, as
+        its run alone builds it); model.stack_paths times stacks of one network repeated."""
         if len({tuple(getattr(c, name) for name in STACK_FIELDS) for c in configs}) != 1:
             raise ValueError(f"the runs of a stack must share {', '.join(STACK_FIELDS)}")
         self.configs = configs
         self.size = len(configs)
         first = configs[0]
+        if first.arch not in STACKED:
+            raise ValueError(f"no stacked network for {first.arch!r}: it trains one run at a time")
         self.batch_size, self.max_shift = first.batch_size, first.max_shift
         self.images = tf.constant(data.train.images)
         self.labels = tf.constant(data.train.labels)
-        solos, networks, views = [], [], {}
+        if networks is None:
+            networks = [build_network(config) for config in configs]
+        solos, views = [], {}
         for m, config in enumerate(configs):
-            network = build_network(config)
-            networks.append(network)
+            network = networks[m]
             # One network and optimizer per view: the evaluation's compiled functions
             # (diagnostics) are traced once per view, not once per model.
             view = views.setdefault(_view_key(config), m)
@@ -133,9 +149,11 @@ class StackTrainer:
             solos.append(_Solo(config, network, optimizer, order, self.images, self.labels))
         self.solos = solos
         self.view_of = [views[_view_key(c)] for c in configs]
-        self.network = StackedMLP(configs, networks)
+        # The CNN's convolutions are grouped where that exists: under XLA or on a GPU.
+        grouped = xla or bool(tf.config.list_physical_devices("GPU"))
+        self.network = STACKED[first.arch](configs, networks, grouped=grouped)
         self._sources: dict[int, dict[int, int]] = {}
-        self.sizes = [int(k.shape[2]) for k in self.network.kernels[:-1]]
+        self.sizes = self.network.tap_sizes
         self.units = tuple(
             tf.constant(np.stack(layer))
             for layer in zip(*(sampled_units(c.seed, self.sizes) for c in configs), strict=True)
@@ -168,7 +186,7 @@ class StackTrainer:
         )
 
     def _batch(self, indices: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Every model's training batch for update `step + 1`: [M,B,784] images
+        """Every model's training batch for update `step + 1`: [M,B,28,28,1] images
         (each shifted as its run alone shifts it) and [M,B] labels."""
         x = tf.gather(self.images, indices)
         if self.max_shift:
@@ -178,7 +196,7 @@ class StackTrainer:
                     for m in range(self.size)
                 ]
             )
-        return tf.reshape(x, [self.size, self.batch_size, -1]), tf.gather(self.labels, indices)
+        return x, tf.gather(self.labels, indices)
 
     def _update(self, indices: tf.Tensor, step: tf.Tensor, alive: tf.Tensor) -> tf.Tensor:
         """Update number `step + 1` of every model on its batch in `indices` [M,B];
@@ -247,7 +265,7 @@ class StackTrainer:
         moving averages), and per hidden layer the values each model's diagnostics
         sample ([M,N,U] before BN and before the nonlinearity): one pass for all."""
         taps: list[tuple[tf.Tensor, tf.Tensor]] = []
-        logits, probe, _ = self.network.forward(tf.reshape(x, [tf.shape(x)[0], -1]), taps=taps)
+        logits, probe, _ = self.network.forward(x, taps=taps)
         samples = tuple(
             tuple(tf.gather(t, units, axis=2, batch_dims=1) for t in tap)
             for tap, units in zip(taps, self.units, strict=True)
@@ -270,9 +288,13 @@ class StackTrainer:
 
     def samples_of(self, m: int, samples: tuple) -> tuple[tuple[np.ndarray, ...], ...]:
         """Model m's share of `infer`'s samples, per layer as its Diagnostician keeps
-        them: (before BN, before the nonlinearity) with BN, (before the nonlinearity) without."""
+        them: (before BN, before the nonlinearity) where BN is, (before the nonlinearity)
+        elsewhere."""
         bn = self.configs[m].batch_norm
-        return tuple((pre_bn[m], pre[m]) if bn else (pre[m],) for pre_bn, pre in samples)
+        return tuple(
+            (pre_bn[m], pre[m]) if bn and normed else (pre[m],)
+            for (pre_bn, pre), normed in zip(samples, self.network.normed_layers, strict=True)
+        )
 
     def run(
         self, first_step: int, count: int, loss_sum: np.ndarray, alive: np.ndarray
@@ -337,26 +359,66 @@ def train_stack(
     data: Mnist | None = None,
     data_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
-    xla: bool = True,
+    xla: bool | None = None,
+    size: int | None = None,
+    on_outcome: Callable[[int, Outcome], None] = lambda index, outcome: None,
 ) -> list[Outcome]:
     """Train the runs of `configs` as one stack; each run's outcome, in order.
 
     `on_event(i, event)` receives run i's events, those `model.training.train` sends
     for it alone (its start event says it was stacked, and the stack's size). The
     outcome of a run is its TestMetrics, or the `Diverged` it would raise alone, or
-    `Cancelled` when `should_stop()` turned true (asked between compiled windows).
+    `Cancelled` when `should_stop()` turned true (asked between compiled windows);
+    `on_outcome(i, outcome)` hears it as soon as it is known.
     `data` is the whole MNIST split (each model takes its config's training subset
     from it); without it MNIST is loaded from `data_dir`. With `checkpoint_dir` the
     stack's whole state is saved there after every evaluation, and a stack that finds
     a checkpoint there continues from it, with the result of an uninterrupted one.
     `xla` compiles each update with XLA (its random numbers are drawn outside it, by
-    the single run's generators); measured faster on a 2-core AMD EPYC (bench/stacked.py).
+    the single run's generators) and `size` is the most models trained at once: more
+    runs than that train as parts of `size`, one after the other. Both default to
+    this machine's choice (model.stack_paths: timed once per machine and cached).
     """
     if not configs:
         return []
-    device_name = device.configure().device
+    device.configure()  # before any timing: a GPU's memory growth
     if data is None:
         data = load_mnist(data_dir)
+    if xla is None or size is None:
+        choice = stack_paths.choose(configs, data)
+        xla = choice.xla if xla is None else xla
+        size = choice.size if size is None else size
+    outcomes: list[Outcome] = []
+    for start in range(0, len(configs), size):
+        part = configs[start : start + size]
+        if outcomes and should_stop is not None and should_stop():
+            done: list[Outcome] = [Cancelled(0)] * len(part)  # never started
+        else:
+            directory = checkpoint_dir
+            if checkpoint_dir is not None and len(part) < len(configs):
+                # Named by the runs it holds: a part of another size is another stack.
+                directory = Path(checkpoint_dir) / f"part-{start}-{start + len(part)}"
+
+            def on_part_event(index: int, event: Event, start: int = start) -> None:
+                on_event(start + index, event)
+
+            done = _train_part(part, on_part_event, should_stop, data, directory, xla)
+        for index, outcome in enumerate(done, start=start):
+            on_outcome(index, outcome)
+        outcomes += done
+    return outcomes
+
+
+def _train_part(
+    configs: list[RunConfig],
+    on_event: OnStackEvent,
+    should_stop: Callable[[], bool] | None,
+    data: Mnist,
+    checkpoint_dir: str | Path | None,
+    xla: bool,
+) -> list[Outcome]:
+    """One stack trained at once: `train_stack` for runs that fit in one."""
+    device_name = device.configure().device
     with tf.device(f"/{device_name}"):
         trainer = StackTrainer(configs, data, xla=xla)
         state = StackState(trainer.size)

@@ -18,6 +18,11 @@ from bnlab.model.data import EVAL_SUBSET_ENV_VAR, DataError, ensure_files, load_
 # most of the time. The tests of accuracy targets keep the full sets.
 EVAL_SUBSET = 500
 
+# Stacks train with XLA, at most 64 models at once, and the CNN alone, as forced here
+# rather than timed (model.stack_paths): the suite never pays the timing unasked, and a
+# machine's cached choices do not change what it tests. Servers started inside inherit it.
+os.environ.setdefault("BNLAB_STACK_PATHS", "xla=1,size=64,cnn=0")
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -7,7 +7,8 @@ that trains them (`run_stack_worker`). A stack worker is a long-lived process, o
 per worker slot: it imports TensorFlow and reads MNIST once and then trains stack
 after stack, so an experiment pays TensorFlow's start-up once per slot rather than
 once per run. The per-run path (one fresh process per run, `worker.run_worker`)
-stays as it was, for the CNN and for `--no-stack`.
+stays as it was, for the CNN where it does not stack (model.stack_paths) and for
+`--no-stack`.
 
 The worker and the executor talk over one duplex pipe, in JSON: the executor sends
 a `StackCommand` (train these runs, or cancel some of them), the worker sends
@@ -35,18 +36,18 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
+from ...model.stack_paths import MAX_STACK
 from ..status import Outcome
 from .placement import limit_threads, pin
 from .worker import WorkerMessage, ending, require_gpu, title_process
 
 T = TypeVar("T")
 
-# The largest stack. On 2 CPU cores the paper's MLP trains at about the same rate per
-# model from M = 4 to 64 (725-1,336 model-steps/s under XLA, within the shared machine's
-# noise; bench/stacked.py, bench/RESULTS.md "Stacked training"), so a larger stack costs
-# no training speed and saves a worker's start-up and tracing per stack; its memory at
-# 64 (weights, slots, a 1,000-image evaluation chunk per model) is a few hundred MB at most.
-MAX_STACK = 64
+# The largest stack planned (the hard cap, model.stack_paths.MAX_STACK). The planner
+# does not know the size this machine measured best (its timing depends on the
+# worker's threads and device): a stack worker trains a planned stack larger than that
+# as parts of that size, one after the other (model.stacked.train_stack), so planning
+# large only ever moves runs from a queue to a worker that trains them as fast.
 
 
 def stack_size(runs: int, slots: int, groups: int = 1) -> int:
@@ -219,8 +220,20 @@ def train_stack_job(
     failed = False
     try:
         configs = [RunConfig.model_validate_json(c) for c in command.configs]
+
+        def on_outcome(index: int, outcome) -> None:
+            # A part of a stack split to this machine's size ends before the others.
+            if run_ids[index] not in ended:
+                ending_ = ending(None if isinstance(outcome, TestMetrics) else outcome)
+                report(run_ids[index], ending_)
+
         outcomes = train_stack(
-            configs, on_event, should_stop, data=split_mnist(raw), checkpoint_dir=directory
+            configs,
+            on_event,
+            should_stop,
+            data=split_mnist(raw),
+            checkpoint_dir=directory,
+            on_outcome=on_outcome,
         )
     except Exception as exc:
         traceback.print_exc()
