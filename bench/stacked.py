@@ -18,6 +18,11 @@ MLP is 2·B·(2·ΣIO + ΣIO₋₁) FLOP: forward and weight gradients over all 
 products (ΣIO = 784·100 + 100·100 + 100·100 + 100·10) and input gradients of all but
 the first; elementwise work not counted.
 
+`--evaluation M` times `train_stack` end to end, the way a worker calls it: M paper
+MLPs (seeds 0..M-1) for EVAL_STEPS steps with an evaluation every EVAL_EVERY, once
+with `basic` diagnostics and once `off`, alternating: the whole stack, the first start
+event, and what an evaluation costs (its diagnostics: basic minus off, per model).
+
 `--compare-arms` also times a stack of M/2 BN and M/2 no-BN models (the stack
 computes both variants and selects per model) against the two homogeneous stacks
 of M/2 trained one after the other. `--cnn` times the seed CNN's second convolution
@@ -39,7 +44,7 @@ from bench.report import machine, write_section
 from bnlab.model.config import PAPER_MLP as PAPER_RECIPE
 from bnlab.model.config import RunConfig
 from bnlab.model.data import load_mnist
-from bnlab.model.stacked import StackTrainer
+from bnlab.model.stacked import StackTrainer, train_stack
 from bnlab.model.training import Trainer
 
 PAPER_MLP = {**PAPER_RECIPE, "diagnostics": "off"}  # the training alone is timed
@@ -117,6 +122,24 @@ def timed(sides: list[Side], rounds: int, seconds: float) -> None:
             side.measure()
 
 
+EVAL_STEPS, EVAL_EVERY = 1000, 100
+
+
+def stacked_end_to_end(data, size: int, diagnostics: str) -> dict[str, float]:
+    """Seconds of one `train_stack` of `size` paper MLPs: in all, to the first start
+    event, and to the end of step 0's evaluation (the first eval event)."""
+    fields = {**PAPER_MLP, "diagnostics": diagnostics, "steps": EVAL_STEPS}
+    configs = [RunConfig(**fields, eval_every=EVAL_EVERY, seed=s) for s in range(size)]
+    seen: dict[str, float] = {}
+    began = time.perf_counter()
+
+    def on_event(index: int, event) -> None:
+        seen.setdefault(event.type, time.perf_counter() - began)
+
+    train_stack(configs, on_event, data=data)
+    return {"total": time.perf_counter() - began, "start": seen["start"], "eval": seen["eval"]}
+
+
 def grouped_conv(models: int, rounds: int) -> tuple[float, float]:
     """Seconds per forward+backward of the CNN's conv2 (5x5, 32 -> 64 channels, 14x14,
     batch 64) for `models` models: (one grouped convolution under XLA, separate ones)."""
@@ -159,9 +182,10 @@ def main() -> None:
     parser.add_argument("--both", action="store_true", help="time stacks with and without XLA")
     parser.add_argument("--compare-arms", action="store_true")
     parser.add_argument("--cnn", action="store_true")
+    parser.add_argument("--evaluation", type=int, default=0, metavar="M", help="see above")
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     xlas = [False, True] if args.both else [not args.no_xla]
     data = load_mnist()
     load_before = os.getloadavg()[0]
@@ -216,9 +240,48 @@ def main() -> None:
                 f"CNN conv2 x{models}: grouped (XLA) {grouped * 1e3:.1f} ms, separate "
                 f"{separate * 1e3:.1f} ms: x{separate / grouped:.2f}"
             )
+    evaluation = {}
+    if args.evaluation:
+        for level in ("basic", "off", "off", "basic"):  # alternating: load hits both
+            timed_run = stacked_end_to_end(data, args.evaluation, level)
+            best = evaluation.setdefault(level, timed_run)
+            evaluation[level] = {k: min(v, best[k]) for k, v in timed_run.items()}
+            print(
+                f"stack of {args.evaluation}, {level}: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in timed_run.items())
+            )
     load_after = os.getloadavg()[0]
     if args.no_record:
         return
+    if evaluation:
+        evaluations = EVAL_STEPS // EVAL_EVERY + 1
+        cost = (evaluation["basic"]["total"] - evaluation["off"]["total"]) / evaluations
+        write_section(
+            "stacked-evaluation",
+            "\n".join(
+                [
+                    f"`python -m bench.stacked --evaluation {args.evaluation}` on {machine()}; "
+                    f"load average {load_before:.1f} before, {load_after:.1f} after. "
+                    f"{args.evaluation} paper MLPs (BN, SGD 0.5, batch 60; seeds 0-"
+                    f"{args.evaluation - 1}) as one `train_stack`, {EVAL_STEPS} steps, an "
+                    f"evaluation every {EVAL_EVERY} ({evaluations} with step 0's); the best "
+                    "of two calls per level, in the order basic, off, off, basic.",
+                    "",
+                    "| diagnostics | the stack, s | first start event, s | "
+                    "end of step 0's evaluation, s |",
+                    "|---|---|---|---|",
+                    *(
+                        f"| {level} | {t['total']:.1f} | {t['start']:.1f} | {t['eval']:.1f} |"
+                        for level, t in evaluation.items()
+                    ),
+                    "",
+                    f"`basic` costs {cost:.2f} s per evaluation of the stack, "
+                    f"{cost / args.evaluation * 1e3:.0f} ms per model.",
+                ]
+            ),
+        )
+        if not rows:
+            return
     lines = [
         f"`python -m bench.stacked --sizes {args.sizes} --rounds {args.rounds}"
         f"{' --both' if args.both else ''}{' --no-xla' if args.no_xla else ''}"
