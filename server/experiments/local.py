@@ -1,9 +1,11 @@
 """`bnlab experiment`: run an experiment's runs locally, without a server.
 
-Each run trains in a pool of spawned worker processes, kept for the whole experiment
-(each imports TensorFlow once), one TensorFlow thread pool per worker sized to its share of the
-cores and pinned to it, as the server's workers are (`threads_per_run`,
-`cores_for` in bnlab.server.execution.worker; issue #14 §4, bench/concurrency.py).
+Each run trains in a pool of worker processes, kept for the whole experiment and
+started as the server starts its workers (`worker_context`: forked from a fork server
+that imported TensorFlow once, or spawned on a GPU machine), one TensorFlow thread pool
+per worker sized to its share of the cores and pinned to it, as the server's workers
+are (`threads_per_run`, `cores_for` in bnlab.server.execution.placement; issue #14 §4,
+bench/concurrency.py).
 At the end it prints each cell's arms, the paired effect and the verdict.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import signal
 import sys
 import time
@@ -26,8 +27,9 @@ from pydantic import ValidationError
 from ...model.config import ArmName, RunConfig
 from ...model.data import DataError, ensure_files
 from ..execution.placement import cores_for, limit_threads, pin, threads_per_run
+from ..execution.processes import worker_context
 from ..execution.stacks import plan_stacks
-from ..execution.worker import WorkerMessage, ending, train_and_report
+from ..execution.worker import WorkerMessage, ending, title_process, train_and_report
 from ..status import Outcome
 from .analysis import Analysis, ExportError, analyze, analyze_export
 from .claims import ClaimResult
@@ -53,6 +55,8 @@ def _start_worker(stop, threads: int, placements) -> None:
     # TensorFlow's start-up chatter from every worker would bury the progress bar: the
     # log level is set by bnlab.model.environment, imported with bnlab.model.
     limit_threads(threads)
+    # Placed and sized: from here on it is one of the pool's workers to `ps` and the tests.
+    title_process("bnlab-pool")
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ def run_design(
     grouped as the server groups them: execution.stacks). `on_done(planned, result,
     error)` hears of each run as it ends."""
     threads = threads_per_run(workers)
-    context = multiprocessing.get_context("spawn")
+    context = worker_context([])
     stop = context.Event()
     placements = context.SimpleQueue()
     for slot in range(workers):

@@ -200,7 +200,9 @@ def test_comparison_runs_live_and_fills_compare_panel(page, server, output_dir):
 
 
 def test_cancel_a_running_run(page, server):
-    (run,) = start(page, single=True, steps=2000, eval_every=100, **CNN)
+    # The tiny MLP made to train until cancelled (the CNN with its diagnostics cost
+    # seconds of tracing for nothing this test looks at).
+    (run,) = start(page, single=True, steps=100_000, eval_every=1000)
     r = row(page, run["id"])
     expect(r).to_have_attribute("data-status", "running", timeout=RUN_TIMEOUT)
     expect(r.get_by_test_id("run-delete")).to_be_hidden()

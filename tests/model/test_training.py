@@ -15,10 +15,24 @@ from bnlab.model.training import WindowSizer, _loss_and_accuracy, train
 
 
 def tiny(**overrides) -> RunConfig:
-    """A run small enough for a unit test on the real MNIST."""
+    """A run small enough for a unit test on the real MNIST. Without diagnostics: they
+    more than doubled a tiny CNN run's cost (its measures traced and taken at each
+    evaluation), and training with them is training without them, to the bit
+    (tests/model/test_diagnostics.py); the tests that check what a default run does
+    ask for them."""
     return RunConfig(
-        **{"steps": 30, "eval_every": 10, "train_subset": 2000, "batch_size": 32, **overrides}
+        **{
+            "steps": 30,
+            "eval_every": 10,
+            "train_subset": 2000,
+            "batch_size": 32,
+            "diagnostics": "off",
+            **overrides,
+        }
     )
+
+
+DEFAULT_DIAGNOSTICS = RunConfig().diagnostics
 
 
 def collect(config, mnist, should_stop=None):
@@ -49,7 +63,7 @@ def reference_runs(mnist_small_eval):
 
 
 def test_a_run_reports_start_evals_progress_and_test_metrics(mnist_small_eval):
-    config = tiny(steps=25)
+    config = tiny(steps=25, diagnostics=DEFAULT_DIAGNOSTICS)
     events, metrics = collect(config, mnist_small_eval)
     kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "test"
@@ -330,7 +344,7 @@ def test_the_window_loop_never_waits_for_a_loss(mnist_small_eval):
     """On a GPU a while loop's condition runs on the host: one that read the loss
     would wait for the device at every step (issue #29). The traced condition may
     read only integer loop variables (the step counter), never a float."""
-    trainer = training.Trainer(tiny(), mnist_small_eval)
+    trainer = training.Trainer(tiny(diagnostics=DEFAULT_DIAGNOSTICS), mnist_small_eval)
     graph = trainer._run_window.get_concrete_function().graph
     (loop,) = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
     condition = graph._get_function(loop.get_attr("cond").name).graph

@@ -21,6 +21,7 @@ from bnlab.server.experiments.analysis import analyze
 from bnlab.server.experiments.design import PRESETS
 from bnlab.server.experiments.local import DesignError, load_design, print_table
 from bnlab.server.experiments.statistics import RunResult
+from bnlab.server.testing import session_pids
 
 TINY_MLP = {**PAPER_MLP, "steps": 60, "eval_every": 20, "train_subset": 1000, "diagnostics": "off"}
 
@@ -138,15 +139,16 @@ def test_a_bad_design_is_one_line_on_the_command_line():
     assert out.returncode == 2 and "--workers" in out.stderr and "Traceback" not in out.stderr
 
 
-def _children(pid: int) -> list[int]:
+def _pool_workers(proc: subprocess.Popen) -> list[int]:
+    """The pool's workers among the processes of `proc`'s session: each titles itself
+    once placed (forked from a fork server, they are not `proc`'s own children)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in session_pids(proc):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "bnlab-pool":
+                found.append(pid)
         except OSError:  # gone meanwhile
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
     return found
 
 
@@ -173,7 +175,7 @@ def test_ctrl_c_stops_the_runs_and_the_workers(tmp_path, data_dir):
     while len([w for w in workers if _loaded_tensorflow(w)]) < 2:
         assert time.monotonic() < deadline, "the workers never started training"
         time.sleep(0.2)
-        workers = [p for p in _children(proc.pid) if _loaded_tensorflow(p)]
+        workers = [p for p in _pool_workers(proc) if _loaded_tensorflow(p)]
     time.sleep(3)  # into the first steps
     # Two at once, each on cores of its own (server.worker.cores_for: one each on 2 cores).
     placed = sorted(sorted(os.sched_getaffinity(w)) for w in workers)
