@@ -46,6 +46,7 @@ from bnlab.model.config import RunConfig
 from bnlab.model.data import load_mnist
 from bnlab.model.stacked import StackTrainer, train_stack
 from bnlab.model.training import Trainer
+from bnlab.server.execution.placement import limit_threads, pin
 
 PAPER_MLP = {**PAPER_RECIPE, "diagnostics": "off"}  # the training alone is timed
 LAYERS = ((784, 100), (100, 100), (100, 100), (100, 10))
@@ -183,8 +184,16 @@ def main() -> None:
     parser.add_argument("--compare-arms", action="store_true")
     parser.add_argument("--cnn", action="store_true")
     parser.add_argument("--evaluation", type=int, default=0, metavar="M", help="see above")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow threads, pinned to as many cores"
+    )
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
+    if args.threads:
+        # As a worker of the server or of `bnlab experiment` is: its thread pools sized
+        # and pinned to its cores before TensorFlow runs an op; the peak measured alike.
+        limit_threads(args.threads)
+        pin(set(range(args.threads)))
     sizes = [int(s) for s in args.sizes.split(",") if s]
     xlas = [False, True] if args.both else [not args.no_xla]
     data = load_mnist()
@@ -260,7 +269,8 @@ def main() -> None:
             "stacked-evaluation",
             "\n".join(
                 [
-                    f"`python -m bench.stacked --evaluation {args.evaluation}` on {machine()}; "
+                    f"`python -m bench.stacked --evaluation {args.evaluation}"
+                    f"{f' --threads {args.threads}' if args.threads else ''}` on {machine()}; "
                     f"load average {load_before:.1f} before, {load_after:.1f} after. "
                     f"{args.evaluation} paper MLPs (BN, SGD 0.5, batch 60; seeds 0-"
                     f"{args.evaluation - 1}) as one `train_stack`, {EVAL_STEPS} steps, an "
@@ -285,7 +295,8 @@ def main() -> None:
     lines = [
         f"`python -m bench.stacked --sizes {args.sizes} --rounds {args.rounds}"
         f"{' --both' if args.both else ''}{' --no-xla' if args.no_xla else ''}"
-        f"{' --compare-arms' if args.compare_arms else ''}{' --cnn' if args.cnn else ''}` "
+        f"{' --compare-arms' if args.compare_arms else ''}{' --cnn' if args.cnn else ''}"
+        f"{f' --threads {args.threads}' if args.threads else ''}` "
         f"on {machine()}; load average {load_before:.1f} before, {load_after:.1f} after. "
         f"Matmul peak {peak / 1e9:.1f} GFLOP/s (best of {args.rounds * 2} compiled "
         f"{PEAK_SIZE}x{PEAK_SIZE} float32 tf.matmul); a model-step {flop / 1e6:.1f} MFLOP.",
@@ -312,7 +323,9 @@ def main() -> None:
             "|---|---|---|---|",
         ]
         lines += [f"| {m} | {g * 1e3:.1f} | {s * 1e3:.1f} | {s / g:.2f}x |" for m, g, s in convs]
-    write_section("stacked", "\n".join(lines))
+    write_section(
+        f"stacked-threads-{args.threads}" if args.threads else "stacked", "\n".join(lines)
+    )
 
 
 if __name__ == "__main__":
