@@ -290,8 +290,8 @@ def main() -> None:
                 ]
             ),
         )
-        if not rows:
-            return
+    if not rows:  # no stack sizes timed (`--sizes ""`)
+        return
     lines = [
         f"`python -m bench.stacked --sizes {args.sizes} --rounds {args.rounds}"
         f"{' --both' if args.both else ''}{' --no-xla' if args.no_xla else ''}"

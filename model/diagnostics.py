@@ -130,8 +130,9 @@ def summary(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarr
     end bins, NaN into the last.
 
     In NumPy on the host, not in the compiled measures: NumPy sorts float32 with SIMD
-    (about 2 ms per 160,000 values, a distribution, on this CPU), where TensorFlow's
-    sort took 20 ms and its histogram 6 ms more (bench/RESULTS.md, "Stacked training").
+    (about 2 ms per 160,000 values, a distribution, on this CPU), where TensorFlow took
+    13-17 ms for the same summary (a sort of the bins holding the percentiles and a
+    one-hot histogram; bench/RESULTS.md, "Stacked training").
     A stack's evaluation summarises every distribution of every model, so this was
     most of its time.
     """
